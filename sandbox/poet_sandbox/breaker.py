@@ -25,6 +25,10 @@ class CircuitBreaker:
         self.last_error = None
         self._clock = clock
 
+    def configure(self, failure_threshold: int, reset_seconds: float) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+
     @property
     def state(self) -> str:
         if self.opened_at is None:

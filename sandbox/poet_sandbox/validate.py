@@ -147,6 +147,41 @@ def anything(value, field: str, error=PerceiveError):
     return value
 
 
+class Unset:
+    """The default of a perceive() parameter the caller did not pass."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
+
+
+def list_of(item=None, drop_missing: bool = False):
+    """A checker for ``list[X]`` built once at import of the generated module."""
+
+    def check(value, field, error=PerceiveError):
+        return as_list(value, field, item=item, drop_missing=drop_missing, error=error)
+
+    return check
+
+
+def dict_of(key=None, item=None):
+    def check(value, field, error=PerceiveError):
+        return as_dict(value, field, key=key, item=item, error=error)
+
+    return check
+
+
+def instance_of(cls):
+    def check(value, field, error=PerceiveError):
+        return as_instance(value, field, cls, error=error)
+
+    return check
+
+
 def optional(inner):
     """Wrap a checker so that None passes (``Optional[X]`` / ``X | None``)."""
 

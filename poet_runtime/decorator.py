@@ -1,0 +1,156 @@
+"""``@poet``: validates its arguments and, when the runtime is off, gets out of the way.
+
+With the runtime off the decorator returns the very function it was given, so an
+application pays nothing for being POET-ready. With it on, it returns the enhanced
+callable built by ``poet_runtime.enhanced``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar, overload
+
+from poet_runtime import runtime
+from poet_runtime.errors import PoetConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class PoetConfig:
+    """The decorator's arguments, validated. Part of every version's key."""
+
+    domain: str | None = None
+    optimize_for: str | None = None
+    retries: int | None = None
+    timeout: float | None = None
+    policy: str | None = None
+
+    def key_data(self) -> dict:
+        return {
+            "domain": self.domain,
+            "optimize_for": self.optimize_for,
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "policy": self.policy,
+        }
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        function_id: str,
+        *,
+        domain: str | None = None,
+        optimize_for: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        policy: str | None = None,
+        enable_training: bool | None = None,
+    ) -> "PoetConfig":
+        from poet_runtime.domains import domain_names, objectives_for
+
+        def fail(argument: str, value: Any, allowed: str) -> PoetConfigError:
+            return PoetConfigError(f"@poet on {function_id}: {argument}={value!r} is not valid; allowed: {allowed}")
+
+        if domain is not None and domain not in domain_names():
+            raise fail("domain", domain, ", ".join(domain_names()))
+        if enable_training is not None and not isinstance(enable_training, bool):
+            raise fail("enable_training", enable_training, "True or False")
+        if enable_training and optimize_for is None:
+            warnings.warn(
+                f"@poet on {function_id}: enable_training=True is deprecated; "
+                "say optimize_for=... (it means optimize_for='performance' here)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            optimize_for = "performance"
+        if optimize_for is not None and optimize_for not in objectives_for(domain):
+            raise fail("optimize_for", optimize_for, ", ".join(objectives_for(domain)))
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+            raise fail("retries", retries, "a whole number >= 0")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise fail("timeout", timeout, "a number of seconds > 0")
+        if policy is not None and (not isinstance(policy, str) or not policy.strip()):
+            raise fail("policy", policy, "a shipped policy name (default, strict, trusted) or a path to a policy file")
+        return cls(domain, optimize_for, retries, float(timeout) if timeout is not None else None, policy)
+
+
+def _function_id(obj: Any) -> str:
+    target = getattr(obj, "__func__", obj)
+    module = getattr(target, "__module__", None) or "?"
+    qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
+    return f"{module}:{qualname}"
+
+
+@overload
+def poet(function: F, /) -> F: ...
+
+
+@overload
+def poet(
+    domain: str | None = None,
+    optimize_for: str | None = None,
+    *,
+    retries: int | None = None,
+    timeout: float | None = None,
+    policy: str | None = None,
+    enable_training: bool | None = None,
+) -> Callable[[F], F]: ...
+
+
+def poet(
+    domain: Any = None,
+    optimize_for: str | None = None,
+    *,
+    retries: int | None = None,
+    timeout: float | None = None,
+    policy: str | None = None,
+    enable_training: bool | None = None,
+):
+    """Mark a function for enhancement: ``@poet``, ``@poet()`` or ``@poet(domain, optimize_for, ...)``.
+
+    ``domain`` picks the rules (``base``, ``ml_monitoring``, ``api_operations``, or any
+    installed domain); ``optimize_for`` turns on training toward an objective;
+    ``retries`` and ``timeout`` override the domain's; ``policy`` names the sandbox
+    policy. Invalid arguments raise ``PoetConfigError`` when the decorator is applied.
+    """
+    if callable(domain) or isinstance(domain, (staticmethod, classmethod)):
+        # Bare @poet: the first positional argument is the function itself.
+        return _apply(domain, {})
+    kwargs = dict(
+        domain=domain,
+        optimize_for=optimize_for,
+        retries=retries,
+        timeout=timeout,
+        policy=policy,
+        enable_training=enable_training,
+    )
+
+    def decorate(function):
+        return _apply(function, kwargs)
+
+    return decorate
+
+
+def _apply(function, kwargs: dict):
+    function_id = _function_id(function)
+    if isinstance(function, (staticmethod, classmethod)):
+        inner = function.__func__
+    else:
+        inner = function
+    if not callable(inner) or not hasattr(inner, "__code__"):
+        raise PoetConfigError(f"@poet on {function_id}: expected a function, got {type(function).__name__}")
+    config = PoetConfig.from_kwargs(function_id, **kwargs)
+    if not runtime.is_enabled():
+        return function  # zero cost: the very same object
+    from poet_runtime.enhanced import enhance_function
+
+    enhanced = enhance_function(inner, config)
+    if isinstance(function, staticmethod):
+        return staticmethod(enhanced)
+    if isinstance(function, classmethod):
+        return classmethod(enhanced)
+    return enhanced

@@ -1,0 +1,1 @@
+"""The base domain: its rules live in domain.toml beside this file."""

@@ -1,0 +1,301 @@
+"""The enhanced callable: what a module holds in place of a ``@poet`` function.
+
+It is a plain function with the original's name, signature and docstring whose
+body is one indirection: ``cell[0](args, kwargs)``. The cell first holds the
+resolver (find or generate the version, load it); after that it holds a fast path
+specialised for the loaded enhancement, or, if anything went wrong, a path that
+calls the original function. Every failure that is ours ends in the original
+function being called with the original arguments: a user's program never breaks
+because of POET, and the reason is logged once and emitted as an event.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+import threading
+
+from poet_runtime import events, records, runtime
+from poet_runtime.errors import GenerationError, PoetError, PoetViolation
+from poet_runtime.records import ERROR, FALLBACK, OK
+
+log = logging.getLogger("poet_runtime")
+
+
+def _phase_error_class():
+    from poet_runtime.resources import load_facility
+
+    load_facility()
+    from poet_sandbox.errors import PhaseError
+
+    return PhaseError
+
+
+def _reason_for(error) -> str:
+    name = type(error).__name__
+    if name == "PerceiveError":
+        return "perceive_rejected"
+    if name == "EnforceError":
+        return "enforce_rejected"
+    if name == "InternalError":
+        return f"{error.phase}_error"
+    return "sandbox_error"
+
+
+class FunctionState:
+    """Everything the runtime knows about one enhanced function."""
+
+    def __init__(self, original, config):
+        self.original = original
+        self.config = config
+        self.module = getattr(original, "__module__", None) or "__main__"
+        self.qualname = original.__qualname__
+        self.function_id = f"{self.module}:{self.qualname}"
+        self.is_async = inspect.iscoroutinefunction(original)
+        self.static_source: str | None = None
+        self.static_lineno: int | None = None
+        self.lock = threading.RLock()
+        self.loaded = None
+        self.version = None
+        self.version_number: int | None = None
+        self.backend_name: str | None = None
+        self.policy = None
+        self.disabled: tuple[str, str] | None = None
+        self.stats = runtime.stats_for(self.function_id)
+        self.warned: set[str] = set()
+        self.background: threading.Thread | None = None
+        self.cell = [self._first_call_async if self.is_async else self._first_call]
+
+    # -- resolution ----------------------------------------------------------------------
+
+    def spec(self):
+        from poet_runtime.generate.spec import spec_from_function
+
+        return spec_from_function(self.original, source=self.static_source, lineno=self.static_lineno)
+
+    def resolve(self, *, generate: bool = True) -> None:
+        """Find or make the version and load it; on success the fast path takes over."""
+        from poet_runtime.resolve import effective_policy, ensure_version, load_version
+
+        spec = self.spec()
+        module = sys.modules.get(self.module)
+        module_file = getattr(module, "__file__", None) or spec.filename
+        self.policy = effective_policy(self.config, self.function_id)
+        version = ensure_version(spec, self.config, module_file=module_file, generate=generate)
+        loaded = load_version(
+            version,
+            function_id=self.function_id,
+            original=self.original,
+            user_globals=self.original.__globals__,
+            package=getattr(module, "__package__", None),
+            policy=self.policy,
+        )
+        self.loaded, self.version, self.version_number = loaded, version, version.number
+        self.backend_name = getattr(loaded, "backend", None)
+        self.stats.version, self.stats.backend = version.number, self.backend_name
+        self.disabled = None
+        self.cell[0] = self._make_fast_async() if self.is_async else self._make_fast()
+        events.emit("function.enhanced", function=self.function_id, version=version.number, backend=self.backend_name)
+
+    def ensure_loaded(self):
+        """Resolve now (``poet_runtime.enhance``), whatever the generation mode; raises on failure."""
+        with self.lock:
+            if self.loaded is None:
+                self.resolve()
+        return self.version
+
+    def _disable(self, error: BaseException) -> None:
+        reason = error.reason if isinstance(error, GenerationError) else (
+            "config_error" if isinstance(error, PoetError) else "runtime_error")
+        detail = f"{type(error).__name__}: {error}"
+        self.disabled = (reason, detail)
+        if self.is_async:
+            async def call_original(args, kwargs):
+                return await self._fallback_async(args, kwargs, reason, detail)
+        else:
+            def call_original(args, kwargs):
+                return self._fallback(args, kwargs, reason, detail)
+        self.cell[0] = call_original
+
+    def _resolve_or_disable(self) -> None:
+        from poet_runtime.settings import get_settings
+
+        mode = get_settings().generate_mode
+        try:
+            self.resolve(generate=mode != "off")
+        except Exception as error:  # anything at all: the original keeps working
+            self._disable(error)
+
+    def _start_background(self) -> None:
+        if self.background is None:
+            self.background = threading.Thread(
+                target=self._resolve_or_disable, name=f"poet-generate-{self.qualname}", daemon=True
+            )
+            self.background.start()
+
+    def _first_call(self, args, kwargs):
+        from poet_runtime.settings import get_settings
+
+        if get_settings().generate_mode == "background":
+            with self.lock:
+                if self.cell[0] == self._first_call:
+                    self._start_background()
+                    return self._fallback(args, kwargs, "generating", "the enhancement is being generated", warn=False)
+        else:
+            with self.lock:
+                if self.cell[0] == self._first_call:
+                    self._resolve_or_disable()
+        return self.cell[0](args, kwargs)
+
+    async def _first_call_async(self, args, kwargs):
+        import asyncio
+
+        from poet_runtime.settings import get_settings
+
+        if get_settings().generate_mode == "background":
+            with self.lock:
+                if self.cell[0] == self._first_call_async:
+                    self._start_background()
+            if self.cell[0] == self._first_call_async:
+                return await self._fallback_async(args, kwargs, "generating", "the enhancement is being generated",
+                                                  warn=False)
+        else:
+            # Generation may block (a model call): keep it off the event loop.
+            def resolve():
+                with self.lock:
+                    if self.cell[0] == self._first_call_async:
+                        self._resolve_or_disable()
+
+            await asyncio.to_thread(resolve)
+        return await self.cell[0](args, kwargs)
+
+    # -- fallback ------------------------------------------------------------------------
+
+    def _note_fallback(self, reason: str, detail: str, warn: bool) -> None:
+        self.stats.calls += 1
+        self.stats.fallbacks[reason] += 1
+        records.last.set((self, records.next_number(), FALLBACK, reason, detail, None, None, None, None))
+        if warn and reason not in self.warned:
+            self.warned.add(reason)
+            log.warning("poet_runtime: %s fell back to the original function (%s): %s", self.function_id, reason, detail)
+        events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
+                    detail=detail)
+
+    def _fallback(self, args, kwargs, reason: str, detail: str, warn: bool = True):
+        self._note_fallback(reason, detail, warn)
+        return self.original(*args, **kwargs)
+
+    async def _fallback_async(self, args, kwargs, reason: str, detail: str, warn: bool = True):
+        self._note_fallback(reason, detail, warn)
+        return await self.original(*args, **kwargs)
+
+    def _violation(self, violation: PoetViolation) -> tuple[str, str]:
+        reason = f"violation:{violation.limit}"
+        if self.policy is not None and getattr(self.policy, "on_violation", "fallback") == "raise":
+            self._note_fallback(reason, violation.detail, warn=True)
+            raise violation
+        return reason, violation.detail
+
+    # -- the fast paths ------------------------------------------------------------------
+
+    def _make_fast(self):
+        call = self.loaded.call
+        stats = self.stats
+        set_last = records.last.set
+        next_number = records.next_number
+        listeners = events._listeners
+        emit_execution = self._emit_execution
+        PhaseError = _phase_error_class()
+        state = self
+
+        def fast(args, kwargs):
+            stats.calls += 1
+            try:
+                result, t0, t1, t2, t3 = call(args, kwargs)
+            except PhaseError as error:
+                stats.calls -= 1
+                return state._fallback(args, kwargs, _reason_for(error), str(error))
+            except PoetViolation as violation:
+                stats.calls -= 1
+                reason, detail = state._violation(violation)
+                return state._fallback(args, kwargs, reason, detail)
+            except BaseException as error:
+                set_last((state, next_number(), ERROR, type(error).__name__, str(error), None, None, None, None))
+                raise
+            stats.enhanced_calls += 1
+            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
+            set_last(entry)
+            if listeners:
+                emit_execution(entry)
+            return result
+
+        return fast
+
+    def _make_fast_async(self):
+        call = self.loaded.call_async
+        stats = self.stats
+        set_last = records.last.set
+        next_number = records.next_number
+        listeners = events._listeners
+        emit_execution = self._emit_execution
+        PhaseError = _phase_error_class()
+        state = self
+
+        async def fast(args, kwargs):
+            stats.calls += 1
+            try:
+                result, t0, t1, t2, t3 = await call(args, kwargs)
+            except PhaseError as error:
+                stats.calls -= 1
+                return await state._fallback_async(args, kwargs, _reason_for(error), str(error))
+            except PoetViolation as violation:
+                stats.calls -= 1
+                reason, detail = state._violation(violation)
+                return await state._fallback_async(args, kwargs, reason, detail)
+            except BaseException as error:
+                set_last((state, next_number(), ERROR, type(error).__name__, str(error), None, None, None, None))
+                raise
+            stats.enhanced_calls += 1
+            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
+            set_last(entry)
+            if listeners:
+                emit_execution(entry)
+            return result
+
+        return fast
+
+    def _emit_execution(self, entry) -> None:
+        record = records.build(entry)
+        events.emit("function.execution", record=record)
+
+
+def enhance_function(original, config):
+    """Build the enhanced callable for ``original`` (the decorator calls this when the runtime is on)."""
+    state = FunctionState(original, config)
+    cell = state.cell
+    if state.is_async:
+        async def enhanced(*args, **kwargs):
+            return await cell[0](args, kwargs)
+    else:
+        def enhanced(*args, **kwargs):
+            return cell[0](args, kwargs)
+    functools.update_wrapper(enhanced, original)
+    enhanced.__poet__ = state
+    return enhanced
+
+
+def state_of(obj) -> FunctionState | None:
+    """The runtime state behind an enhanced callable (or a static/class method around one)."""
+    target = getattr(obj, "__func__", obj)
+    return getattr(target, "__poet__", None)
+
+
+def bind(obj, *, module: str, qualname: str, source: str, lineno: int):
+    """Give an enhanced callable its identity from the import hook, so no source lookup is needed."""
+    state = state_of(obj)
+    if state is not None:
+        state.static_source = source
+        state.static_lineno = lineno
+    return obj

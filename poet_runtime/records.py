@@ -1,0 +1,72 @@
+"""What the most recent call did: ``poet_runtime.last_execution()``.
+
+The call path stores a small tuple in a context variable (cheap enough for every
+call); the readable ``ExecutionRecord`` is built only when someone asks. A context
+variable gives each thread and each asyncio task its own "last call".
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import os
+import uuid
+from dataclasses import dataclass, field
+
+# Execution ids are "<process>-<n>": unique across processes without a uuid per call.
+PROCESS_ID = uuid.uuid4().hex[:12]
+next_number = itertools.count(1).__next__
+last = contextvars.ContextVar("poet_last_execution", default=None)
+
+OK = "ok"
+ERROR = "error"  # the user's logic raised; the exception reached the caller
+FALLBACK = "fallback"  # the original function ran instead
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    execution_id: str
+    function: str  # "module:qualname"
+    version: int | None
+    backend: str | None
+    status: str  # "ok", "error" or "fallback"
+    fell_back: bool
+    reason: str | None  # why it fell back (a short code), or the error type
+    detail: str | None
+    phase_ms: dict = field(default_factory=dict)  # perceive, operate, enforce (train included in enforce's tail)
+    pid: int = 0
+
+    @property
+    def duration_ms(self) -> float:
+        return sum(self.phase_ms.values())
+
+
+def execution_id(number: int) -> str:
+    return f"{PROCESS_ID}-{number}"
+
+
+def build(entry) -> ExecutionRecord | None:
+    """Turn the call path's tuple into a record. See ``enhanced`` for the tuple's shape."""
+    if entry is None:
+        return None
+    state, number, status, reason, detail, t0, t1, t2, t3 = entry
+    phases = {}
+    if t0 is not None:
+        phases = {"perceive": (t1 - t0) / 1e6, "operate": (t2 - t1) / 1e6, "enforce": (t3 - t2) / 1e6}
+    return ExecutionRecord(
+        execution_id=execution_id(number),
+        function=state.function_id,
+        version=state.version_number,
+        backend=state.backend_name,
+        status=status,
+        fell_back=status == FALLBACK,
+        reason=reason,
+        detail=detail,
+        phase_ms=phases,
+        pid=os.getpid(),
+    )
+
+
+def last_execution() -> ExecutionRecord | None:
+    """The record of the most recent enhanced call in this thread or task, or None."""
+    return build(last.get())

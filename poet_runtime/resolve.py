@@ -1,0 +1,138 @@
+"""From a function to a runnable enhancement: store lookup, generation, checks, loading.
+
+``ensure_version`` answers "which stored version serves this function as it is now?",
+generating and storing one only when none matches the function's key (its source,
+its decorator arguments, the generator and the domain template). ``load_version``
+hands that version to the backend its policy names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+from poet_runtime.backends import Limits, LoadRequest, get_backend
+from poet_runtime.domains import get_domain
+from poet_runtime.errors import GenerationError
+from poet_runtime.generate.checks import check_generated
+from poet_runtime.generate.spec import FunctionSpec
+from poet_runtime.store import FunctionStore, StoredVersion
+
+log = logging.getLogger("poet_runtime")
+
+
+def select_generator():
+    """The generator settings ask for: the built-in one unless a model is configured."""
+    from poet_runtime.settings import get_settings
+
+    settings = get_settings()
+    if settings.model:
+        from poet_runtime.generate.llm import LLMGenerator
+
+        return LLMGenerator.from_settings(settings)
+    from poet_runtime.generate.builtin import BuiltinGenerator
+
+    return BuiltinGenerator()
+
+
+def version_key(spec: FunctionSpec, config, generator, template_version: int) -> str:
+    data = {
+        "source": spec.source_hash(),
+        "config": config.key_data(),
+        "generator": f"{generator.id}-{generator.version}",
+        "template": template_version,
+    }
+    extra = getattr(generator, "key_data", None)
+    if extra is not None:
+        data["generator_config"] = extra()
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def ensure_version(spec: FunctionSpec, config, *, module_file: str | None, generate: bool = True,
+                   generator=None, hints: dict | None = None) -> StoredVersion:
+    """The current version for ``spec``; generated, checked and stored if none matches."""
+    domain = get_domain(config.domain)
+    generator = generator or select_generator()
+    key = version_key(spec, config, generator, domain.version)
+    store = FunctionStore.open(spec.module, spec.qualname, module_file)
+    found = _matching(store, key)
+    if found is not None:
+        return found
+    if not generate:
+        raise GenerationError("not_generated", f"{spec.function_id}: no stored version matches and generation is off")
+    with store.lock():
+        found = _matching(store, key)  # another thread or process may have made it meanwhile
+        if found is not None:
+            return found
+        return _generate(store, spec, config, domain, generator, key, hints)
+
+
+def _matching(store: FunctionStore, key: str) -> StoredVersion | None:
+    current = store.current()
+    if current is not None and current.metadata.get("key") == key:
+        return current
+    earlier = store.find_key(key)
+    if earlier is not None:
+        store.set_current(earlier.number)
+        return earlier
+    return None
+
+
+def _generate(store, spec, config, domain, generator, key, hints) -> StoredVersion:
+    generated = generator.generate(spec, config, domain, hints)
+    filename = str(store.folder / "code.py")
+    checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
+                             needs_train=bool(config.optimize_for))
+    params = {name: entry["default"] for name, entry in generated.parameters.items()}
+    metadata = {
+        "key": key,
+        "generator": generated.generator,
+        "domain": domain.name,
+        "template_version": generated.template_version,
+        "objective": config.optimize_for,
+        "config": config.key_data(),
+        "source_hash": spec.source_hash(),
+        "logic_name": generated.logic_name,
+        "is_async": spec.is_async,
+        "checks": checks,
+        "parameters": generated.parameters,
+        "status": "current",
+        **({"notes": generated.notes} if generated.notes else {}),
+        **generated.details,
+    }
+    version = store.create(generated.code, params, {"observations": {}, "audit": []}, metadata)
+    log.info("poet_runtime: %s: stored %s (%s)", spec.function_id, version.name, generated.generator)
+    return version
+
+
+def effective_policy(config, function_id: str):
+    """The policy settings for this function: backend, limits, on_violation."""
+    try:
+        from poet_runtime.policy import load_policy, policy_name_for
+    except ImportError:  # TEMPORARY until the policy module lands: in-process, no limits
+        return None
+
+    return load_policy(policy_name_for(config.policy)).effective_for(function_id)
+
+
+def load_version(version: StoredVersion, *, function_id: str, original, user_globals: dict, package: str | None,
+                 policy=None):
+    """Load ``version`` into the backend the policy names; returns the loaded enhancement."""
+    backend_name = policy.backend if policy is not None else "none"
+    limits = policy.limits if policy is not None else Limits()
+    request = LoadRequest(
+        function_id=function_id,
+        version=version.number,
+        code=version.code(),
+        filename=os.fspath(version.path / "code.py"),
+        logic_name=version.metadata.get("logic_name") or function_id.rpartition(".")[2].rpartition(":")[2],
+        params=version.params(),
+        user_globals=user_globals,
+        is_async=bool(version.metadata.get("is_async")),
+        limits=limits,
+        original=original,
+        package=package,
+    )
+    return get_backend(backend_name).load(request)

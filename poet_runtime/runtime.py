@@ -1,0 +1,57 @@
+"""Process-wide runtime state: whether POET is on, and what the enhanced functions did.
+
+Kept tiny and import-free so that the decorator can ask ``is_enabled()`` without
+pulling in the generator, the store or any backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+_enabled = False
+_lock = threading.Lock()
+
+
+def is_enabled() -> bool:
+    return _enabled
+
+
+def set_enabled(value: bool) -> None:
+    global _enabled
+    _enabled = value
+
+
+@dataclass
+class FunctionStats:
+    """Counters of one enhanced function, for the exit summary and ``stats()``."""
+
+    function_id: str
+    version: int | None = None
+    backend: str | None = None
+    calls: int = 0
+    enhanced_calls: int = 0
+    fallbacks: Counter = field(default_factory=Counter)  # reason -> count
+
+
+_stats: dict[str, FunctionStats] = {}
+
+
+def stats_for(function_id: str) -> FunctionStats:
+    with _lock:
+        entry = _stats.get(function_id)
+        if entry is None:
+            entry = _stats[function_id] = FunctionStats(function_id)
+        return entry
+
+
+def stats() -> dict[str, FunctionStats]:
+    """A snapshot of every enhanced function's counters in this process."""
+    with _lock:
+        return dict(_stats)
+
+
+def reset_stats() -> None:
+    with _lock:
+        _stats.clear()
