@@ -300,6 +300,7 @@ def spec_from_function(function, *, source: str | None = None, lineno: int | Non
     module_source = None
     if filename:
         module_globals = getattr(sys.modules.get(module), "__dict__", None)
+        linecache.checkcache(filename)  # the file may have changed since it was first read
         lines = linecache.getlines(filename, module_globals)
         if lines:
             module_source = "".join(lines)

@@ -1,0 +1,60 @@
+"""Shared fixtures: every test gets its own store, cache and settings; nothing touches the repo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def poet_home(tmp_path, monkeypatch):
+    """Runtime on, store and cache in tmp, in-process backend unless a test asks for another policy."""
+    import poet_runtime
+    from poet_runtime import runtime, settings
+
+    home = tmp_path / "poet_home"
+    cache = tmp_path / "poet_cache"
+    for variable in list(os.environ):
+        if variable.startswith("POET_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("POET_HOME", str(home))
+    monkeypatch.setenv("POET_CACHE_DIR", str(cache))
+    monkeypatch.setenv("POET_POLICY", "trusted")
+    settings.reset()
+    poet_runtime.enable(hook=False)
+    yield home
+    poet_runtime.disable()
+    settings.reset()
+    runtime.reset_stats()
+    from poet_runtime import cache as code_cache
+
+    code_cache.close()
+
+
+@pytest.fixture
+def write_module(tmp_path):
+    """Write a module into a fresh folder on sys.path and import it; returns the module."""
+    import importlib
+
+    folder = tmp_path / "mods"
+    folder.mkdir(exist_ok=True)
+    sys.path.insert(0, str(folder))
+    created = []
+
+    def write(name: str, source: str):
+        (folder / f"{name}.py").write_text(source, encoding="utf-8")
+        sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+        created.append(name)
+        return importlib.import_module(name)
+
+    yield write
+    sys.path.remove(str(folder))
+    for name in created:
+        sys.modules.pop(name, None)
