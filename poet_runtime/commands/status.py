@@ -1,0 +1,60 @@
+"""``status [PATH]``: every ``@poet`` function found, its current version, and whether it is up to date.
+
+"Up to date" means the current version's key equals the key the function has now
+(its source, decorator arguments, generator and domain template): the next call would
+use it without generating. Found statically; nothing is imported or generated.
+"""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "status", help="list @poet functions with their current version and whether it matches their source",
+        description="List every @poet function under PATH (default: the current folder), its current stored "
+        "version, and whether that version is up to date with the function's source and arguments.",
+    )
+    parser.add_argument("paths", nargs="*", default=["."], metavar="PATH")
+    parser.set_defaults(handler=run)
+
+
+def _state(item, store, current) -> str:
+    if current is None:
+        return "not generated"
+    if item.skipped:
+        return "unknown (non-literal arguments)"
+    from poet_runtime.decorator import PoetConfig
+    from poet_runtime.generate.spec import spec_from_source
+
+    spec = spec_from_source(item.module, item.qualname, item.module_source, item.file)
+    config = PoetConfig.from_kwargs(item.function_id, **item.kwargs)
+    try:
+        from poet_runtime.domains import get_domain
+        from poet_runtime.resolve import select_generator, version_key
+
+        key = version_key(spec, config, select_generator(), get_domain(config.domain).version)
+        same = current.metadata.get("key") == key
+    except ImportError:  # an older core without version_key: compare the source alone
+        same = current.metadata.get("source_hash") == spec.source_hash()
+    return "up to date" if same else "stale (source or arguments changed)"
+
+
+def run(args) -> int:
+    from poet_runtime.commands import _render
+    from poet_runtime.hook.discover import discover
+    from poet_runtime.store import FunctionStore
+
+    found, problems = discover(args.paths)
+    rows = []
+    for item in found:
+        store = FunctionStore.open(item.module, item.qualname, item.file)
+        current = store.current()
+        try:
+            state = _state(item, store, current)
+        except Exception as error:
+            state = f"error: {type(error).__name__}: {error}"
+        rows.append([item.function_id, f"{item.file}:{item.lineno}", current.name if current else "-", state])
+    for problem in problems:
+        rows.append([problem.file, "-", "-", f"error: {problem.message}"])
+    _render.table("poet status", ["function", "where", "current", "state"], rows)
+    return 1 if problems else 0

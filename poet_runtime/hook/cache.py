@@ -1,0 +1,99 @@
+"""Bytecode cache for rewritten modules: own pyc tag, source-hash validated, atomic writes.
+
+Why not the standard pyc: a rewritten module must never be mistaken for the plain
+one (a run without the hook would pick up our bytecode, or we theirs), so ours live
+beside them under a tag that names the runtime and transform version, e.g.
+``__pycache__/app.cpython-311.poet-0.1.0-t1.pyc``. Validation is by a hash of the
+source and the module name (the name is baked into the bind calls), never by mtime,
+so a copied tree, a checkout or a same-second edit cannot serve stale code.
+
+Writes go to a unique temporary file in the same folder and are renamed into place,
+so two threads or processes importing the same module at once each see either no
+file or a whole one. ``sys.dont_write_bytecode`` and unwritable folders are respected:
+we then simply recompile next time.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+import tempfile
+from importlib.util import MAGIC_NUMBER, source_hash
+
+TRANSFORM_VERSION = 1  # bump when the rewrite changes shape
+_FLAGS = (0b11).to_bytes(4, "little")  # "hash-based, checked" in the standard pyc header layout
+_HEADER = 16
+
+
+def tag() -> str:
+    """The cache tag naming the runtime version and the transform version."""
+    version = getattr(sys.modules.get("poet_runtime"), "__version__", None) or "0"
+    safe = "".join(c if c.isalnum() or c in "._" else "_" for c in str(version))
+    return f"poet-{safe}-t{TRANSFORM_VERSION}"
+
+
+_TAG = None
+
+
+def cache_file(source_path: str, prefix: str | None = None) -> str:
+    """``<dir>/__pycache__/<stem>.<impl tag>.<poet tag>[.opt-N].pyc`` for ``source_path``."""
+    global _TAG
+    if _TAG is None:
+        _TAG = tag()
+    head, tail = os.path.split(source_path)
+    stem = tail.rpartition(".")[0] or tail
+    opt = f".opt-{sys.flags.optimize}" if sys.flags.optimize else ""
+    name = f"{stem}.{sys.implementation.cache_tag}.{_TAG}{opt}.pyc"
+    return os.path.join(head, "__pycache__", name)
+
+
+def key(source: bytes, module: str) -> bytes:
+    """What a cached file must match: the source text and the module name baked into it."""
+    return source_hash(source + b"\0" + module.encode("utf-8", "surrogatepass"))
+
+
+def load(path: str, expected_key: bytes):
+    """The cached code object, or None when missing, foreign or stale."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    if len(data) < _HEADER or data[:4] != MAGIC_NUMBER or data[4:8] != _FLAGS or data[8:16] != expected_key:
+        return None
+    try:
+        return marshal.loads(memoryview(data)[_HEADER:])
+    except (ValueError, EOFError, TypeError):
+        return None
+
+
+def store(path: str, key_bytes: bytes, code, source_mode: int | None = None) -> bool:
+    """Write atomically; False (silently) when bytecode writing is off or the folder is read-only."""
+    if sys.dont_write_bytecode:
+        return False
+    data = MAGIC_NUMBER + _FLAGS + key_bytes + marshal.dumps(code)
+    return write_atomic(path, data, source_mode)
+
+
+def write_atomic(path: str, data: bytes, source_mode: int | None = None) -> bool:
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if source_mode is not None:
+            # like importlib: readable as the source is, and always writable by us
+            os.chmod(temporary, (source_mode & 0o666) | 0o200)
+        os.replace(temporary, path)
+        return True
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        return False

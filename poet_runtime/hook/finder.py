@@ -1,0 +1,73 @@
+"""The meta-path finder and the loader that compile selected modules through the rewrite.
+
+The finder sits immediately before ``PathFinder`` on ``sys.meta_path`` and asks it to
+do the finding, so path hooks, namespace packages, zip imports and ``importlib``'s
+caches behave exactly as without us. It then takes over only a module that
+(a) the selection picks, (b) the standard ``SourceFileLoader`` would load (any other
+loader means another tool owns the module: pytest's rewriter, beartype, a zip), and
+(c) contains ``poet`` (see ``scan``). Everything else gets the very spec ``PathFinder``
+returned, so its code object and pyc are those of a run without the hook.
+
+Hooks placed before ours (pytest's assertion rewriter inserts itself first) keep
+their modules; hooks placed after ``PathFinder`` never see ours, as before.
+"""
+
+from __future__ import annotations
+
+from importlib.machinery import PathFinder, SourceFileLoader
+
+from poet_runtime.hook import cache, scan
+from poet_runtime.hook.transform import compile_module
+
+
+class PoetLoader(SourceFileLoader):
+    """A ``SourceFileLoader`` whose bytecode is the rewritten module, cached under our own tag."""
+
+    def get_code(self, fullname):
+        path = self.get_filename(fullname)
+        data = self.get_data(path)
+        cached = cache.cache_file(path)
+        key = cache.key(data, self.name)
+        code = cache.load(cached, key)
+        if code is None:
+            code = self.source_to_code(data, path)
+            try:
+                mode = self.path_stats(path).get("mode") if hasattr(self, "path_stats") else None
+            except OSError:
+                mode = None
+            cache.store(cached, key, code, mode)
+        return code
+
+    def source_to_code(self, data, path, *, _optimize=-1):
+        return compile_module(data, path, self.name, optimize=_optimize)
+
+    def path_stats(self, path):
+        import os
+
+        status = os.stat(path)
+        return {"mtime": status.st_mtime, "size": status.st_size, "mode": status.st_mode}
+
+
+class PoetFinder:
+    """Meta-path finder delegating to ``PathFinder``; see the module docstring."""
+
+    def __init__(self, selection):
+        self.selection = selection
+
+    def find_spec(self, fullname, path=None, target=None):
+        spec = PathFinder.find_spec(fullname, path, target)
+        if spec is None or type(spec.loader) is not SourceFileLoader:
+            return spec
+        origin = spec.origin
+        if not self.selection.selects(fullname, origin) or not scan.has_poet(origin):
+            return spec
+        spec.loader = PoetLoader(fullname, origin)
+        spec.cached = cache.cache_file(origin)
+        return spec
+
+    def invalidate_caches(self):
+        # PathFinder is still on sys.meta_path and gets its own call from importlib.
+        scan.forget()
+
+    def __repr__(self):
+        return "<poet_runtime.hook.PoetFinder>"
