@@ -98,6 +98,13 @@ class FunctionState:
         self.disabled = None
         self.cell[0] = self._make_fast_async() if self.is_async else self._make_fast()
         events.emit("function.enhanced", function=self.function_id, version=version.number, backend=self.backend_name)
+        try:  # events and learning: returns at once for a function without an objective
+            from poet_runtime.learn import attach
+
+            attach(self)
+        except Exception:
+            log.exception("poet_runtime: %s: events/learning could not start; the enhancement runs without it",
+                          self.function_id)
 
     def ensure_loaded(self):
         """Resolve now (``poet_runtime.enhance``), whatever the generation mode; raises on failure."""
@@ -174,7 +181,6 @@ class FunctionState:
     # -- fallback ------------------------------------------------------------------------
 
     def _note_fallback(self, reason: str, detail: str, warn: bool) -> None:
-        self.stats.calls += 1
         self.stats.fallbacks[reason] += 1
         records.last.set((self, records.next_number(), FALLBACK, reason, detail, None, None, None, None))
         if warn and reason not in self.warned:
@@ -201,6 +207,9 @@ class FunctionState:
     # -- the fast paths ------------------------------------------------------------------
 
     def _make_fast(self):
+        phases = getattr(self.loaded, "enhancement", None)
+        if phases is not None and not phases.is_async:
+            return self._make_inline(phases)
         call = self.loaded.call
         stats = self.stats
         set_last = records.last.set
@@ -211,27 +220,97 @@ class FunctionState:
         state = self
 
         def fast(args, kwargs):
-            stats.calls += 1
             try:
                 result, t0, t1, t2, t3 = call(args, kwargs)
             except PhaseError as error:
-                stats.calls -= 1
                 return state._fallback(args, kwargs, _reason_for(error), str(error))
             except PoetViolation as violation:
-                stats.calls -= 1
                 reason, detail = state._violation(violation)
                 return state._fallback(args, kwargs, reason, detail)
             except BaseException as error:
-                set_last((state, next_number(), ERROR, type(error).__name__, str(error), None, None, None, None))
+                state._note_error(error)
                 raise
             stats.enhanced_calls += 1
             entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
             set_last(entry)
             if listeners:
-                emit_execution(entry)
+                emit_execution(entry, result)
             return result
 
         return fast
+
+    def _make_inline(self, phases):
+        """The in-process fast path: the driver's steps inlined, so a call pays for no extra frames.
+
+        Same outcomes as ``poet_sandbox.driver.Enhancement.call``; the hot path is one
+        straight line of four phase calls, four clock reads and one context-variable set.
+        """
+        from poet_sandbox.driver import InternalError
+
+        perceive, operate, enforce = phases.perceive, phases.operate_prime, phases.enforce
+        train = phases.train
+        classify = phases._classify
+        clock = records.clock
+        stats = self.stats
+        set_last = records.last.set
+        next_number = records.next_number
+        listeners = events._listeners
+        emit_execution = self._emit_execution
+        PhaseError = _phase_error_class()
+        state = self
+
+        def refused(error, phase, args, kwargs):
+            if not isinstance(error, PhaseError):
+                if not isinstance(error, Exception):
+                    raise error
+                error = InternalError(phase, error)
+            return state._fallback(args, kwargs, _reason_for(error), str(error))
+
+        def fast(args, kwargs):
+            t0 = clock()
+            try:
+                perceived = perceive(*args, **kwargs) if kwargs else perceive(*args)
+            except BaseException as error:
+                return refused(error, "perceive", args, kwargs)
+            t1 = clock()
+            try:
+                result = operate(*perceived)
+            except BaseException as error:
+                seen = classify(error)
+                if seen is error:
+                    state._note_error(error)
+                    raise
+                return refused(seen, "operate_prime", args, kwargs)
+            t2 = clock()
+            try:
+                result = enforce(result)
+            except BaseException as error:
+                return refused(error, "enforce", args, kwargs)
+            if train is not None:
+                state._train(perceived, result, t2 - t1)
+            t3 = clock()
+            stats.enhanced_calls += 1
+            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
+            set_last(entry)
+            if listeners:
+                emit_execution(entry, result)
+            return result
+
+        return fast
+
+    def _train(self, perceived, result, operate_ns: int) -> None:
+        """Train never changes a result or fails a call; its failure is logged once."""
+        try:
+            self.loaded.enhancement.train(perceived, result, {"duration_ms": operate_ns / 1e6})
+        except Exception as error:
+            if "train_error" not in self.warned:
+                self.warned.add("train_error")
+                log.warning("poet_runtime: %s: train() failed: %s: %s", self.function_id, type(error).__name__, error)
+
+    def _note_error(self, error: BaseException) -> None:
+        self.stats.errors += 1
+        records.last.set((self, records.next_number(), ERROR, type(error).__name__, str(error),
+                          None, None, None, None))
 
     def _make_fast_async(self):
         call = self.loaded.call_async
@@ -244,38 +323,65 @@ class FunctionState:
         state = self
 
         async def fast(args, kwargs):
-            stats.calls += 1
             try:
                 result, t0, t1, t2, t3 = await call(args, kwargs)
             except PhaseError as error:
-                stats.calls -= 1
                 return await state._fallback_async(args, kwargs, _reason_for(error), str(error))
             except PoetViolation as violation:
-                stats.calls -= 1
                 reason, detail = state._violation(violation)
                 return await state._fallback_async(args, kwargs, reason, detail)
             except BaseException as error:
-                set_last((state, next_number(), ERROR, type(error).__name__, str(error), None, None, None, None))
+                state._note_error(error)
                 raise
             stats.enhanced_calls += 1
             entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
             set_last(entry)
             if listeners:
-                emit_execution(entry)
+                emit_execution(entry, result)
             return result
 
         return fast
 
-    def _emit_execution(self, entry) -> None:
+    def _emit_execution(self, entry, result=None) -> None:
         record = records.build(entry)
-        events.emit("function.execution", record=record)
+        # The result rides along for listeners that keep outputs (learning, size-capped there).
+        events.emit("function.execution", record=record, result=result)
+
+
+_NO_KEYWORDS: dict = {}
+
+
+def _positional_wrapper(original, cell):
+    """For ``def f(a, b)`` (no defaults, no */**): ``def f(a, b): return cell[0]((a, b), {})``.
+
+    Skipping ``*args, **kwargs`` packing saves a good part of the per-call overhead,
+    and keyword calls (``f(b=2, a=1)``) still arrive in order. Other signatures use
+    the generic wrapper.
+    """
+    code = original.__code__
+    if (code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS | inspect.CO_COROUTINE)
+            or code.co_kwonlyargcount or code.co_posonlyargcount or original.__defaults__):
+        return None
+    names = code.co_varnames[: code.co_argcount]
+    if any(not name.isidentifier() or name in ("cell", "empty") for name in names):
+        return None
+    params = ", ".join(names)
+    packed = f"({params}{',' if len(names) == 1 else ''})"
+    namespace: dict = {}
+    source = (f"def make(cell, empty):\n    def enhanced({params}):\n        return cell[0]({packed}, empty)\n"
+              f"    return enhanced\n")
+    exec(compile(source, f"<poet_runtime wrapper of {original.__qualname__}>", "exec"), namespace)
+    return namespace["make"](cell, _NO_KEYWORDS)
 
 
 def enhance_function(original, config):
     """Build the enhanced callable for ``original`` (the decorator calls this when the runtime is on)."""
     state = FunctionState(original, config)
     cell = state.cell
-    if state.is_async:
+    specialised = _positional_wrapper(original, cell)
+    if specialised is not None:
+        enhanced = specialised
+    elif state.is_async:
         async def enhanced(*args, **kwargs):
             return await cell[0](args, kwargs)
     else:
@@ -283,6 +389,14 @@ def enhance_function(original, config):
             return cell[0](args, kwargs)
     functools.update_wrapper(enhanced, original)
     enhanced.__poet__ = state
+
+    def feedback(**fields):
+        """Feedback on this function's most recent execution: see ``poet_runtime.feedback``."""
+        from poet_runtime.feedback import feedback_for
+
+        return feedback_for(state, **fields)
+
+    enhanced.feedback = feedback
     return enhanced
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextvars
 import itertools
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 
 # Execution ids are "<process>-<n>": unique across processes without a uuid per call.
 PROCESS_ID = uuid.uuid4().hex[:12]
 next_number = itertools.count(1).__next__
+clock = time.perf_counter_ns
 last = contextvars.ContextVar("poet_last_execution", default=None)
 
 OK = "ok"

@@ -30,9 +30,14 @@ class FunctionStats:
     function_id: str
     version: int | None = None
     backend: str | None = None
-    calls: int = 0
-    enhanced_calls: int = 0
+    enhanced_calls: int = 0  # P -> O' -> E completed
+    errors: int = 0  # the user's logic raised and the exception reached the caller
     fallbacks: Counter = field(default_factory=Counter)  # reason -> count
+
+    @property
+    def calls(self) -> int:
+        # Derived, so the hot path increments one counter, not two.
+        return self.enhanced_calls + self.errors + sum(self.fallbacks.values())
 
 
 _stats: dict[str, FunctionStats] = {}

@@ -500,7 +500,7 @@ class BuiltinGenerator:
             "                raise",
             f"            {sleep}(backoff_delay(attempt, PARAMS['retry_base_delay_s'], PARAMS['retry_max_delay_s']))",
             "        else:",
-            "            if BREAKER.failures or BREAKER.opened_at is not None:",
+            "            if BREAKER.failures:  # an open or half-open breaker always has failures",
             "                BREAKER.record_success()",
             "            return result",
         ]

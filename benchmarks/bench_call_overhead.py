@@ -1,0 +1,126 @@
+"""Per-call overhead of an enhanced function (cached, in-process) against two baselines.
+
+(a) what a user would compose by hand for the same guarantees: stamina.retry +
+    a pybreaker breaker + pydantic.validate_call(validate_return=True);
+(b) a hand-written straight-line equivalent (inline type checks of arguments and
+    result, a 3-try loop, a breaker counter): the floor a specialised function can reach.
+
+Overhead = median time per call minus the plain call's median, all in one run.
+Targets: ours <= 0.1x the composed stack's overhead and <= 5x the floor's.
+
+    python benchmarks/bench_call_overhead.py [--repeat 15] [--number 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def plain(x: int, y: int) -> int:
+    return x + y
+
+
+def build_composed():
+    import pybreaker
+    import pydantic
+    import stamina
+
+    breaker = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30)
+
+    @breaker
+    @stamina.retry(on=ConnectionError, attempts=3)
+    @pydantic.validate_call(validate_return=True)
+    def composed(x: int, y: int) -> int:
+        return x + y
+
+    return composed
+
+
+def build_floor():
+    state = {"failures": 0}
+
+    def floor(x, y):
+        if type(x) is not int or type(y) is not int:
+            raise TypeError("x and y must be int")
+        if state["failures"] >= 5:
+            raise RuntimeError("circuit open")
+        for attempt in range(3):
+            try:
+                result = x + y
+                break
+            except ConnectionError:
+                if attempt == 2:
+                    state["failures"] += 1
+                    raise
+        if type(result) is not int:
+            raise TypeError("result must be int")
+        state["failures"] = 0
+        return result
+
+    return floor
+
+
+def build_enhanced(home: str):
+    os.environ.update(POET_HOME=home, POET_CACHE_DIR=os.path.join(home, "cache"), POET_POLICY="trusted")
+    import poet_runtime
+    from poet_runtime import poet
+
+    poet_runtime.enable(hook=False)
+
+    @poet(retries=2)
+    def enhanced(x: int, y: int) -> int:
+        return x + y
+
+    poet_runtime.enhance(enhanced)
+    assert enhanced(1, 2) == 3 and not poet_runtime.last_execution().fell_back
+    return enhanced
+
+
+def measure(function, repeat: int, number: int) -> float:
+    """Median seconds per call over ``repeat`` runs of ``number`` calls."""
+    timer = timeit.Timer("f(1, 2)", globals={"f": function})
+    return statistics.median(t / number for t in timer.repeat(repeat=repeat, number=number))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--number", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        candidates = {
+            "plain": plain,
+            "poet (in-process)": build_enhanced(home),
+            "hand-written floor": build_floor(),
+            "stamina+pybreaker+pydantic": build_composed(),
+        }
+        results = {}
+        # Interleave the measurements so machine noise hits every candidate alike.
+        samples = {name: [] for name in candidates}
+        for _ in range(args.repeat):
+            for name, function in candidates.items():
+                samples[name].append(measure(function, 1, args.number if "stamina" not in name else args.number // 10))
+        for name, values in samples.items():
+            results[name] = statistics.median(values)
+    base = results["plain"]
+    print(f"{'candidate':30} {'median/call':>12} {'overhead':>12}")
+    for name, value in results.items():
+        print(f"{name:30} {value * 1e9:10.1f}ns {(value - base) * 1e9:10.1f}ns")
+    ours = results["poet (in-process)"] - base
+    composed = results["stamina+pybreaker+pydantic"] - base
+    floor = results["hand-written floor"] - base
+    print()
+    print(f"overhead ratio ours/composed: {ours / composed:.3f}  (target <= 0.1)")
+    print(f"overhead ratio ours/floor:    {ours / floor:.2f}  (target <= 5)")
+
+
+if __name__ == "__main__":
+    main()
