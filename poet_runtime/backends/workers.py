@@ -1,0 +1,233 @@
+"""A pool of pre-started worker processes for the ``restricted`` backend.
+
+Why: CPU and memory limits (and a wall-clock limit that really stops blocking
+code) need a process boundary; starting a process per call costs tens of ms, so
+workers are started ahead and reused. The pool owns the two hard guarantees the
+worker cannot give itself: a call that exceeds ``wall_ms`` gets its worker killed
+(SIGKILL), and a worker that died, was killed or asked to retire is never reused;
+a fresh one is started in the background so the next call finds one warm.
+
+Messages are JSON lines (``sandbox/harness/worker_codec.py``); replies are bounded
+in size, so a flooding worker cannot exhaust the host's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from poet_runtime.resources import sandbox_dir
+
+READY_TIMEOUT_S = 20.0
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024  # when the policy states no max_output_kb
+
+
+class WorkerDied(Exception):
+    def __init__(self, detail: str, returncode: int | None):
+        super().__init__(detail)
+        self.returncode = returncode
+
+
+class ReplyTimeout(Exception):
+    pass
+
+
+class ReplyTooLarge(Exception):
+    pass
+
+
+class Worker:
+    """One worker process and the enhancements it has loaded."""
+
+    def __init__(self, codec):
+        self.codec = codec
+        harness = sandbox_dir() / "harness" / "worker.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", str(harness), str(sandbox_dir())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"LC_ALL": "C.UTF-8"},  # nothing of the host's environment (secrets) goes in
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,  # the terminal's signals are the host's
+        )
+        self.wfd = self.proc.stdin.fileno()
+        self.rfd = self.proc.stdout.fileno()
+        self.poller = select.poll()
+        self.poller.register(self.rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self.buffer = b""
+        self.loaded: dict[str, int] = {}  # enhancement key -> configuration generation
+        self.alive = True
+        hello = self.codec.loads(self.read_line(time.monotonic() + READY_TIMEOUT_S, 4096))
+        if not hello.get("ready"):
+            raise WorkerDied("worker did not start", self.proc.poll())
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.wfd, view):]
+        except OSError as error:
+            raise WorkerDied(f"worker pipe closed: {error}", self.proc.poll()) from None
+
+    def read_line(self, deadline: float | None, max_bytes: int) -> bytes:
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line, self.buffer = self.buffer[: end + 1], self.buffer[end + 1 :]
+                return line
+            if len(self.buffer) > max_bytes:
+                raise ReplyTooLarge(f"reply larger than {max_bytes} bytes")
+            if deadline is None:
+                events = self.poller.poll()
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ReplyTimeout()
+                events = self.poller.poll(max(1, int(remaining * 1000 + 0.999)))
+                if not events:
+                    continue
+            chunk = os.read(self.rfd, 1 << 16)
+            if not chunk:
+                self.kill()
+                raise WorkerDied("worker exited", self.proc.returncode)
+            self.buffer += chunk
+
+    def request(self, message: bytes, deadline: float | None, max_bytes: int) -> dict:
+        self.send(message)
+        return self.codec.loads(self.read_line(deadline, max_bytes))
+
+    def kill(self) -> None:
+        self.alive = False
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class WorkerPool:
+    """Up to ``size`` workers; ``acquire`` blocks while all are busy."""
+
+    def __init__(self, codec, size: int = 2):
+        self.codec = codec
+        self.size = size
+        self.idle: list[Worker] = []
+        self.count = 0  # workers that exist or are being started
+        self.cond = threading.Condition()
+        self.closed = False
+        self.errors = 0
+        self.waiters = 0
+
+    def prestart(self) -> None:
+        """Start workers up to ``size`` in the background."""
+        with self.cond:
+            missing = self.size - self.count
+            self.count += max(0, missing)
+        for _ in range(max(0, missing)):
+            threading.Thread(target=self._start_one, daemon=True, name="poet-worker-start").start()
+
+    def _start_one(self) -> None:
+        try:
+            worker = Worker(self.codec)
+        except Exception:
+            with self.cond:
+                self.count -= 1
+                self.errors += 1
+                self.cond.notify_all()
+            return
+        with self.cond:
+            if self.closed:
+                worker.kill()
+                self.count -= 1
+                return
+            self.idle.append(worker)
+            self.cond.notify_all()
+
+    def acquire(self, timeout: float = 60.0) -> Worker:
+        try:
+            return self.idle.pop()  # fast path: atomic under the GIL
+        except IndexError:
+            pass
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            # Counted before looking at `idle`, so a release that appends after our
+            # look is sure to see a waiter and notify (see release).
+            self.waiters += 1
+            try:
+                while True:
+                    if self.closed:
+                        raise RuntimeError("worker pool is closed")
+                    if self.idle:
+                        return self.idle.pop()
+                    if self.count < self.size:
+                        self.count += 1
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("no worker became free")
+                    self.cond.wait(min(remaining, 0.5))
+            finally:
+                self.waiters -= 1
+        try:
+            return Worker(self.codec)
+        except BaseException:
+            with self.cond:
+                self.count -= 1
+                self.cond.notify_all()
+            raise
+
+    def release(self, worker: Worker, retire: bool = False) -> None:
+        if retire or not worker.alive or self.closed:
+            worker.kill()
+            with self.cond:
+                self.count -= 1
+                self.cond.notify_all()
+            if not self.closed:
+                self.prestart()  # a warm replacement for the next call
+            return
+        self.idle.append(worker)
+        if self.waiters:
+            with self.cond:
+                self.cond.notify()
+
+    def broadcast(self, message: dict) -> None:
+        """Send a message to idle workers that loaded ``message['key']`` (configure, unload)."""
+        with self.cond:
+            workers = [w for w in self.idle if message["key"] in w.loaded]
+            for w in workers:
+                self.idle.remove(w)
+        for worker in workers:
+            retire = False
+            try:
+                reply = worker.request(self.codec.dumps(message), time.monotonic() + 5.0, 1 << 20)
+                retire = bool(reply.get("retire")) or not reply.get("ok")
+            except Exception:
+                retire = True
+            if message.get("op") == "unload":
+                worker.loaded.pop(message["key"], None)
+            self.release(worker, retire=retire)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            idle, self.idle = self.idle, []
+            self.count -= len(idle)
+            self.cond.notify_all()
+        for worker in idle:
+            worker.kill()

@@ -1,0 +1,100 @@
+"""Values as JSON, for arguments and results crossing between host and worker.
+
+Why not pickle: the worker runs untrusted code, and unpickling its replies in the
+host would let it construct any object (and run any callable) in the host. This
+codec only ever builds a fixed set of plain types, so a hostile worker can at
+worst send wrong data. Types are kept (tuple stays tuple, int keys stay int), so
+a result looks the same as it would in the host. Anything else (user classes,
+functions) cannot cross: ``encode`` raises ``TypeError`` and the host falls back.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import fractions
+import json
+
+_SCALARS = (str, int, float, bool, type(None))
+_TAG = "$"  # plain dicts whose keys are all str without this prefix are sent as is
+
+
+def encode(value, depth: int = 0):
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return value
+    if depth > 200:
+        raise TypeError("value nested too deeply to cross to a worker")
+    depth += 1
+    if t is list:
+        return [encode(v, depth) for v in value]
+    if t is dict:
+        if all(type(k) is str and not k.startswith(_TAG) for k in value):
+            return {k: encode(v, depth) for k, v in value.items()}
+        return {"$d": [[encode(k, depth), encode(v, depth)] for k, v in value.items()]}
+    if t is tuple:
+        return {"$t": [encode(v, depth) for v in value]}
+    if t is set:
+        return {"$s": [encode(v, depth) for v in value]}
+    if t is frozenset:
+        return {"$fs": [encode(v, depth) for v in value]}
+    if t is bytes:
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    if t is complex:
+        return {"$c": [value.real, value.imag]}
+    if t is decimal.Decimal:
+        return {"$dec": str(value)}
+    if t is fractions.Fraction:
+        return {"$fr": [value.numerator, value.denominator]}
+    if t is datetime.datetime:
+        return {"$dt": value.isoformat()}
+    if t is datetime.date:
+        return {"$date": value.isoformat()}
+    if t is datetime.time:
+        return {"$time": value.isoformat()}
+    if t is datetime.timedelta:
+        return {"$td": [value.days, value.seconds, value.microseconds]}
+    raise TypeError(f"a {t.__module__}.{t.__qualname__} cannot cross to a worker (only plain data can)")
+
+
+_DECODERS = {
+    "$d": lambda v: {decode(k): decode(x) for k, x in v},
+    "$t": lambda v: tuple(decode(x) for x in v),
+    "$s": lambda v: {decode(x) for x in v},
+    "$fs": lambda v: frozenset(decode(x) for x in v),
+    "$b": lambda v: base64.b64decode(v),
+    "$c": lambda v: complex(v[0], v[1]),
+    "$dec": decimal.Decimal,
+    "$fr": lambda v: fractions.Fraction(v[0], v[1]),
+    "$dt": datetime.datetime.fromisoformat,
+    "$date": datetime.date.fromisoformat,
+    "$time": datetime.time.fromisoformat,
+    "$td": lambda v: datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+}
+
+
+def decode(value):
+    t = type(value)
+    if t is list:
+        return [decode(v) for v in value]
+    if t is dict:
+        if len(value) == 1:
+            (key, inner), = value.items()
+            decoder = _DECODERS.get(key)
+            if decoder is not None:
+                return decoder(inner)
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+def dumps(message: dict) -> bytes:
+    """One protocol line."""
+    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def loads(line: bytes) -> dict:
+    message = json.loads(line)
+    if type(message) is not dict:
+        raise ValueError("protocol message is not an object")
+    return message

@@ -1,0 +1,263 @@
+"""The restricted backend: normal code runs, limits stop what they state, workers recover.
+
+Real RestrictedPython and real worker processes; nothing mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import decimal
+import os
+import signal
+import time
+
+import pytest
+
+from poet_runtime.backends import get_backend
+from poet_runtime.backends.base import Limits
+from poet_runtime.errors import PoetViolation
+from poet_runtime.resources import load_facility
+from sandbox_helpers import load, module_text
+
+PhaseError = load_facility().PhaseError
+
+IN_PROCESS = Limits(max_output_kb=4, imports=("math", "json", "collections", "time"))
+WORKER = Limits(wall_ms=1500, cpu_ms=300, memory_mb=128, max_output_kb=16,
+                imports=("math", "json", "collections", "time"))
+MODES = [pytest.param(IN_PROCESS, id="in-process"), pytest.param(WORKER, id="worker")]
+
+TYPICAL = """
+import math
+from collections import defaultdict
+from poet_sandbox.validate import as_list
+
+class Summary:
+    def __init__(self, name):
+        self.name = name
+        self.total = 0
+
+def probe(rows, label):
+    rows = as_list(rows, "rows")
+    groups = defaultdict(list)
+    for key, value in rows:
+        groups[key].append(value)
+    out = {}
+    for key, values in sorted(groups.items()):
+        summary = Summary(key)
+        for v in values:
+            summary.total += v
+        out[key] = {"n": len(values), "total": summary.total, "root": round(math.sqrt(summary.total), 3)}
+    counts = {"seen": 0}
+    counts["seen"] += len(rows)
+    first, *rest = [k for k in out]
+    text = "{} groups, first {}".format(len(out), first) + f" ({label})"
+    return {"groups": out, "seen": counts["seen"], "text": text, "pair": (first, len(rest)), "keys": set(out)}
+
+def perceive(rows, label):
+    return (rows, label)
+
+def operate_prime(*perceived):
+    return probe(*perceived)
+
+def enforce(result):
+    return result
+"""
+HEADER = 'FUNCTION = "tests.probe:probe"\nLOGIC = "probe"\nPARAMETERS = {}\ndef configure(params):\n    pass\n'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_backend():
+    yield
+    get_backend("restricted").close()
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_typical_code_matches_native(limits):
+    loaded = load(HEADER + TYPICAL, limits)
+    rows = [("b", 4), ("a", 1), ("a", 8)]
+    result, t0, t1, t2, t3 = loaded.call((rows, "x"), {})
+    assert result == {"groups": {"a": {"n": 2, "total": 9, "root": 3.0}, "b": {"n": 1, "total": 4, "root": 2.0}},
+                      "seen": 3, "text": "2 groups, first a (x)", "pair": ("a", 1), "keys": {"a", "b"}}
+    assert type(result["pair"]) is tuple and type(result["keys"]) is set
+    assert t0 <= t1 <= t2 <= t3
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_types_cross_unchanged(limits):
+    code = module_text("return value", logic_args="value")
+    loaded = load(code, limits)
+    for value in [(1, (2, "x")), {1: "a", (2, 3): None}, b"\x00\xff", frozenset({1}), {"$t": 1},
+                  decimal.Decimal("1.10"), datetime.datetime(2024, 1, 2, 3, 4, 5), 2**100, float("inf"), 1 + 2j]:
+        got = loaded.call((value,), {})[0]
+        assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_configure_reaches_code(limits):
+    code = ("FUNCTION = 'tests.probe:probe'\nLOGIC = 'probe'\nPARAMETERS = {}\nSCALE = 1\n"
+            "def configure(params):\n    global SCALE\n    SCALE = params.get('scale', 1)\n"
+            "def probe(x):\n    return x * SCALE\n"
+            "def perceive(x):\n    return (x,)\ndef operate_prime(*p):\n    return probe(*p)\n"
+            "def enforce(r):\n    return r\n")
+    loaded = load(code, limits, params={"scale": 3})
+    assert loaded.call((2,), {})[0] == 6
+    loaded.configure({"scale": 5})
+    assert loaded.call((2,), {})[0] == 10
+
+
+def test_user_exception_passes_through_in_process():
+    loaded = load(module_text("raise KeyError(key)", logic_args="key"), IN_PROCESS)
+    with pytest.raises(KeyError, match="k1"):
+        loaded.call(("k1",), {})
+
+
+def test_user_exception_from_worker_is_phase_error():
+    loaded = load(module_text("raise KeyError(key)", logic_args="key"), WORKER)
+    with pytest.raises(PhaseError, match="KeyError"):
+        loaded.call(("k1",), {})
+    assert loaded.call  # the worker is still usable
+    ok = load(module_text("return key", logic_args="key"), WORKER)
+    assert ok.call(("k2",), {})[0] == "k2"
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_print_is_written_only_on_success(limits, capsys):
+    loaded = load(module_text("print('hello', x)\nif x < 0:\n    raise ValueError('neg')\nreturn x",
+                              logic_args="x"), limits)
+    assert loaded.call((1,), {})[0] == 1
+    assert capsys.readouterr().out == "hello 1\n"
+    with pytest.raises((ValueError, PhaseError)):
+        loaded.call((-1,), {})
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_output_flood_stopped(limits):
+    loaded = load(module_text("while True:\n    print('x' * 1000)"), limits)
+    started = time.monotonic()
+    with pytest.raises(PoetViolation) as caught:
+        loaded.call((), {})
+    assert caught.value.limit == "max_output_kb" and time.monotonic() - started < 1.0
+
+
+def test_globals_are_copied_and_filtered():
+    import json as json_module
+    import os as os_module
+
+    table = {"rate": 2}
+    code = module_text("TABLE['rate'] = 99\nreturn helper(x) + json.loads('1')", logic_args="x")
+    user_globals = {"TABLE": table, "json": json_module, "helper": _helper, "unused": os_module}
+    loaded = load(code, IN_PROCESS, user_globals=user_globals, function_id=f"{__name__}:probe")
+    assert loaded.call((1,), {})[0] == 3
+    assert table == {"rate": 2}  # the host's dict is untouched
+    with pytest.raises(PoetViolation, match="'os'"):
+        load(module_text("return os.getcwd()"), IN_PROCESS, user_globals={"os": os_module})
+    with pytest.raises(PhaseError, match="helper"):
+        load(code, WORKER, user_globals=user_globals, function_id=f"{__name__}:probe")
+    loaded = load(module_text("return TABLE['rate'] * x", logic_args="x"), WORKER, user_globals={"TABLE": table})
+    assert loaded.call((4,), {})[0] == 8
+
+
+def _helper(x):
+    return x + 1
+
+
+def test_argument_that_cannot_cross_falls_back():
+    loaded = load(module_text("return x", logic_args="x"), WORKER)
+    with pytest.raises(PhaseError, match="cannot cross"):
+        loaded.call((object(),), {})
+
+
+def test_async_logic_in_process_and_worker():
+    code = (HEADER + "async def probe(x):\n    return x + 1\n"
+            "def perceive(x):\n    return (x,)\n"
+            "async def operate_prime(*p):\n    return await probe(*p)\n"
+            "def enforce(r):\n    return r\n")
+    for limits in (IN_PROCESS, WORKER):
+        loaded = load(code, limits)
+        assert asyncio.run(loaded.call_async((1,), {}))[0] == 2
+
+
+# -- limits in workers -------------------------------------------------------------------
+
+def timed_violation(loaded, limit):
+    started = time.monotonic()
+    with pytest.raises(PoetViolation) as caught:
+        loaded.call((), {})
+    assert caught.value.limit == limit, caught.value
+    return time.monotonic() - started
+
+
+def test_cpu_loop_stopped_near_cpu_ms():
+    elapsed = timed_violation(load(module_text("n = 0\nwhile True:\n    n += 1"), WORKER), "cpu_ms")
+    # cpu_ms counts CPU time: on a busy machine it takes longer in wall time, never past wall_ms.
+    assert elapsed < WORKER.wall_ms / 1000 + 0.2
+
+
+def test_cpu_loop_that_swallows_the_stop_is_still_stopped():
+    body = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
+    elapsed = timed_violation(load(module_text(body), WORKER), "cpu_ms")
+    assert elapsed < WORKER.wall_ms / 1000 + 0.5
+
+
+def test_blocking_sleep_stopped_at_wall_ms():
+    elapsed = timed_violation(load(module_text("import time\ntime.sleep(60)"), WORKER), "wall_ms")
+    assert WORKER.wall_ms / 1000 - 0.05 < elapsed < WORKER.wall_ms / 1000 + 0.5
+
+
+def test_memory_bomb_and_growth_stopped():
+    assert timed_violation(load(module_text("x = 'a' * (10 ** 10)\nreturn len(x)"), WORKER), "memory_mb") < 1.0
+    body = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))"
+    assert timed_violation(load(module_text(body), WORKER), "memory_mb") < 1.5
+
+
+def test_memory_within_limit_is_fine():
+    loaded = load(module_text("return len(bytearray(64 * 1024 * 1024))"), WORKER)
+    assert loaded.call((), {})[0] == 64 * 1024 * 1024
+
+
+def test_worker_death_is_replaced():
+    loaded = load(module_text("return 7"), WORKER)
+    assert loaded.call((), {})[0] == 7
+    pool = get_backend("restricted").pool()
+    deadline = time.monotonic() + 10
+    while len(pool.idle) < pool.size and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for worker in list(pool.idle):
+        os.kill(worker.proc.pid, signal.SIGKILL)
+    outcomes = []
+    for _ in range(pool.size + 1):
+        try:
+            outcomes.append(loaded.call((), {})[0])
+        except PhaseError:
+            outcomes.append("fallback")
+    assert outcomes[-1] == 7 and set(outcomes) <= {7, "fallback"}
+
+
+def test_nothing_leaks_to_the_next_call():
+    """State a violating call left behind (a huge list, a spinning timeout thread) is gone."""
+    body = ("from poet_sandbox.timeouts import call_with_timeout\n"
+            "def spin():\n    while True:\n        pass\n"
+            "if mode == 'thread':\n    call_with_timeout(spin, (), {}, 0.01)\n"
+            "if mode == 'memory':\n    HOLD.append(bytearray(100 * 1024 * 1024))\n    HOLD.append(bytearray(100 * 1024 * 1024))\n"
+            "return len(HOLD)")
+    code = module_text(body, logic_args="mode", prelude="HOLD = []")
+    loaded = load(code, WORKER)
+    with pytest.raises(PoetViolation):
+        loaded.call(("memory",), {})
+    for _ in range(4):
+        assert loaded.call(("none",), {})[0] == 0
+    with pytest.raises((PhaseError, PoetViolation)):
+        loaded.call(("thread",), {})  # TimeoutError in the logic; the spinning thread retires the worker
+    started = time.monotonic()
+    for _ in range(4):
+        assert loaded.call(("none",), {})[0] == 0
+    assert time.monotonic() - started < 1.0
+
+
+def test_closed_enhancement_refuses_calls():
+    loaded = load(module_text("return 1"), WORKER)
+    loaded.close()
+    with pytest.raises(PhaseError):
+        loaded.call((), {})
