@@ -42,7 +42,7 @@ def run(args) -> int:
     number = args.version if args.version is not None else store.current_number()
     version = store.get(number) if number is not None else None
     if version is None:
-        which = f"v{number}" if number is not None else "a current version"
+        which = f"version v{number}" if number is not None else "current version"
         _render.error(f"{store.function_id}: no {which} in {store.folder} (run `enhance` or call it once)")
         return 1
     if args.diff is None:

@@ -24,13 +24,19 @@ import sys
 PTH_NAME = "poet_runtime_hook.pth"
 PTH_LINE = (
     "import os; exec(\"try:\\n import poet_runtime.hook.activate as _poet_activate\\n _poet_activate.from_pth()\\n"
-    "except Exception as _poet_error:\\n import sys\\n print('poet_runtime: POET_ENABLED is set but POET could not"
-    " start (%s: %s); continuing without it' % (type(_poet_error).__name__, _poet_error), file=sys.stderr)\")"
+    "except Exception as _poet_error:\\n import sys\\n if not getattr(sys, '_poet_pth_reported', False):\\n"
+    "  sys._poet_pth_reported = True\\n  print('poet_runtime: POET_ENABLED is set but POET could not start (%s: %s);"
+    " continuing without it' % (type(_poet_error).__name__, _poet_error), file=sys.stderr)\")"
     " if os.environ.get('POET_ENABLED', '').strip().lower() not in ('', '0', 'false', 'no', 'off') else None\n"
 )
+_activated = False  # site runs a venv's .pth files twice on 3.11 (venv() and main() both add the folder)
 
 
 def from_pth() -> None:
+    global _activated
+    if _activated:
+        return
+    _activated = True
     from poet_runtime.errors import PoetConfigError
     from poet_runtime.settings import get_settings
 
