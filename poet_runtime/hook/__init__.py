@@ -18,7 +18,6 @@ Public API (the core and the runner call these; keep imports here light because 
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 
@@ -26,8 +25,6 @@ _lock = threading.RLock()
 _finder = None
 _preexisting: frozenset[str] = frozenset()
 _noted: set[str] = set()
-
-log = logging.getLogger("poet_runtime")
 
 
 def _selection(roots):
@@ -97,6 +94,9 @@ def note_unhooked(module_name: str) -> None:
             return
         _noted.add(module_name)
         finder = _finder
+    import logging  # lazily: the .pth start-up path should not pay for it
+
+    log = logging.getLogger("poet_runtime")
     module = sys.modules.get(module_name)
     origin = getattr(module, "__file__", None)
     if module_name == "__main__":

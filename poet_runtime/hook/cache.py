@@ -18,7 +18,6 @@ from __future__ import annotations
 import marshal
 import os
 import sys
-import tempfile
 from importlib.util import MAGIC_NUMBER, source_hash
 
 TRANSFORM_VERSION = 1  # bump when the rewrite changes shape
@@ -77,6 +76,8 @@ def store(path: str, key_bytes: bytes, code, source_mode: int | None = None) -> 
 
 
 def write_atomic(path: str, data: bytes, source_mode: int | None = None) -> bool:
+    import tempfile  # only on the (rare) write path
+
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)

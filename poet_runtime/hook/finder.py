@@ -14,10 +14,10 @@ their modules; hooks placed after ``PathFinder`` never see ours, as before.
 
 from __future__ import annotations
 
+import os
 from importlib.machinery import PathFinder, SourceFileLoader
 
 from poet_runtime.hook import cache, scan
-from poet_runtime.hook.transform import compile_module
 
 
 class PoetLoader(SourceFileLoader):
@@ -32,18 +32,18 @@ class PoetLoader(SourceFileLoader):
         if code is None:
             code = self.source_to_code(data, path)
             try:
-                mode = self.path_stats(path).get("mode") if hasattr(self, "path_stats") else None
+                mode = self.path_stats(path).get("mode")
             except OSError:
                 mode = None
             cache.store(cached, key, code, mode)
         return code
 
     def source_to_code(self, data, path, *, _optimize=-1):
+        from poet_runtime.hook.transform import compile_module  # ast is loaded only when needed
+
         return compile_module(data, path, self.name, optimize=_optimize)
 
     def path_stats(self, path):
-        import os
-
         status = os.stat(path)
         return {"mtime": status.st_mtime, "size": status.st_size, "mode": status.st_mode}
 

@@ -20,7 +20,8 @@ import sys
 import threading
 
 from poet_runtime.hook import cache
-from poet_runtime.hook.transform import MARKER
+
+MARKER = b"poet"  # a module whose source lacks it cannot hold a @poet function
 
 _lock = threading.Lock()
 _folders: dict[str, dict] = {}  # folder -> {file name: (mtime_ns, size, has_poet)}
@@ -54,8 +55,11 @@ def has_poet(path: str) -> bool:
     except OSError:
         return True  # let the loader report the real error
     stamp = (status.st_mtime_ns, status.st_size)
-    with _lock:
-        entry = _load(folder).get(name)
+    entries = _folders.get(folder)
+    if entries is None:
+        with _lock:
+            entries = _load(folder)
+    entry = entries.get(name)  # a plain dict read: atomic, no lock needed
     if entry is not None and entry[0] == stamp[0] and entry[1] == stamp[1]:
         return entry[2]
     try:

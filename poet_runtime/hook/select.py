@@ -15,19 +15,23 @@ The location verdict is cached per folder so a decision costs a dict lookup.
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import sys
 
 
-def _compile(globs) -> re.Pattern | None:
+def _compile(globs):
+    """One regex for a list of module globs, or None for an empty list."""
+    if not globs:
+        return None
+    import fnmatch
+    import re
+
     patterns = []
     for glob in globs:
         patterns.append(fnmatch.translate(glob))
         if glob.endswith(".*"):
             patterns.append(fnmatch.translate(glob[:-2]))
-    return re.compile("|".join(patterns)) if patterns else None
+    return re.compile("|".join(patterns))
 
 
 def _norm(path: str) -> str:

@@ -21,7 +21,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-MARKER = b"poet"  # the cheap pre-filter: a module without it is never parsed
+from poet_runtime.hook.scan import MARKER  # the cheap pre-filter: a module without it is never parsed
 BIND_MODULE = "poet_runtime.hook.binding"
 _PACKAGE = "poet_runtime"
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what Python's tokenizer treats as a line end

@@ -1,0 +1,203 @@
+"""Import-time cost of the POET import hook, against no hook and against typeguard's hook, in one run.
+
+Why: the hook sits on every import of every POET-enabled process, so its price must
+be close to nothing for modules without ``@poet`` and small for those with it.
+
+Builds a tree of 300 modules (30 packages x 10) twice: once without ``@poet``, once
+where 30 modules (one per package) hold ``@poet`` functions. Bytecode is warmed
+first (standard pyc, our tagged pyc and scan index, typeguard's pyc) and the store is
+filled ahead of time with ``python -m poet_runtime enhance``; then each configuration
+runs in fresh interpreters, interleaved, and we print medians and ratios of the
+import loop (timed inside the process) and of the whole process (timed outside).
+
+Targets: loop <= 1.03 without @poet, <= 1.15 with; whole process <= 1.15;
+``import poet_runtime`` <= 50 ms; ``POET_ENABLED`` unset costs nothing measurable.
+
+    python benchmarks/bench_import_hook.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES, MODULES, POET_EVERY = 30, 10, 10
+
+PLAIN = '''"""Module {p}.{m}: ordinary code, no decorator of ours."""
+import os
+import json
+from dataclasses import dataclass
+
+@dataclass
+class Record{m}:
+    name: str
+    value: int = {m}
+
+    def scaled(self, factor: int) -> int:
+        return self.value * factor
+
+def load_{m}(text: str) -> dict:
+    data = json.loads(text)
+    return {{key: value for key, value in data.items() if not key.startswith("_")}}
+
+def join_{m}(*parts: str) -> str:
+    return os.sep.join(parts)
+
+TABLE_{m} = {{i: i * i for i in range(20)}}
+'''
+
+WITH_POET = PLAIN + '''
+from poet_runtime import poet
+
+@poet(domain="api_operations", retries=2)
+def fetch_{m}(url: str) -> str:
+    return url.strip().lower()
+
+@poet(domain="api_operations")
+def parse_{m}(text: str) -> dict:
+    return load_{m}(text)
+'''
+
+DRIVER = '''
+import sys, time
+mode = sys.argv[1]
+if mode == "poet":
+    import poet_runtime, poet_runtime.hook as hook
+    poet_runtime.enable()
+    hook.install(roots=[sys.argv[2]])
+elif mode == "typeguard":
+    from typeguard import install_import_hook
+    install_import_hook(["tree"])
+if sys.argv[3] == "poet-tree":
+    import poet_runtime  # every mode pays this before the loop, so the loops compare the hook alone
+start = time.perf_counter()
+for p in range({packages}):
+    for m in range({modules}):
+        __import__(f"tree.pkg{{p}}.mod{{m}}")
+print((time.perf_counter() - start) * 1000)
+'''
+
+
+def build_tree(root: Path, with_poet: bool) -> None:
+    (root / "tree").mkdir(parents=True)
+    (root / "tree" / "__init__.py").write_text("")
+    for p in range(PACKAGES):
+        folder = root / "tree" / f"pkg{p}"
+        folder.mkdir()
+        (folder / "__init__.py").write_text("")
+        for m in range(MODULES):
+            template = WITH_POET if with_poet and m % POET_EVERY == 0 else PLAIN
+            (folder / f"mod{m}.py").write_text(template.format(p=p, m=m))
+    (root / "driver.py").write_text(DRIVER.format(packages=PACKAGES, modules=MODULES))
+
+
+def environment(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POET_", "PYTHONDONTWRITEBYTECODE"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["POET_HOME"] = str(home)
+    env["POET_POLICY"] = "trusted"
+    return env
+
+
+def once(args, cwd, env) -> tuple[float, float]:
+    """(loop ms printed by the driver, whole process ms)."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = (time.perf_counter() - start) * 1000
+    if result.returncode != 0:
+        raise SystemExit(f"{args} failed:\n{result.stderr}")
+    return float(result.stdout.strip().splitlines()[-1]), elapsed
+
+
+def measure(configs: dict, runs: int) -> dict:
+    samples = {name: ([], []) for name in configs}
+    for _ in range(runs):  # interleaved, so drift hits every configuration alike
+        for name, (args, cwd, env) in configs.items():
+            loop, whole = once(args, cwd, env)
+            samples[name][0].append(loop)
+            samples[name][1].append(whole)
+    return {name: (statistics.median(a), statistics.median(b), min(a), min(b)) for name, (a, b) in samples.items()}
+
+
+def startup_configs(folder: Path, runs: int) -> tuple[float, float, float]:
+    """python -c pass: no .pth; our .pth with POET_ENABLED unset; (medians ms) and the difference."""
+    target = folder / "venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
+    python = str(target / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    sys.path.insert(0, str(REPO))
+    from poet_runtime.hook.activate import PTH_LINE, PTH_NAME
+
+    pth = Path(purelib, PTH_NAME)
+    (Path(purelib) / "_repo.pth").write_text(str(REPO) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POET_")}
+    without, with_pth = [], []
+    for _ in range(runs):
+        for bucket, present in ((without, False), (with_pth, True)):
+            if present:
+                pth.write_text(PTH_LINE)
+            elif pth.exists():
+                pth.unlink()
+            start = time.perf_counter()
+            subprocess.run([python, "-c", "pass"], env=env, check=True)
+            bucket.append((time.perf_counter() - start) * 1000)
+    return statistics.median(without), statistics.median(with_pth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="poet-bench-") as scratch:
+        scratch = Path(scratch)
+        plain, poet = scratch / "plain", scratch / "poet"
+        build_tree(plain, with_poet=False)
+        build_tree(poet, with_poet=True)
+        env = environment(scratch / "home")
+        configs = {}
+        for label, root in (("no @poet", plain), ("30 @poet modules", poet)):
+            kind = "poet-tree" if root is poet else "plain-tree"
+            configs[f"{label}: hook off"] = (["driver.py", "off", str(root), kind], root, env)
+            configs[f"{label}: hook on"] = (["driver.py", "poet", str(root), kind], root, env)
+            configs[f"{label}: typeguard"] = (["driver.py", "typeguard", str(root), kind], root, env)
+        # Warm every cache: pyc of each kind, our scan index, the .poet store (ahead of time).
+        subprocess.run([sys.executable, "-m", "poet_runtime", "enhance", "tree"], cwd=poet, env=env,
+                       capture_output=True, check=True)
+        for command, cwd, environment_ in configs.values():
+            once(command, cwd, environment_)
+            once(command, cwd, environment_)
+        results = measure(configs, args.runs)
+        import_alone = measure({"import poet_runtime": (
+            ["-c", "import time; s = time.perf_counter(); import poet_runtime; print((time.perf_counter() - s) * 1000)"],
+            scratch, env)}, args.runs)["import poet_runtime"]
+        without_pth, with_pth = startup_configs(scratch, max(args.runs * 2, 30))
+
+    # Medians are the figures; minimums are printed too because on a shared machine they show
+    # the intrinsic cost best.
+    print(f"{'configuration':32} {'loop ms':>9} {'process ms':>11} {'loop min':>9} {'process min':>12}")
+    for name, (loop, whole, loop_min, whole_min) in results.items():
+        print(f"{name:32} {loop:9.2f} {whole:11.2f} {loop_min:9.2f} {whole_min:12.2f}")
+    print()
+    for label, target_loop in (("no @poet", 1.03), ("30 @poet modules", 1.15)):
+        off = results[f"{label}: hook off"]
+        for other in ("hook on", "typeguard"):
+            value = results[f"{label}: {other}"]
+            print(f"{label:17} {other:10} / off: loop {value[0] / off[0]:.3f} (target {target_loop if other == 'hook on' else '-'}), "
+                  f"process {value[1] / off[1]:.3f} (target {1.15 if other == 'hook on' else '-'}); "
+                  f"by minimums: loop {value[2] / off[2]:.3f}, process {value[3] / off[3]:.3f}")
+    print(f"\nimport poet_runtime alone: {import_alone[0]:.1f} ms (target <= 50), process {import_alone[1]:.1f} ms")
+    print(f"python -c pass: no .pth {without_pth:.2f} ms, .pth with POET_ENABLED unset {with_pth:.2f} ms "
+          f"(difference {with_pth - without_pth:+.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()
