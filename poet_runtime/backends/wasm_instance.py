@@ -40,11 +40,14 @@ from poet_runtime.backends import wasm_engine, wasm_epoch
 MASK32 = 0xFFFFFFFF
 MIB = 1 << 20
 
-# Fuel per millisecond of guest CPU on the machine this was measured on (2 cores,
-# x86-64, wasmtime 49): a pure-Python loop burns 6.0-7.5 M fuel per ms (loops,
-# dict work, json). We take the high end, so a budget of cpu_ms stops a busy guest
-# at 0.9-1.2 x cpu_ms. Override with POET_WASM_FUEL_PER_MS; ``calibrate()`` measures.
-FUEL_PER_MS = int(os.environ.get("POET_WASM_FUEL_PER_MS") or 7_000_000)
+# Fuel per millisecond of guest CPU time, measured on the machine this was written
+# on (2 shared cores, x86-64, wasmtime 49) with ``calibrate()``, which reads the
+# guest thread's CPU clock: 4.5-5.3 M/ms for mixed dict/string/json work, 6.9-7.7
+# M/ms for a bare ``while True: pass`` (less under heavy contention on the core).
+# We take 5 M/ms: typical code is stopped at about its cpu_ms, a tight loop at
+# 0.65-1.0 x cpu_ms; never much later. Override with POET_WASM_FUEL_PER_MS after
+# running ``calibrate()`` on other hardware.
+FUEL_PER_MS = int(os.environ.get("POET_WASM_FUEL_PER_MS") or 5_000_000)
 UNLIMITED_FUEL = (1 << 63) - 1
 NO_DEADLINE_TICKS = 1 << 40
 # Starting a guest and loading the generated module: a budget of its own, since it
@@ -396,38 +399,3 @@ def release_linker() -> None:
         if _linker is not None:
             _linker.close()
             _linker = None
-
-
-def run_snippet(code: str, preopens=(), *, wall_ms=30_000, cpu_ms=None, memory_mb=None) -> str:
-    """Run ``python -c code`` in a fresh guest and return its stdout (text).
-
-    A fresh interpreter per call, as other WASM sandboxes do: used for one-off
-    questions to the guest (its stdlib names) and as the benchmark's baseline.
-    """
-    import wasmtime as wt
-
-    out = bytearray()
-    store = wt.Store(wasm_engine.engine())
-    wasi = wt.WasiConfig()
-    wasi.argv = ["python", "-I", "-c", code]
-    wasi.env = []
-    for host_path, guest_path in preopens:
-        wasi.preopen_dir(host_path, guest_path, False)
-    try:
-        with _table_lock:
-            wasi.stdout_custom = lambda data: out.extend(data)
-            store.set_wasi(wasi)
-        if memory_mb is not None:
-            store.set_limits(memory_size=int(memory_mb * MIB))
-        store.set_fuel(fuel_for(cpu_ms))
-        store.set_epoch_deadline(max(1, math.ceil(wall_ms / 1000 / wasm_engine.TICK_S)) + 1)
-        with wasm_engine.ticker:
-            instance = linker().instantiate(store, wasm_engine.module())
-            try:
-                instance.exports(store)["run"](store)
-            except wt.ExitTrap:
-                pass
-    finally:
-        with _table_lock:
-            store.close()
-    return out.decode(errors="replace")

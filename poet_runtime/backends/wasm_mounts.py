@@ -130,7 +130,7 @@ def stdlib_names() -> frozenset[str]:
     record = wasm_engine.compiled_path().with_suffix(".stdlib.txt")
     if record.is_file():
         return frozenset(record.read_text().split())
-    from poet_runtime.backends.wasm_instance import run_snippet
+    from poet_runtime.backends.wasm_fresh import run_snippet
 
     out = run_snippet("import sys; print(' '.join(sorted(sys.stdlib_module_names)))")
     names = out.split()
