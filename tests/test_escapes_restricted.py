@@ -142,6 +142,9 @@ GUARD_ESCAPES = {
     "open-builtin": "return open('/etc/hostname').read()",
     "vars-builtin": "return vars()",
     "print-to-file": "import json\nprint('x', file=json)\nreturn 1",
+    "from-import-denied": "from random import seed\nseed(1)\nreturn 1",
+    "view-internals": "import math\nreturn getattr(math, '_mod' + 'ule')",
+    "stored-module-walk": "import statistics\nbox = [statistics]\nreturn box[0].sys",
     "swallowed-refusal": "try:\n    getattr(1, '__class__')\nexcept Exception:\n    pass\nreturn 'ok'",
 }
 
@@ -155,8 +158,10 @@ def test_guard_escape_is_a_violation(name, limits):
 
 
 @pytest.mark.parametrize("limits", [IN_PROCESS, TIGHT], ids=["in-process", "worker"])
-def test_three_argument_type_is_not_offered(limits):
-    outcome, value = run_payload(module_text("return type('X', (), {'y': 1})"), limits)
+@pytest.mark.parametrize("body", ["return type('X', (), {'y': 1})", "import math\nimport json\nreturn type(math)(json)"],
+                         ids=["three-argument-type", "construct-module-view"])
+def test_constructors_not_offered(body, limits):
+    outcome, value = run_payload(module_text(body), limits)
     assert outcome in ("phase", "error") and "TypeError" in f"{type(value).__name__} {value}"
 
 

@@ -143,7 +143,7 @@ class InProcessEnhancement:
         given = {k: copy.deepcopy(v) if isinstance(v, _COPYABLE) else v for k, v in data.items()}
         given.update(objects)
         for name, module_name in modules.items():
-            given[name] = self._guarded(lambda: self.sandbox.guarded_import(module_name))
+            given[name] = self._guarded(lambda: self.sandbox.module_view(module_name))
         self.namespace = self.sandbox.namespace(f"poet_enhanced.{request.function_id}", given)
         self._guarded(lambda: exec(code, self.namespace))
         if not callable(self.namespace.get(request.logic_name)):

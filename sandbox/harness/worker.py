@@ -122,7 +122,7 @@ class Worker:
         sandbox = restrict.Sandbox(message.get("imports", ()), message.get("builtins", ()), message.get("max_output_kb"))
         given = {name: self.codec.decode(value) for name, value in message.get("globals", {}).items()}
         for name, module_name in message.get("modules", {}).items():
-            given[name] = sandbox.guarded_import(module_name)
+            given[name] = sandbox.module_view(module_name)
         namespace = sandbox.namespace(message.get("module", "poet_enhanced"), given)
         mark = sandbox.begin_call()
         reply = self._guarded(message, sandbox, mark, lambda: self._init(code, namespace, message))

@@ -3,8 +3,8 @@
 Why this module exists: the ``restricted`` backend runs generated (untrusted)
 code either in the host process or in a worker process, and both must apply the
 very same rules. So the rules live here, on the guest side, importing only the
-standard library, RestrictedPython and (at call time) ``poet_sandbox``; the host
-loads this file by path (it is not on ``sys.path``).
+standard library and RestrictedPython; the host loads this file by path (it is not
+on ``sys.path``). This is the compile-time half; ``worker_guards`` is the runtime half.
 
 The rule generated code must follow (generators read this):
 - No name, attribute, argument or imported name may start with ``_`` (the single
@@ -15,11 +15,13 @@ The rule generated code must follow (generators read this):
   ``__import__`` by name do not exist; ``type`` takes one argument only.
 - ``import`` works only for the policy's ``imports`` plus ``poet_sandbox`` and its
   submodules; no relative imports; no ``import *``.
-- Attributes are read through ``_getattr_``: frame, code, traceback and generator
-  internals are refused, a module's attribute that is itself a module must be on
-  the allowlist, a module's mutable containers are handed out as copies, and a
-  few state-changing functions (``random.seed``, ``decimal.setcontext``, ...) are
-  refused. ``str.format``/``format_map`` walk attributes through the same guard.
+- Attribute names are checked at compile time; literal reads then run natively,
+  because every value is made safe by construction: an imported module is a
+  read-only ``ModuleView`` (public names only, submodules only when allowlisted,
+  mutable containers copied, state-changing functions such as ``random.seed`` or
+  ``decimal.setcontext`` left out, asking for them is a violation). ``str.format``
+  /``format_map`` and computed names (``getattr``, ``hasattr``) go through the
+  runtime guard, which also refuses frame, code, traceback and generator internals.
 - Attributes and items may be written only on plain containers (dict, list, ...),
   on instances of classes the generated code defined, and on classes the user's
   own module defines.
@@ -35,85 +37,34 @@ call as a ``PoetViolation`` even if the generated code caught the exception.
 from __future__ import annotations
 
 import ast
-import builtins as _builtins
-import copy
-import importlib
-import operator
-import string
+import importlib.util
+import os
 import sys
 import types
-from collections import Counter, OrderedDict, defaultdict, deque
 
 from RestrictedPython import compile_restricted_exec
-from RestrictedPython.Guards import safe_builtins
-from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
-
-ALWAYS_IMPORTABLE = "poet_sandbox"
-
-# Attribute names refused on any object, even when reached through getattr() with a
-# computed name (RestrictedPython refuses them only when written literally).
-DENIED_NAMES = frozenset(INSPECT_ATTRIBUTES) | {"mro", "f_trace_lines", "f_trace_opcodes", "tb_lasti"}
-FORMAT_NAMES = ("format", "format_map")
-# Objects whose attributes lead to interpreter internals; generators keep their
-# protocol methods, nothing else.
-BLOCKED_TYPES = (types.FrameType, types.TracebackType, types.CodeType)
-GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
-GENERATOR_METHODS = frozenset({"send", "throw", "close", "asend", "athrow", "aclose"})
-# Module functions that change process-wide state that later calls (or the host,
-# in-process) would see.
-MODULE_DENIED = {
-    "random": frozenset({"seed", "setstate"}),
-    "decimal": frozenset({"setcontext", "getcontext", "DefaultContext", "BasicContext", "ExtendedContext"}),
-    "time": frozenset({"tzset"}),
-}
-# Types whose attributes (all public methods) are safe to read without further
-# checks: the fast path of _getattr_.
-FAST_TYPES = frozenset(
-    {dict, list, tuple, set, frozenset, int, float, bool, complex, bytes, bytearray, type(None), range,
-     OrderedDict, defaultdict, Counter, deque}
-)
-WRITABLE_TYPES = frozenset({dict, list, bytearray, OrderedDict, defaultdict, Counter, deque})
-MUTABLE_CONTAINERS = (dict, list, set, bytearray, deque)
-
-INPLACE = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
-    ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
-    "@=": operator.imatmul,
-}
-
-# Builtins added to RestrictedPython's safe_builtins: pure functions and types.
-EXTRA_BUILTINS = (
-    "list", "dict", "set", "frozenset", "enumerate", "zip", "map", "filter", "min", "max", "sum", "any",
-    "all", "sorted", "reversed", "iter", "next", "bytes", "bytearray", "object", "super", "property",
-    "staticmethod", "classmethod", "format", "bin", "ascii", "NotImplemented", "StopAsyncIteration",
-    "RecursionError", "TimeoutError", "ConnectionError", "LookupError", "ExceptionGroup",
-)
-# Builtins a policy may never add: they open files, run code or reach the interpreter.
-NEVER_BUILTINS = frozenset(
-    {"open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "dir", "breakpoint",
-     "input", "help", "memoryview", "setattr", "delattr", "getattr", "hasattr", "type", "exit", "quit",
-     "copyright", "credits", "license", "__build_class__", "__loader__", "__spec__"}
-)
+from RestrictedPython.transformer import RestrictingNodeTransformer
 
 
-# Builtins that exist as refusing stand-ins (see Sandbox._refuser).
-DENIED_BUILTINS = ("open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "breakpoint", "input",
-                   "help", "memoryview", "exit", "quit")
+def _sibling(name: str):
+    """Load a module of this folder by path (the folder is not on sys.path in the host)."""
+    key = __name__.replace("worker_restrict", name)  # host: poet_runtime._guest_worker_guards
+    module = sys.modules.get(key)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return module
 
 
-class SandboxViolation(Exception):
-    """Raised by a guard; the Sandbox has already recorded it."""
-
-    def __init__(self, limit: str, detail: str):
-        super().__init__(f"{limit}: {detail}")
-        self.limit = limit
-        self.detail = detail
-
-
-class OutputLimit(BaseException):
-    """Printing went past max_output_kb. BaseException: generated code's ``except
-    Exception`` must not swallow it (the violation is recorded anyway)."""
+_guards = _sibling("worker_guards")
+Sandbox = _guards.Sandbox
+SandboxViolation = _guards.SandboxViolation
+ModuleView = _guards.ModuleView
+module_allowed = _guards.module_allowed
+DENIED_NAMES = _guards.DENIED_NAMES
+FORMAT_NAMES = _guards.FORMAT_NAMES
 
 
 class Policy(RestrictingNodeTransformer):
@@ -131,6 +82,26 @@ class Policy(RestrictingNodeTransformer):
             return node
         return super().visit_AugAssign(node)
 
+    def visit_Attribute(self, node):
+        """Literal attribute reads run natively (after RestrictedPython's name checks).
+
+        Why that is safe here: the names are checked at compile time (no ``_``, no
+        frame/code/generator internals), and every value that could make a
+        harmless-looking name dangerous is made safe by construction: modules are
+        ``ModuleView``s (filtered, read-only, no unlisted submodules, copied
+        containers), and the one name that walks attributes by itself, str's
+        ``format``/``format_map``, still goes through ``_getattr_``. Computed names
+        (``getattr``/``hasattr``) always go through the full runtime check. This is
+        what keeps guarded code within a small factor of native speed.
+        """
+        if isinstance(node.ctx, ast.Load) and node.attr not in FORMAT_NAMES:
+            if node.attr.startswith("_") and node.attr != "_":
+                self.error(node, f'"{node.attr}" is an invalid attribute name because it starts with "_".')
+            elif node.attr.endswith("__roles__") or node.attr in DENIED_NAMES:
+                self.error(node, f'"{node.attr}" is a restricted name.')
+            return self.node_contents_visit(node)
+        return super().visit_Attribute(node)
+
     # Async phases (CONTRACTS: operate_prime is async for async originals). Await,
     # async for and async with add no reach beyond the objects the code already holds.
     def visit_AsyncFunctionDef(self, node):
@@ -144,7 +115,6 @@ class Policy(RestrictingNodeTransformer):
 
     def visit_AsyncWith(self, node):
         return self.node_contents_visit(node)
-
 
 def compile_module(source: str, filename: str):
     """Compile generated code; return ``(code, errors)`` (errors: list of str)."""
@@ -167,270 +137,3 @@ def global_names(code) -> set:
                 names.add(instruction.argval)
         stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
     return names
-
-
-def module_allowed(name: str, allowed: frozenset) -> bool:
-    return name in allowed or name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + ".")
-
-
-class SafeFormatter(string.Formatter):
-    """str.format whose field lookups ({0.attr}, {0[key]}) go through the guard."""
-
-    def __init__(self, guard):
-        self.guard = guard
-
-    def get_field(self, field_name, args, kwargs):
-        import _string
-
-        first, rest = _string.formatter_field_name_split(field_name)
-        obj = self.get_value(first, args, kwargs)
-        for is_attr, key in rest:
-            obj = self.guard(obj, key) if is_attr else obj[key]
-        return obj, first
-
-
-class Sandbox:
-    """The guards and builtins of one loaded enhancement, and what it broke.
-
-    ``violations`` only grows; a caller compares its length before and after a call.
-    """
-
-    def __init__(self, imports=(), extra_builtins=(), max_output_kb=None, writable_types=()):
-        self.allowed = frozenset(imports)
-        self.violations: list = []
-        self.classes: set = set()  # classes the generated code defined
-        self.writable = set(WRITABLE_TYPES) | set(writable_types)
-        self.max_output = None if max_output_kb is None else max_output_kb * 1024
-        self.output: list = []
-        self.output_size = 0
-        self.builtins = self._builtins(extra_builtins)
-
-    # -- recording ------------------------------------------------------------
-    def refuse(self, limit: str, detail: str):
-        self.violations.append((limit, detail))
-        raise SandboxViolation(limit, detail)
-
-    def begin_call(self) -> int:
-        self.output = []
-        self.output_size = 0
-        return len(self.violations)
-
-    def take_output(self) -> str:
-        text = "".join(self.output)
-        self.output = []
-        return text
-
-    # -- guards -----------------------------------------------------------------
-    def checked_getattr(self, obj, name):
-        """The full check, for computed names and the slow path."""
-        if type(name) is not str:
-            raise TypeError("attribute name must be a string")
-        if name[:1] == "_" or name in DENIED_NAMES:
-            self.refuse("attribute", f"{name!r} is out of reach")
-        if isinstance(obj, BLOCKED_TYPES):
-            self.refuse("attribute", f"{type(obj).__name__} objects are out of reach")
-        if isinstance(obj, GENERATOR_TYPES) and name not in GENERATOR_METHODS:
-            self.refuse("attribute", f"{type(obj).__name__}.{name} is out of reach")
-        if isinstance(obj, types.ModuleType):
-            denied = MODULE_DENIED.get(obj.__name__)
-            if denied and name in denied:
-                self.refuse("attribute", f"{obj.__name__}.{name} changes process state")
-        value = getattr(obj, name)
-        if isinstance(value, types.ModuleType):
-            if not module_allowed(value.__name__, self.allowed):
-                self.refuse("imports", f"module {value.__name__!r} is not in the policy's imports")
-            return value
-        if name in FORMAT_NAMES:
-            # Whatever route led here (a str subclass, super(), the str type itself), the
-            # builtin str.format/format_map would walk attributes unguarded.
-            kind = type(value)
-            if kind is types.BuiltinMethodType and isinstance(getattr(value, "__self__", None), str):
-                return self._safe_format(value.__self__, name)
-            if kind is types.MethodDescriptorType and getattr(value, "__objclass__", None) is str:
-                return self._safe_format(None, name)
-        if isinstance(obj, types.ModuleType) and isinstance(value, MUTABLE_CONTAINERS):
-            return copy.copy(value)  # module state stays unchanged
-        return value
-
-    def _safe_format(self, bound, name):
-        formatter = SafeFormatter(self.checked_getattr)
-        if bound is not None:
-            if name == "format":
-                return lambda *args, **kwargs: formatter.vformat(bound, args, kwargs)
-            return lambda mapping: formatter.vformat(bound, (), mapping)
-        if name == "format":
-            return lambda text, *args, **kwargs: formatter.vformat(text, args, kwargs)
-        return lambda text, mapping: formatter.vformat(text, (), mapping)
-
-    def make_guards(self) -> dict:
-        fast = FAST_TYPES
-        classes = self.classes
-        slow = self.checked_getattr
-        writable = self.writable
-        refuse = self.refuse
-        sandbox = self
-
-        # Literal attribute names were checked at compile time, so the fast path
-        # only has to know the object is of a type whose public attributes are all
-        # harmless. Written for speed: it runs on every `a.b`.
-        def _getattr_(obj, name, getattr=getattr, type=type):
-            t = type(obj)
-            if t in fast or (t is str and name != "format" and name != "format_map"):
-                return getattr(obj, name)
-            return slow(obj, name)
-
-        def _write_(obj, type=type):
-            t = type(obj)
-            if t in writable or t in classes or obj in classes:
-                return obj
-            refuse("write", f"cannot change attributes or items of {t.__name__} objects")
-
-        def guarded_getattr(obj, name, *default):
-            try:
-                return slow(obj, name)
-            except AttributeError:
-                if default:
-                    return default[0]
-                raise
-
-        def guarded_hasattr(obj, name):
-            try:
-                slow(obj, name)
-            except AttributeError:
-                return False
-            return True
-
-        def guarded_setattr(obj, name, value):
-            if type(name) is not str or name[:1] == "_":
-                refuse("write", f"attribute {name!r} is out of reach")
-            setattr(_write_(obj), name, value)
-
-        def guarded_delattr(obj, name):
-            if type(name) is not str or name[:1] == "_":
-                refuse("write", f"attribute {name!r} is out of reach")
-            delattr(_write_(obj), name)
-
-        def _inplacevar_(op, x, y):
-            return INPLACE[op](x, y)
-
-        def _unpack_sequence_(it, spec, _getiter_):
-            # Unpacking iterates with iter(), which is our _getiter_ anyway.
-            return it
-
-        def _iter_unpack_sequence_(it, spec, _getiter_):
-            return it
-
-        def _apply_(f, *args, **kwargs):
-            return f(*args, **kwargs)
-
-        class PrintCollector:
-            """RestrictedPython makes one per function that prints."""
-
-            __slots__ = ()
-
-            def __init__(self, _getattr_=None):
-                pass
-
-            def _call_print(self, *objects, sep=" ", end="\n", file=None, flush=False):
-                if file is not None:
-                    refuse("print", "print(file=...) is not allowed")
-                text = (sep if type(sep) is str else " ").join(str(o) for o in objects) + (
-                    end if type(end) is str else "\n")
-                sandbox.output_size += len(text.encode("utf-8", "replace"))
-                if sandbox.max_output is not None and sandbox.output_size > sandbox.max_output:
-                    sandbox.violations.append(("max_output_kb", f"printed more than {sandbox.max_output // 1024} KB"))
-                    raise OutputLimit("max_output_kb")
-                sandbox.output.append(text)
-
-            def __call__(self):
-                return "".join(sandbox.output)
-
-        def make_class(name, bases, namespace, **kwargs):
-            meta = type
-            for base in bases:
-                candidate = type(base)
-                if issubclass(candidate, meta):
-                    meta = candidate
-            cls = meta(name, bases, namespace, **kwargs)
-            classes.add(cls)
-            return cls
-
-        return {
-            "_getattr_": _getattr_,
-            "_getitem_": operator.getitem,
-            "_getiter_": iter,
-            "_write_": _write_,
-            "_inplacevar_": _inplacevar_,
-            "_unpack_sequence_": _unpack_sequence_,
-            "_iter_unpack_sequence_": _iter_unpack_sequence_,
-            "_apply_": _apply_,
-            "_print_": PrintCollector,
-            "__metaclass__": make_class,
-            "getattr": guarded_getattr,
-            "hasattr": guarded_hasattr,
-            "setattr": guarded_setattr,
-            "delattr": guarded_delattr,
-        }
-
-    def guarded_import(self, name, globals=None, locals=None, fromlist=(), level=0):
-        if level:
-            self.refuse("imports", "relative imports are not allowed")
-        if not module_allowed(name, self.allowed):
-            self.refuse("imports", f"module {name!r} is not in the policy's imports")
-        module = importlib.import_module(name)
-        if not fromlist:
-            top = name.partition(".")[0]
-            if top != name and not module_allowed(top, self.allowed):
-                self.refuse("imports", f"module {top!r} is not in the policy's imports")
-            return sys.modules[top]
-        # `from m import x` reads x natively from what we return, so hand back a
-        # module holding only the checked names.
-        view = types.ModuleType(name)
-        for item in fromlist:
-            if type(item) is not str or item[:1] == "_":
-                self.refuse("imports", f"cannot import {item!r} from {name}")
-            if not hasattr(module, item) and module_allowed(f"{name}.{item}", self.allowed):
-                importlib.import_module(f"{name}.{item}")
-            setattr(view, item, self.checked_getattr(module, item))
-        return view
-
-    def _builtins(self, extra) -> dict:
-        table = dict(safe_builtins)
-        for name in EXTRA_BUILTINS:
-            if hasattr(_builtins, name):
-                table[name] = getattr(_builtins, name)
-        for name in extra:
-            if name in NEVER_BUILTINS or not hasattr(_builtins, name):
-                raise ValueError(f"builtin {name!r} cannot be allowed")
-            table[name] = getattr(_builtins, name)
-        table["__import__"] = self.guarded_import
-        table["type"] = one_argument_type
-        for name in DENIED_BUILTINS:
-            table[name] = self._refuser(name)
-        for name in ("setattr", "delattr"):
-            table.pop(name, None)  # replaced by the guarded versions in the namespace
-        return table
-
-    def _refuser(self, name):
-        """A stand-in for a builtin that is not offered: calling it is a violation,
-        not a NameError that would look like the user's own bug."""
-
-        def refused(*args, **kwargs):
-            self.refuse("builtins", f"{name}() is not available to generated code")
-
-        refused.__name__ = name
-        return refused
-
-    def namespace(self, module_name: str, given: dict) -> dict:
-        """A fresh module namespace: guards, builtins and the user's names."""
-        ns = dict(given)
-        ns.update(self.make_guards())
-        ns["__builtins__"] = self.builtins
-        ns["__name__"] = module_name
-        return ns
-
-
-def one_argument_type(obj):
-    """``type(x)``: the class of x. The three-argument form would build classes
-    with arbitrary dunder methods, so it is not offered."""
-    return type(obj)

@@ -1,0 +1,408 @@
+"""The runtime half of the restricted backend's rules: guards, builtins, module views.
+
+Why a module of its own: ``worker_restrict`` is what RestrictedPython compiles with
+(the compile-time half); this is what the compiled code calls while it runs. Both
+run in the host (in-process mode) and in worker processes, so this file imports
+only the standard library and RestrictedPython. The rules themselves are described
+in ``worker_restrict``'s docstring.
+"""
+
+from __future__ import annotations
+
+import builtins as _builtins
+import copy
+import importlib
+import operator
+import string
+import sys
+import types
+from collections import Counter, OrderedDict, defaultdict, deque
+
+from RestrictedPython.Guards import safe_builtins
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES
+
+ALWAYS_IMPORTABLE = "poet_sandbox"
+
+# Attribute names refused on any object, even when reached through getattr() with a
+# computed name (RestrictedPython refuses them only when written literally).
+DENIED_NAMES = frozenset(INSPECT_ATTRIBUTES) | {"mro", "f_trace_lines", "f_trace_opcodes", "tb_lasti"}
+FORMAT_NAMES = ("format", "format_map")
+# Objects whose attributes lead to interpreter internals; generators keep their
+# protocol methods, nothing else.
+BLOCKED_TYPES = (types.FrameType, types.TracebackType, types.CodeType)
+GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+GENERATOR_METHODS = frozenset({"send", "throw", "close", "asend", "athrow", "aclose"})
+# Module functions that change process-wide state that later calls (or the host,
+# in-process) would see.
+MODULE_DENIED = {
+    "random": frozenset({"seed", "setstate"}),
+    "decimal": frozenset({"setcontext", "getcontext", "DefaultContext", "BasicContext", "ExtendedContext"}),
+    "time": frozenset({"tzset"}),
+}
+# Types whose attributes (all public methods) are safe to read without further
+# checks: the fast path of _getattr_.
+FAST_TYPES = frozenset(
+    {dict, list, tuple, set, frozenset, int, float, bool, complex, bytes, bytearray, type(None), range,
+     OrderedDict, defaultdict, Counter, deque}
+)
+WRITABLE_TYPES = frozenset({dict, list, bytearray, OrderedDict, defaultdict, Counter, deque})
+MUTABLE_CONTAINERS = (dict, list, set, bytearray, deque)
+
+INPLACE = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
+    "@=": operator.imatmul,
+}
+
+# Builtins added to RestrictedPython's safe_builtins: pure functions and types.
+EXTRA_BUILTINS = (
+    "list", "dict", "set", "frozenset", "enumerate", "zip", "map", "filter", "min", "max", "sum", "any",
+    "all", "sorted", "reversed", "iter", "next", "bytes", "bytearray", "object", "super", "property",
+    "staticmethod", "classmethod", "format", "bin", "ascii", "NotImplemented", "StopAsyncIteration",
+    "RecursionError", "TimeoutError", "ConnectionError", "LookupError", "ExceptionGroup",
+)
+# Builtins a policy may never add: they open files, run code or reach the interpreter.
+NEVER_BUILTINS = frozenset(
+    {"open", "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "dir", "breakpoint",
+     "input", "help", "memoryview", "setattr", "delattr", "getattr", "hasattr", "type", "exit", "quit",
+     "copyright", "credits", "license", "__build_class__", "__loader__", "__spec__"}
+)
+
+
+# Builtins that exist as refusing stand-ins (see Sandbox._refuser).
+DENIED_BUILTINS = ("open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "breakpoint", "input",
+                   "help", "memoryview", "exit", "quit")
+
+
+class SandboxViolation(Exception):
+    """Raised by a guard; the Sandbox has already recorded it."""
+
+    def __init__(self, limit: str, detail: str):
+        super().__init__(f"{limit}: {detail}")
+        self.limit = limit
+        self.detail = detail
+
+
+class OutputLimit(BaseException):
+    """Printing went past max_output_kb. BaseException: generated code's ``except
+    Exception`` must not swallow it (the violation is recorded anyway)."""
+
+
+def module_allowed(name: str, allowed: frozenset) -> bool:
+    return name in allowed or name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + ".")
+
+class ModuleView:
+    """What generated code gets instead of a module: its public names, read-only.
+
+    Built once per module and Sandbox. Submodules appear only when allowlisted
+    (as views), mutable containers are copies, and state-changing functions
+    (MODULE_DENIED) are left out. Asking for a left-out name records a violation.
+    The real module sits under an underscore name, out of restricted code's reach.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("module views are made by the sandbox only")
+
+    def __getattr__(self, name):  # only for names the view does not have
+        sandbox = self.__dict__["_sandbox"]
+        module = self.__dict__["_module"]
+        if name[:1] != "_" and hasattr(module, name):
+            value = getattr(module, name)
+            if isinstance(value, types.ModuleType):
+                sandbox.refuse("imports", f"module {value.__name__!r} is not in the policy's imports")
+            sandbox.refuse("attribute", f"{module.__name__}.{name} changes process state")
+        raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+
+    def __repr__(self):
+        return f"<module {self.__dict__['_module'].__name__!r} (sandboxed)>"
+
+
+class SafeFormatter(string.Formatter):
+    """str.format whose field lookups ({0.attr}, {0[key]}) go through the guard."""
+
+    def __init__(self, guard):
+        self.guard = guard
+
+    def get_field(self, field_name, args, kwargs):
+        import _string
+
+        first, rest = _string.formatter_field_name_split(field_name)
+        obj = self.get_value(first, args, kwargs)
+        for is_attr, key in rest:
+            obj = self.guard(obj, key) if is_attr else obj[key]
+        return obj, first
+
+
+class Sandbox:
+    """The guards and builtins of one loaded enhancement, and what it broke.
+
+    ``violations`` only grows; a caller compares its length before and after a call.
+    """
+
+    def __init__(self, imports=(), extra_builtins=(), max_output_kb=None, writable_types=()):
+        self.allowed = frozenset(imports)
+        self.violations: list = []
+        self.classes: set = set()  # classes the generated code defined
+        self.writable = set(WRITABLE_TYPES) | set(writable_types)
+        self.max_output = None if max_output_kb is None else max_output_kb * 1024
+        self.views: dict = {}  # module name -> ModuleView
+        self.output: list = []
+        self.output_size = 0
+        self.builtins = self._builtins(extra_builtins)
+
+    # -- recording ------------------------------------------------------------
+    def refuse(self, limit: str, detail: str):
+        self.violations.append((limit, detail))
+        raise SandboxViolation(limit, detail)
+
+    def begin_call(self) -> int:
+        self.output = []
+        self.output_size = 0
+        return len(self.violations)
+
+    def take_output(self) -> str:
+        text = "".join(self.output)
+        self.output = []
+        return text
+
+    # -- guards -----------------------------------------------------------------
+    def checked_getattr(self, obj, name):
+        """The full check, for computed names and the slow path."""
+        if type(name) is not str:
+            raise TypeError("attribute name must be a string")
+        if name[:1] == "_" or name in DENIED_NAMES:
+            self.refuse("attribute", f"{name!r} is out of reach")
+        if isinstance(obj, BLOCKED_TYPES):
+            self.refuse("attribute", f"{type(obj).__name__} objects are out of reach")
+        if isinstance(obj, GENERATOR_TYPES) and name not in GENERATOR_METHODS:
+            self.refuse("attribute", f"{type(obj).__name__}.{name} is out of reach")
+        if isinstance(obj, types.ModuleType):  # a real module should never get here; views do
+            return getattr(self.view(obj), name) if module_allowed(obj.__name__, self.allowed) else \
+                self.refuse("imports", f"module {obj.__name__!r} is not in the policy's imports")
+        value = getattr(obj, name)
+        if isinstance(value, types.ModuleType):
+            if not module_allowed(value.__name__, self.allowed):
+                self.refuse("imports", f"module {value.__name__!r} is not in the policy's imports")
+            return self.view(value)
+        if name in FORMAT_NAMES:
+            # Whatever route led here (a str subclass, super(), the str type itself), the
+            # builtin str.format/format_map would walk attributes unguarded.
+            kind = type(value)
+            if kind is types.BuiltinMethodType and isinstance(getattr(value, "__self__", None), str):
+                return self._safe_format(value.__self__, name)
+            if kind is types.MethodDescriptorType and getattr(value, "__objclass__", None) is str:
+                return self._safe_format(None, name)
+        return value
+
+    def _safe_format(self, bound, name):
+        formatter = SafeFormatter(self.checked_getattr)
+        if bound is not None:
+            if name == "format":
+                return lambda *args, **kwargs: formatter.vformat(bound, args, kwargs)
+            return lambda mapping: formatter.vformat(bound, (), mapping)
+        if name == "format":
+            return lambda text, *args, **kwargs: formatter.vformat(text, args, kwargs)
+        return lambda text, mapping: formatter.vformat(text, (), mapping)
+
+    def make_guards(self) -> dict:
+        fast = FAST_TYPES
+        classes = self.classes
+        slow = self.checked_getattr
+        writable = self.writable
+        refuse = self.refuse
+        sandbox = self
+
+        # Literal attribute names were checked at compile time, so the fast path
+        # only has to know the object is of a type whose public attributes are all
+        # harmless. Written for speed: it runs on every `a.b`.
+        def _getattr_(obj, name, getattr=getattr, type=type):
+            t = type(obj)
+            if t in fast:
+                return getattr(obj, name)
+            # Instances of the code's own classes: their attributes are what the code
+            # put there (a str subclass still takes the slow path for format).
+            if (t is str or t in classes) and name != "format" and name != "format_map":
+                return getattr(obj, name)
+            return slow(obj, name)
+
+        def _write_(obj, type=type):
+            t = type(obj)
+            if t in writable or t in classes or obj in classes:
+                return obj
+            refuse("write", f"cannot change attributes or items of {t.__name__} objects")
+
+        def guarded_getattr(obj, name, *default):
+            try:
+                return slow(obj, name)
+            except AttributeError:
+                if default:
+                    return default[0]
+                raise
+
+        def guarded_hasattr(obj, name):
+            try:
+                slow(obj, name)
+            except AttributeError:
+                return False
+            return True
+
+        def guarded_setattr(obj, name, value):
+            if type(name) is not str or name[:1] == "_":
+                refuse("write", f"attribute {name!r} is out of reach")
+            setattr(_write_(obj), name, value)
+
+        def guarded_delattr(obj, name):
+            if type(name) is not str or name[:1] == "_":
+                refuse("write", f"attribute {name!r} is out of reach")
+            delattr(_write_(obj), name)
+
+        def _inplacevar_(op, x, y):
+            return INPLACE[op](x, y)
+
+        def _unpack_sequence_(it, spec, _getiter_):
+            # Unpacking iterates with iter(), which is our _getiter_ anyway.
+            return it
+
+        def _iter_unpack_sequence_(it, spec, _getiter_):
+            return it
+
+        def _apply_(f, *args, **kwargs):
+            return f(*args, **kwargs)
+
+        class PrintCollector:
+            """RestrictedPython makes one per function that prints."""
+
+            __slots__ = ()
+
+            def __init__(self, _getattr_=None):
+                pass
+
+            def _call_print(self, *objects, sep=" ", end="\n", file=None, flush=False):
+                if file is not None:
+                    refuse("print", "print(file=...) is not allowed")
+                text = (sep if type(sep) is str else " ").join(str(o) for o in objects) + (
+                    end if type(end) is str else "\n")
+                sandbox.output_size += len(text.encode("utf-8", "replace"))
+                if sandbox.max_output is not None and sandbox.output_size > sandbox.max_output:
+                    sandbox.violations.append(("max_output_kb", f"printed more than {sandbox.max_output // 1024} KB"))
+                    raise OutputLimit("max_output_kb")
+                sandbox.output.append(text)
+
+            def __call__(self):
+                return "".join(sandbox.output)
+
+        def make_class(name, bases, namespace, **kwargs):
+            meta = type
+            for base in bases:
+                candidate = type(base)
+                if issubclass(candidate, meta):
+                    meta = candidate
+            cls = meta(name, bases, namespace, **kwargs)
+            classes.add(cls)
+            return cls
+
+        return {
+            "_getattr_": _getattr_,
+            "_getitem_": operator.getitem,
+            "_getiter_": iter,
+            "_write_": _write_,
+            "_inplacevar_": _inplacevar_,
+            "_unpack_sequence_": _unpack_sequence_,
+            "_iter_unpack_sequence_": _iter_unpack_sequence_,
+            "_apply_": _apply_,
+            "_print_": PrintCollector,
+            "__metaclass__": make_class,
+            "getattr": guarded_getattr,
+            "hasattr": guarded_hasattr,
+            "setattr": guarded_setattr,
+            "delattr": guarded_delattr,
+        }
+
+    def view(self, module) -> ModuleView:
+        """The ModuleView of an allowlisted module (refreshed when new submodules appeared)."""
+        view = self.views.get(module.__name__)
+        if view is None:
+            view = object.__new__(ModuleView)
+            view.__dict__.update(_module=module, _sandbox=self)
+            self.views[module.__name__] = view
+        denied = MODULE_DENIED.get(module.__name__, ())
+        values = view.__dict__
+        for name, value in list(vars(module).items()):
+            if name[:1] == "_" or name in denied or (name in values and not isinstance(value, types.ModuleType)):
+                continue
+            if isinstance(value, types.ModuleType):
+                if module_allowed(value.__name__, self.allowed):
+                    values[name] = self.views.get(value.__name__) or self.view(value)
+                continue
+            values[name] = copy.copy(value) if isinstance(value, MUTABLE_CONTAINERS) else value
+        return view
+
+    def module_view(self, name: str) -> ModuleView:
+        """The view of module ``name`` (for the user's globals that are modules)."""
+        if not module_allowed(name, self.allowed):
+            self.refuse("imports", f"module {name!r} is not in the policy's imports")
+        return self.view(importlib.import_module(name))
+
+    def guarded_import(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level:
+            self.refuse("imports", "relative imports are not allowed")
+        if not module_allowed(name, self.allowed):
+            self.refuse("imports", f"module {name!r} is not in the policy's imports")
+        module = importlib.import_module(name)
+        for item in fromlist or ():
+            if type(item) is not str or item[:1] == "_":
+                self.refuse("imports", f"cannot import {item!r} from {name}")
+            if not hasattr(module, item) and module_allowed(f"{name}.{item}", self.allowed):
+                importlib.import_module(f"{name}.{item}")
+        if fromlist:
+            return self.view(module)  # `from m import x` reads x from the view
+        top = name.partition(".")[0]
+        if top != name and not module_allowed(top, self.allowed):
+            self.refuse("imports", f"module {top!r} is not in the policy's imports")
+        view = self.view(sys.modules[top])
+        parts = name.split(".")
+        for i in range(2, len(parts) + 1):  # make `import a.b.c` reachable as a.b.c
+            self.view(sys.modules[".".join(parts[:i - 1])])
+        return view
+
+    def _builtins(self, extra) -> dict:
+        table = dict(safe_builtins)
+        for name in EXTRA_BUILTINS:
+            if hasattr(_builtins, name):
+                table[name] = getattr(_builtins, name)
+        for name in extra:
+            if name in NEVER_BUILTINS or not hasattr(_builtins, name):
+                raise ValueError(f"builtin {name!r} cannot be allowed")
+            table[name] = getattr(_builtins, name)
+        table["__import__"] = self.guarded_import
+        table["type"] = one_argument_type
+        for name in DENIED_BUILTINS:
+            table[name] = self._refuser(name)
+        for name in ("setattr", "delattr"):
+            table.pop(name, None)  # replaced by the guarded versions in the namespace
+        return table
+
+    def _refuser(self, name):
+        """A stand-in for a builtin that is not offered: calling it is a violation,
+        not a NameError that would look like the user's own bug."""
+
+        def refused(*args, **kwargs):
+            self.refuse("builtins", f"{name}() is not available to generated code")
+
+        refused.__name__ = name
+        return refused
+
+    def namespace(self, module_name: str, given: dict) -> dict:
+        """A fresh module namespace: guards, builtins and the user's names."""
+        ns = dict(given)
+        ns.update(self.make_guards())
+        ns["__builtins__"] = self.builtins
+        ns["__name__"] = module_name
+        return ns
+
+
+def one_argument_type(obj):
+    """``type(x)``: the class of x. The three-argument form would build classes
+    with arbitrary dunder methods, so it is not offered."""
+    return type(obj)
