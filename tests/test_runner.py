@@ -219,3 +219,20 @@ def test_missing_program(tmp_path):
     expected, actual = run(["-m", "nope.mod"], tmp_path), poet(["-m", "nope.mod"], tmp_path)
     assert actual.returncode == expected.returncode == 1
     assert actual.stderr == expected.stderr
+
+
+def test_folder_and_zip_with_main_and_double_dash(project):
+    import zipfile
+
+    (project / "bundle").mkdir()
+    (project / "bundle" / "__main__.py").write_text(INTROSPECT)
+    with zipfile.ZipFile(project / "bundle.zip", "w") as archive:
+        archive.write(project / "bundle" / "__main__.py", "__main__.py")
+    for target in (["bundle", "x"], ["bundle.zip", "y"]):
+        expected, actual = run(target, project), poet(["--quiet", *target], project)
+        assert actual.returncode == expected.returncode == 0, actual.stderr
+        # The module's own repr of its loader differs (ours may be the rewriting one); the rest is equal.
+        drop = lambda text: [line for line in text.splitlines() if "Loader" not in line and "ModuleSpec" not in line]
+        assert drop(actual.stdout) == drop(expected.stdout)
+    dashed = poet(["--quiet", "--", "app.py", "--quiet"], project)
+    assert dashed.returncode == 0 and "['app.py', '--quiet']" in dashed.stdout

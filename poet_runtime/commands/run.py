@@ -47,13 +47,13 @@ def register(subparsers) -> None:
 
 
 def split(argv: list[str]):
-    """(our options, ("script"|"module", target), program args) — or target None when missing."""
+    """(our options, ("script"|"module", target), program args); target None when missing."""
     index = 0
     while index < len(argv):
         item = argv[index]
-        if item == "--":
-            index += 1
-            break
+        if item == "--":  # everything after it is the program, even if it starts with "-"
+            rest = argv[index + 1 :]
+            return argv[:index], ("script", rest[0] if rest else None), rest[1:]
         if item == "-m":
             if index + 1 >= len(argv):
                 return argv[:index], ("module", None), []
@@ -66,10 +66,8 @@ def split(argv: list[str]):
         if item.startswith("-") and item != "-":
             index += 1
             continue
-        break
-    if index >= len(argv):
-        return argv[:index], ("script", None), []
-    return argv[:index], ("script", argv[index]), argv[index + 1 :]
+        return argv[:index], ("script", item), argv[index + 1 :]
+    return argv, ("script", None), []
 
 
 def _parse_options(options: list[str], prog: str):

@@ -92,7 +92,7 @@ def run_path(script: str, args: list[str]) -> None:
     if os.path.isdir(script) or (os.path.isfile(script) and _is_zip(script)):
         # A folder or zip with __main__.py: python puts it first on sys.path and runs __main__.
         if not sys.flags.safe_path:
-            _set_path0(script)
+            _set_path0(os.path.realpath(script))
         sys.argv[:] = [script, *args]
         return run_module("__main__", args, argv0=script)
     try:
@@ -157,6 +157,9 @@ def run_module(name: str, args: list[str], argv0: str | None = None) -> None:
 def _module_spec(name: str, package: str | None = None):
     import importlib.util
 
+    # Like runpy: while looking up a module named __main__ (a folder or zip being run), our
+    # own __main__ must not answer for it.
+    hidden = sys.modules.pop("__main__", None) if name == "__main__" else None
     try:
         spec = importlib.util.find_spec(name)
     except ImportError as error:
@@ -175,6 +178,9 @@ def _module_spec(name: str, package: str | None = None):
     except BaseException as error:  # a parent package raised while being imported: show it as python would
         _install_trimming_hook(error)
         raise
+    finally:
+        if hidden is not None:
+            sys.modules["__main__"] = hidden
     if spec is None or spec.loader is None and spec.submodule_search_locations is None:
         if package is not None:
             raise UsageError(
