@@ -23,6 +23,7 @@ __all__ = [
     "disable",
     "is_enabled",
     "enhance",
+    "feedback",
     "last_execution",
     "ExecutionRecord",
     "PoetConfig",
@@ -91,6 +92,16 @@ def enhance(function: _Callable[..., _Any], /, **config: _Any):
     spec = spec_from_function(target)
     module_file = getattr(sys.modules.get(target.__module__), "__file__", None) or spec.filename
     return ensure_version(spec, settings_config, module_file=module_file)
+
+
+def feedback(execution_id: str, **fields: _Any) -> str:
+    """Record feedback on one execution (label, rating, metrics, comments, suggestions); returns the event id.
+
+    See ``poet_runtime.learn.feedback.feedback``; imported on first use so ``import poet_runtime`` stays cheap.
+    """
+    from poet_runtime.learn.feedback import feedback as _feedback
+
+    return _feedback(execution_id, **fields)
 
 
 if _os.environ.get("POET_ENABLED", "").strip().lower() in ("1", "true", "yes", "on"):

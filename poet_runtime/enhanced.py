@@ -66,6 +66,8 @@ class FunctionState:
         self.stats = runtime.stats_for(self.function_id)
         self.warned: set[str] = set()
         self.background: threading.Thread | None = None
+        # Set by poet_runtime.learn: (entry, result) -> True when no other listener needs the record.
+        self.recorder = None
         self.cell = [self._first_call_async if self.is_async else self._first_call]
 
     # -- resolution ----------------------------------------------------------------------
@@ -343,6 +345,9 @@ class FunctionState:
         return fast
 
     def _emit_execution(self, entry, result=None) -> None:
+        recorder = self.recorder
+        if recorder is not None and recorder(entry, result):
+            return  # the durable event sink took it and no other listener wants a record
         record = records.build(entry)
         # The result rides along for listeners that keep outputs (learning, size-capped there).
         events.emit("function.execution", record=record, result=result)
@@ -392,7 +397,7 @@ def enhance_function(original, config):
 
     def feedback(**fields):
         """Feedback on this function's most recent execution: see ``poet_runtime.feedback``."""
-        from poet_runtime.feedback import feedback_for
+        from poet_runtime.learn.feedback import feedback_for
 
         return feedback_for(state, **fields)
 

@@ -1,0 +1,121 @@
+"""Settings of the learning subsystem: durability, sampling, limits, learning windows.
+
+They live here rather than in ``poet_runtime.settings`` because only the events and
+learning path reads them, and that path is off for most processes. Each value comes
+from an environment variable (read once) or from ``override(...)`` (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field, replace
+
+from poet_runtime.errors import PoetConfigError
+
+ENV_VARS = {
+    "events": "POET_EVENTS",  # 1: record execution events of every enhanced function, not only objective ones
+    "flush_interval_s": "POET_EVENTS_FLUSH_MS",  # milliseconds in the environment
+    "sample": "POET_EVENTS_SAMPLE",  # default fraction of executions recorded, 0..1
+    "retention_days": "POET_EVENTS_RETENTION_DAYS",
+    "feedback_rate": "POET_FEEDBACK_RATE",  # feedback events per second per function (token bucket)
+    "environment": "POET_ENVIRONMENT",
+    "service": "POET_SERVICE",
+}
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    events: bool = False
+    flush_interval_s: float = 0.1  # execution events are durable within this delay
+    sample: float = 1.0
+    sample_by_function: dict = field(default_factory=dict)  # function id -> fraction
+    max_event_bytes: int = 1_000_000  # an event bigger than this is never written whole
+    max_output_bytes: int = 16_384  # outputs kept for objectives beyond this are dropped (noted in the event)
+    retention_days: float = 30.0
+    segment_bytes: int = 32 * 1024 * 1024  # an execution segment this big is closed and moved to processed/
+    feedback_rate: float = 200.0
+    feedback_burst: int = 1000
+    max_text: int = 4096  # comments, each suggestion, a string label
+    recent_executions: int = 20_000  # per function, kept in memory for feedback correlation
+    window: int = 50  # labelled samples in the rolling objective value
+    degradation_drop: float = 0.05  # absolute drop of the objective (0..1) that counts as degradation
+    recover_margin: float = 0.025  # the episode ends when the value is back within this of the baseline
+    learn_every: int = 5  # labelled samples between parameter proposals
+    min_samples: int = 10
+    memory: int = 500  # labelled samples a learner keeps
+    latency_quantile: float = 0.8  # timeout = this quantile of attempt durations x latency_headroom
+    latency_headroom: float = 1.5
+    latency_samples: int = 50
+    min_precision: float = 0.5  # recall learner: keep precision above this
+    min_recall: float = 0.5  # precision learner: keep recall above this
+    alert_rate_penalty: float = 0.1
+    auto_regenerate: bool = True
+    environment: str = "development"
+    service: str = ""
+
+
+def _from_env() -> LearnSettings:
+    values: dict = {}
+    env = os.environ
+    try:
+        if env.get("POET_EVENTS"):
+            values["events"] = env["POET_EVENTS"].strip().lower() in ("1", "true", "yes", "on")
+        if env.get("POET_EVENTS_FLUSH_MS"):
+            values["flush_interval_s"] = float(env["POET_EVENTS_FLUSH_MS"]) / 1000.0
+        if env.get("POET_EVENTS_SAMPLE"):
+            values["sample"] = float(env["POET_EVENTS_SAMPLE"])
+        if env.get("POET_EVENTS_RETENTION_DAYS"):
+            values["retention_days"] = float(env["POET_EVENTS_RETENTION_DAYS"])
+        if env.get("POET_FEEDBACK_RATE"):
+            values["feedback_rate"] = float(env["POET_FEEDBACK_RATE"])
+    except ValueError as error:
+        raise PoetConfigError(f"learning settings: {error}") from None
+    for name in ("environment", "service"):
+        if env.get(ENV_VARS[name]):
+            values[name] = env[ENV_VARS[name]]
+    settings = LearnSettings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: LearnSettings) -> None:
+    if not 0.0 <= settings.sample <= 1.0 or not all(0.0 <= v <= 1.0 for v in settings.sample_by_function.values()):
+        raise PoetConfigError("POET_EVENTS_SAMPLE: a fraction between 0 and 1")
+    if not 0.0 < settings.flush_interval_s <= 60.0:
+        raise PoetConfigError("POET_EVENTS_FLUSH_MS: between 0 and 60000")
+    if settings.feedback_rate <= 0:
+        raise PoetConfigError("POET_FEEDBACK_RATE: > 0")
+
+
+_current: LearnSettings | None = None
+_lock = threading.Lock()
+
+
+def get() -> LearnSettings:
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = _from_env()
+    return _current
+
+
+def override(**changes) -> LearnSettings:
+    global _current
+    with _lock:
+        updated = replace(_current or _from_env(), **changes)
+        _validate(updated)
+        _current = updated
+        return updated
+
+
+def reset() -> None:
+    global _current
+    with _lock:
+        _current = None
+
+
+def sample_for(function_id: str) -> float:
+    settings = get()
+    return settings.sample_by_function.get(function_id, settings.sample)

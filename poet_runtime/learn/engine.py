@@ -1,0 +1,288 @@
+"""Learning for one function: feedback in, audited parameter changes and version decisions out.
+
+Why one object per function: the learner, the degradation monitor, the candidate in
+flight and the promoted version on probation are one story, and every decision in it
+is written as an event (``learning.*``, ``version.*``) and, for parameter changes, as an
+audit entry in the version's state.json (old value, new value, evidence, event id).
+
+Flow: a labelled feedback event is joined with its execution (its output); the learner
+may propose new parameter values, which are clamped to their declared ranges, written
+to params.json and applied live with ``configure``. When the objective degrades, a
+candidate version is generated with the learned values and the evidence as hints,
+compared with the current one on the recorded labelled executions, and promoted only if
+it is at least as good; a promoted version that degrades is rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from pathlib import Path
+
+from poet_runtime.learn import config, journal, sink
+from poet_runtime.learn.monitor import Monitor
+from poet_runtime.learn.objectives import LABELLED, clamp, correct, make_learner, prediction_of
+
+log = logging.getLogger("poet_runtime")
+
+
+class Learning:
+    def __init__(self, info: sink.FunctionInfo, state):
+        from poet_runtime.domains import get_domain
+        from poet_runtime.store import FunctionStore
+
+        self.info = info
+        self.state = state
+        self.objective = state.config.optimize_for
+        self.settings = config.get()
+        self.lock = threading.RLock()
+        self.store = FunctionStore(Path(state.version.path).parent, state.function_id)
+        self.beta = get_domain(state.config.domain).alert_quality_beta
+        self.monitor = Monitor(self.objective, self.settings, self.beta)
+        self.failures: deque = deque(maxlen=10)
+        self.comments: deque = deque(maxlen=10)
+        self.probation: dict | None = None  # {"version", "previous"} after a promotion
+        self.decisions: list[str] = []  # event types, in order (tests and the bench read it)
+        self.learner = None
+        self.version_loaded(state)
+
+    # -- versions ----------------------------------------------------------------------------
+
+    def version_loaded(self, state) -> None:
+        """A version was (re)loaded: learn its declared parameters, keep the evidence seen so far."""
+        with self.lock:
+            self.state = state
+            self.version = state.version_number
+            self.parameters = dict(state.version.metadata.get("parameters") or {})
+            old = self.learner
+            self.learner = make_learner(self.objective, self.parameters, self.settings, self.beta)
+            self.measured = hasattr(self.learner, "observe_execution")  # learns from executions, not labels
+            if old is not None and hasattr(old, "samples") and hasattr(self.learner, "samples"):
+                self.learner.samples.extend(old.samples)
+
+    def _decide(self, event_type: str, payload: dict, causation_id: str | None = None) -> dict:
+        self.decisions.append(event_type)
+        return sink.write_decision(self.info.root, event_type, payload, causation_id=causation_id)
+
+    # -- feedback ----------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Learn from feedback left pending by earlier processes (or the feedback CLI)."""
+        pending = self.info.root / journal.PENDING
+        mine = []
+        for path in pending.glob("fb-*.jsonl") if pending.is_dir() else ():
+            event = next(journal.read_file(path), None)
+            if event is not None and event.get("payload", {}).get("function") == self.info.function_id:
+                mine.append((event.get("timestamp") or 0, path.name, path))
+        return sum(self.process(path) for _, _, path in sorted(mine))  # in the order it was given
+
+    def process(self, path: Path) -> int:
+        """Claim one pending feedback file (another process may have) and learn from it."""
+        with self.lock:
+            claimed = journal.claim(path)
+            if claimed is None:
+                return 0
+            event = next(journal.read_file(claimed), None)
+            if event is None:
+                return 0
+            payload = event["payload"]
+            found = sink.find_execution(payload["execution_id"], extra_roots=(self.info.root,))
+            execution = found[0] if found is not None else None
+            try:
+                self.on_feedback(event, execution)
+            except Exception:  # learning must never make feedback() fail after it was stored
+                log.exception("poet_runtime: learning from %s failed", event.get("id"))
+            return 1
+
+    def on_feedback(self, event: dict, execution: dict | None) -> None:
+        payload = event["payload"]
+        if payload.get("comments"):
+            self.comments.append(payload["comments"])
+        label = payload.get("label")
+        if self.objective not in LABELLED or label is None or execution is None or "output" not in execution:
+            return
+        output = execution["output"]
+        if not correct(output, label):
+            self.failures.append({"execution_id": payload["execution_id"], "output": output, "label": label,
+                                  "version": execution.get("version")})
+        self.learner.observe(output, label)
+        changes = self.learner.propose(self._params())
+        if changes:
+            self.apply(changes, {"samples": self.learner.seen, "objective_now": self._value()}, event["id"])
+        verdict = self.monitor.add(bool(prediction_of(output)), bool(label))
+        if verdict == "degraded":
+            self.degraded(event["id"])
+        elif verdict == "recovered":
+            self._decide("learning.recovered", {"function": self.info.function_id, "version": self.version,
+                                                "objective": self.objective, "rolling": self.monitor.rolling()})
+
+    def on_executions(self, payloads: list[dict]) -> None:
+        """Measured objectives learn from the execution events themselves (flusher thread)."""
+        learner = self.learner
+        if not hasattr(learner, "observe_execution"):
+            return
+        with self.lock:
+            for payload in payloads:
+                if payload.get("version") != self.version:
+                    continue
+                learner.observe_execution(payload)
+                changes = learner.propose(self._params())
+                if changes:
+                    self.apply(changes, {"samples": learner.seen, "durations_ms": _summary(learner)},
+                               payload["execution_id"])
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _params(self) -> dict:
+        version = self.store.get(self.version)
+        try:
+            return version.params() if version is not None else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _value(self) -> float | None:
+        """The objective on the remembered samples with the live parameter value."""
+        name = getattr(self.learner, "parameter", None)
+        if name is None or not hasattr(self.learner, "value_for"):
+            return None
+        value = self._params().get(name, self.parameters.get(name, {}).get("default", 0.0))
+        return round(self.learner.value_for(value), 4)
+
+    def apply(self, changes: dict, evidence: dict, cause: str | None) -> dict:
+        """Write new values (within range) to params.json with an audit entry; apply them live."""
+        with self.lock, self.store.lock():
+            version = self.store.get(self.version)
+            params, state = version.params(), version.state()
+            audit = state.setdefault("audit", [])
+            applied = {}
+            for name, value in changes.items():
+                spec = self.parameters.get(name)
+                if spec is None:
+                    continue
+                new = clamp(value, spec)
+                old = params.get(name, spec["default"])
+                if new == old:
+                    continue
+                event = self._decide("learning.updated", {
+                    "function": self.info.function_id, "version": self.version, "objective": self.objective,
+                    "parameter": name, "old": old, "new": new, "evidence": evidence}, cause)
+                audit.append({"parameter": name, "old": old, "new": new, "evidence": evidence,
+                              "event_id": event["id"], "cause": cause, "at": event["timestamp"]})
+                params[name] = applied[name] = new
+            if not applied:
+                return {}
+            loaded = self.state.loaded
+            if loaded is not None and hasattr(loaded, "observations"):
+                state["observations"] = loaded.observations()
+            state["audit"] = audit[-1000:]  # bounded: the events keep the full history
+            self.store.update_json(self.version, "params.json", params)
+            self.store.update_json(self.version, "state.json", state)
+        loaded = self.state.loaded
+        if loaded is not None and self.state.version_number == self.version:
+            loaded.configure(params)
+        return applied
+
+    # -- degradation, candidates, promotion, rollback ----------------------------------------
+
+    def evidence(self) -> dict:
+        return {"objective": self.objective, "rolling": self.monitor.rolling(), "baseline": self.monitor.baseline,
+                "trend": list(self.monitor.trend), "recent_failures": list(self.failures),
+                "comments": list(self.comments)}
+
+    def degraded(self, cause: str | None) -> None:
+        evidence = self.evidence()
+        self._decide("learning.degraded", {"function": self.info.function_id, "version": self.version,
+                                           "objective": self.objective, "rolling": evidence["rolling"],
+                                           "baseline": evidence["baseline"], "evidence": evidence}, cause)
+        if self.probation is not None and self.probation["version"] == self.version:
+            self.rollback_promoted(evidence)
+        elif self.settings.auto_regenerate:
+            candidate = self.regenerate(evidence)
+            if candidate is not None:
+                self.evaluate(candidate)
+
+    def regenerate(self, evidence: dict):
+        """A candidate version (not current) from the generator, with learned values and evidence as hints."""
+        from poet_runtime.learn import regenerate as make
+
+        try:
+            version = make.generate_candidate(self.state, self.store, {"params": self._params(), "evidence": evidence})
+        except Exception as error:  # the current version keeps serving
+            log.warning("poet_runtime: %s: regeneration failed: %s", self.info.function_id, error)
+            self._decide("version.regeneration_failed", {"function": self.info.function_id, "version": self.version,
+                                                         "reason": f"{type(error).__name__}: {error}"})
+            return None
+        self._decide("version.candidate", {"function": self.info.function_id, "version": version.number,
+                                           "previous": self.version, "objective": self.objective,
+                                           "reason": "objective degraded"})
+        return version
+
+    def shadow_scores(self, candidate) -> tuple[float, float]:
+        """Objective of current and candidate on the recorded labelled executions.
+
+        Replays the decision each version's parameters make on the recorded scores;
+        the generated code of both reads that parameter, so this is what it would answer.
+        """
+        name = self.learner.parameter
+        current = self._params().get(name, self.parameters.get(name, {}).get("default"))
+        proposed = candidate.params().get(name, current)
+        return self.learner.value_for(current), self.learner.value_for(proposed)
+
+    def evaluate(self, candidate) -> bool:
+        if getattr(self.learner, "parameter", None) is None or not hasattr(self.learner, "value_for"):
+            return self._reject(candidate, "no decision parameter to compare on", {})
+        current, proposed = self.shadow_scores(candidate)
+        scores = {"current": round(current, 6), "candidate": round(proposed, 6),
+                  "samples": len(self.learner.samples)}
+        if proposed + 1e-9 < current:
+            return self._reject(candidate, "worse than the current version on recorded labelled executions", scores)
+        previous = self.version
+        self._set_status(candidate.number, "current", scores=scores)
+        self._set_status(previous, "superseded")
+        self.store.set_current(candidate.number)
+        self._reload()
+        self.probation = {"version": candidate.number, "previous": previous}
+        self.monitor.restart(proposed)
+        self._decide("version.promoted", {"function": self.info.function_id, "version": candidate.number,
+                                          "previous": previous, "objective": self.objective,
+                                          "reason": "at least as good as current", "scores": scores})
+        return True
+
+    def _reject(self, candidate, reason: str, scores: dict) -> bool:
+        self._set_status(candidate.number, "rejected", reason=reason, scores=scores)
+        self._decide("version.rejected", {"function": self.info.function_id, "version": candidate.number,
+                                          "previous": self.version, "objective": self.objective,
+                                          "reason": reason, "scores": scores})
+        return False
+
+    def rollback_promoted(self, evidence: dict) -> None:
+        bad, previous = self.probation["version"], self.probation["previous"]
+        self._set_status(bad, "rejected", reason="rolled back: degraded after promotion")
+        self._set_status(previous, "current")
+        self.store.rollback(previous)
+        self._reload()
+        self.probation = None
+        self.monitor.restart(evidence.get("baseline"))
+        self._decide("version.rolled_back", {"function": self.info.function_id, "version": previous,
+                                             "previous": bad, "objective": self.objective,
+                                             "reason": "the promoted version degraded",
+                                             "scores": {"rolling": evidence.get("rolling")}})
+
+    def _set_status(self, number: int, status: str, **extra) -> None:
+        version = self.store.get(number)
+        if version is not None:
+            self.store.update_json(number, "metadata.json", {**version.metadata, "status": status, **extra})
+
+    def _reload(self) -> None:
+        """Serve the store's current version in this process (the fast path is swapped)."""
+        with self.state.lock:
+            self.state.resolve(generate=False)
+        self.version_loaded(self.state)
+
+
+def _summary(learner) -> dict:
+    ordered = sorted(getattr(learner, "durations", ()))
+    if not ordered:
+        return {}
+    return {"p50": ordered[len(ordered) // 2], "p95": ordered[int(0.95 * (len(ordered) - 1))], "n": len(ordered)}

@@ -1,0 +1,135 @@
+"""``poet_runtime.feedback(execution_id, ...)``: tell POET how a call went, durably.
+
+Why it is strict: feedback drives learning, so a typo'd id or a wrong type must be a
+clear error with nothing recorded rather than silent noise. The execution is found in
+this process's memory or, for an execution recorded by an earlier process, in the
+durable execution events. The feedback event is fsynced before this returns; if the
+function lives in this process its learner then learns from it at once, otherwise the
+event waits in ``pending/`` for the next process that loads the function.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+from poet_runtime.errors import PoetError
+
+_ID = re.compile(r"[0-9a-f]{12}-\d+")
+_buckets: dict[str, list[float]] = {}
+_bucket_lock = threading.Lock()
+
+
+class FeedbackError(PoetError, ValueError):
+    """Feedback that was refused; nothing was recorded."""
+
+
+def _roots(extra) -> list[Path]:
+    from poet_runtime.learn import journal
+    from poet_runtime.settings import get_settings
+
+    settings = get_settings()
+    found = [Path(r) for r in extra]
+    for base in (settings.home, Path.cwd() / ".poet", settings.fallback_home()):
+        if base is not None:
+            found.append(journal.events_root(base))
+    return found
+
+
+def _take_token(function_id: str) -> bool:
+    from poet_runtime.learn import config
+
+    settings = config.get()
+    now = time.monotonic()
+    with _bucket_lock:
+        tokens, last = _buckets.get(function_id, (float(settings.feedback_burst), now))
+        tokens = min(float(settings.feedback_burst), tokens + (now - last) * settings.feedback_rate)
+        if tokens < 1.0:
+            _buckets[function_id] = [tokens, now]
+            return False
+        _buckets[function_id] = [tokens - 1.0, now]
+        return True
+
+
+def _feedback_type(label, rating, metrics, comments, suggestions) -> str:
+    if label is None and rating is None and metrics and not comments and not suggestions:
+        return "performance"
+    return "user"
+
+
+def feedback(execution_id: str, *, label=None, rating=None, metrics=None, comments=None, suggestions=None,
+             feedback_type: str | None = None, roots=()) -> str:
+    """Record feedback on one execution; returns the feedback event's id.
+
+    ``label``: the right answer (for accuracy, precision, recall, alert_quality);
+    ``rating``: 0..5; ``metrics``: name -> number; ``comments``: text; ``suggestions``:
+    list of text. Raises ``FeedbackError`` (nothing recorded) for an unknown execution,
+    a function without ``optimize_for``, wrong types, oversized text or too much feedback.
+    """
+    if not isinstance(execution_id, str) or not _ID.fullmatch(execution_id):
+        raise FeedbackError(f"feedback: {execution_id!r} is not an execution id (expected '<process>-<n>', "
+                            "as in poet_runtime.last_execution().execution_id)")
+    from pydantic import ValidationError
+
+    from poet_runtime.learn import journal, models, sink
+    from poet_runtime.learn import config as learn_config
+
+    fields = dict(label=label, rating=rating, metrics=metrics, comments=comments, suggestions=suggestions)
+    try:
+        checked = models.FeedbackInput(**fields)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'feedback'}: {e['msg']}" for e in error.errors())
+        raise FeedbackError(f"feedback on {execution_id}: {problems}") from None
+    if all(value is None for value in fields.values()):
+        raise FeedbackError(f"feedback on {execution_id}: nothing to record (give a label, rating, metrics, "
+                            "comments or suggestions)")
+    found = sink.find_execution(execution_id, extra_roots=_roots(roots))
+    if found is None:
+        raise FeedbackError(f"feedback: unknown execution {execution_id} (not in this process and not in the "
+                            "durable execution events; was the function's optimize_for set when it ran?)")
+    execution, root = found
+    function_id = execution["function"]
+    if not execution.get("objective"):
+        raise FeedbackError(f"feedback: {function_id} has no optimize_for, so POET does not learn from feedback "
+                            "and stores none")
+    if not _take_token(function_id):
+        raise FeedbackError(f"feedback: too much feedback for {function_id} (more than "
+                            f"{learn_config.get().feedback_rate:g}/s); not recorded")
+    kind = feedback_type or _feedback_type(label, rating, metrics, comments, suggestions)
+    payload = models.FeedbackPayload(function=function_id, version=execution.get("version"),
+                                     execution_id=execution_id, feedback_type=kind,
+                                     **checked.model_dump()).model_dump()
+    event_id = sink.new_event_id()
+    event = {"id": event_id, "type": "function.feedback", "timestamp": time.time(),
+             "correlation_id": execution_id, "causation_id": None, "metadata": sink._metadata(), "payload": payload}
+    line = journal.encode(event, learn_config.get().max_event_bytes)
+    if line is None:
+        raise FeedbackError(f"feedback on {execution_id}: larger than the {learn_config.get().max_event_bytes} byte "
+                            "limit of one event")
+    path = journal.write_single(root, f"fb-{event_id}.jsonl", line)
+    from poet_runtime import events
+
+    events.emit("function.feedback", event=event)
+    info = sink.registered(function_id)
+    if info is not None and info.engine is not None and info.root == root:
+        info.engine.process(path)
+    return event_id
+
+
+def feedback_for(state, **fields) -> str:
+    """``fn.feedback(...)``: feedback on the most recent execution of this function."""
+    from poet_runtime import records
+    from poet_runtime.learn import sink
+
+    entry = records.last.get()
+    if entry is not None and entry[0] is state:
+        execution_id = records.execution_id(entry[1])
+    else:
+        sink.flush()
+        info = sink.registered(state.function_id)
+        execution_id = info.last_execution if info is not None else None
+    if execution_id is None:
+        raise FeedbackError(f"feedback: {state.function_id} has no recorded execution yet")
+    return feedback(execution_id, **fields)

@@ -1,0 +1,238 @@
+"""The durable event queue under ``.poet/events/``: append-only JSON lines with checksums.
+
+Why this shape: a process may be SIGKILLed at any instant, and two processes may write
+at once. Each writer appends only to its own files, so there is no cross-process
+locking on the hot path; every line carries the CRC-32 of its JSON text, so a line torn
+by a crash (no newline, or a checksum that does not match) is detected and skipped by
+readers, never fatal. Layout::
+
+    .poet/events/pending/ex-<pid>-<ns>.jsonl   execution events, one open segment per writer
+    .poet/events/pending/fb-<event id>.jsonl    one feedback event, fsynced before feedback() returns
+    .poet/events/pending/lr-<pid>-<ns>.jsonl    learning.* / version.* decisions
+    .poet/events/processed/...                  segments closed by their writer, feedback learned from
+
+Readers see both folders; files older than the retention period are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+PENDING = "pending"
+# Prebuilt once: json.dumps with options would build an encoder per event.
+_encoder = json.JSONEncoder(separators=(",", ":"), default=str).encode
+PROCESSED = "processed"
+
+
+def events_root(store_root: Path) -> Path:
+    return Path(store_root) / "events"
+
+
+def encode(event: dict, limit: int) -> bytes | None:
+    """One line: ``<crc32 hex> <json>\\n``; None when the event exceeds ``limit`` bytes."""
+    text = _encoder(event).encode()
+    if len(text) > limit:
+        return None
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def decode(line: bytes):
+    """The JSON value of one line, or None for a torn or damaged line."""
+    if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
+        return None
+    text = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(text):
+            return None
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def ensure_dirs(root: Path) -> None:
+    for sub in (PENDING, PROCESSED):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def write_single(root: Path, name: str, line: bytes) -> Path:
+    """Write one event as its own file and make it durable (file and directory entry)."""
+    ensure_dirs(root)
+    path = root / PENDING / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+    return path
+
+
+def claim(path: Path) -> Path | None:
+    """Move a pending file to processed/; None when another process claimed it first."""
+    target = path.parent.parent / PROCESSED / path.name
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    _fsync_dir(target.parent)
+    return target
+
+
+def expand(row: list, header: dict, batch: list | None) -> dict:
+    """A compact execution row -> the full ``function.execution`` event (see models.ExecutionPayload).
+
+    Row: ["X", event seq, end (µs since the epoch), execution number, function, version, status,
+    perceive ns, operate ns, enforce ns, reason, detail, objective, output flag (0 none, 1 kept,
+    2 dropped), output]. The segment's header gives the process and metadata; the "B" row
+    before a batch gives the process's memory and CPU use when the batch was written.
+    """
+    process = header["process"]
+    perceive, operate, enforce = row[7], row[8], row[9]
+    phases = {} if perceive is None else {"perceive": perceive / 1e6, "operate": operate / 1e6,
+                                          "enforce": enforce / 1e6}
+    duration = sum(phases.values())
+    end = row[2] / 1e6
+    status, reason = row[6], row[10]
+    execution_id = f"{process}-{row[3]}"
+    payload = {
+        "function": row[4], "version": row[5], "execution_id": execution_id,
+        "start": end - duration / 1000.0, "end": end, "status": status,
+        "metrics": {"duration_ms": duration, "memory_mb": batch[1] if batch else None,
+                    "cpu_percent": batch[2] if batch else None},
+        "error": {"type": reason, "message": row[11]} if status == "error" else None,
+        "fell_back": status == "fallback", "fallback_reason": reason if status == "fallback" else None,
+        "phase_ms": phases, "objective": row[12], "pid": header.get("pid", 0),
+    }
+    if row[13] == 1:
+        payload["output"] = row[14]
+    elif row[13] == 2:
+        payload["output_truncated"] = True
+    return {"id": f"ev-{process}-{row[1]}", "type": "function.execution", "timestamp": end,
+            "correlation_id": execution_id, "causation_id": None, "metadata": header["metadata"],
+            "payload": payload}
+
+
+class Segment:
+    """One writer's append-only file; ``sync()`` makes everything written so far durable."""
+
+    def __init__(self, root: Path, prefix: str, max_bytes: int, header=None):
+        self.header = header  # callable -> bytes: the first line of every file (process, metadata)
+        ensure_dirs(root)
+        self.root = root
+        self.prefix = prefix
+        self.max_bytes = max_bytes
+        self.path: Path | None = None
+        self.handle = None
+        self.size = 0
+
+    def _open(self) -> None:
+        self.path = self.root / PENDING / f"{self.prefix}-{os.getpid()}-{time.time_ns()}.jsonl"
+        self.handle = open(self.path, "ab", buffering=0)
+        self.size = 0
+        if self.header is not None:
+            self.handle.write(self.header())
+        _fsync_dir(self.path.parent)  # the file's name must survive a crash too
+
+    def write(self, data: bytes) -> None:
+        if self.handle is None:
+            self._open()
+        self.handle.write(data)
+        self.size += len(data)
+
+    def sync(self) -> None:
+        if self.handle is not None:
+            os.fsync(self.handle.fileno())
+            if self.size >= self.max_bytes:
+                self.close()
+
+    def close(self) -> None:
+        """Close and move the segment to processed/: nobody appends to it any more."""
+        if self.handle is None:
+            return
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        self.handle = None
+        claim(self.path)
+
+
+def files(root: Path) -> list[Path]:
+    found = []
+    for sub in (PROCESSED, PENDING):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / sub):
+                if entry.name.endswith(".jsonl"):
+                    found.append(Path(entry.path))
+    # The nanosecond stamp in the name orders segments of one writer; mtime orders the rest.
+    return sorted(found, key=lambda p: (_mtime(p), p.name))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def read_file(path: Path) -> Iterator[dict]:
+    """The events of one file, in order; torn or damaged lines are skipped."""
+    header, batch = None, None
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                value = decode(line)
+                if type(value) is dict:
+                    if "segment" in value:
+                        header = value["segment"]
+                    else:
+                        yield value
+                elif type(value) is list and value:
+                    if value[0] == "X" and header is not None:
+                        yield expand(value, header, batch)
+                    elif value[0] == "B":
+                        batch = value
+    except FileNotFoundError:  # claimed or pruned meanwhile
+        return
+
+
+def read(root: Path, types: set[str] | None = None) -> Iterator[dict]:
+    for path in files(root):
+        for event in read_file(path):
+            if types is None or event.get("type") in types:
+                yield event
+
+
+def count_torn(root: Path) -> int:
+    """How many lines readers skip (torn or damaged): for tests and ``events --check``."""
+    bad = 0
+    for path in files(root):
+        with open(path, "rb") as handle:
+            bad += sum(1 for line in handle if decode(line) is None)
+    return bad
+
+
+def prune(root: Path, days: float, now: float | None = None) -> int:
+    """Remove event files older than ``days``; returns how many."""
+    cutoff = (now or time.time()) - days * 86400
+    removed = 0
+    for path in files(root):
+        if _mtime(path) < cutoff:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
