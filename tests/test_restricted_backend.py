@@ -261,3 +261,40 @@ def test_closed_enhancement_refuses_calls():
     loaded.close()
     with pytest.raises(PhaseError):
         loaded.call((), {})
+
+
+# -- end to end: the built-in generator's code under the restricted backend -------------------
+
+DRIFT = '''\
+import statistics
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy")
+def detect_drift(current: list[float], reference: list[float], threshold: float = 0.5) -> dict:
+    gap = abs(statistics.fmean(current) - statistics.fmean(reference))
+    return {"drift_detected": gap > threshold, "score": gap}
+
+
+@poet(domain="api_operations", retries=2)
+def double(x: int) -> int:
+    return x * 2
+'''
+
+
+@pytest.mark.parametrize("policy", ["default", "in-process"])
+def test_generated_code_runs_restricted_end_to_end(policy, poet_home, write_module, monkeypatch, tmp_path):
+    import poet_runtime
+
+    if policy == "in-process":
+        path = tmp_path / "inproc.toml"
+        path.write_text('version = 1\n[defaults]\nbackend = "restricted"\nmax_output_kb = 64\n'
+                        'imports = ["statistics", "math", "time", "random"]\n')
+        policy = str(path)
+    monkeypatch.setenv("POET_POLICY", policy)
+    module = write_module(f"drift_restricted_{abs(hash(policy))}", DRIFT)
+    assert module.detect_drift([1.0, 2.0], [1.0, 2.0]) == {"drift_detected": False, "score": 0.0}
+    record = poet_runtime.last_execution()
+    assert (record.backend, record.status, record.fell_back) == ("restricted", "ok", False), record
+    assert module.double(3) == 6 and poet_runtime.last_execution().backend == "restricted"
+    assert module.double("4") == 8  # Perceive repaired the input inside the sandbox

@@ -26,6 +26,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -247,6 +248,20 @@ def _is_memory(error):
     return False
 
 
+def _watch_parent(parent):
+    """End this worker when the host is gone, even in the middle of a call (a call
+    with no cpu or wall limit could otherwise run on forever as an orphan).
+    Started before the Worker counts its baseline threads."""
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, daemon=True, name="poet-parent-watch").start()
+
+
 def main():
     sandbox_dir = sys.argv[1]
     # The protocol moves to private fds; 0/1 become /dev/null so nothing else
@@ -260,6 +275,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     threading.stack_size(512 * 1024)  # thread stacks count against RLIMIT_AS
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the host's terminal is the host's
+    _watch_parent(os.getppid())
     worker = Worker(os.fdopen(rfd, "rb", buffering=1 << 16), wfd, sandbox_dir)
     os.chdir("/")
     worker.serve()

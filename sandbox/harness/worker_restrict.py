@@ -125,15 +125,18 @@ def compile_module(source: str, filename: str):
 
 
 def global_names(code) -> set:
-    """Names a module's code (and every function in it) reads as globals."""
+    """Names a module's code (and every function in it) reads as globals but does not
+    define itself: the names the user's module globals may have to supply."""
     import dis
 
-    names = set()
+    names, bound = set(), set()
     stack = [code]
     while stack:
         current = stack.pop()
         for instruction in dis.get_instructions(current):
             if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
                 names.add(instruction.argval)
+            elif instruction.opname == "STORE_GLOBAL" or (current is code and instruction.opname == "STORE_NAME"):
+                bound.add(instruction.argval)
         stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return names
+    return names - bound
