@@ -234,3 +234,36 @@ except Exception as error:
     result = run([str(tmp_path / "both.py"), str(tmp_path)], tmp_path)
     assert result.stdout.strip() == "TypeCheckError", result.stderr
     assert {b["module"] for b in binds_from(result.stderr)} == {"pkg.enhanced"}
+
+
+def test_threads_importing_at_once(tmp_path):
+    files = dict(PROJECT)
+    for i in range(8):
+        files[f"pkg/t{i}.py"] = f"from poet_runtime import poet\n@poet\ndef f{i}(): pass\n"
+        files[f"pkg/u{i}.py"] = f"def g{i}(): pass\n"
+    write_tree(tmp_path, files)
+    script = RECORD_BINDS + """
+import sys, threading, importlib
+import poet_runtime.hook as hook
+hook.install(roots=[sys.argv[1]])
+barrier = threading.Barrier(8)
+errors = []
+def work(i):
+    barrier.wait()
+    try:
+        for name in (f"pkg.t{i}", f"pkg.u{i}", "pkg.enhanced", f"pkg.t{(i + 1) % 8}"):
+            importlib.import_module(name)
+    except BaseException as error:
+        errors.append(error)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    (tmp_path / "threads.py").write_text(script)
+    for _ in range(2):  # cold, then warm from the cache and scan index the threads wrote
+        result = run([str(tmp_path / "threads.py"), str(tmp_path)], tmp_path)
+        assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+        names = sorted((b["module"], b["qualname"]) for b in binds_from(result.stderr))
+        assert names == sorted([(f"pkg.t{i}", f"f{i}") for i in range(8)]
+                               + [("pkg.enhanced", "fetch"), ("pkg.enhanced", "Model.predict")])

@@ -236,3 +236,10 @@ def test_folder_and_zip_with_main_and_double_dash(project):
         assert drop(actual.stdout) == drop(expected.stdout)
     dashed = poet(["--quiet", "--", "app.py", "--quiet"], project)
     assert dashed.returncode == 0 and "['app.py', '--quiet']" in dashed.stdout
+
+
+def test_syntax_error_in_the_script_reads_as_in_python(tmp_path):
+    write_tree(tmp_path, {"bad.py": "from poet_runtime import poet\ndef f(:\n    pass\n"})
+    expected, actual = run(["bad.py"], tmp_path), poet(["--quiet", "bad.py"], tmp_path)
+    assert actual.returncode == expected.returncode == 1
+    assert actual.stderr == expected.stderr

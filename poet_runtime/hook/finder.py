@@ -30,7 +30,11 @@ class PoetLoader(SourceFileLoader):
         key = cache.key(data, self.name)
         code = cache.load(cached, key)
         if code is None:
-            code = self.source_to_code(data, path)
+            try:
+                code = self.source_to_code(data, path)
+            except SyntaxError as error:
+                # Drop our compile frames from the traceback; the error names the file and line.
+                raise error.with_traceback(None) from None
             try:
                 mode = self.path_stats(path).get("mode")
             except OSError:

@@ -106,7 +106,11 @@ def run_path(script: str, args: list[str]) -> None:
     if not sys.flags.safe_path:
         _set_path0(os.path.dirname(os.path.realpath(path)))
     identity = module_name_for_path(path)
-    code = compile_module(data, path, identity)
+    try:
+        code = compile_module(data, path, identity)
+    except (SyntaxError, ValueError) as error:  # python prints these without any traceback lines
+        _install_trimming_hook(error)
+        raise
     main = _new_main(__file__=path, __loader__=SourceFileLoader("__main__", path), __spec__=None, __package__=None)
     _execute(code, main)
 
