@@ -267,3 +267,24 @@ print(errors)
         names = sorted((b["module"], b["qualname"]) for b in binds_from(result.stderr))
         assert names == sorted([(f"pkg.t{i}", f"f{i}") for i in range(8)]
                                + [("pkg.enhanced", "fetch"), ("pkg.enhanced", "Model.predict")])
+
+
+def test_default_root_follows_sys_path0_and_skips_console_script_folders(tmp_path, monkeypatch):
+    from poet_runtime.hook.select import Selection
+
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    selection = Selection()
+    monkeypatch.setattr(sys, "path", [str(project), *sys.path[1:]])
+    assert selection.selects("pkg.mod", str(project / "pkg" / "mod.py"))
+    assert not selection.selects("json", os.path.join(os.path.dirname(os.__file__), "json", "__init__.py"))
+    assert not selection.selects("poet_runtime.cli", sys.modules["poet_runtime"].__file__)
+    # A console script in the environment's bin folder: the project is the current directory.
+    monkeypatch.setattr(sys, "path", [os.path.join(sys.prefix, "bin"), *sys.path[1:]])
+    assert selection.selects("pkg.mod", str(project / "pkg" / "mod.py"))
+    other = tmp_path / "other"
+    monkeypatch.setattr(sys, "path", [str(other), *sys.path[1:]])
+    assert not selection.selects("pkg.mod", str(project / "pkg" / "mod.py"))
+    excluded = Selection(exclude=("pkg.*",))
+    assert not excluded.selects("pkg", str(project / "pkg" / "__init__.py"))

@@ -7,7 +7,9 @@ Rules, in order:
    matching them are selected, wherever they live (so an installed package can be opted in);
 4. otherwise a module is selected when its file lies under a root folder and not in a
    site-packages folder. The root is the folder of the script being run (``sys.path[0]``),
-   or the current directory for ``-m``, ``-c`` and the REPL; the runner sets it explicitly.
+   or the current directory for ``-m``, ``-c``, the REPL and installed console scripts
+   (``POET_ENABLED=1 pytest``: the script lives in the environment's ``bin``); the
+   runner sets it explicitly.
 
 Globs match module names with ``fnmatch``; ``pkg.*`` also matches ``pkg`` itself.
 The location verdict is cached per folder so a decision costs a dict lookup.
@@ -92,6 +94,8 @@ class Selection:
         first = sys.path[0] if sys.path and not sys.flags.safe_path else None
         if first != self._roots_key:
             base = first or os.getcwd()
+            if _under(_norm(base), tuple(_norm(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})):
+                base = os.getcwd()  # an installed console script (venv/bin/pytest): the project is the cwd
             self._roots_key = first
             self._roots = (_norm(base), os.path.normcase(os.path.realpath(base)))
             self._folders.clear()
