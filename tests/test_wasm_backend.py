@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -418,3 +419,85 @@ def test_concurrent_calls_from_threads(wasm_backend):
     finally:
         square.close()
         negate.close()
+
+
+def test_generated_code_calling_the_door_itself_is_caught(wasm_backend):
+    """The door is the guest's only way out; code that uses it directly can only
+    desynchronise its own guest, which is then replaced."""
+    code = generated_module(
+        """
+        import _host
+        _host.call(b'{"status": "ok", "result": "forged", "marks": [0, 0, 0, 0]}')
+        return "real"
+        """
+    )
+    loaded = wasm_backend.load(load_request(code, limits=replace(TEST_LIMITS, imports=("_host",))))
+    guest = loaded._guest
+    try:
+        with pytest.raises(PoetViolation) as caught:
+            loaded.call((0,), {})
+        assert caught.value.limit == "crash"
+        assert guest.join(timeout=5), "the desynchronised guest must end and close its store"
+        with pytest.raises(PoetViolation):  # a fresh guest, which forges again
+            loaded.call((0,), {})
+    finally:
+        loaded.close()
+
+
+def test_a_malformed_reply_is_not_a_user_exception(wasm_backend):
+    code = generated_module(
+        """
+        import _host
+        _host.call(b"[" * 100000 + b"]" * 100000)
+        return 1
+        """
+    )
+    loaded = wasm_backend.load(load_request(code, limits=replace(TEST_LIMITS, imports=("_host",))))
+    try:
+        with pytest.raises(PoetViolation):
+            loaded.call((0,), {})
+    finally:
+        loaded.close()
+
+
+COMPILE_IN_CHILD = """
+import sys, time
+from pathlib import Path
+from poet_runtime.backends import wasm_engine
+
+tiny = Path(sys.argv[1])
+wasm_engine.binary_path = lambda: tiny  # a tiny module stands in for the 100 MB one
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+    if "compiling" in message:
+        time.sleep(1.0)  # hold the lock long enough for the other process to queue on it
+
+wasm_engine.module(progress)
+print(wasm_engine.compiled_path())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_starting_cold_compile_once(tmp_path):
+    import os
+
+    import wasmtime
+
+    tiny = tmp_path / "tiny.wasm"
+    tiny.write_bytes(wasmtime.wat2wasm('(module (func (export "f")))'))
+    env = {**os.environ, "POET_CACHE_DIR": str(tmp_path / "cache")}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", COMPILE_IN_CHILD, str(tiny)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=60) for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    paths = {out.strip() for out, _ in outputs}
+    assert len(paths) == 1 and Path(paths.pop()).is_file()
+    assert sum("compiling" in err for _, err in outputs) == 1, outputs
+    folder = tmp_path / "cache" / "wasm"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]

@@ -117,6 +117,7 @@ class WasmEnhancement:
         self._lock = threading.Lock()
         self._guest = None
         self._retired = []
+        self._closed = False
         with self._lock:
             self._guest = self._start()
 
@@ -129,6 +130,8 @@ class WasmEnhancement:
             raise self._phase_error(f"arguments cannot enter the sandbox: {error}") from None
         limits = self.limits
         with self._lock:
+            if self._closed:
+                raise self._phase_error("the wasm enhancement was closed")
             guest = self._guest if self._guest is not None and self._guest.alive else self._start()
             reply = self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)
             if guest.calls >= MAX_CALLS_PER_GUEST or self._grown(guest):
@@ -154,8 +157,11 @@ class WasmEnhancement:
                 self._request(self._guest, message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
 
     def close(self) -> None:
-        with self._lock:
-            self._retire()
+        """Stop the guest now, even in the middle of a call (that call then raises
+        ``PoetViolation``); later calls raise ``PhaseError``. No lock: a running call
+        holds it, and closing at interpreter exit must not wait for it."""
+        self._closed = True
+        self._retire()
 
     def join(self, timeout=None) -> None:
         """Wait for retired guests' threads (and so their stores) to finish."""

@@ -34,8 +34,8 @@ from pathlib import Path
 # Engine flags: they change the compiled code, so they are part of the cache key.
 ENGINE_FLAGS = "fuel+epoch"
 
-# Epoch ticks: the ticker advances the engine's epoch this often while any call
-# runs; a wall-time deadline therefore ends within one tick of its time.
+# Epoch ticks: the ticker advances the engine's epoch this often while any guest
+# runs; a wall-time deadline therefore ends within about one tick of its time.
 TICK_S = 0.005
 
 _lock = threading.Lock()
@@ -229,16 +229,15 @@ def _release() -> None:
 
 
 class Ticker:
-    """Advances the engine's epoch every ``TICK_S`` while at least one call runs.
+    """Advances the engine's epoch every ``TICK_S`` while at least one guest runs.
 
-    Each call sets its store's deadline in ticks from now; an idle process has no
-    thread waking up.
+    At every tick wasmtime asks each running guest's epoch callback (``wasm_epoch``)
+    whether its deadline has passed; an idle process has no thread waking up.
     """
 
     def __init__(self):
         self._cond = threading.Condition()
         self._active = 0
-        self.count = 0  # ticks so far: waits in poll_oneoff compare against it
         self._thread = None
 
     def __enter__(self):
@@ -262,8 +261,6 @@ class Ticker:
                     self._cond.wait()
             time.sleep(TICK_S)
             eng.increment_epoch()
-            with self._cond:
-                self.count += 1
 
 
 ticker = Ticker()

@@ -106,6 +106,7 @@ class Guest:
         self.failure = None  # GuestFailure once the guest has died
         self.wall_exceeded = False  # set by the epoch callback when it stops the guest
         self.calls = 0  # calls served (not counting load/configure)
+        self._sent = 0  # requests sent; each reply must carry its request's id
         self._armed = False
         self._closed = False
 
@@ -143,11 +144,17 @@ class Guest:
         no output cap."""
         if self.failure is not None:
             raise self.failure
-        frame = json.dumps(message, allow_nan=True).encode()
+        self._sent += 1
+        frame = json.dumps({**message, "id": self._sent}, allow_nan=True).encode()
         self.calls += message.get("op") == "call"
         memory = self.memory_mb if limited else (None if self.memory_mb is None else START_MEMORY_MB + self.memory_mb)
         self._requests.put((frame, fuel_for(cpu_ms), wall_ms, memory))
         reply = self._wait(wall_ms, capped=limited)
+        if reply.get("id") != self._sent:
+            # Generated code called the door itself: the guest is out of step with us.
+            self.failure = GuestFailure("crash", "the guest answered out of turn")
+            self.kill()
+            raise self.failure
         return reply
 
     def _wait(self, wall_ms, capped=False) -> dict:
@@ -173,7 +180,7 @@ class Guest:
             raise self.failure
         try:
             reply = json.loads(frame)
-        except ValueError:
+        except (ValueError, RecursionError):
             reply = None
         if not isinstance(reply, dict):
             self.failure = GuestFailure("crash", "the guest sent a reply that is not a JSON object")
@@ -186,13 +193,15 @@ class Guest:
         return self.failure is None and not self._closed
 
     def kill(self) -> None:
-        """Stop the guest: a waiting guest quits now, a running one traps at its deadline
-        (already armed); its store is closed by its own thread when ``run`` returns."""
+        """Stop the guest: a waiting guest quits now, a running one is stopped at the next
+        epoch tick (its deadline moves to now); its store is closed by its own thread
+        when ``run`` returns. Safe from any thread."""
         if self._closed:
             return
-        self._closed = True
         if self.failure is None:
             self.failure = GuestFailure("crash", "the guest was closed")
+        self._closed = True
+        self.deadline = 0.0
         self._requests.put(_QUIT)
 
     close = kill
@@ -274,6 +283,8 @@ class Guest:
             self._replies.put(None)
         else:
             self._replies.put(bytes(memory.read(caller, ptr, ptr + length)))
+        if self._closed:
+            return NO_HOST  # killed while running: the harness ends its loop on this
         item = self._requests.get()
         if item is _QUIT:
             return NO_HOST
@@ -321,11 +332,16 @@ class Guest:
         return 0
 
     def _sleep(self, seconds: float) -> None:
+        """Sleep in slices, re-reading the deadline (``kill`` moves it to now)."""
         until = time.monotonic() + seconds
-        if self.deadline is not None:
-            # Past the deadline, wait one more tick so the epoch is surely past it too.
-            until = min(until, self.deadline + 2 * wasm_engine.TICK_S)
-        while (left := until - time.monotonic()) > 0:
+        while not self._closed:
+            end = until
+            if self.deadline is not None:
+                # Past the deadline, wait one more tick so the epoch is surely past it too.
+                end = min(end, self.deadline + 2 * wasm_engine.TICK_S)
+            left = end - time.monotonic()
+            if left <= 0:
+                return
             time.sleep(min(left, 0.05))
 
     def _write_stdout(self, data: bytes):

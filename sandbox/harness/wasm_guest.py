@@ -260,10 +260,11 @@ def main():
             return 0  # the host closed this guest
         try:
             request = json.loads(raw)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             reply = {"status": "phase", "type": "BadRequest", "message": str(error)[:500]}
             continue
         reply = handle(request)
+        reply["id"] = request.get("id")  # the host matches replies to requests
 
 
 if __name__ == "__main__":
