@@ -7,7 +7,7 @@ Public API (the core and the runner call these; keep imports here light because 
   Idempotent: a second call only refreshes the selection from the current settings
   (and ``roots`` when given). Registration is done under a lock.
 - ``uninstall()``: take it off again; modules already imported stay as they are.
-- ``installed() -> bool``.
+- ``installed() -> bool``; ``selects(name, origin) -> bool``: whether the installed hook would rewrite a module.
 - ``note_unhooked(module_name)``: the core calls this when it sees a ``@poet`` function
   that was not bound by the rewrite (``bind`` never ran for it). We log once per module,
   on logger ``poet_runtime``, why that happened: imported before the hook was installed
@@ -36,15 +36,17 @@ def _selection(roots):
 
 
 def install(roots=None) -> None:
-    """Put the hook on ``sys.meta_path``; a no-op (besides refreshing the selection) when already there."""
+    """Put the hook on ``sys.meta_path``; a no-op (besides refreshing the selection) when already there.
+
+    ``roots``: folders whose modules are rewritten by default (the runner passes the
+    script's folder); None keeps the current ones, or follows ``sys.path[0]`` lazily.
+    """
     global _finder, _preexisting
     with _lock:
         if _finder is not None and _finder in sys.meta_path:
-            if roots is not None or _finder.selection.include != _current_globs()[0] or (
-                _finder.selection.exclude != _current_globs()[1]
-            ):
-                keep = roots if roots is not None else _finder.selection._explicit_roots
-                _finder.selection = _selection(keep)
+            # Settings may have changed (the runner's options): rebuild the selection, keep the place.
+            keep = roots if roots is not None else _finder.selection._explicit_roots
+            _finder.selection = _selection(keep)
             return
         from importlib.machinery import PathFinder
 
@@ -57,13 +59,6 @@ def install(roots=None) -> None:
         except ValueError:
             index = len(sys.meta_path)
         sys.meta_path.insert(index, _finder)
-
-
-def _current_globs():
-    from poet_runtime.settings import get_settings
-
-    settings = get_settings()
-    return tuple(settings.include), tuple(settings.exclude)
 
 
 def uninstall() -> None:
