@@ -1,0 +1,135 @@
+"""Event throughput: how many durable execution events one process sustains, and what a call pays.
+
+Why: learning needs every execution recorded, but a hot function must not pay an fsync
+(or even a JSON encoding) per call. Compared with a floor measured in the same run:
+plain JSON lines appended to one file with an fsync every 100 ms.
+
+    python benchmarks/bench_events.py [--seconds 2] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SOURCE = '''\
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def detect(score: float, threshold: float = 0.5) -> dict:
+    return {"drift_detected": score > threshold, "score": score}
+'''
+
+
+def floor_lines_per_s(folder: Path, seconds: float) -> float:
+    """json.dumps + append + fsync every 100 ms, nothing else."""
+    path = folder / "floor.jsonl"
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    row = ["X", 1, 1795728685230820, 12345, "bench:detect", 1, "ok", 1200, 800, 900, None, None, "accuracy", 1,
+           {"drift_detected": False, "score": 0.5}]
+    count = 0
+    with open(path, "ab", buffering=0) as handle:
+        start = last_sync = time.perf_counter()
+        batch = []
+        while True:
+            batch.append(encode(row).encode() + b"\n")
+            count += 1
+            now = time.perf_counter() if count % 256 == 0 else last_sync
+            if now - last_sync >= 0.1:
+                handle.write(b"".join(batch))
+                batch.clear()
+                os.fsync(handle.fileno())
+                last_sync = now
+                if now - start >= seconds:
+                    break
+    return count / (time.perf_counter() - start)
+
+
+def per_call_us(fn, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        fn(0.25)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=100_000)
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="poet-bench-events-"))
+    (folder / "mods").mkdir()
+    (folder / "mods" / "bench_events_mod.py").write_text(SOURCE)
+    sys.path.insert(0, str(folder / "mods"))
+    import poet_runtime
+    from poet_runtime import events, settings
+    from poet_runtime.learn import config, journal, sink
+
+    settings.override(home=folder / "home", cache_dir=folder / "cache")
+    poet_runtime.enable(hook=False)
+    import bench_events_mod as mod
+
+    mod.detect(0.25)  # generate and load
+    state = mod.detect.__poet__
+
+    floors = [floor_lines_per_s(folder, args.seconds) for _ in range(args.repeats)]
+
+    # Sustained: call as fast as possible for N seconds with the default 100 ms durability; count what is durable.
+    rates = []
+    for _ in range(args.repeats):
+        sink.flush()
+        before = sink.acknowledged
+        start = time.perf_counter()
+        calls = 0
+        while time.perf_counter() - start < args.seconds:
+            for _ in range(1000):
+                mod.detect(0.25)
+            calls += 1000
+        sink.flush()  # the last <=100 ms of calls
+        elapsed = time.perf_counter() - start
+        rates.append((sink.acknowledged - before) / elapsed)
+    on_disk = sum(1 for _ in journal.read(journal.events_root(folder / "home"), {"function.execution"}))
+
+    # Per call: recording on (flusher at its default interval, its work included) vs recording off.
+    with_recording, call_path_only = [], []
+    for _ in range(args.repeats):
+        with_recording.append(per_call_us(mod.detect, args.calls))
+        sink.flush()
+    config.override(flush_interval_s=60.0)
+    sink.shutdown()
+    sink.register(state.function_id, journal.events_root(folder / "home"), "accuracy", True)
+    state.recorder = sink.recorder_for(sink.registered(state.function_id))
+    for _ in range(args.repeats):
+        call_path_only.append(per_call_us(mod.detect, args.calls))
+        sink._buffer.clear()
+    sink.shutdown()
+    state.recorder = None
+    assert not events._listeners
+    without = [per_call_us(mod.detect, args.calls) for _ in range(args.repeats)]
+
+    med = statistics.median
+    print(f"floor: JSON lines appended, fsync every 100 ms     {med(floors):>12,.0f} lines/s")
+    print(f"sustained durable execution events (one process)   {med(rates):>12,.0f} events/s"
+          f"   ratio to floor {med(rates) / med(floors):.2f}   (target >= 100,000/s)")
+    print(f"events on disk after the runs                      {on_disk:>12,d}")
+    print(f"per call, recording off                            {med(without):>12.2f} us")
+    print(f"per call, recording on (flusher's work included)   {med(with_recording):>12.2f} us"
+          f"   added {med(with_recording) - med(without):.2f} us   ratio {med(with_recording) / med(without):.2f}")
+    print(f"per call, call-path part only (no flushing)        {med(call_path_only):>12.2f} us"
+          f"   added {med(call_path_only) - med(without):.2f} us   (target <= 3 us)")
+    poet_runtime.disable()
+
+
+if __name__ == "__main__":
+    main()

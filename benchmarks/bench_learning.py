@@ -1,0 +1,170 @@
+"""Learning: does feedback make an enhanced function better, and how close to the best fixed setting?
+
+Accuracy: an ml_monitoring drift detector (optimize_for="accuracy") whose starting
+threshold is poor, fed labelled batches; accuracy on a held-out stream before learning
+and after 50, 100 and 200 feedback events, against the oracle (the best fixed threshold
+on the held-out stream). Latency: an api_operations call to a dependency whose latency
+has a slow tail (optimize_for="latency"): p95 before and after learning.
+
+    python benchmarks/bench_learning.py [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DETECTOR = '''\
+import statistics
+
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def detect_drift(current: list[float], reference: list[float], threshold: float = 0.9) -> dict:
+    spread = statistics.pstdev(reference) or 1.0
+    shift = abs(statistics.fmean(current) - statistics.fmean(reference)) / spread
+    score = min(shift / 2.0, 1.0)
+    return {"drift_detected": score > threshold, "score": score}
+'''
+
+FETCH = '''\
+import random
+import time
+
+from poet_runtime import poet
+
+RNG = random.Random({seed})
+
+
+@poet(domain="api_operations", optimize_for="latency", timeout=2.0, policy="trusted")
+def fetch(key: str) -> dict:
+    time.sleep(0.04 if RNG.random() < 0.15 else 0.001)  # the dependency: 15% of answers are slow
+    return {{"status": "success", "key": key}}
+'''
+
+
+def batch(rng: random.Random):
+    drifted = rng.random() < 0.5
+    shift = rng.uniform(0.15, 1.0) if drifted else 0.0
+    reference = [rng.gauss(0.0, 1.0) for _ in range(50)]
+    current = [rng.gauss(shift, 1.0) for _ in range(50)]
+    return current, reference, drifted
+
+
+def fresh(folder: Path, name: str, source: str):
+    (folder / "mods").mkdir(parents=True, exist_ok=True)
+    (folder / "mods" / f"{name}.py").write_text(source)
+    if str(folder / "mods") not in sys.path:
+        sys.path.insert(0, str(folder / "mods"))
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def accuracy_run(seed: int, folder: Path) -> dict:
+    import poet_runtime
+    from poet_runtime import settings
+    from poet_runtime.learn import sink
+
+    settings.override(home=folder / f"home-acc-{seed}", cache_dir=folder / "cache")
+    module = fresh(folder, f"bench_drift_{seed}", DETECTOR)
+    rng = random.Random(seed)
+    held_out = [batch(rng) for _ in range(400)]
+
+    def evaluate() -> tuple[float, list[float]]:
+        scores, right = [], 0
+        for current, reference, drifted in held_out:
+            result = module.detect_drift(current, reference)
+            scores.append(result["score"])
+            right += result["drift_detected"] == drifted
+        return right / len(held_out), scores
+
+    row = {}
+    row["before"], scores = evaluate()
+    labels = [d for _, _, d in held_out]
+    candidates = sorted(set(scores))
+    row["oracle"] = max(sum((s > t) == d for s, d in zip(scores, labels)) for t in [-1.0, *candidates]) / len(labels)
+    start = time.perf_counter()
+    for count in range(1, 201):
+        current, reference, drifted = batch(rng)
+        module.detect_drift(current, reference)
+        module.detect_drift.feedback(label=drifted)
+        if count in (50, 100, 200):
+            row[f"after {count}"] = evaluate()[0]
+    row["feedback_s"] = time.perf_counter() - start
+    sink.shutdown()
+    poet_runtime.disable()
+    poet_runtime.enable(hook=False)
+    return row
+
+
+def latency_run(seed: int, folder: Path) -> dict:
+    import poet_runtime
+    from poet_runtime import settings
+    from poet_runtime.learn import config, sink
+
+    settings.override(home=folder / f"home-lat-{seed}", cache_dir=folder / "cache")
+    config.override(latency_samples=100)
+    module = fresh(folder, f"bench_fetch_{seed}", FETCH.format(seed=seed))
+
+    def run(n: int) -> list[float]:
+        durations = []
+        for i in range(n):
+            start = time.perf_counter()
+            module.fetch(str(i))
+            durations.append((time.perf_counter() - start) * 1000)
+        sink.flush()  # the learner sees what was just measured
+        return sorted(durations)
+
+    before = run(100)
+    after = run(300)
+    from poet_runtime.learn import engine_for
+
+    params = engine_for(module.fetch).store.current().params()
+    sink.shutdown()
+    config.reset()
+    poet_runtime.disable()
+    poet_runtime.enable(hook=False)
+    q = lambda d, p: d[min(len(d) - 1, int(p * len(d)))]  # noqa: E731
+    return {"p95 before": q(before, 0.95), "p95 after": q(after, 0.95), "p50 before": q(before, 0.5),
+            "p50 after": q(after, 0.5), "timeout_s": params.get("timeout_s")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    import poet_runtime
+
+    folder = Path(tempfile.mkdtemp(prefix="poet-bench-learning-"))
+    poet_runtime.enable(hook=False)
+    med = statistics.median
+    rows = [accuracy_run(seed, folder) for seed in range(args.seeds)]
+    print(f"accuracy objective, ml_monitoring drift detector, starting threshold 0.9, {args.seeds} seeds (medians)")
+    for key in ("before", "after 50", "after 100", "after 200", "oracle"):
+        values = [r[key] for r in rows]
+        gap = med(r["oracle"] - r[key] for r in rows) * 100
+        print(f"  {key:<10} accuracy {med(values):.3f}   (gap to oracle {gap:+.1f} points; per seed "
+              + ", ".join(f"{v:.3f}" for v in values) + ")")
+    print(f"  200 feedback events took {med(r['feedback_s'] for r in rows):.2f} s (incl. calls and fsyncs)")
+    gap100 = med(r["oracle"] - r["after 100"] for r in rows) * 100
+    print(f"  after 100 feedback events: {gap100:.1f} points from the oracle (target <= 2)")
+    rows = [latency_run(seed, folder) for seed in range(args.seeds)]
+    print(f"latency objective, api_operations, dependency 1 ms or 40 ms (15%), {args.seeds} seeds (medians)")
+    for key in ("p50 before", "p50 after", "p95 before", "p95 after"):
+        print(f"  {key:<11} {med(r[key] for r in rows):8.2f} ms")
+    print(f"  p95 ratio after/before {med(r['p95 after'] / r['p95 before'] for r in rows):.2f}; "
+          f"learned timeout_s {med(r['timeout_s'] for r in rows):.4f} (started at 2.0)")
+    poet_runtime.disable()
+
+
+if __name__ == "__main__":
+    main()
