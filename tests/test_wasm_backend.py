@@ -501,3 +501,39 @@ def test_two_processes_starting_cold_compile_once(tmp_path):
     assert sum("compiling" in err for _, err in outputs) == 1, outputs
     folder = tmp_path / "cache" / "wasm"
     assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_an_allowed_bundled_package_is_imported_again_in_the_guest(wasm_backend):
+    """A module global that is a module (here ``np``) crosses by name and is imported
+    again inside the guest, when the policy allows it; numpy is compiled into the binary."""
+    import types
+
+    numpy_stand_in = types.ModuleType("numpy")  # only its name crosses; numpy need not be installed here
+    code = generated_module("return float(np.mean(np.array(x)))")
+    limits = replace(TEST_LIMITS, imports=("numpy",))
+    loaded = wasm_backend.load(load_request(code, limits=limits, user_globals={"np": numpy_stand_in}))
+    try:
+        assert loaded.call(([1.0, 2.0, 4.0],), {})[0] == pytest.approx(7 / 3)
+    finally:
+        loaded.close()
+    refused = wasm_backend.load(load_request(code, user_globals={"np": numpy_stand_in}))  # numpy not allowed
+    try:
+        with pytest.raises(PhaseError, match="NameError"):
+            refused.call(([1.0],), {})
+    finally:
+        refused.close()
+
+
+def test_a_compiled_module_others_could_write_is_not_loaded(tmp_path):
+    from poet_runtime.backends import wasm_engine
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    planted = shared / "python-x.cwasm"
+    planted.write_bytes(b"not native code")
+    shared.chmod(0o777)
+    assert wasm_engine._load(wasm_engine.engine(), planted) is None
+    shared.chmod(0o700)
+    planted.chmod(0o666)
+    assert wasm_engine._load(wasm_engine.engine(), planted) is None

@@ -140,10 +140,26 @@ def _load(eng, path: Path):
 
     if not path.is_file():
         return None
+    if not _private(path) or not _private(path.parent):
+        # A .cwasm is native code that wasmtime runs without checking it: never load
+        # one that another user could have written. Compile in memory instead.
+        _stderr_progress(f"poet_runtime: not using {path}: it or its folder is writable by other users")
+        return None
     try:
         return wasmtime.Module.deserialize_file(eng, str(path))
     except (wasmtime.WasmtimeError, OSError):
         return None  # stale or damaged: compiled again and replaced
+
+
+def _private(path: Path) -> bool:
+    """Owned by this user and not writable by group or others (POSIX); True elsewhere."""
+    if not hasattr(os, "getuid"):
+        return True
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def _compile(eng, path: Path, progress):
@@ -155,14 +171,16 @@ def _compile(eng, path: Path, progress):
     )
     started = time.monotonic()
     compiled = wasmtime.Module.from_file(eng, str(binary_path()))
-    _atomic_write(path, compiled.serialize())
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _private(path.parent):
+        _atomic_write(path, compiled.serialize())
     progress(f"poet_runtime: WASM sandbox compiled in {time.monotonic() - started:.0f} s")
     return compiled
 
 
 def _atomic_write(path: Path, data) -> None:
     """Temp file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -184,7 +202,7 @@ class _compile_lock:
             import fcntl
 
             lock_path = cache_dir() / "wasm" / ".compile.lock"
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except (ImportError, OSError):
