@@ -16,10 +16,22 @@ exception); compile refusals raise ``PoetViolation(limit="restricted_code")``
 from ``load``. In a worker, the user's own exceptions come back as text only, so
 they raise ``PhaseError`` and the host re-runs the original, which raises it for real.
 
-The user's module globals: only names the code reads as globals are given, data
-is deep-copied (a worker gets a copy as JSON), modules only when allowlisted, and,
-in-process only, functions and classes defined in the user's own module (they are
-the user's reviewed code; they run unrestricted when called).
+The user's module globals: only names the code reads as globals and does not
+define itself are given; data is deep-copied (a worker gets a copy as JSON),
+modules only when allowlisted (as read-only views), and, in-process only,
+functions and classes defined in the user's own module (they are the user's code;
+they run unrestricted when called, so they are capabilities the generated code
+holds, as are the call's arguments). A worker cannot receive functions or
+objects: such a load raises ``PhaseError`` and the original runs.
+
+Limits, per mode:
+- ``max_output_kb``: bytes printed by one call (collected, written to the host's
+  stdout only when the call succeeds); in a worker also the size of the reply
+  (result + output), which the host reads no further than that.
+- worker only: ``memory_mb`` is the address space one call may add to the worker
+  (``RLIMIT_AS`` over its size after loading); ``cpu_ms`` is CPU time of one call
+  (``ITIMER_PROF``, then SIGXCPU); ``wall_ms`` is elapsed time seen by the host,
+  which kills the worker when it passes.
 """
 
 from __future__ import annotations

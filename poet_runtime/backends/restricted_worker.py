@@ -23,7 +23,7 @@ import json
 
 from poet_runtime.backends.base import LoadRequest
 from poet_runtime.backends.restricted import code_key, harness_module, select_globals
-from poet_runtime.backends.workers import DEFAULT_MAX_REPLY, ReplyTimeout, ReplyTooLarge, WorkerDied
+from poet_runtime.backends.workers import DEFAULT_MAX_REPLY, ReplyTimeout, ReplyTooLarge, SendFailed, WorkerDied
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
 
@@ -65,14 +65,25 @@ class WorkerEnhancement:
         self.closed = False
         self.train_error = None
         # Load once now, so that a refused module fails at load time as in-process does.
-        worker = pool.acquire()
-        retire = True
-        try:
-            retire = self._ensure_loaded(worker)
-        finally:
-            pool.release(worker, retire=retire)
+        self._with_worker(self._ensure_loaded)
 
     # -- helpers ----------------------------------------------------------------
+    def _with_worker(self, action):
+        """``action(worker)`` on a pooled worker; a worker found dead before anything
+        was sent to it (killed from outside, OOM) is replaced and the next one tried."""
+        for _ in range(self.pool.size + 1):
+            worker = self.pool.acquire()
+            retire = True
+            try:
+                result = action(worker)
+                retire = bool(result.get("retire")) if isinstance(result, dict) else bool(result)
+                return result
+            except SendFailed:
+                continue
+            finally:
+                self.pool.release(worker, retire=retire or not worker.alive)
+        raise PhaseError("restricted workers keep dying before a request reaches them")
+
     def _ensure_loaded(self, worker) -> bool:
         """Load or re-configure this enhancement in ``worker``; returns retire flag."""
         have = worker.loaded.get(self.key)
@@ -101,6 +112,9 @@ class WorkerEnhancement:
             worker.kill()
             raise PoetViolation(self.function_id, "max_output_kb",
                                 f"result and output larger than {self.limits.max_output_kb} KB; worker killed") from None
+        except SendFailed:
+            worker.kill()
+            raise  # nothing ran: call() tries another worker
         except WorkerDied as died:
             worker.kill()
             if died.returncode == -signal.SIGXCPU:
@@ -129,15 +143,12 @@ class WorkerEnhancement:
                              self._dumps(encode(kwargs)) if kwargs else b"{}", b"}\n"))
         except TypeError as error:
             raise PhaseError(str(error)) from None
-        worker = self.pool.acquire()
-        retire = True
-        try:
+        def exchange(worker):
             if worker.loaded.get(self.key) != self.generation:
                 self._ensure_loaded(worker)
-            reply = self._exchange(worker, data, self.wall_s)
-            retire = bool(reply.get("retire"))
-        finally:
-            self.pool.release(worker, retire=retire or not worker.alive)
+            return self._exchange(worker, data, self.wall_s)
+
+        reply = self._with_worker(exchange)
         output = reply.get("out")
         if output:
             sys.stdout.write(output)

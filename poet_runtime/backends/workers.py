@@ -33,6 +33,11 @@ class WorkerDied(Exception):
         self.returncode = returncode
 
 
+class SendFailed(WorkerDied):
+    """The worker was already gone before the request reached it: nothing ran, so
+    the caller may safely try another worker."""
+
+
 class ReplyTimeout(Exception):
     pass
 
@@ -74,7 +79,8 @@ class Worker:
             while view:
                 view = view[os.write(self.wfd, view):]
         except OSError as error:
-            raise WorkerDied(f"worker pipe closed: {error}", self.proc.poll()) from None
+            self.alive = False
+            raise SendFailed(f"worker pipe closed: {error}", self.proc.poll()) from None
 
     def read_line(self, deadline: float | None, max_bytes: int) -> bytes:
         while True:

@@ -84,6 +84,12 @@ def explain_command(args) -> int:
     value_width = min(40, max(len(value) for _, value in rows))
     for name, value in rows:
         print(f"  {name:<{width}}  {value:<{value_width}}  <- {effective.sources.get(name, 'built-in')}")
+    if limits.max_output_kb is not None:
+        from poet_runtime.policy_schema import MAX_OUTPUT_MEANING
+
+        meaning = MAX_OUTPUT_MEANING.get(effective.backend)
+        if meaning:
+            print(f"  max_output_kb counts {meaning}")
     if effective.backend == "restricted":
         where = "worker process (OS limits)" if effective.uses_workers else "in-process (no wall/cpu/memory limits)"
         print(f"  runs: {where}; poet_sandbox is always importable")

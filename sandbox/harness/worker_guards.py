@@ -228,7 +228,7 @@ class Sandbox:
 
         def _write_(obj, type=type):
             t = type(obj)
-            if t in writable or t in classes or obj in classes:
+            if t in writable or t in classes or (isinstance(obj, type) and obj in classes):
                 return obj
             refuse("write", f"cannot change attributes or items of {t.__name__} objects")
 

@@ -23,8 +23,8 @@ The rule generated code must follow (generators read this):
   /``format_map`` and computed names (``getattr``, ``hasattr``) go through the
   runtime guard, which also refuses frame, code, traceback and generator internals.
 - Attributes and items may be written only on plain containers (dict, list, ...),
-  on instances of classes the generated code defined, and on classes the user's
-  own module defines.
+  on classes the generated code defined and their instances, and on instances of
+  the user's own classes that the code reads as globals (in-process only).
 - ``print`` output is collected (not written at once) and counted against
   ``max_output_kb``; the host writes it out when the call succeeds.
 - ``x += y`` works on names, attributes and items (RestrictedPython itself
