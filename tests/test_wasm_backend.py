@@ -398,10 +398,20 @@ def test_a_module_from_the_builtin_generator_runs(wasm_backend, objective):
     limits = replace(TEST_LIMITS, imports=("math", "statistics", "json", "collections"))
     request = load_request(generated.code, limits=limits, user_globals={"statistics": statistics}, function="app:detect_drift")
     request.logic_name = generated.logic_name
+    namespace = {}
+    exec(BUILTIN_SOURCE, namespace)
+    request.original = namespace["detect_drift"]  # its defaults reach configure(params, defaults)
     loaded = wasm_backend.load(request)
     try:
         result = loaded.call(([1.0, 2.0, None, 3.0], [1.0, 2.0, 3.5]), {"threshold": 0.1})[0]
         assert result == {"drift_detected": True, "score": pytest.approx(1 / 6)}
+        assert loaded.call(([1.0], [1.05]), {})[0]["drift_detected"] is False  # threshold's default
+        observed = loaded.observations()
+        if objective is None:
+            assert observed == {}
+        else:
+            assert observed["calls"] == 2
+        assert loaded.train_error is None
     finally:
         loaded.close()
 

@@ -64,6 +64,24 @@ def warmup(progress=None):
     return path
 
 
+def _data_defaults(original) -> dict:
+    """The original's argument defaults that are plain data (configure's second
+    argument, as the in-process backend passes it); the others cannot cross."""
+    import inspect
+
+    if original is None:
+        return {}
+    try:
+        parameters = inspect.signature(original, follow_wrapped=False).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {
+        name: p.default
+        for name, p in parameters.items()
+        if p.default is not inspect.Parameter.empty and wasm_wire.is_data(p.default)
+    }
+
+
 class WasmBackend:
     name = "wasm"
 
@@ -108,6 +126,7 @@ class WasmEnhancement:
             "logic": request.logic_name,
             "module_name": request.function_id.partition(":")[0],
             "params": wasm_wire.encode(dict(request.params or {})),
+            "defaults": wasm_wire.encode(_data_defaults(request.original)),
             "data": data,
             "modules": modules,
             "imports": list(imports),
@@ -118,6 +137,7 @@ class WasmEnhancement:
         self._guest = None
         self._retired = []
         self._closed = False
+        self._train_error = None
         with self._lock:
             self._guest = self._start()
 
@@ -136,6 +156,8 @@ class WasmEnhancement:
             reply = self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)
             if guest.calls >= MAX_CALLS_PER_GUEST or self._grown(guest):
                 self._retire()  # not a violation: the next call starts a fresh guest
+        if reply.get("train_error"):
+            self._train_error = RuntimeError(str(reply["train_error"])[:500])
         try:
             result = wasm_wire.decode(reply.get("result"))
             marks = [int(m) for m in reply["marks"]]
@@ -155,6 +177,25 @@ class WasmEnhancement:
             if self._guest is not None and self._guest.alive:
                 message = {"op": "configure", "params": self._load_message["params"]}
                 self._request(self._guest, message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
+
+    @property
+    def train_error(self):
+        """The last failure of train() in the guest (as text in a RuntimeError), or None."""
+        return self._train_error
+
+    def observations(self) -> dict:
+        """What train() has observed in the current guest (its ``STATS``); {} if unknown.
+        A guest replaced after a violation or N calls starts its counters again."""
+        with self._lock:
+            guest = self._guest
+            if guest is None or not guest.alive:
+                return {}
+            try:
+                reply = self._request(guest, {"op": "observe"}, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
+                observed = wasm_wire.decode(reply.get("result"))
+            except (PoetViolation, self._phase_error, wasm_wire.NotData):
+                return {}
+        return observed if isinstance(observed, dict) else {}
 
     def close(self) -> None:
         """Stop the guest now, even in the middle of a call (that call then raises

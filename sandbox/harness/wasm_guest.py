@@ -161,12 +161,23 @@ def load(request):
     _state.denied = None
     code = compile(request["code"], request["filename"], "exec")
     exec(code, namespace)
-    configure = namespace.get("configure")
-    if callable(configure):
-        configure(decode(request.get("params") or {}))
     _state.namespace = namespace
+    _configure(decode(request.get("params") or {}), decode(request.get("defaults") or {}))
     _state.enhancement = driver.Enhancement(namespace, request["logic"])
     return {"status": "ok"}
+
+
+def _configure(params, defaults=None):
+    """``configure(params, defaults)`` as the in-process backend calls it (the
+    original's argument defaults), or ``configure(params)`` for a one-argument one."""
+    configure = _state.namespace.get("configure")
+    if not callable(configure):
+        return
+    code = getattr(configure, "__code__", None)
+    if defaults and code is not None and code.co_argcount >= 2:
+        configure(params, defaults)
+    else:
+        configure(params)
 
 
 def _drive(coroutine):
@@ -197,13 +208,17 @@ def call(request):
 
 
 def configure(request):
-    configure = _state.namespace.get("configure")
-    if callable(configure):
-        configure(decode(request.get("params") or {}))
+    _configure(decode(request.get("params") or {}))
     return {"status": "ok"}
 
 
-HANDLERS = {"load": load, "call": call, "configure": configure}
+def observe(request):
+    """What train() has observed (the generated module's ``STATS``), as data."""
+    stats = _state.namespace.get("STATS")
+    return {"status": "ok", "result": encode(dict(stats) if isinstance(stats, dict) else {})}
+
+
+HANDLERS = {"load": load, "call": call, "configure": configure, "observe": observe}
 
 
 def _chain(error):
