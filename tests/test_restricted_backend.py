@@ -277,11 +277,17 @@ def detect_drift(current: list[float], reference: list[float], threshold: float 
 @poet(domain="api_operations", retries=2)
 def double(x: int) -> int:
     return x * 2
+
+
+@poet(domain="api_operations")
+def shout(x: int) -> int:
+    print("shout", x)
+    return x
 '''
 
 
 @pytest.mark.parametrize("policy", ["default", "in-process"])
-def test_generated_code_runs_restricted_end_to_end(policy, poet_home, write_module, monkeypatch, tmp_path):
+def test_generated_code_runs_restricted_end_to_end(policy, poet_home, write_module, monkeypatch, tmp_path, capsys):
     import poet_runtime
 
     if policy == "in-process":
@@ -296,6 +302,10 @@ def test_generated_code_runs_restricted_end_to_end(policy, poet_home, write_modu
     assert (record.backend, record.status, record.fell_back) == ("restricted", "ok", False), record
     assert module.double(3) == 6 and poet_runtime.last_execution().backend == "restricted"
     assert module.double("4") == 8  # Perceive repaired the input inside the sandbox
+    assert module.detect_drift.__poet__.loaded.observations()["calls"] >= 1  # Train's STATS
+    capsys.readouterr()
+    assert module.shout(3) == 3 and poet_runtime.last_execution().backend == "restricted"
+    assert capsys.readouterr().out == "shout 3\n"  # printed once, by the enhanced call
 
 
 def worker_pids() -> list[int]:

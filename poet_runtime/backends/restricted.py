@@ -47,6 +47,7 @@ import types
 from functools import cache
 
 from poet_runtime.backends.base import LoadRequest
+from poet_runtime.backends.inprocess import original_defaults
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility, sandbox_dir
 
@@ -136,7 +137,12 @@ def select_globals(request: LoadRequest, names: set, allowed, in_process: bool):
 
 
 class InProcessEnhancement:
-    """Restricted code running in this process; no resource limits (see module doc)."""
+    """Restricted code running in this process; no resource limits (see module doc).
+
+    The phases are deliberately not exposed as ``.enhancement``: the call path
+    inlines such phases, which would skip the violation check and the output
+    accounting of ``call``.
+    """
 
     backend = "restricted"
 
@@ -162,9 +168,16 @@ class InProcessEnhancement:
             from poet_sandbox.errors import PhaseError
 
             raise PhaseError(f"generated module defines no logic function {request.logic_name!r}")
-        self.configure(request.params)
+        defaults = original_defaults(request.original)
+        configure = self.namespace.get("configure")
+        if callable(configure):
+            if defaults:  # the original's argument defaults, as backend none gives them
+                copied = copy.deepcopy(defaults)
+                self._guarded(lambda: configure(dict(request.params or {}), copied))
+            else:
+                self._guarded(lambda: configure(dict(request.params or {})))
         try:
-            self.enhancement = Enhancement(self.namespace, request.logic_name)
+            self._phases = Enhancement(self.namespace, request.logic_name)
         except ValueError as error:
             from poet_sandbox.errors import PhaseError
 
@@ -195,7 +208,7 @@ class InProcessEnhancement:
     def call(self, args: tuple, kwargs: dict) -> tuple:
         mark = self.sandbox.begin_call()
         try:
-            outcome = self.enhancement.call(args, kwargs)
+            outcome = self._phases.call(args, kwargs)
         except BaseException as error:
             self._check(mark, error)
             raise
@@ -206,10 +219,10 @@ class InProcessEnhancement:
     async def call_async(self, args: tuple, kwargs: dict) -> tuple:
         mark = self.sandbox.begin_call()
         try:
-            if self.enhancement.is_async:
-                outcome = await self.enhancement.call_async(args, kwargs)
+            if self._phases.is_async:
+                outcome = await self._phases.call_async(args, kwargs)
             else:
-                outcome = self.enhancement.call(args, kwargs)
+                outcome = self._phases.call(args, kwargs)
         except BaseException as error:
             self._check(mark, error)
             raise
@@ -222,9 +235,13 @@ class InProcessEnhancement:
         if text:
             sys.stdout.write(text)
 
+    def observations(self) -> dict:
+        """What the generated Train kept (its STATS), for the learner."""
+        return dict(self.namespace.get("STATS") or {})
+
     @property
     def train_error(self):
-        return self.enhancement.train_error
+        return self._phases.train_error
 
     def close(self) -> None:
         self.namespace.clear()

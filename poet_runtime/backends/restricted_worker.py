@@ -22,6 +22,7 @@ import time
 import json
 
 from poet_runtime.backends.base import LoadRequest
+from poet_runtime.backends.inprocess import original_defaults
 from poet_runtime.backends.restricted import code_key, harness_module, select_globals
 from poet_runtime.backends.workers import DEFAULT_MAX_REPLY, ReplyTimeout, ReplyTooLarge, SendFailed, WorkerDied
 from poet_runtime.errors import PoetViolation
@@ -47,6 +48,10 @@ class WorkerEnhancement:
             encoded = {name: codec.encode(value) for name, value in data.items()}
         except TypeError as error:
             raise PhaseError(f"a global cannot cross to a worker: {error}") from None
+        try:
+            defaults = codec.encode(original_defaults(request.original))
+        except TypeError as error:
+            raise PhaseError(f"a default argument value cannot cross to a worker: {error}") from None
         self.key = code_key(request)
         self.params = dict(request.params or {})
         self.generation = 0
@@ -57,7 +62,7 @@ class WorkerEnhancement:
             "op": "load", "key": self.key, "code": request.code, "filename": request.filename,
             "logic": request.logic_name, "params": self.params, "globals": encoded, "modules": modules,
             "imports": list(limits.imports), "builtins": list(limits.builtins),
-            "module": f"poet_enhanced.{request.function_id}", **self.limit_fields,
+            "module": f"poet_enhanced.{request.function_id}", "defaults": defaults, **self.limit_fields,
         }
         self.max_reply = (limits.max_output_kb * 1024 + REPLY_OVERHEAD) if limits.max_output_kb else DEFAULT_MAX_REPLY
         self.wall_s = None if limits.wall_ms is None else limits.wall_ms / 1000.0
@@ -167,6 +172,22 @@ class WorkerEnhancement:
         with self._lock:
             self.params = dict(params or {})
             self.generation += 1  # each worker re-configures before its next call
+
+    def observations(self) -> dict:
+        """Train's STATS, merged over the idle workers that run this enhancement (each
+        worker keeps its own): numbers are summed, except names with "max"/"min"."""
+        merged: dict = {}
+        for reply in self.pool.broadcast({"op": "observations", "key": self.key}):
+            for name, value in (self.codec.decode(reply.get("stats") or {}) or {}).items():
+                if name not in merged or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    merged.setdefault(name, value)
+                elif "max" in name:
+                    merged[name] = max(merged[name], value)
+                elif "min" in name:
+                    merged[name] = min(merged[name], value)
+                else:
+                    merged[name] = merged[name] + value
+        return merged
 
     def close(self) -> None:
         if not self.closed:

@@ -212,22 +212,26 @@ class WorkerPool:
             with self.cond:
                 self.cond.notify()
 
-    def broadcast(self, message: dict) -> None:
-        """Send a message to idle workers that loaded ``message['key']`` (configure, unload)."""
+    def broadcast(self, message: dict) -> list[dict]:
+        """Send a message to the idle workers that loaded ``message['key']`` (unload,
+        observations); returns their replies. Busy workers are skipped."""
         with self.cond:
             workers = [w for w in self.idle if message["key"] in w.loaded]
             for w in workers:
                 self.idle.remove(w)
+        replies = []
         for worker in workers:
             retire = False
             try:
                 reply = worker.request(self.codec.dumps(message), time.monotonic() + 5.0, 1 << 20)
                 retire = bool(reply.get("retire")) or not reply.get("ok")
+                replies.append(reply)
             except Exception:
                 retire = True
             if message.get("op") == "unload":
                 worker.loaded.pop(message["key"], None)
             self.release(worker, retire=retire)
+        return replies
 
     def close(self) -> None:
         with self.cond:

@@ -137,7 +137,11 @@ class Worker:
         exec(code, namespace)
         configure = namespace.get("configure")
         if callable(configure):
-            configure(message.get("params") or {})
+            defaults = message.get("defaults")
+            if defaults:
+                configure(message.get("params") or {}, self.codec.decode(defaults))
+            else:
+                configure(message.get("params") or {})
         if not callable(namespace.get(message["logic"])):
             raise self.PhaseError(f"generated module defines no logic function {message['logic']!r}")
 
@@ -145,6 +149,14 @@ class Worker:
         enhancement, sandbox, namespace = self.loaded[message["key"]]
         mark = sandbox.begin_call()
         return self._guarded(message, sandbox, mark, lambda: namespace["configure"](message.get("params") or {})) or {"ok": True}
+
+    def op_observations(self, message):
+        entry = self.loaded.get(message["key"])
+        stats = entry[2].get("STATS") if entry else None
+        try:
+            return {"ok": True, "stats": self.codec.encode(dict(stats)) if isinstance(stats, dict) else {}}
+        except TypeError:
+            return {"ok": True, "stats": {}}
 
     def op_unload(self, message):
         self.loaded.pop(message["key"], None)
@@ -219,7 +231,7 @@ class Worker:
     def serve(self):
         self._send({"ready": True, "pid": os.getpid()})
         handlers = {"load": self.op_load, "call": self.op_call, "configure": self.op_configure,
-                    "unload": self.op_unload}
+                    "unload": self.op_unload, "observations": self.op_observations}
         for line in self.rfile:
             try:
                 message = self.codec.loads(line)
