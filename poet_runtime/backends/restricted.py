@@ -51,6 +51,8 @@ from poet_runtime.backends.inprocess import original_defaults
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility, sandbox_dir
 
+PhaseError = load_facility().PhaseError
+
 _IMMUTABLE = (str, int, float, bool, type(None), bytes, complex, frozenset, tuple, range)
 _COPYABLE = (list, dict, set, bytearray)
 _keys = itertools.count(1)
@@ -129,8 +131,6 @@ def select_globals(request: LoadRequest, names: set, allowed, in_process: bool):
                 isinstance(value, type) or isinstance(value, types.FunctionType)):
             objects[name] = value
         else:
-            from poet_sandbox.errors import PhaseError
-
             where = "in-process" if in_process else "to a worker"
             raise PhaseError(f"global {name!r} ({type(value).__name__}) cannot be given to restricted code {where}")
     return data, modules, objects
@@ -163,10 +163,13 @@ class InProcessEnhancement:
         for name, module_name in modules.items():
             given[name] = self._guarded(lambda: self.sandbox.module_view(module_name))
         self.namespace = self.sandbox.namespace(f"poet_enhanced.{request.function_id}", given)
-        self._guarded(lambda: exec(code, self.namespace))
+        try:
+            self._guarded(lambda: exec(code, self.namespace))
+        except (PoetViolation, PhaseError):
+            raise
+        except Exception as error:  # the module body itself failed: not the user's error
+            raise PhaseError(f"generated module failed to load: {type(error).__name__}: {error}") from error
         if not callable(self.namespace.get(request.logic_name)):
-            from poet_sandbox.errors import PhaseError
-
             raise PhaseError(f"generated module defines no logic function {request.logic_name!r}")
         defaults = original_defaults(request.original)
         configure = self.namespace.get("configure")
@@ -179,8 +182,6 @@ class InProcessEnhancement:
         try:
             self._phases = Enhancement(self.namespace, request.logic_name)
         except ValueError as error:
-            from poet_sandbox.errors import PhaseError
-
             raise PhaseError(str(error)) from None
 
     def _guarded(self, action):

@@ -137,7 +137,10 @@ class SafeFormatter(string.Formatter):
 class Sandbox:
     """The guards and builtins of one loaded enhancement, and what it broke.
 
-    ``violations`` only grows; a caller compares its length before and after a call.
+    ``violations`` only grows; a caller compares its length before and after a call,
+    so a violation is never missed (with concurrent calls of one enhancement, a
+    call may also see its neighbour's and fall back: safe). Printed output is one
+    buffer per enhancement: concurrent in-process calls share it.
     """
 
     def __init__(self, imports=(), extra_builtins=(), max_output_kb=None, writable_types=()):
