@@ -42,7 +42,11 @@ def enable(*, hook: bool = True) -> None:
     """
     from poet_runtime.settings import get_settings
 
-    get_settings()  # a bad setting is an error now, not at the first call
+    settings = get_settings()  # a bad setting is an error now, not at the first call
+    if settings.model:  # a model without the llm extra installed: say so now, not at the first call
+        from poet_runtime.generate.llm import check_available
+
+        check_available(settings)
     _runtime.set_enabled(True)
     if hook:
         try:

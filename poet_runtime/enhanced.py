@@ -147,31 +147,57 @@ class FunctionState:
     def _first_call(self, args, kwargs):
         from poet_runtime.settings import get_settings
 
-        if get_settings().generate_mode == "background":
+        settings = get_settings()
+        mode = settings.generate_mode
+        if mode == "background" or (mode == "sync" and settings.model):
             with self.lock:
                 if self.cell[0] == self._first_call:
                     self._start_background()
-                    return self._fallback(args, kwargs, "generating", "the enhancement is being generated", warn=False)
+            if mode == "sync":
+                self._wait_for_generation(settings.generation_timeout)
+            if self.cell[0] == self._first_call:
+                return self._fallback(args, kwargs, "generating", "the enhancement is being generated",
+                                      warn=mode == "sync")
         else:
             with self.lock:
                 if self.cell[0] == self._first_call:
                     self._resolve_or_disable()
         return self.cell[0](args, kwargs)
 
+    def _wait_for_generation(self, timeout: float) -> None:
+        """Sync mode with a model: wait until the generation started by the first call is done,
+        but no longer than ``timeout`` after it started. Generation is not abandoned: its
+        version takes over when it is stored; until then calls run the original."""
+        import time
+
+        with self.lock:
+            deadline = getattr(self, "generation_deadline", None)
+            if deadline is None:
+                deadline = self.generation_deadline = time.monotonic() + timeout
+        thread = self.background
+        remaining = deadline - time.monotonic()
+        if thread is not None and remaining > 0:
+            thread.join(remaining)
+
     async def _first_call_async(self, args, kwargs):
         import asyncio
 
         from poet_runtime.settings import get_settings
 
-        if get_settings().generate_mode == "background":
+        settings = get_settings()
+        mode = settings.generate_mode
+        if mode == "background" or (mode == "sync" and settings.model):
             with self.lock:
                 if self.cell[0] == self._first_call_async:
                     self._start_background()
+            if mode == "sync" and self.cell[0] == self._first_call_async:
+                # Waiting blocks: keep it off the event loop.
+                await asyncio.to_thread(self._wait_for_generation, settings.generation_timeout)
             if self.cell[0] == self._first_call_async:
                 return await self._fallback_async(args, kwargs, "generating", "the enhancement is being generated",
-                                                  warn=False)
+                                                  warn=mode == "sync")
         else:
-            # Generation may block (a model call): keep it off the event loop.
+            # Generation may block: keep it off the event loop.
             def resolve():
                 with self.lock:
                     if self.cell[0] == self._first_call_async:

@@ -8,6 +8,7 @@ hands that version to the backend its policy names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -83,8 +84,10 @@ def _matching(store: FunctionStore, key: str) -> StoredVersion | None:
 def _generate(store, spec, config, domain, generator, key, hints) -> StoredVersion:
     generated = generator.generate(spec, config, domain, hints)
     filename = str(store.folder / "code.py")
-    checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
-                             needs_train=bool(config.optimize_for))
+    # A generator that checks code in several threads shares its lock (see generate/llm.py).
+    with getattr(generator, "checks_lock", None) or contextlib.nullcontext():
+        checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
+                                 needs_train=bool(config.optimize_for))
     params = {name: entry["default"] for name, entry in generated.parameters.items()}
     metadata = {
         "key": key,
@@ -120,17 +123,31 @@ def effective_policy(config, function_id: str):
 def load_version(version: StoredVersion, *, function_id: str, original, user_globals: dict, package: str | None,
                  policy=None):
     """Load ``version`` into the backend the policy names; returns the loaded enhancement."""
+    return load_code(
+        version.code(),
+        filename=os.fspath(version.path / "code.py"),
+        version=version.number,
+        logic_name=version.metadata.get("logic_name") or function_id.rpartition(".")[2].rpartition(":")[2],
+        params=version.params(),
+        is_async=bool(version.metadata.get("is_async")),
+        function_id=function_id, original=original, user_globals=user_globals, package=package, policy=policy,
+    )
+
+
+def load_code(code: str, *, filename: str, version: int, logic_name: str, params: dict, is_async: bool,
+              function_id: str, original, user_globals: dict, package: str | None, policy=None):
+    """Load module text that may not be stored yet (a candidate's probe runs) the way a version loads."""
     backend_name = policy.backend if policy is not None else "none"
     limits = policy.limits if policy is not None else Limits()
     request = LoadRequest(
         function_id=function_id,
-        version=version.number,
-        code=version.code(),
-        filename=os.fspath(version.path / "code.py"),
-        logic_name=version.metadata.get("logic_name") or function_id.rpartition(".")[2].rpartition(":")[2],
-        params=version.params(),
+        version=version,
+        code=code,
+        filename=filename,
+        logic_name=logic_name,
+        params=params,
         user_globals=user_globals,
-        is_async=bool(version.metadata.get("is_async")),
+        is_async=is_async,
         limits=limits,
         original=original,
         package=package,

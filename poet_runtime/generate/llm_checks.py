@@ -1,0 +1,104 @@
+"""The checks a model's answer must pass, in order, before it may be stored.
+
+syntax, structure, signature, compile (``checks.check_generated``, shared with the
+built-in generator), static policy, compile for the restricted backend when that
+is where the code will run, the PARAMETERS literal, then probe runs (``probes``).
+Each failure is a ``CheckFailed`` whose reason names the check, so the log, the
+version's metadata and the model's next prompt all say what was wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from poet_runtime.errors import CheckFailed
+from poet_runtime.generate.checks import check_generated
+from poet_runtime.generate.static_policy import check_static_policy
+
+
+def check_answer(code: str, spec, config, baseline, policy, hints: dict, probe_timeout_s=None):
+    """Every check in order; returns (names passed, PARAMETERS, probe report); raises ``CheckFailed``."""
+    if not code.strip():
+        raise CheckFailed("no_code", "the answer holds no Python code")
+    filename = f"<poet candidate {spec.function_id}>"
+    checks = check_generated(code, spec, logic_name=baseline.logic_name, filename=filename,
+                             needs_train=bool(config.optimize_for))
+    checks += check_static_policy(code, spec, policy, filename=filename)
+    backend = getattr(policy, "backend", "none") if policy is not None else "none"
+    if backend == "restricted":
+        checks.append(_compile_restricted(code, filename))
+    parameters = _parameters(code, filename)
+    probe = _probe(code, spec, baseline, parameters, policy, hints, filename, probe_timeout_s)
+    if not probe.get("samples"):
+        checks.append("probe:skipped")
+    elif probe.get("agreed", 0) == probe.get("declined", 0):
+        # Every sample was refused by the candidate and the built-in version alike: the
+        # answer did no harm there, but nothing showed it computes the right thing.
+        checks.append("probe:inconclusive")
+    else:
+        checks.append("probe")
+    return checks, parameters, probe
+
+
+
+def _compile_restricted(code: str, filename: str) -> str:
+    """Compile as the restricted backend will (its RestrictedPython policy), to fail with a reason now."""
+    try:
+        from poet_runtime.backends.restricted import harness_module
+
+        errors = harness_module("worker_restrict").compile_module(code, filename)[1]
+    except ImportError:  # the backend's own compiler is not there: RestrictedPython's default policy
+        try:
+            from RestrictedPython import compile_restricted_exec
+        except ImportError:
+            return "compile_restricted:skipped"
+        errors = compile_restricted_exec(code, filename).errors
+    if errors:
+        raise CheckFailed("compile", "restricted backend: " + "; ".join(errors)[:500])
+    return "compile_restricted"
+
+
+def _parameters(code: str, filename: str) -> dict:
+    """The module's PARAMETERS literal (params.json is built from its defaults)."""
+    for node in ast.parse(code, filename).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PARAMETERS" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError):
+                raise CheckFailed("structure", "PARAMETERS must be a literal dict") from None
+            if not isinstance(value, dict) or not all(
+                    isinstance(spec, dict) and {"default", "min", "max"} <= spec.keys() for spec in value.values()):
+                raise CheckFailed("structure", "PARAMETERS must map names to {'default', 'min', 'max', ...}")
+            return value
+    raise CheckFailed("structure", "missing PARAMETERS")
+
+
+def _probe(code, spec, baseline, parameters, policy, hints, filename, timeout_s) -> dict:
+    import sys
+
+    from poet_runtime.generate import probes
+    from poet_runtime.resolve import load_code
+
+    original = hints.get("original") or probes.find_original(spec)
+    if original is None:
+        return {"skipped": "the original function is not importable here (nested, a method, or not imported)"}
+    samples = probes.sample_inputs(spec, hints.get("samples", ()))
+    if not samples:
+        return {"skipped": "no sample inputs (no recorded calls, doctest examples or usable type hints)"}
+    module = sys.modules.get(spec.module)
+    common = dict(version=0, logic_name=baseline.logic_name, is_async=spec.is_async, function_id=spec.function_id,
+                  original=original, user_globals=getattr(original, "__globals__", {}),
+                  package=getattr(module, "__package__", None), policy=policy)
+    limits = getattr(policy, "limits", None)
+    wall_ms = getattr(limits, "wall_ms", None)
+    report = probes.run_probes(
+        candidate_loader=lambda: load_code(code, filename=filename, params={k: v["default"] for k, v in parameters.items()},
+                                           **common),
+        baseline_loader=lambda: load_code(baseline.code, filename=filename + " (built-in)",
+                                          params={k: v["default"] for k, v in baseline.parameters.items()}, **common),
+        original=original,
+        is_async=spec.is_async,
+        samples=samples,
+        call_timeout_s=timeout_s or (wall_ms / 1000 if wall_ms else probes.PROBE_CALL_TIMEOUT_S),
+    )
+    return report.as_dict()

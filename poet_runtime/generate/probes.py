@@ -1,0 +1,406 @@
+"""Probe runs: does a candidate module, loaded the way it would run, agree with the original?
+
+A model's answer can parse, have the right functions and still be wrong: compute
+something else, refuse every input, or never return. Before it is stored, the
+candidate is loaded into the backend its policy names and called on sample inputs
+(recorded real calls, the docstring's ``>>>`` examples, values made from the type
+hints); the original function and the built-in version are called on the same
+inputs, and the candidate must agree with one of them (the built-in result is the
+original's after Enforce's normalisation).
+
+Every run happens in one daemon thread under a deadline. A trace function raises
+``ProbeTimeout`` (a ``BaseException``, so no ``except Exception`` in generated code
+can swallow it) once the deadline has passed: that stops pure-Python loops under
+backend ``none``; the join timeout is the last guard for code blocked in C.
+
+Probe runs call the user's function on the sample inputs: that is the price of
+knowing a candidate is right, and why recorded real calls come first.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import doctest
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from poet_runtime.errors import CheckFailed, PoetViolation
+from poet_runtime.generate.spec import KEYWORD_ONLY, VAR_KEYWORD, VAR_POSITIONAL, FunctionSpec
+
+PROBE_CALL_TIMEOUT_S = 2.0  # per call when the policy sets no wall_ms
+MAX_SAMPLES = 8
+_NAMED = {
+    "int": [3, 0, -7],
+    "float": [2.5, 0.0, -1.25],
+    "str": ["abc", "", "Hello World"],
+    "bool": [True, False, True],
+    "bytes": [b"abc", b"", b"\x00\xff"],
+}
+
+
+class ProbeTimeout(BaseException):
+    """Raised inside a probe run whose deadline has passed."""
+
+
+# -- the function and its sample inputs ------------------------------------------------------
+
+def find_original(spec: FunctionSpec):
+    """The live original function for ``spec``, or None (not imported, nested, a method)."""
+    if spec.method_kind not in (None, "staticmethod") or "<locals>" in spec.qualname:
+        return None
+    target = sys.modules.get(spec.module)
+    for part in spec.qualname.split("."):
+        if target is None:
+            return None
+        holder = getattr(target, "__dict__", {})
+        target = holder.get(part, getattr(target, part, None))
+    target = getattr(target, "__func__", target)  # staticmethod
+    state = getattr(target, "__poet__", None)
+    if state is not None:
+        return state.original
+    return target if callable(target) else None
+
+
+def sample_inputs(spec: FunctionSpec, recorded=()) -> list[tuple[tuple, dict]]:
+    """(args, kwargs) pairs to probe with: recorded calls, doctest examples, then from hints."""
+    samples = [(tuple(args), dict(kwargs)) for args, kwargs in recorded][:MAX_SAMPLES]
+    samples += _doctest_samples(spec)
+    samples += _hint_samples(spec)
+    unique = []
+    for sample in samples:
+        if not any(_same(sample, seen) for seen in unique):
+            unique.append(sample)
+    return unique[:MAX_SAMPLES]
+
+
+def _doctest_samples(spec: FunctionSpec) -> list:
+    if not spec.docstring:
+        return []
+    found = []
+    try:
+        examples = doctest.DocTestParser().get_examples(spec.docstring)
+    except ValueError:
+        return []
+    for example in examples:
+        try:
+            node = ast.parse(example.source, mode="eval").body
+        except SyntaxError:
+            continue
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+        if name != spec.name:
+            continue
+        try:
+            args = tuple(ast.literal_eval(arg) for arg in node.args)
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except (ValueError, TypeError, SyntaxError):
+            continue
+        if len(kwargs) == len(node.keywords):
+            found.append((args, kwargs))
+    return found
+
+
+def _hint_samples(spec: FunctionSpec) -> list:
+    columns = {}
+    for param in spec.params:
+        if param.has_default or param.kind in (VAR_POSITIONAL, VAR_KEYWORD):
+            continue
+        values = _values(param.annotation, spec)
+        if not values:
+            return []  # a required argument we cannot make up: no hint samples at all
+        columns[param.name] = values
+    if not columns and any(not p.has_default and p.kind not in (VAR_POSITIONAL, VAR_KEYWORD) for p in spec.params):
+        return []
+    samples = []
+    for index in range(3):
+        args, kwargs = [], {}
+        for param in spec.params:
+            if param.name not in columns:
+                continue
+            value = columns[param.name][index % len(columns[param.name])]
+            if param.kind == KEYWORD_ONLY:
+                kwargs[param.name] = value
+            else:
+                args.append(value)
+        samples.append((tuple(args), kwargs))
+    return samples
+
+
+def _values(annotation: str | None, spec: FunctionSpec, depth: int = 0) -> list | None:
+    if annotation is None or depth > 3:
+        return None
+    try:
+        node = ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        return None
+    return _node_values(node, spec, depth)
+
+
+def _node_values(node, spec: FunctionSpec, depth: int) -> list | None:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # X | None
+        parts = [p for p in (node.left, node.right) if not (isinstance(p, ast.Constant) and p.value is None)]
+        return _node_values(parts[0], spec, depth) if len(parts) == 1 else None
+    name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+    if isinstance(node, ast.Subscript):
+        outer = node.value.id if isinstance(node.value, ast.Name) else getattr(node.value, "attr", None)
+        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if outer == "Optional":
+            return _node_values(args[0], spec, depth)
+        if outer in ("list", "List", "Sequence", "Iterable") and len(args) == 1:
+            items = _node_values(args[0], spec, depth + 1)
+            return None if items is None else [list(items), [items[1]], []]
+        if outer in ("tuple", "Tuple") and len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is ...:
+            items = _node_values(args[0], spec, depth + 1)
+            return None if items is None else [tuple(items), (items[1],), ()]
+        if outer in ("dict", "Dict", "Mapping") and len(args) == 2:
+            keys, values = _node_values(args[0], spec, depth + 1), _node_values(args[1], spec, depth + 1)
+            if not keys or not values:
+                return None
+            return [dict(zip(keys, values)), {keys[0]: values[0]}, {}]
+        return None
+    if name in _NAMED:
+        return list(_NAMED[name])
+    if name in ("list", "List"):
+        return [[1, 2, 3], [0], []]
+    if name in ("dict", "Dict"):
+        return [{"a": 1, "b": 2}, {"a": 0}, {}]
+    info = spec.class_info(name) if name else None
+    if info is not None and info.kind == "typeddict":
+        columns = {}
+        for field_name, hint in info.fields:
+            values = _values(hint, spec, depth + 1)
+            if not values:
+                return None
+            columns[field_name] = values
+        return [{k: v[i % len(v)] for k, v in columns.items()} for i in range(3)]
+    return None
+
+
+# -- comparing outcomes ----------------------------------------------------------------------
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+            if math.isnan(a) and math.isnan(b):
+                return True
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return False
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. array-like results whose == is elementwise
+        return repr(a) == repr(b)
+
+
+@dataclass
+class Outcome:
+    kind: str  # "ok", "raised", "declined" (PhaseError), "violation", "timeout", "error"
+    value: object = None
+    detail: str = ""
+
+
+@dataclass
+class ProbeReport:
+    samples: int = 0
+    agreed: int = 0
+    declined: int = 0  # of the agreed: refused by the candidate and the built-in version alike
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"samples": self.samples, "agreed": self.agreed, "declined": self.declined, "skipped": self.skipped,
+                "notes": self.notes[:10]}
+
+
+def _describe(args, kwargs) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    text = ", ".join(parts)
+    return f"({text[:200]}{'...' if len(text) > 200 else ''})"
+
+
+# -- running ---------------------------------------------------------------------------------
+
+class _Deadline:
+    def __init__(self):
+        self.at = math.inf
+
+    def tracer(self, frame, event, arg):
+        if time.perf_counter() > self.at:
+            raise ProbeTimeout()
+        return self.tracer
+
+
+def _call(deadline: _Deadline, seconds: float, function, is_async: bool, phase_error) -> Outcome:
+    deadline.at = time.perf_counter() + seconds
+    try:
+        value = asyncio.run(function()) if is_async else function()
+        return Outcome("ok", value)
+    except ProbeTimeout:
+        return Outcome("timeout", detail=f"did not finish within {seconds:g}s")
+    except PoetViolation as violation:
+        return Outcome("violation", detail=str(violation))
+    except Exception as error:
+        if phase_error is not None and isinstance(error, phase_error):
+            return Outcome("declined", detail=str(error))
+        return Outcome("raised", value=type(error), detail=f"{type(error).__name__}: {error}")
+    finally:
+        deadline.at = math.inf
+
+
+def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, samples: list,
+               call_timeout_s: float = PROBE_CALL_TIMEOUT_S) -> ProbeReport:
+    """Call the candidate, the built-in version and the original on ``samples``; raise on disagreement.
+
+    ``*_loader`` are zero-argument callables that load a module into its backend (they
+    run in the probe thread, under the deadline: module-level code can loop too).
+    """
+    from poet_runtime.resources import load_facility
+
+    load_facility()
+    from poet_sandbox.errors import PhaseError
+
+    box: dict = {}
+    deadline = _Deadline()
+
+    def work():
+        sys.settrace(deadline.tracer)
+        try:
+            box["report"] = _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples,
+                                       call_timeout_s, PhaseError)
+        except BaseException as error:  # reported to the caller's thread, never lost
+            box["error"] = error
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=work, name="poet-probe", daemon=True)
+    thread.start()
+    thread.join(call_timeout_s * (3 * len(samples) + 2) + 1.0)
+    if thread.is_alive():
+        # Blocked where the trace function cannot reach (C code, a sleep): the thread is
+        # abandoned as a daemon and the candidate refused.
+        raise CheckFailed("probe_timeout", "the probe runs did not finish (blocked outside Python code)")
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, CheckFailed):
+            raise error
+        if isinstance(error, ProbeTimeout):
+            raise CheckFailed("probe_timeout", "loading the module did not finish") from None
+        raise CheckFailed("probe_error", f"{type(error).__name__}: {error}") from None
+    return box["report"]
+
+
+def _load(deadline: _Deadline, loader, seconds: float, what: str):
+    deadline.at = time.perf_counter() + seconds
+    try:
+        return loader()
+    except ProbeTimeout:
+        raise CheckFailed("probe_timeout", f"loading the {what} did not finish within {seconds:g}s") from None
+    except CheckFailed:
+        raise
+    except Exception as error:
+        raise CheckFailed("probe_load", f"the {what} does not load: {type(error).__name__}: {error}") from None
+    finally:
+        deadline.at = math.inf
+
+
+def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples, seconds, phase_error):
+    report = ProbeReport()
+    baseline = None
+    try:
+        baseline = _load(deadline, baseline_loader, seconds, "built-in version") if baseline_loader else None
+    except CheckFailed as error:  # the reference failing is not the candidate's fault
+        report.notes.append(f"baseline unavailable: {error.detail}")
+    try:
+        candidate = _load(deadline, candidate_loader, seconds, "module")
+    except CheckFailed as error:
+        if baseline_loader is None or baseline is not None or error.reason == "probe_timeout":
+            raise
+        # The built-in version does not load either: the backend cannot run this function
+        # at all (the runtime will fall back at load), so nothing here speaks against the answer.
+        report.skipped = len(samples)
+        report.notes.append(f"not probed: the backend loads neither version: {error.detail}")
+        return report
+    try:
+        for args, kwargs in samples:
+            shown = _describe(args, kwargs)
+            expected = _call(deadline, seconds, _bind(original, args, kwargs, False, is_async), is_async, None)
+            if expected.kind == "timeout":
+                report.skipped += 1
+                report.notes.append(f"{shown}: the original did not finish; sample skipped")
+                continue
+            normalised = None
+            if baseline is not None:
+                normalised = _call(deadline, seconds, _bind(baseline, args, kwargs, True, is_async), is_async,
+                                   phase_error)
+            got = _call(deadline, seconds, _bind(candidate, args, kwargs, True, is_async), is_async, phase_error)
+            if _judge(shown, expected, normalised, got, report):
+                report.samples += 1
+    finally:
+        for loaded in (candidate, baseline):
+            if loaded is not None:
+                try:
+                    loaded.close()
+                except Exception:
+                    pass
+    return report
+
+
+def _bind(target, args, kwargs, enhanced: bool, is_async: bool):
+    if enhanced:
+        call = target.call_async if is_async else target.call
+        if is_async:
+            async def run():
+                return (await call(args, kwargs))[0]
+            return run
+        return lambda: call(args, kwargs)[0]
+    if is_async:
+        async def run_original():
+            return await target(*args, **kwargs)
+        return run_original
+    return lambda: target(*args, **kwargs)
+
+
+def _judge(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport) -> bool:
+    """True when the sample counted (agreed); False when skipped; raises ``CheckFailed`` otherwise."""
+    if got.kind == "timeout":
+        if expected.kind != "ok" or (normalised is not None and normalised.kind == "timeout"):
+            # The original failed here (a retried error takes time) or the built-in version is
+            # as slow: not evidence against the candidate.
+            report.skipped += 1
+            report.notes.append(f"{shown}: the module {got.detail}; the original did not return either")
+            return False
+        raise CheckFailed("probe_timeout", f"on input {shown} the module {got.detail} (an endless loop?)")
+    if got.kind == "violation":
+        raise CheckFailed("probe_violation", f"on input {shown}: {got.detail}")
+    if expected.kind == "ok":
+        if got.kind == "ok":
+            if _same(got.value, expected.value) or (normalised is not None and normalised.kind == "ok"
+                                                   and _same(got.value, normalised.value)):
+                report.agreed += 1
+                return True
+            raise CheckFailed("probe_mismatch", f"on input {shown} the module returned {got.value!r:.200} but "
+                                                f"{'the original returns'} {expected.value!r:.200}")
+        if got.kind == "declined":
+            if normalised is not None and normalised.kind == "ok":
+                raise CheckFailed("probe_mismatch", f"on input {shown} the module failed ({got.detail:.300}) where "
+                                                    f"the original returns {expected.value!r:.200}")
+            report.agreed += 1  # the built-in version refuses this input too
+            report.declined += 1
+            report.notes.append(f"{shown}: refused, as the built-in version does")
+            return True
+        raise CheckFailed("probe_mismatch", f"on input {shown} the module raised {got.detail:.300} where the "
+                                            f"original returns {expected.value!r:.200}")
+    # The original raised: refusing, raising the same, or repairing the input are all fine.
+    if got.kind == "raised" and got.value is not expected.value:
+        raise CheckFailed("probe_mismatch", f"on input {shown} the module raised {got.detail:.300} where the "
+                                            f"original raises {expected.detail:.300}")
+    report.agreed += 1
+    return True

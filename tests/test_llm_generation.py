@@ -1,0 +1,387 @@
+"""The LLM generator through litellm's real HTTP path, against a scripted local server.
+
+Everything here runs litellm for real (imported once per session, ~4 s) against
+tests/fake_openai.py: only the model's answers are scripted. Each test says what
+the "model" answers and checks what was sent, what was stored (or not), what the
+version's metadata says, and what the program sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+
+import pytest
+
+from fake_openai import Answer, Delay, FakeOpenAI, Garbage, Status, refused_port
+from poet_runtime import settings
+from poet_runtime.decorator import PoetConfig
+from poet_runtime.enhanced import state_of
+from poet_runtime.generate.llm import LLMGenerator
+from poet_runtime.generate.spec import spec_from_function
+from poet_runtime.resolve import ensure_version
+from poet_runtime.store import FunctionStore
+
+TARGET = '''
+from poet_runtime import poet
+
+
+def add(a: int, b: int = 2) -> int:
+    """Add two numbers.
+
+    >>> add(10, 5)
+    15
+    """
+    return a + b
+
+
+def scale(values: list[float], factor: float = 2.0) -> list[float]:
+    return [v * factor for v in values]
+
+
+async def double(x: int) -> int:
+    return x * 2
+
+
+def count_up(n: int):
+    yield from range(n)
+'''
+
+ENHANCED = '''
+from poet_runtime import poet
+
+
+@poet()
+def add(a: int, b: int = 2) -> int:
+    """Add two numbers."""
+    return a + b
+'''
+
+
+@pytest.fixture(scope="module")
+def fake():
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(poet_home, fake, write_module):
+    """Model configured, store and cache in tmp; returns a helper namespace."""
+    fake.script(default=Status(500, "nothing scripted"))
+    settings.override(model="openai/fake-coder", api_base=fake.api_base)
+
+    class Env:
+        home = poet_home
+        server = fake
+        module = write_module("llm_gen_target", TARGET)
+
+        @staticmethod
+        def generator(**overrides):
+            values = dict(backoff_base_s=0.01, probe_timeout_s=0.5)
+            values.update(overrides)
+            return LLMGenerator.from_settings(settings.get_settings(), **values)
+
+        @classmethod
+        def generate(cls, name="add", generator=None, **config):
+            function = getattr(cls.module, name)
+            spec = spec_from_function(function)
+            return ensure_version(spec, PoetConfig.from_kwargs(f"llm_gen_target:{name}", **config),
+                                  module_file=cls.module.__file__, generator=generator or cls.generator())
+
+    yield Env
+    fake.script(default=Status(500, "nothing scripted"))
+
+
+def example(request: dict) -> str:
+    """The built-in version the prompt gives as its example: a valid answer."""
+    return re.findall(r"```python\n(.*?)```", request["messages"][1]["content"], re.S)[-1]
+
+
+def fenced(change=lambda code: code, before="Here is the improved module.\n\n", after="\n\nIt keeps the contract."):
+    return Answer(lambda request: f"{before}```python\n{change(example(request))}```{after}")
+
+
+VALID = fenced()
+
+
+def metadata(version) -> dict:
+    return json.loads((version.path / "metadata.json").read_text())
+
+
+# -- answers ---------------------------------------------------------------------------------
+
+def test_valid_answer_is_stored_with_its_metadata(env):
+    env.server.script(VALID)
+    version = env.generate()
+    assert len(env.server.requests) == 1
+    sent = env.server.requests[0]
+    prompt = sent["messages"][1]["content"]
+    assert sent["model"] == "fake-coder" and sent["temperature"] <= 0.2
+    assert "return a + b" in prompt and "Domain: base" in prompt and "Objective: none" in prompt
+    assert "def perceive(a, b=UNSET)" in prompt  # the contract
+    meta = metadata(version)
+    assert meta["generator"] == "llm-1" and meta["model"] == "openai/fake-coder"
+    assert meta["tokens"] == {"prompt": 100, "completion": 50} and meta["latency_ms"] > 0
+    assert meta["checks"] == ["syntax", "structure", "signature", "compile", "static_policy", "probe"]
+    assert meta["probe"]["agreed"] >= 3 and meta["attempts"][0]["result"] == "accepted"
+    assert len(meta["prompt_hash"]) == 64
+
+
+def test_unfenced_answer_with_prose_around_it(env):
+    env.server.script(Answer(lambda r: "Sure, here it is:\n" + example(r) + "\nHope this helps, it is better now."))
+    version = env.generate()
+    assert metadata(version)["generator"] == "llm-1"
+    assert "Hope this helps" not in version.code()
+
+
+def test_async_function_is_probed(env):
+    env.server.script(fenced(lambda code: code.replace("    return x * 2\n", "    return x * 3\n")), VALID)
+    version = env.generate("double")
+    meta = metadata(version)
+    assert meta["attempts"][0]["reason"] == "probe_mismatch"
+    assert meta["generator"] == "llm-1" and meta["checks"][-1] == "probe" and meta["is_async"] is True
+
+
+def test_when_the_builtin_generator_cannot_either_nothing_is_asked(env):
+    from poet_runtime.errors import GenerationError
+
+    env.server.script(VALID)
+    with pytest.raises(GenerationError) as failed:
+        env.generate("count_up")
+    assert failed.value.reason == "unsupported" and env.server.requests == []
+
+
+def test_objective_reaches_the_prompt(env):
+    env.server.script(VALID)
+    version = env.generate(optimize_for="latency")
+    prompt = env.server.requests[0]["messages"][1]["content"]
+    assert "Objective: latency" in prompt and "def train(perceived, result, metrics)" in prompt
+    assert metadata(version)["generator"] == "llm-1"
+
+
+BAD_ANSWERS = {
+    "syntax": lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, b=UNSET)"),
+    "structure": lambda code: code.replace("def enforce(result):", "def enforce_result(result):"),
+    "signature": lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, c=UNSET):"),
+    "static_policy": lambda code: "import subprocess\n" + code,
+    "probe_mismatch": lambda code: code.replace("    return a + b\n", "    return a + b + 1\n"),
+    "probe_timeout": lambda code: code.replace("def enforce(result):\n", "def enforce(result):\n    while True:\n        pass\n"),
+}
+
+
+@pytest.mark.parametrize("reason", list(BAD_ANSWERS))
+def test_refused_answer_is_asked_again_with_its_reason(env, reason, caplog):
+    env.server.script(fenced(BAD_ANSWERS[reason]), VALID)
+    with caplog.at_level(logging.INFO, logger="poet_runtime"):
+        version = env.generate()
+    assert len(env.server.requests) == 2
+    second = env.server.requests[1]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert f"rejected by the check `{reason}`" in second[-1]["content"]
+    meta = metadata(version)
+    assert meta["generator"] == "llm-1"
+    assert [a["result"] for a in meta["attempts"]] == ["refused", "accepted"]
+    assert meta["attempts"][0]["reason"] == reason
+    assert f"answer 1 refused ({reason})" in caplog.text
+    code = version.code()
+    assert "import subprocess" not in code and "a + b + 1" not in code and "while True:\n        pass" not in code
+
+
+def test_restricted_backend_compile_is_checked(env, monkeypatch):
+    monkeypatch.setenv("POET_POLICY", "default")  # the shipped default runs generated code restricted
+    private = fenced(lambda code: code.replace("    return result\n", "    return result if result != 'x' else a._x\n"))
+    env.server.script(private, VALID)
+    version = env.generate()
+    meta = metadata(version)
+    assert meta["attempts"][0]["reason"] == "compile" and "restricted backend" in meta["attempts"][0]["detail"]
+    assert meta["generator"] == "llm-1" and "compile_restricted" in meta["checks"]
+
+
+def test_three_refusals_fall_back_to_the_builtin_version(env, caplog):
+    bad = fenced(BAD_ANSWERS["probe_mismatch"])
+    env.server.script(bad, bad, bad)
+    with caplog.at_level(logging.WARNING, logger="poet_runtime"):
+        version = env.generate()
+    assert len(env.server.requests) == 3
+    meta = metadata(version)
+    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "answers_refused"
+    assert [a["reason"] for a in meta["attempts"]] == ["probe_mismatch"] * 3
+    assert "a + b + 1" not in version.code()
+    assert "3 answers refused" in caplog.text
+    # Refused answers are cached too, and the version is kept under the model's key: no more calls.
+    again = env.generate()
+    assert again.number == version.number and len(env.server.requests) == 3
+
+
+# -- transport -------------------------------------------------------------------------------
+
+def test_429_then_success(env):
+    env.server.script(Status(429, "slow down", {"Retry-After": "0"}), VALID)
+    version = env.generate()
+    assert len(env.server.requests) == 2
+    meta = metadata(version)
+    assert meta["generator"] == "llm-1"
+    assert meta["attempts"][0]["transport_errors"][0]["status"] == 429
+
+
+def test_garbage_json_is_retried(env):
+    env.server.script(Garbage(), VALID)
+    version = env.generate()
+    assert len(env.server.requests) == 2 and metadata(version)["generator"] == "llm-1"
+
+
+def test_500_until_the_end_falls_back_and_asks_again_next_time(env):
+    env.server.script(default=Status(500, "down"))
+    version = env.generate(generator=env.generator(transport_tries=3))
+    assert len(env.server.requests) == 3
+    meta = metadata(version)
+    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "llm_unavailable"
+    assert [e["status"] for e in meta["attempts"][0]["transport_errors"]] == [500, 500, 500]
+    # Stored under the built-in generator's key: the next process asks the model again.
+    env.server.script(VALID)
+    again = env.generate()
+    assert len(env.server.requests) == 1 and metadata(again)["generator"] == "llm-1"
+
+
+def test_400_is_not_retried(env):
+    env.server.script(Status(400, "bad request"))
+    version = env.generate()
+    assert len(env.server.requests) == 1
+    assert metadata(version)["fallback"]["reason"] == "llm_error"
+
+
+def test_timeout(env):
+    env.server.script(Delay(1.0, VALID), Delay(1.0, VALID))
+    started = time.perf_counter()
+    version = env.generate(generator=env.generator(request_timeout_s=0.2, transport_tries=2))
+    assert time.perf_counter() - started < 1.5
+    meta = metadata(version)
+    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "llm_unavailable"
+    assert [e["error"] for e in meta["attempts"][0]["transport_errors"]] == ["Timeout", "Timeout"]
+
+
+def test_refused_connection(env):
+    settings.override(api_base=f"http://127.0.0.1:{refused_port()}/v1")
+    version = env.generate(generator=env.generator(transport_tries=2))
+    meta = metadata(version)
+    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "llm_unavailable"
+    assert len(meta["attempts"][0]["transport_errors"]) == 2
+    assert env.server.requests == []
+
+
+# -- cache, locks, slots ---------------------------------------------------------------------
+
+def test_cached_answer_makes_no_request(env):
+    env.server.script(VALID)
+    first = env.generate()
+    shutil.rmtree(env.home)  # the stored version is gone; the answer cache is not
+    env.server.script(VALID)
+    second = env.generate()
+    assert env.server.requests == []
+    assert second.code() == first.code()
+    assert metadata(second)["attempts"][0]["cached"] is True
+
+
+def test_one_generation_per_function_across_threads(env):
+    env.server.script(Delay(0.3, VALID), default=Delay(0.3, VALID))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(env.generate())) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(env.server.requests) == 1
+    assert {version.number for version in results} == {1}
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_concurrent_generations_are_limited(env, slots):
+    env.server.wait_idle()
+    env.server.script(default=Delay(0.3, VALID))
+    generator = env.generator(max_concurrent=slots)
+    threads = [threading.Thread(target=env.generate, args=(name, generator)) for name in ("add", "scale")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(env.server.requests) == 2
+    assert env.server.max_in_flight == slots
+
+
+# -- generation modes ------------------------------------------------------------------------
+
+def _enhanced(env, write_module, name):
+    module = write_module(name, ENHANCED)
+    assert state_of(module.add) is not None
+    return module.add
+
+
+def test_sync_mode_first_call_is_enhanced(env, write_module):
+    settings.override(generate="sync")
+    env.server.script(VALID)
+    add = _enhanced(env, write_module, "llm_sync_mod")
+    assert add(1, 2) == 3
+    state = state_of(add)
+    assert state.version_number == 1 and metadata(state.version)["generator"] == "llm-1"
+    assert state.stats.enhanced_calls == 1
+
+
+def test_sync_mode_waits_at_most_generation_timeout(env, write_module):
+    settings.override(generate="sync", generation_timeout=0.3)
+    env.server.script(Delay(1.0, VALID))
+    add = _enhanced(env, write_module, "llm_sync_slow")
+    started = time.perf_counter()
+    assert add(1, 2) == 3  # the original, after waiting 0.3 s
+    waited = time.perf_counter() - started
+    assert 0.25 < waited < 0.9
+    state = state_of(add)
+    assert state.stats.fallbacks["generating"] == 1
+    state.background.join(10)  # generation went on
+    assert add(2, 2) == 4 and state.version_number == 1 and state.stats.enhanced_calls == 1
+
+
+def test_background_mode_first_call_runs_the_original(env, write_module):
+    settings.override(generate="background")
+    env.server.script(Delay(0.2, VALID))
+    add = _enhanced(env, write_module, "llm_background_mod")
+    assert add(1, 2) == 3
+    state = state_of(add)
+    assert state.stats.fallbacks["generating"] == 1
+    state.background.join(10)
+    assert add(3, 4) == 7 and state.version_number == 1 and state.stats.enhanced_calls == 1
+    assert len(env.server.requests) == 1
+
+
+def test_off_mode_uses_only_stored_versions(env, write_module):
+    settings.override(generate="off")
+    add = _enhanced(env, write_module, "llm_off_mod")
+    assert add(1, 2) == 3
+    state = state_of(add)
+    assert state.disabled[0] == "not_generated" and env.server.requests == []
+    # Generated ahead of time (``poet enhance``): the off mode then uses it, still without a request.
+    env.server.script(VALID)
+    settings.override(generate="sync")
+    poet_add = _enhanced(env, write_module, "llm_off_mod2")
+    ensure_version(spec_from_function(state_of(poet_add).original), PoetConfig.from_kwargs("llm_off_mod2:add"),
+                   module_file=state_of(poet_add).original.__globals__["__file__"], generator=env.generator())
+    settings.override(generate="off")
+    env.server.script()
+    fresh = _enhanced(env, write_module, "llm_off_mod2")
+    assert fresh(2, 3) == 5 and state_of(fresh).version_number == 1 and env.server.requests == []
+
+
+def test_fallback_version_serves_calls(env, write_module):
+    settings.override(generate="sync")
+    bad = fenced(BAD_ANSWERS["syntax"])
+    env.server.script(bad, bad, bad)
+    add = _enhanced(env, write_module, "llm_fallback_mod")
+    assert add(5, 6) == 11
+    state = state_of(add)
+    assert metadata(state.version)["generator"] == "builtin-1" and state.stats.enhanced_calls == 1
+    store = FunctionStore.open("llm_fallback_mod", "add", state.original.__globals__["__file__"])
+    assert [v.metadata["generator"] for v in store.versions()] == ["builtin-1"]
