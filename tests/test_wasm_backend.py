@@ -328,6 +328,17 @@ def test_compiled_module_cache_key_and_warmup_command(wasm_backend, capsys):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_warmup_from_the_command_line(wasm_backend):
+    from poet_runtime.backends.wasm import ready
+
+    assert ready()
+    done = subprocess.run(
+        [sys.executable, "-m", "poet_runtime", "sandbox", "warmup"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "WASM sandbox ready" in done.stdout
+
+
 def test_importing_poet_runtime_does_not_import_wasmtime():
     code = "import sys, poet_runtime, poet_runtime.backends, poet_runtime.backends.wasm; print('wasmtime' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -547,3 +558,24 @@ def test_a_compiled_module_others_could_write_is_not_loaded(tmp_path):
     shared.chmod(0o700)
     planted.chmod(0o666)
     assert wasm_engine._load(wasm_engine.engine(), planted) is None
+
+
+def test_phase_refusals_and_an_open_breaker_keep_their_class(wasm_backend):
+    facility = load_facility()
+    code = generated_module("return x").replace(
+        "def perceive(x):\n    return (x,)",
+        "def perceive(x):\n    return (validate.as_int(x, 'x'),)",
+    )
+    loaded = wasm_backend.load(load_request(code))
+    try:
+        with pytest.raises(facility.PerceiveError, match="x: expected int"):
+            loaded.call(("nope",), {})
+    finally:
+        loaded.close()
+    breaker = generated_module("from poet_sandbox import CircuitOpenError\nraise CircuitOpenError('open for 30 s')")
+    loaded = wasm_backend.load(load_request(breaker))
+    try:
+        with pytest.raises(facility.CircuitOpenError, match="open for 30 s"):
+            loaded.call((1,), {})
+    finally:
+        loaded.close()

@@ -8,8 +8,8 @@ limits) and output (a capped stdout).
 
 Design, and why:
 - One warm guest per loaded enhancement (``WasmEnhancement``). A call is a JSON
-  request through a blocking host import, ~1 ms instead of ~20 ms for a fresh
-  interpreter. One guest never serves two functions, so nothing one function's
+  request through a blocking host import: 0.2-0.4 ms here, against 20-50 ms for a
+  fresh interpreter per call (``benchmarks/bench_wasm.py``). One guest never serves two functions, so nothing one function's
   code leaves behind (globals, patched builtins, imported modules) can reach
   another's call; within one function, state persists across calls as it does
   in-process, which the generated breaker and train phases rely on.
@@ -17,8 +17,10 @@ Design, and why:
   ``MAX_CALLS_PER_GUEST`` calls (bounding slow leaks). The replacement starts on
   the next call.
 - Results are data: a result that is not JSON-able plain data, or any exception in
-  the guest, makes the call raise ``PhaseError`` and the host runs the original
-  function (which then returns or raises for real).
+  the guest, makes the call raise ``PhaseError`` (``PerceiveError``/``EnforceError``
+  when a phase refused) and the host runs the original function, which then
+  returns or raises for real. One exception crosses as itself: the breaker's
+  ``CircuitOpenError``, which must fail fast as it does in-process.
 
 Limits come from ``LoadRequest.limits`` and apply to every call (the policy file's
 meanings, ``policy_schema.py``): ``cpu_ms`` (fuel, see ``wasm_instance.FUEL_PER_MS``),
@@ -42,7 +44,7 @@ from poet_runtime.backends.base import Limits, LoadRequest
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
 
-__all__ = ["WasmBackend", "WasmEnhancement", "warmup", "DEFAULT_IMPORTS", "MAX_CALLS_PER_GUEST"]
+__all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "DEFAULT_IMPORTS", "MAX_CALLS_PER_GUEST"]
 
 MAX_CALLS_PER_GUEST = 1000
 # Imports generated code may use when the policy names none: pure computation only.
@@ -62,6 +64,17 @@ def warmup(progress=None):
     path = wasm_engine.warmup(progress)
     wasm_mounts.library_dir(False)
     return path
+
+
+def ready() -> bool:
+    """True when a guest can start without the one-time compile (cached or loaded).
+
+    The call path can use it to fall back to the original while ``warmup()`` runs
+    in a background thread, instead of blocking a first call for a minute or two."""
+    try:
+        return wasm_engine._module is not None or wasm_engine.compiled_path().is_file()
+    except (RuntimeError, OSError):
+        return False
 
 
 def _data_defaults(original) -> dict:
@@ -114,7 +127,11 @@ class WasmEnhancement:
     def __init__(self, request: LoadRequest):
         self.function_id = request.function_id
         self.limits: Limits = request.limits
-        self._phase_error = load_facility().PhaseError
+        facility = load_facility()
+        self._phase_error = facility.PhaseError
+        # Phase refusals keep their class across the boundary (the call path reports them).
+        self._errors = {"PerceiveError": facility.PerceiveError, "EnforceError": facility.EnforceError}
+        self._circuit_open = facility.CircuitOpenError
         imports = tuple(request.limits.imports) or DEFAULT_IMPORTS
         data, modules = wasm_wire.split_globals(
             request.user_globals or {}, wasm_wire.referenced_names(request.code)
@@ -172,11 +189,16 @@ class WasmEnhancement:
         return await asyncio.to_thread(self.call, args, kwargs)
 
     def configure(self, params: dict) -> None:
+        """New tuned values: applied in the live guest, and kept for any later guest.
+        Never raises for the guest's sake: a guest that fails here is replaced."""
         self._load_message["params"] = wasm_wire.encode(dict(params))
         with self._lock:
             if self._guest is not None and self._guest.alive:
                 message = {"op": "configure", "params": self._load_message["params"]}
-                self._request(self._guest, message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
+                try:
+                    self._request(self._guest, message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
+                except (PoetViolation, self._phase_error):
+                    self._retire()
 
     @property
     def train_error(self):
@@ -257,18 +279,21 @@ class WasmEnhancement:
             return reply
         if status == "violation":
             self._retire()
-            limit = str(reply.get("limit") or "crash")
+            limit = str(reply.get("limit") or "crash")[:40]  # the guest's word: bounded
             raise PoetViolation(self.function_id, limit, str(reply.get("detail") or "")[:500])
         where = "loading" if message.get("op") == "load" else "the call"
+        kind = str(reply.get("type"))[:100]
+        if status == "error" and kind == "CircuitOpenError" and message.get("op") == "call":
+            raise self._circuit_open(str(reply.get("message"))[:2000])
         if status == "error":
             # The user's logic raised inside the guest. Exceptions do not cross as
             # objects: the host runs the original, which raises it for real.
-            text = f"{where} raised {reply.get('type')}: {reply.get('message')}"
+            text = f"{where} raised {kind}: {reply.get('message')}"
         elif status == "phase":
-            text = f"{where}: {reply.get('type')}: {reply.get('message')}"
+            text = f"{where}: {kind}: {reply.get('message')}"
         else:
             self._retire()
             text = f"unexpected reply from the sandbox: {json.dumps(reply)[:200]}"
         if message.get("op") == "load":
             self._retire()
-        raise self._phase_error(text[:2000])
+        raise self._errors.get(kind, self._phase_error)(text[:2000])
