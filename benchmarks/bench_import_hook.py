@@ -73,6 +73,9 @@ if mode == "poet":
     import poet_runtime, poet_runtime.hook as hook
     poet_runtime.enable()
     hook.install(roots=[sys.argv[2]])
+elif mode == "runtime":  # @poet enhances, but no import hook: isolates the hook's own cost
+    import poet_runtime
+    poet_runtime.enable(hook=False)
 elif mode == "typeguard":
     from typeguard import install_import_hook
     install_import_hook(["tree"])
@@ -169,6 +172,8 @@ def main() -> None:
             configs[f"{label}: hook off"] = (["driver.py", "off", str(root), kind], root, env)
             configs[f"{label}: hook on"] = (["driver.py", "poet", str(root), kind], root, env)
             configs[f"{label}: typeguard"] = (["driver.py", "typeguard", str(root), kind], root, env)
+            if root is poet:
+                configs[f"{label}: runtime, no hook"] = (["driver.py", "runtime", str(root), kind], root, env)
         # Warm every cache: pyc of each kind, our scan index, the .poet store (ahead of time).
         subprocess.run([sys.executable, "-m", "poet_runtime", "enhance", "tree"], cwd=poet, env=env,
                        capture_output=True, check=True)
@@ -194,6 +199,9 @@ def main() -> None:
             print(f"{label:17} {other:10} / off: loop {value[0] / off[0]:.3f} (target {target_loop if other == 'hook on' else '-'}), "
                   f"process {value[1] / off[1]:.3f} (target {1.15 if other == 'hook on' else '-'}); "
                   f"by minimums: loop {value[2] / off[2]:.3f}, process {value[3] / off[3]:.3f}")
+    base, hooked = results["30 @poet modules: runtime, no hook"], results["30 @poet modules: hook on"]
+    print(f"30 @poet modules  hook on    / runtime on without hook (the hook's own share): loop {hooked[0] / base[0]:.3f}, "
+          f"process {hooked[1] / base[1]:.3f}; by minimums: loop {hooked[2] / base[2]:.3f}, process {hooked[3] / base[3]:.3f}")
     print(f"\nimport poet_runtime alone: {import_alone[0]:.1f} ms (target <= 50), process {import_alone[1]:.1f} ms")
     print(f"python -c pass: no .pth {without_pth:.2f} ms, .pth with POET_ENABLED unset {with_pth:.2f} ms "
           f"(difference {with_pth - without_pth:+.2f} ms)")

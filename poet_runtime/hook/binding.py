@@ -8,8 +8,6 @@ problem is logged once per kind.
 
 from __future__ import annotations
 
-import logging
-
 _core_bind = None
 _unavailable = False  # the core could not be imported: stop trying
 _warned: set[str] = set()
@@ -19,6 +17,8 @@ def _warn_once(kind: str, identity: dict, error: BaseException) -> None:
     if kind in _warned:
         return
     _warned.add(kind)
+    import logging  # only on this rare path: user modules import this module at definition time
+
     logging.getLogger("poet_runtime").warning(
         "poet_runtime: cannot bind %s:%s (%s: %s); @poet functions run without static identity",
         identity.get("module"), identity.get("qualname"), type(error).__name__, error,
