@@ -87,20 +87,26 @@ def as_str(value, field: str, error=PerceiveError):
     raise error(f"{field}: expected str, got {describe(value)}", field=field)
 
 
-def as_list(value, field: str, item=None, drop_missing: bool = False, error=PerceiveError):
-    """A list, from a list, tuple or array; items checked by ``item`` when given.
+def _array_like(value) -> bool:
+    """A NumPy array or the like: typed storage the logic probably uses as such."""
+    return hasattr(value, "dtype") and hasattr(value, "shape") and hasattr(value, "tolist")
 
+
+def as_list(value, field: str, item=None, drop_missing: bool = False, error=PerceiveError):
+    """A list, from a list or tuple; items checked by ``item`` when given.
+
+    An array (NumPy or alike) is kept as it is, since the logic may rely on its
+    methods: only its dtype is checked against a numeric item hint, and with
+    ``drop_missing`` its NaN entries are masked out (keeping the array type).
     With ``drop_missing`` (a domain rule), None and NaN entries are removed; an
     input left empty by that is an error, since no statistic can be computed on it.
     """
+    if _array_like(value):
+        return _as_array(value, field, item, drop_missing, error)
     if isinstance(value, list):
         items = value
     elif isinstance(value, tuple):
         items = list(value)
-    elif hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        items = value.tolist()
-        if not isinstance(items, list):
-            raise error(f"{field}: expected a sequence, got {describe(value)}", field=field)
     else:
         raise error(f"{field}: expected list, got {describe(value)}", field=field)
     if drop_missing:
@@ -109,6 +115,9 @@ def as_list(value, field: str, item=None, drop_missing: bool = False, error=Perc
             raise error(f"{field}: every value is missing (None or NaN)", field=field)
         items = kept
     if item is not None:
+        exact = _EXACT.get(item)
+        if exact is not None and all(type(entry) is exact for entry in items):
+            return items  # the common case: already the right type, checked at C speed
         checked = None
         for index, entry in enumerate(items):
             fixed = item(entry, f"{field}[{index}]", error=error)
@@ -120,6 +129,19 @@ def as_list(value, field: str, item=None, drop_missing: bool = False, error=Perc
         if checked is not None:
             items = checked
     return items
+
+
+def _as_array(value, field, item, drop_missing, error):
+    kind = getattr(value.dtype, "kind", "O")
+    if item in _EXACT and kind not in "fiub":
+        raise error(f"{field}: expected numbers, got an array of dtype {value.dtype}", field=field)
+    if drop_missing and kind == "f":
+        mask = value == value  # False exactly at NaN
+        if not mask.all():
+            value = value[mask]
+            if value.size == 0:
+                raise error(f"{field}: every value is missing (NaN)", field=field)
+    return value
 
 
 def as_dict(value, field: str, key=None, item=None, error=PerceiveError):
@@ -141,6 +163,9 @@ def as_instance(value, field: str, cls, error=PerceiveError):
     if isinstance(value, cls):
         return value
     raise error(f"{field}: expected {cls.__name__}, got {describe(value)}", field=field)
+
+
+_EXACT = {as_float: float, as_int: int, as_bool: bool, as_str: str}
 
 
 def anything(value, field: str, error=PerceiveError):
