@@ -196,7 +196,17 @@ class Early:
     @classmethod
     def find_spec(cls, *a): return None
 sys.meta_path.insert(0, Early)
+class Late:  # like an editable install's finder: after PathFinder, asked only for what it misses
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "virtual_mod":
+            import importlib.util
+            return importlib.util.spec_from_loader(name, loader=None, origin="virtual")
+        return None
+sys.meta_path.append(Late)
 hook.install(); hook.install()
+import importlib.util
+assert importlib.util.find_spec("virtual_mod").origin == "virtual"
 ours = [f for f in sys.meta_path if type(f).__name__ == "PoetFinder"]
 print(len(ours), sys.meta_path.index(ours[0]) == sys.meta_path.index(PathFinder) - 1, sys.meta_path[0] is Early, hook.installed())
 hook.uninstall()
