@@ -170,3 +170,52 @@ def test_safe_format_still_formats(limits):
     body = "return ['{} {x}'.format(1, x=[2]), '{0[k]}'.format({'k': 3}), '{a}'.format_map({'a': 4})]"
     outcome, value = run_payload(module_text(body), limits)
     assert (outcome, value) == ("returned", ["1 [2]", "3", "4"])
+
+
+# -- through the call path: the original's result, and an event naming the violation ---------------
+
+DRIFT = '''\
+import statistics
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring")
+def detect_drift(current: list[float], reference: list[float], threshold: float = 0.5) -> dict:
+    gap = abs(statistics.fmean(current) - statistics.fmean(reference))
+    return {"drift_detected": gap > threshold, "score": gap}
+'''
+LOGIC_BODY = ('    gap = abs(statistics.fmean(current) - statistics.fmean(reference))\n'
+              '    return {"drift_detected": gap > threshold, "score": gap}\n')
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"escape corpus not found at {CORPUS}")
+@pytest.mark.parametrize("payload", ["01_import_os_system", "20_cpu_loop", "23_output_flood"])
+def test_escape_through_call_path_falls_back_with_event(payload, poet_home, write_module, monkeypatch, tmp_path):
+    import textwrap
+
+    import poet_runtime
+    from poet_runtime import events
+    from poet_runtime.store import FunctionStore
+
+    monkeypatch.setenv("POET_POLICY", "default")
+    name = f"drift_escape_{payload[:2]}"
+    module = write_module(name, DRIFT)
+    assert module.detect_drift([1.0], [1.0])["score"] == 0.0
+    assert poet_runtime.last_execution().backend == "restricted"
+    code = FunctionStore(poet_home / f"{name}.detect_drift", f"{name}:detect_drift").current().path / "code.py"
+    marker = tmp_path / "escaped"
+    body = fill((CORPUS / f"{payload}.py").read_text(), marker=marker, secret_path="/nonexistent", port=1)
+    text = code.read_text()
+    assert LOGIC_BODY in text
+    code.write_text(text.replace(LOGIC_BODY, textwrap.indent(body, "    ") + "\n"))
+    seen = []
+    unsubscribe = events.subscribe(lambda event: seen.append(event))
+    try:
+        module = write_module(name, DRIFT)
+        assert module.detect_drift([2.0], [1.0]) == {"drift_detected": True, "score": 1.0}  # the original's
+    finally:
+        unsubscribe()
+    record = poet_runtime.last_execution()
+    assert record.fell_back and record.reason.startswith("violation:"), record
+    assert any(event["type"] == "function.fallback" and event["reason"] == record.reason for event in seen)
+    assert not marker.exists()
