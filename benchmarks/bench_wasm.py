@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     print(f"\n{'':34} {'median':>12} {'p95':>12} {'calls':>7}")
     for name, samples in rows:
         p50, p95 = summary(samples)
-        print(f"{name:34} {p50 * 1e3:9.3f} ms {p95 * 1e3:9.3f} ms {len(samples):7}")
+        print(f"{name:34} {p50 * 1e6:9.1f} us {p95 * 1e6:9.1f} us {len(samples):7}")
     warm50, warm95 = summary(warm)
     fresh50, fresh95 = summary(fresh)
     direct50, _ = summary(direct)

@@ -13,7 +13,7 @@ import pytest
 from poet_runtime.backends.base import Limits
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
-from wasm_helpers import TEST_LIMITS, generated_module, load_request, wasm_backend  # noqa: F401
+from wasm_helpers import TEST_LIMITS, generated_module, load_request, require_wasm, wasm_backend  # noqa: F401
 
 PhaseError = load_facility().PhaseError
 
@@ -503,6 +503,7 @@ print(wasm_engine.compiled_path())
 def test_two_processes_starting_cold_compile_once(tmp_path):
     import os
 
+    require_wasm()
     import wasmtime
 
     tiny = tmp_path / "tiny.wasm"
@@ -549,6 +550,7 @@ def test_an_allowed_bundled_package_is_imported_again_in_the_guest(wasm_backend)
 def test_a_compiled_module_others_could_write_is_not_loaded(tmp_path):
     from poet_runtime.backends import wasm_engine
 
+    require_wasm()
     shared = tmp_path / "shared"
     shared.mkdir()
     planted = shared / "python-x.cwasm"
@@ -577,5 +579,28 @@ def test_phase_refusals_and_an_open_breaker_keep_their_class(wasm_backend):
     try:
         with pytest.raises(facility.CircuitOpenError, match="open for 30 s"):
             loaded.call((1,), {})
+    finally:
+        loaded.close()
+
+
+def test_a_cache_folder_that_moves_or_vanishes_is_rebuilt(wasm_backend, tmp_path, monkeypatch):
+    """Mount folders are checked on every guest start, not remembered: a test (or a
+    user) pointing POET_CACHE_DIR elsewhere, or cleaning the cache, breaks nothing."""
+    monkeypatch.setenv("POET_CACHE_DIR", str(tmp_path / "elsewhere"))
+    loaded = wasm_backend.load(load_request(generated_module("return x")))
+    try:
+        assert loaded.call((5,), {})[0] == 5
+    finally:
+        loaded.close()
+    assert list((tmp_path / "elsewhere" / "wasm").glob("lib-*-stdlib/python*.zip"))
+    monkeypatch.setenv("POET_CACHE_DIR", str(tmp_path / "gone"))
+    loaded = wasm_backend.load(load_request(generated_module("return x")))
+    loaded.close()
+    import shutil
+
+    shutil.rmtree(tmp_path / "gone")
+    loaded = wasm_backend.load(load_request(generated_module("return x + 1")))
+    try:
+        assert loaded.call((5,), {})[0] == 6
     finally:
         loaded.close()

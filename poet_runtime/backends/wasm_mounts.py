@@ -65,9 +65,11 @@ def preopens(allowed_imports) -> list[tuple[str, str]]:
     ]
 
 
-@cache
 def library_dir(full: bool) -> Path:
-    """The folder mounted at /usr/local/lib, built once per zip and kind."""
+    """The folder mounted at /usr/local/lib, built once per zip and kind.
+
+    Not memoised: the cache folder may change (tests point ``POET_CACHE_DIR`` at
+    temporary folders) or be cleaned, and checking costs one ``stat`` per guest."""
     source = wasm_engine.stdlib_zip_path()
     kind = "full" if full else "stdlib"
     folder = wasm_engine.cache_dir() / "wasm" / f"lib-{wasm_engine.file_digest(source)[:16]}-{kind}"
