@@ -7,7 +7,10 @@ tolerates missing fields, so a newer or older core never turns exit into a crash
 
 from __future__ import annotations
 
+import os
 import sys
+
+_OWNER = os.getpid()  # forked children inherit atexit handlers; only the runner's process reports
 
 
 def format_summary(stats: dict) -> list[str]:
@@ -43,6 +46,8 @@ def format_summary(stats: dict) -> list[str]:
 
 
 def print_summary() -> None:
+    if os.getpid() != _OWNER:
+        return
     try:
         from poet_runtime.runtime import stats
 
