@@ -243,3 +243,24 @@ def test_syntax_error_in_the_script_reads_as_in_python(tmp_path):
     expected, actual = run(["bad.py"], tmp_path), poet(["--quiet", "bad.py"], tmp_path)
     assert actual.returncode == expected.returncode == 1
     assert actual.stderr == expected.stderr
+
+
+@pytest.mark.xfail(reason="needs poet_runtime.enhanced.bind to adopt the module= it is given (the script's "
+                          "module name, not __main__)", strict=False)
+def test_script_uses_the_store_written_ahead_of_time(tmp_path):
+    """`enhance app.py` and `python -m poet_runtime app.py` must name the script's functions alike."""
+    write_tree(tmp_path, {"app.py": """
+        from poet_runtime import poet
+
+        @poet(domain="api_operations")
+        def double(x: int) -> int:
+            return 2 * x
+
+        print(double(4))
+    """})
+    home = {"POET_HOME": str(tmp_path / "home"), "POET_POLICY": "trusted"}
+    assert poet(["enhance", "app.py"], tmp_path, **home).returncode == 0
+    result = poet(["app.py"], tmp_path, **home)
+    assert result.returncode == 0 and result.stdout.strip() == "8", result.stderr
+    assert "app:double" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["app.double"]
