@@ -28,6 +28,25 @@ def test_lines_round_trip_and_torn_or_damaged_lines_are_skipped(tmp_path):
     assert journal.encode({"x": "y" * 2000}, 1000) is None  # over the per-event cap: never written
 
 
+def test_a_torn_batch_of_execution_rows_is_skipped_whole(tmp_path):
+    root = tmp_path / "events"
+    journal.ensure_dirs(root)
+    header = journal.encode({"segment": {"process": "0123456789ab", "pid": 1,
+                                         "metadata": {"version": "1", "environment": "t", "service": "t"}}}, 10_000)
+
+    def row(number):
+        return ["X", number, 1_700_000_000_000_000, number, "m:f", 1, "ok", 1000, 2000, 3000, None, None,
+                "accuracy", 1, {"score": 0.5}]
+
+    first = journal.encode_batch(["B", 10.0, 5.0], [row(1), row(2)])
+    second = journal.encode_batch(["B", 10.0, 5.0], [row(3), row(4)])
+    (root / "pending" / "ex-1-1.jsonl").write_bytes(header + first + second[: len(second) // 2])
+    events = list(journal.read(root))
+    assert [e["correlation_id"] for e in events] == ["0123456789ab-1", "0123456789ab-2"]
+    assert events[0]["payload"]["phase_ms"] == {"perceive": 0.001, "operate": 0.002, "enforce": 0.003}
+    assert journal.count_torn(root) == 1
+
+
 def test_execution_events_are_durable_within_the_interval_without_flush(learn_env, module_dir):
     from poet_runtime.learn import models
 

@@ -6,7 +6,7 @@ locking on the hot path; every line carries the CRC-32 of its JSON text, so a li
 by a crash (no newline, or a checksum that does not match) is detected and skipped by
 readers, never fatal. Layout::
 
-    .poet/events/pending/ex-<pid>-<ns>.jsonl   execution events, one open segment per writer
+    .poet/events/pending/ex-<pid>-<ns>.jsonl   execution events, one open segment per writer, one line per batch
     .poet/events/pending/fb-<event id>.jsonl    one feedback event, fsynced before feedback() returns
     .poet/events/pending/lr-<pid>-<ns>.jsonl    learning.* / version.* decisions
     .poet/events/processed/...                  segments closed by their writer, feedback learned from
@@ -39,6 +39,24 @@ def encode(event: dict, limit: int) -> bytes | None:
     text = _encoder(event).encode()
     if len(text) > limit:
         return None
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def encode_batch(batch: list, rows: list) -> bytes:
+    """One line for a whole batch of execution rows: ``["B", memory_mb, cpu_percent, [row, ...]]``.
+
+    One checksum per batch rather than per row: the batch is what one fsync acknowledges.
+    A row the encoder cannot take (a NaN key, a cycle in an output) loses its output only.
+    """
+    try:
+        text = _encoder([*batch, rows]).encode()
+    except (TypeError, ValueError):
+        for row in rows:
+            try:
+                _encoder(row)
+            except (TypeError, ValueError):
+                row[13], row[14] = 2, None
+        text = _encoder([*batch, rows]).encode()
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
@@ -202,7 +220,10 @@ def read_file(path: Path) -> Iterator[dict]:
                     else:
                         yield value
                 elif type(value) is list and value:
-                    if value[0] == "X" and header is not None:
+                    if value[0] == "B" and header is not None and len(value) == 4:
+                        for row in value[3]:  # a batch line
+                            yield expand(row, header, value)
+                    elif value[0] == "X" and header is not None:  # a single row (after a "B" line)
                         yield expand(value, header, batch)
                     elif value[0] == "B":
                         batch = value

@@ -140,13 +140,43 @@ def _run() -> None:
             logging.getLogger("poet_runtime").exception("poet_runtime: writing execution events failed")
 
 
+_SCALAR = (bool, int, float, type(None))
+_MAX_DETAIL = 2000  # an error message longer than this is cut: a row stays far below the 1 MB cap
+
+
 def _output(result, settings) -> tuple[int, object]:
-    """(flag, output) for the row: 0 not kept, 1 kept (its size is checked with the row), 2 dropped."""
+    """(flag, output): 0 not kept, 1 kept, 2 dropped (over max_output_bytes, or not JSON).
+
+    The common small result (a scalar, or a short dict/list of scalars and short strings)
+    is kept without encoding it twice; anything else is encoded once here to check its size.
+    """
     if result is _NO_RESULT:
         return 0, None
-    if type(result) is str and len(result) > settings.max_output_bytes:
+    kind = type(result)
+    if kind in _SCALAR:
+        return 1, result
+    if kind is str:
+        return (1, result) if len(result) <= settings.max_output_bytes else (2, None)
+    if kind is dict and len(result) <= 16:
+        for key, value in result.items():
+            if type(key) is not str or (type(value) not in _SCALAR and (type(value) is not str or len(value) > 256)):
+                break
+        else:
+            return 1, result
+    elif kind in (list, tuple) and len(result) <= 16:
+        for value in result:
+            if type(value) not in _SCALAR and (type(value) is not str or len(value) > 256):
+                break
+        else:
+            return 1, result
+    try:
+        size = len(_encode_one(result))
+    except (TypeError, ValueError):
         return 2, None
-    return 1, result
+    return (1, result) if size <= settings.max_output_bytes else (2, None)
+
+
+_encode_one = __import__("json").JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _header() -> bytes:
@@ -157,8 +187,10 @@ def _header() -> bytes:
 def flush() -> int:
     """Write and fsync every buffered execution event now; returns how many were written.
 
-    Events are written as compact rows (see ``journal.expand`` for what each means):
-    serialising the full event per call would cost more than the call itself.
+    Events are written as compact rows in one checksummed line per batch (see
+    ``journal.expand`` for what a row means): encoding the full event per call would
+    cost more than the call itself. A batch is acknowledged only after its fsync, so a
+    batch torn by a crash holds no acknowledged event.
     """
     global acknowledged, _cpu_mark
     with _flush_lock:
@@ -172,45 +204,43 @@ def flush() -> int:
         cpu_percent = round(100.0 * (cpu - _cpu_mark[1]) / max(now - _cpu_mark[0], 1e-6), 1)
         _cpu_mark = (now, cpu)
         batch = ["B", _memory_mb(), cpu_percent]
-        batch_line = journal.encode(batch, 1 << 10)
-        by_root: dict[Path, list[bytes]] = {}
+        by_root: dict[Path, list] = {}
         learned: dict[FunctionInfo, list] = {}
-        cap = settings.recent_executions
-        encode, limit, next_event = journal.encode, settings.max_event_bytes, _next_event
-        output_cap = settings.max_output_bytes + 1024  # the output's cap, plus what the rest of a row takes
+        touched = set()
+        next_event = _next_event
         for info, entry, result, wall in items:
             state, number, status, reason, detail, t0, t1, t2, t3 = entry
-            if info.needs_output:
-                flag, output = _output(result, settings)
-            else:
-                flag, output = 0, None
+            flag, output = _output(result, settings) if info.needs_output else (0, None)
+            if detail is not None and len(detail) > _MAX_DETAIL:
+                detail = detail[:_MAX_DETAIL] + "..."
             row = ["X", next_event(), int(wall * 1e6), number, info.function_id, state.version_number, status,
                    None if t0 is None else t1 - t0, None if t0 is None else t2 - t1,
                    None if t0 is None else t3 - t2, reason, detail, info.objective, flag, output]
-            try:
-                line = encode(row, limit)
-            except (TypeError, ValueError):  # an output JSON cannot hold (a cycle, a NaN key...)
-                line = None
-            if flag == 1 and (line is None or len(line) > output_cap):  # keep the facts, drop the output
-                row[13], row[14] = 2, None
-                line = encode(row, limit)
-            lines = by_root.get(info.root)
-            if lines is None:
-                lines = by_root[info.root] = [batch_line]
-            lines.append(line)
-            recent = info.recent
-            recent[number] = (row, batch)
-            if len(recent) > cap:
-                recent.popitem(last=False)
+            rows = by_root.get(info.root)
+            if rows is None:
+                rows = by_root[info.root] = []
+            rows.append(row)
+            if info.objective:  # only executions that may get feedback are kept for it in memory
+                info.recent[number] = (row, batch)
+                touched.add(info)
             info.last_number = number
             if info.engine is not None and info.engine.measured:
                 learned.setdefault(info, []).append((row, batch))
-        for root, lines in by_root.items():
+        cap = settings.recent_executions
+        for info in touched:
+            recent = info.recent
+            while len(recent) > cap:
+                recent.popitem(last=False)
+        for root, rows in by_root.items():
             segment = _segments.get(root)
             if segment is None:
                 segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header)
-            segment.write(b"".join(lines))
-            segment.sync()
+            try:
+                segment.write(journal.encode_batch(batch, rows))
+                segment.sync()
+            except OSError:
+                _segments.pop(root, None)  # a half-written batch ends this file; the next batch starts another
+                raise
         acknowledged += count
     header = {"process": records.PROCESS_ID, "pid": os.getpid(), "metadata": _metadata()}
     for info, rows in learned.items():
