@@ -604,3 +604,22 @@ def test_a_cache_folder_that_moves_or_vanishes_is_rebuilt(wasm_backend, tmp_path
         assert loaded.call((5,), {})[0] == 6
     finally:
         loaded.close()
+
+
+def test_poll_plan_decodes_the_guests_subscriptions():
+    import time as clock
+
+    from poet_runtime.backends import wasm_poll as poll
+
+    def sub(userdata, tag, which=0, timeout=0, flags=0):
+        return poll.SUBSCRIPTION.pack(userdata, tag, which, timeout, 0, flags)
+
+    assert poll.plan(b"", 0)[0] == poll.EINVAL
+    errno, wait, events = poll.plan(sub(1, poll.CLOCK, 1, 50_000_000) + sub(2, poll.CLOCK, 1, 90_000_000), 0)
+    assert errno is None and wait == pytest.approx(0.05) and [e[0] for e in events] == [1]
+    origin = clock.perf_counter_ns() - 1_000_000_000  # the guest's clock started a second ago
+    _, wait, _ = poll.plan(sub(3, poll.CLOCK, 1, 1_200_000_000, poll.ABSTIME), origin)
+    assert 0.1 < wait <= 0.2
+    _, wait, events = poll.plan(sub(4, poll.CLOCK, 1, 10**12) + sub(5, poll.FD_READ, 0), 0)
+    assert wait == 0 and [e[0] for e in events] == [5]  # descriptors never block
+    assert poll.plan(sub(6, 9), 0)[0] == poll.EINVAL

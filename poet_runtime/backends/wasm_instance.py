@@ -35,7 +35,7 @@ import struct
 import threading
 import time
 
-from poet_runtime.backends import wasm_engine, wasm_epoch
+from poet_runtime.backends import wasm_engine, wasm_epoch, wasm_poll
 
 MASK32 = 0xFFFFFFFF
 MIB = 1 << 20
@@ -59,13 +59,9 @@ START_MEMORY_MB = 1024
 GRACE_S = 1.0
 MAX_FRAME = 64 * MIB
 
-# WASI preview1 errno values and poll_oneoff layouts.
-EINVAL, EBADF, EIO, EFAULT, ENOMEM = 28, 8, 29, 21, 48
+# WASI preview1 errno values.
+EINVAL, EIO, EFAULT = 28, 29, 21
 NO_HOST, HOST_FAULT = -1, -2  # what the harness's ``_host.call`` turns into exceptions
-SUBSCRIPTION = struct.Struct("<QB7xIxxxxQQH6x")  # userdata, tag, clock/fd, timeout, precision, flags
-EVENT = struct.Struct("<QHB5xQH6x")  # userdata, errno, type, nbytes, flags
-CLOCK, FD_READ, FD_WRITE = 0, 1, 2
-ABSTIME = 1
 
 _QUIT = object()
 _DIED = object()
@@ -124,12 +120,17 @@ class Guest:
             # origin turns the guest's absolute sleeps (clock_nanosleep) into waits.
             self._origin_ns = time.perf_counter_ns()
             self._store.set_wasi(wasi)
-        if memory_mb is not None:
-            self._store.set_limits(memory_size=(START_MEMORY_MB + memory_mb) * MIB)
-        self._watched = wasm_epoch.watch(self._store, _current_guest)
-        self._thread = threading.Thread(target=self._main, name="poet-wasm-guest", daemon=True)
-        self._start = (fuel_for(START_CPU_MS), start_wall_ms, None)
-        self._thread.start()
+        try:
+            if memory_mb is not None:
+                self._store.set_limits(memory_size=(START_MEMORY_MB + memory_mb) * MIB)
+            self._watched = wasm_epoch.watch(self._store, _current_guest)
+            self._thread = threading.Thread(target=self._main, name="poet-wasm-guest", daemon=True)
+            self._start = (fuel_for(START_CPU_MS), start_wall_ms, None)
+            self._thread.start()
+        except BaseException:
+            with _table_lock:  # never left to the garbage collector (see _table_lock)
+                self._store.close()
+            raise
         reply = self._wait(start_wall_ms)
         if reply.get("status") != "ready":
             self.kill()
@@ -149,7 +150,17 @@ class Guest:
         self.calls += message.get("op") == "call"
         memory = self.memory_mb if limited else (None if self.memory_mb is None else START_MEMORY_MB + self.memory_mb)
         self._requests.put((frame, fuel_for(cpu_ms), wall_ms, memory))
-        reply = self._wait(wall_ms, capped=limited)
+        try:
+            reply = self._wait(wall_ms, capped=limited)
+        except GuestFailure:
+            raise
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C in the caller): this guest's answer
+            # would arrive for nobody. Stop it; the next call starts another.
+            if self.failure is None:
+                self.failure = GuestFailure("crash", "the caller stopped waiting")
+            self.kill()
+            raise
         if reply.get("id") != self._sent:
             # Generated code called the door itself: the guest is out of step with us.
             self.failure = GuestFailure("crash", "the guest answered out of turn")
@@ -299,36 +310,22 @@ class Guest:
         return 0
 
     def poll_oneoff(self, caller, in_ptr, out_ptr, count, nevents_ptr) -> int:
-        """WASI's wait, cut short at the request's deadline (the guest then traps at its
-        next epoch check, which the ticker has passed by then)."""
+        """WASI's wait, cut short at the request's deadline (the epoch callback then
+        stops the guest at its next check). Decoding is ``wasm_poll.plan``'s."""
         memory = caller.get("memory")
         in_ptr, out_ptr, count, nevents_ptr = (v & MASK32 for v in (in_ptr, out_ptr, count, nevents_ptr))
-        if count == 0:
-            return EINVAL
-        if count > 4096:
-            return ENOMEM
+        if count > wasm_poll.MAX_SUBSCRIPTIONS:
+            return wasm_poll.ENOMEM
         size = memory.data_len(caller)
         if in_ptr + 48 * count > size or out_ptr + 32 * count > size or nevents_ptr + 4 > size:
             return EFAULT
-        raw = bytes(memory.read(caller, in_ptr, in_ptr + 48 * count))
-        ready, clocks = [], []
-        for userdata, tag, which, timeout, _precision, flags in SUBSCRIPTION.iter_unpack(raw):
-            if tag == CLOCK:
-                if flags & ABSTIME:
-                    now = time.time_ns() if which == 0 else time.perf_counter_ns() - self._origin_ns
-                    timeout -= now
-                clocks.append((max(0, timeout), userdata))
-            elif tag in (FD_READ, FD_WRITE):
-                ready.append((userdata, 0, tag, 1, 0))  # stdio and files never block
-            else:
-                return EINVAL
-        if not ready and clocks:
-            wait_s = min(t for t, _ in clocks) / 1e9
+        errno, wait_s, events = wasm_poll.plan(bytes(memory.read(caller, in_ptr, in_ptr + 48 * count)), self._origin_ns)
+        if errno is not None:
+            return errno
+        if wait_s > 0:
             self._sleep(wait_s)
-            ready = [(u, 0, CLOCK, 0, 0) for t, u in clocks if t / 1e9 <= wait_s]
-        events = b"".join(EVENT.pack(*e) for e in ready)
-        memory.write(caller, events, out_ptr)
-        memory.write(caller, struct.pack("<I", len(ready)), nevents_ptr)
+        memory.write(caller, wasm_poll.encode_events(events), out_ptr)
+        memory.write(caller, struct.pack("<I", len(events)), nevents_ptr)
         return 0
 
     def _sleep(self, seconds: float) -> None:
