@@ -121,6 +121,18 @@ def test_retention_removes_old_files(tmp_path):
     assert [p.name for p in journal.files(root)] == [new.name]
 
 
+def test_old_event_files_are_pruned_when_a_function_registers(learn_env, module_dir):
+    root = learn_env / "events"
+    journal.ensure_dirs(root)
+    old = root / "processed" / "ex-1-1.jsonl"
+    old.write_bytes(journal.encode({"id": "old", "type": "t"}, 1000))
+    stamp = time.time() - 31 * 86400
+    os.utime(old, (stamp, stamp))
+    module = module_dir("ev_prune", detector_source())
+    module.detect(0.5)
+    assert not old.exists()
+
+
 WRITER = '''
 import sys, time
 sys.path.insert(0, {folder!r})

@@ -27,6 +27,7 @@ def _pending(home):
     (lambda f, eid: f(eid, suggestions=["y" * 5000]), "suggestion"),
     (lambda f, eid: f(eid, metrics={"ms": "fast"}), "metrics"),
     (lambda f, eid: f(eid), "nothing to record"),
+    (lambda f, eid: f(eid, label=True, feedback_type="praise"), "feedback_type"),
 ])
 def test_invalid_feedback_is_refused_and_nothing_is_recorded(learn_env, module_dir, call, message):
     import poet_runtime

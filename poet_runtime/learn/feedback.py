@@ -18,6 +18,7 @@ from pathlib import Path
 from poet_runtime.errors import PoetError
 
 _ID = re.compile(r"[0-9a-f]{12}-\d+")
+FEEDBACK_TYPES = ("performance", "error", "user", "system")
 _buckets: dict[str, list[float]] = {}
 _bucket_lock = threading.Lock()
 
@@ -71,6 +72,8 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
     if not isinstance(execution_id, str) or not _ID.fullmatch(execution_id):
         raise FeedbackError(f"feedback: {execution_id!r} is not an execution id (expected '<process>-<n>', "
                             "as in poet_runtime.last_execution().execution_id)")
+    if feedback_type is not None and feedback_type not in FEEDBACK_TYPES:
+        raise FeedbackError(f"feedback: feedback_type={feedback_type!r}; allowed: {', '.join(FEEDBACK_TYPES)}")
     from pydantic import ValidationError
 
     from poet_runtime.learn import journal, models, sink

@@ -56,6 +56,7 @@ class FunctionInfo:
 
 
 _functions: dict[str, FunctionInfo] = {}
+_pruned: set = set()
 _buffer: list = []
 _flush_lock = threading.RLock()
 _segments: dict[Path, journal.Segment] = {}
@@ -112,6 +113,12 @@ def register(function_id: str, root: Path, objective: str | None, needs_output: 
             _functions[function_id] = info
         info.objective, info.needs_output = objective, needs_output
         journal.ensure_dirs(root)
+        if root not in _pruned:  # retention: once per store root per process, off the call path
+            _pruned.add(root)
+            try:
+                journal.prune(root, config.get().retention_days)
+            except OSError:
+                pass
         if _unsubscribe is None:
             _unsubscribe = events.subscribe(_listener)
         if _flusher is None or not _flusher.is_alive():
