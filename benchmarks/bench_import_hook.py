@@ -81,11 +81,11 @@ elif mode == "typeguard":
     install_import_hook(["tree"])
 if sys.argv[3] == "poet-tree":
     import poet_runtime  # every mode pays this before the loop, so the loops compare the hook alone
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for p in range({packages}):
     for m in range({modules}):
         __import__(f"tree.pkg{{p}}.mod{{m}}")
-print((time.perf_counter() - start) * 1000)
+print((time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000)
 '''
 
 
@@ -110,24 +110,42 @@ def environment(home: Path) -> dict:
     return env
 
 
-def once(args, cwd, env) -> tuple[float, float]:
-    """(loop ms printed by the driver, whole process ms)."""
+def once(args, cwd, env) -> tuple[float, float, float, float]:
+    """(loop ms, whole process ms, loop CPU ms, process CPU ms).
+
+    CPU times are printed beside wall times because on a shared machine they are far less
+    disturbed by other work, while measuring the same thing for this single-threaded code.
+    """
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    child = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    out, err = child.communicate()
     elapsed = (time.perf_counter() - start) * 1000
-    if result.returncode != 0:
-        raise SystemExit(f"{args} failed:\n{result.stderr}")
-    return float(result.stdout.strip().splitlines()[-1]), elapsed
+    if child.returncode != 0:
+        raise SystemExit(f"{args} failed:\n{err}")
+    return _parse(out, elapsed)
+
+
+_children_cpu = [0.0]
+
+
+def _parse(out: str, elapsed: float):
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
+    process_cpu, _children_cpu[0] = (total - _children_cpu[0]) * 1000, total
+    loop, loop_cpu = (float(x) for x in out.strip().splitlines()[-1].split()[:2])
+    return loop, elapsed, loop_cpu, process_cpu
 
 
 def measure(configs: dict, runs: int) -> dict:
-    samples = {name: ([], []) for name in configs}
+    samples = {name: ([], [], [], []) for name in configs}
     for _ in range(runs):  # interleaved, so drift hits every configuration alike
         for name, (args, cwd, env) in configs.items():
-            loop, whole = once(args, cwd, env)
-            samples[name][0].append(loop)
-            samples[name][1].append(whole)
-    return {name: (statistics.median(a), statistics.median(b), min(a), min(b)) for name, (a, b) in samples.items()}
+            for bucket, value in zip(samples[name], once(args, cwd, env)):
+                bucket.append(value)
+    return {name: tuple(statistics.median(bucket) for bucket in buckets) for name, buckets in samples.items()}
 
 
 def startup_configs(folder: Path, runs: int) -> tuple[float, float, float]:
@@ -182,27 +200,29 @@ def main() -> None:
             once(command, cwd, environment_)
         results = measure(configs, args.runs)
         import_alone = measure({"import poet_runtime": (
-            ["-c", "import time; s = time.perf_counter(); import poet_runtime; print((time.perf_counter() - s) * 1000)"],
+            ["-c", "import time; s, c = time.perf_counter(), time.process_time(); import poet_runtime; "
+                   "print((time.perf_counter() - s) * 1000, (time.process_time() - c) * 1000)"],
             scratch, env)}, args.runs)["import poet_runtime"]
         without_pth, with_pth = startup_configs(scratch, max(args.runs * 2, 30))
 
-    # Medians are the figures; minimums are printed too because on a shared machine they show
-    # the intrinsic cost best.
-    print(f"{'configuration':32} {'loop ms':>9} {'process ms':>11} {'loop min':>9} {'process min':>12}")
-    for name, (loop, whole, loop_min, whole_min) in results.items():
-        print(f"{name:32} {loop:9.2f} {whole:11.2f} {loop_min:9.2f} {whole_min:12.2f}")
+    print(f"{'medians, ms':34} {'loop':>8} {'process':>8} {'loop CPU':>9} {'proc CPU':>9}")
+    for name, (loop, whole, loop_cpu, whole_cpu) in results.items():
+        print(f"{name:34} {loop:8.2f} {whole:8.2f} {loop_cpu:9.2f} {whole_cpu:9.2f}")
     print()
+
+    def ratio(a, b):
+        return (f"loop {a[0] / b[0]:.3f}, process {a[1] / b[1]:.3f} | CPU: loop {a[2] / b[2]:.3f}, "
+                f"process {a[3] / b[3]:.3f}")
+
     for label, target_loop in (("no @poet", 1.03), ("30 @poet modules", 1.15)):
         off = results[f"{label}: hook off"]
-        for other in ("hook on", "typeguard"):
-            value = results[f"{label}: {other}"]
-            print(f"{label:17} {other:10} / off: loop {value[0] / off[0]:.3f} (target {target_loop if other == 'hook on' else '-'}), "
-                  f"process {value[1] / off[1]:.3f} (target {1.15 if other == 'hook on' else '-'}); "
-                  f"by minimums: loop {value[2] / off[2]:.3f}, process {value[3] / off[3]:.3f}")
+        print(f"{label:17} hook on   / off: {ratio(results[f'{label}: hook on'], off)}  "
+              f"(targets: loop <= {target_loop}, process <= 1.15)")
+        print(f"{label:17} typeguard / off: {ratio(results[f'{label}: typeguard'], off)}")
     base, hooked = results["30 @poet modules: runtime, no hook"], results["30 @poet modules: hook on"]
-    print(f"30 @poet modules  hook on    / runtime on without hook (the hook's own share): loop {hooked[0] / base[0]:.3f}, "
-          f"process {hooked[1] / base[1]:.3f}; by minimums: loop {hooked[2] / base[2]:.3f}, process {hooked[3] / base[3]:.3f}")
-    print(f"\nimport poet_runtime alone: {import_alone[0]:.1f} ms (target <= 50), process {import_alone[1]:.1f} ms")
+    print(f"30 @poet modules  hook on / runtime on without the hook (the hook's own share): {ratio(hooked, base)}")
+    print(f"\nimport poet_runtime alone: {import_alone[0]:.1f} ms, CPU {import_alone[2]:.1f} ms (target <= 50); "
+          f"whole process {import_alone[1]:.1f} ms")
     print(f"python -c pass: no .pth {without_pth:.2f} ms, .pth with POET_ENABLED unset {with_pth:.2f} ms "
           f"(difference {with_pth - without_pth:+.2f} ms)")
 
