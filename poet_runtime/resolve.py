@@ -112,10 +112,7 @@ def _generate(store, spec, config, domain, generator, key, hints) -> StoredVersi
 
 def effective_policy(config, function_id: str):
     """The policy settings for this function: backend, limits, on_violation."""
-    try:
-        from poet_runtime.policy import load_policy, policy_name_for
-    except ImportError:  # TEMPORARY until the policy module lands: in-process, no limits
-        return None
+    from poet_runtime.policy import load_policy, policy_name_for
 
     return load_policy(policy_name_for(config.policy)).effective_for(function_id)
 
