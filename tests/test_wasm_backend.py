@@ -623,3 +623,20 @@ def test_poll_plan_decodes_the_guests_subscriptions():
     _, wait, events = poll.plan(sub(4, poll.CLOCK, 1, 10**12) + sub(5, poll.FD_READ, 0), 0)
     assert wait == 0 and [e[0] for e in events] == [5]  # descriptors never block
     assert poll.plan(sub(6, 9), 0)[0] == poll.EINVAL
+
+
+def test_idle_guests_beyond_the_cap_are_stopped_and_restart_on_demand(wasm_backend, monkeypatch):
+    from poet_runtime.backends import wasm
+
+    monkeypatch.setattr(wasm, "MAX_LIVE_GUESTS", 2)
+    code = generated_module("global COUNT\nCOUNT += 1\nreturn COUNT", params="COUNT = 0")
+    loaded = [wasm_backend.load(load_request(code, function=f"tests:f{i}")) for i in range(3)]
+    try:
+        assert loaded[0]._guest is None  # the oldest idle guest made room for the third
+        assert loaded[1]._guest is not None and loaded[2]._guest is not None
+        assert loaded[0].call((0,), {})[0] == 1  # started again on demand (fresh state)
+        assert loaded[1]._guest is None  # now the least recently used
+        assert sum(e._guest is not None for e in loaded) == 2
+    finally:
+        for enhancement in loaded:
+            enhancement.close()

@@ -16,6 +16,9 @@ Design, and why:
 - A guest is replaced after any violation, after a crash, and after
   ``MAX_CALLS_PER_GUEST`` calls (bounding slow leaks). The replacement starts on
   the next call.
+- Each live guest costs about 9 MB of resident memory and a thread, so at most
+  ``MAX_LIVE_GUESTS`` stay up: starting one more stops the least recently used
+  idle guest (its function's next call starts it again, ~0.1 s).
 - Results are data: a result that is not JSON-able plain data, or any exception in
   the guest, makes the call raise ``PhaseError`` (``PerceiveError``/``EnforceError``
   when a phase refused) and the host runs the original function, which then
@@ -36,8 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import weakref
+from collections import OrderedDict
 
 from poet_runtime.backends import wasm_engine, wasm_mounts, wasm_wire
 from poet_runtime.backends.base import Limits, LoadRequest
@@ -47,6 +52,7 @@ from poet_runtime.resources import load_facility
 __all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "DEFAULT_IMPORTS", "MAX_CALLS_PER_GUEST"]
 
 MAX_CALLS_PER_GUEST = 1000
+MAX_LIVE_GUESTS = int(os.environ.get("POET_WASM_MAX_GUESTS") or 32)
 # Imports generated code may use when the policy names none: pure computation only.
 DEFAULT_IMPORTS = (
     "math", "cmath", "decimal", "fractions", "statistics", "random", "time", "datetime", "json", "re",
@@ -93,6 +99,50 @@ def _data_defaults(original) -> dict:
         for name, p in parameters.items()
         if p.default is not inspect.Parameter.empty and wasm_wire.is_data(p.default)
     }
+
+
+class _LiveGuests:
+    """The enhancements that have a live guest, least recently used first."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._order = OrderedDict()  # id -> weakref to WasmEnhancement
+
+    def touch(self, enhancement) -> None:
+        key = id(enhancement)
+        with self._lock:
+            if key in self._order:
+                self._order.move_to_end(key)
+            else:
+                self._order[key] = weakref.ref(enhancement)
+
+    def forget(self, enhancement) -> None:
+        self.forget_key(id(enhancement))
+
+    def forget_key(self, key) -> None:
+        with self._lock:
+            self._order.pop(key, None)
+
+    def evict_beyond(self, limit: int, keep) -> None:
+        """Stop idle guests, oldest first, until at most ``limit`` are live."""
+        with self._lock:
+            candidates = [(key, ref()) for key, ref in self._order.items()]
+        live = len(candidates)
+        for key, enhancement in candidates:
+            if live <= limit:
+                return
+            if enhancement is None:
+                self.forget_key(key)
+                live -= 1
+            elif enhancement is not keep and enhancement._lock.acquire(blocking=False):
+                try:  # idle: nobody is in a call on it
+                    enhancement._retire()
+                finally:
+                    enhancement._lock.release()
+                live -= 1
+
+
+_live = _LiveGuests()
 
 
 class WasmBackend:
@@ -170,6 +220,7 @@ class WasmEnhancement:
             if self._closed:
                 raise self._phase_error("the wasm enhancement was closed")
             guest = self._guest if self._guest is not None and self._guest.alive else self._start()
+            _live.touch(self)
             reply = self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)
             if guest.calls >= MAX_CALLS_PER_GUEST or self._grown(guest):
                 self._retire()  # not a violation: the next call starts a fresh guest
@@ -252,6 +303,8 @@ class WasmEnhancement:
         self._guest = guest
         self._request(guest, self._load_message, wall_ms=START_WALL_MS, cpu_ms=START_CPU_MS, limited=False)
         self._loaded_bytes = guest.memory_bytes
+        _live.touch(self)
+        _live.evict_beyond(MAX_LIVE_GUESTS, keep=self)
         return guest
 
     def _grown(self, guest) -> bool:
@@ -261,6 +314,7 @@ class WasmEnhancement:
 
     def _retire(self) -> None:
         guest, self._guest = self._guest, None
+        _live.forget(self)
         if guest is not None:
             guest.kill()
             self._retired = [g for g in self._retired if not g.join(0)] + [guest]
