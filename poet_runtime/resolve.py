@@ -8,7 +8,6 @@ hands that version to the backend its policy names.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -84,10 +83,8 @@ def _matching(store: FunctionStore, key: str) -> StoredVersion | None:
 def _generate(store, spec, config, domain, generator, key, hints) -> StoredVersion:
     generated = generator.generate(spec, config, domain, hints)
     filename = str(store.folder / "code.py")
-    # A generator that checks code in several threads shares its lock (see generate/llm.py).
-    with getattr(generator, "checks_lock", None) or contextlib.nullcontext():
-        checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
-                                 needs_train=bool(config.optimize_for))
+    checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
+                             needs_train=bool(config.optimize_for))
     params = {name: entry["default"] for name, entry in generated.parameters.items()}
     metadata = {
         "key": key,

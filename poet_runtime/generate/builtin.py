@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from poet_runtime.domains import Domain
 from poet_runtime.errors import GenerationError
+from poet_runtime.generate.parsing import parse
 from poet_runtime.generate.spec import (
     KEYWORD_ONLY,
     POSITIONAL_ONLY,
@@ -67,7 +68,7 @@ class _Hints:
         if text is None:
             return None
         try:
-            return ast.parse(text, mode="eval").body
+            return parse(text, mode="eval").body
         except SyntaxError:
             return None
 

@@ -11,6 +11,7 @@ import ast
 
 from poet_runtime.errors import CheckFailed
 from poet_runtime.generate.spec import VAR_KEYWORD, VAR_POSITIONAL, FunctionSpec
+from poet_runtime.generate.parsing import compile_tree, parse
 
 _ALLOWED_TOP_LEVEL = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.Assign, ast.AnnAssign)
 
@@ -37,7 +38,7 @@ def check_generated(code: str, spec: FunctionSpec, *, logic_name: str, filename:
     """Raise ``CheckFailed`` for the first failed check; return the names of those passed."""
     passed = []
     try:
-        tree = ast.parse(code, filename)
+        tree = parse(code, filename)
     except SyntaxError as error:
         raise CheckFailed("syntax", f"line {error.lineno}: {error.msg}") from None
     passed.append("syntax")
@@ -79,7 +80,7 @@ def check_generated(code: str, spec: FunctionSpec, *, logic_name: str, filename:
     passed.append("signature")
 
     try:
-        compile(tree, filename, "exec", dont_inherit=True)
+        compile_tree(tree, filename)
     except (SyntaxError, ValueError) as error:
         raise CheckFailed("compile", str(error)) from None
     passed.append("compile")

@@ -58,9 +58,9 @@ _litellm = None
 _caches: dict = {}
 _slots: tuple[int, threading.BoundedSemaphore] | None = None
 _slots_lock = threading.Lock()
-# Checks are CPU-bound (the GIL serialises them anyway); running them one at a time also
-# avoids CPython 3.11's shared AST-constructor state, which can fail concurrent
-# ast.parse calls with "SystemError: AST constructor recursion depth mismatch" (gh-106905).
+# Checks are CPU-bound (the GIL serialises them anyway); running them, probe runs included,
+# one at a time also keeps RestrictedPython's own parsing off CPython's shared AST state
+# (gh-106905; our parses go through generate/parsing.py).
 _checks_lock = threading.Lock()
 
 
@@ -114,7 +114,6 @@ class LLMGenerator:
 
     id = GENERATOR_ID
     version = GENERATOR_VERSION
-    checks_lock = _checks_lock  # resolve._generate re-checks under it too
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
                  request_timeout_s: float = 60.0, cache_dir=None, max_concurrent: int = 50,

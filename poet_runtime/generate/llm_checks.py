@@ -14,6 +14,7 @@ import ast
 from poet_runtime.errors import CheckFailed
 from poet_runtime.generate.checks import check_generated
 from poet_runtime.generate.static_policy import check_static_policy
+from poet_runtime.generate.parsing import parse
 
 
 def check_answer(code: str, spec, config, baseline, policy, hints: dict, probe_timeout_s=None):
@@ -60,7 +61,7 @@ def _compile_restricted(code: str, filename: str) -> str:
 
 def _parameters(code: str, filename: str) -> dict:
     """The module's PARAMETERS literal (params.json is built from its defaults)."""
-    for node in ast.parse(code, filename).body:
+    for node in parse(code, filename).body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PARAMETERS" for t in node.targets):
             try:
                 value = ast.literal_eval(node.value)

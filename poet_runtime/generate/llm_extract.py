@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from poet_runtime.generate.parsing import parse
 
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+.-]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
 _CODE_START = re.compile(r'^(?:"""|\'\'\'|import |from |def |async def |class |@|#|[A-Z_][A-Z0-9_]* *=)')
@@ -42,7 +43,7 @@ def _unfenced(text: str) -> str:
     for cut in range(0, min(_MAX_TRAILING_PROSE, len(lines) - 1) + 1):
         candidate = "\n".join(lines[:len(lines) - cut]).rstrip() + "\n"
         try:
-            ast.parse(candidate)
+            parse(candidate)
         except SyntaxError:
             continue
         return candidate

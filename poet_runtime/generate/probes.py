@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from poet_runtime.errors import CheckFailed, PoetViolation
 from poet_runtime.generate.spec import KEYWORD_ONLY, VAR_KEYWORD, VAR_POSITIONAL, FunctionSpec
+from poet_runtime.generate.parsing import parse
 
 PROBE_CALL_TIMEOUT_S = 2.0  # per call when the policy sets no wall_ms
 MAX_SAMPLES = 8
@@ -87,7 +88,7 @@ def _doctest_samples(spec: FunctionSpec) -> list:
         return []
     for example in examples:
         try:
-            node = ast.parse(example.source, mode="eval").body
+            node = parse(example.source, mode="eval").body
         except SyntaxError:
             continue
         if not isinstance(node, ast.Call):
@@ -135,7 +136,7 @@ def _values(annotation: str | None, spec: FunctionSpec, depth: int = 0) -> list 
     if annotation is None or depth > 3:
         return None
     try:
-        node = ast.parse(annotation, mode="eval").body
+        node = parse(annotation, mode="eval").body
     except SyntaxError:
         return None
     return _node_values(node, spec, depth)

@@ -16,6 +16,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from poet_runtime.errors import GenerationError
+from poet_runtime.generate.parsing import parse
 
 POSITIONAL_ONLY = "positional_only"
 POSITIONAL = "positional"
@@ -243,7 +244,7 @@ def spec_from_source(module: str, qualname: str, module_source: str, filename: s
                      lineno: int | None = None) -> FunctionSpec:
     """Read ``qualname`` from ``module_source`` without executing anything."""
     try:
-        tree = ast.parse(module_source, filename or "<unknown>")
+        tree = parse(module_source, filename or "<unknown>")
     except SyntaxError as error:
         raise GenerationError("no_source", f"{filename}: cannot parse: {error}") from None
     node = _find(tree, qualname, lineno)

@@ -18,6 +18,7 @@ import sys
 
 from poet_runtime.errors import CheckFailed
 from poet_runtime.generate.spec import FunctionSpec
+from poet_runtime.generate.parsing import parse
 
 # Standard-library modules that reach the process, the file system, the network or
 # the interpreter's insides; generated code has no business importing them unless
@@ -56,7 +57,7 @@ class _Used:
         self.modules: set[str] = {"poet_sandbox", "__future__", _root(spec.module)}
         for line in spec.module_imports:
             try:
-                tree = ast.parse(line)
+                tree = parse(line)
             except SyntaxError:
                 continue
             for node in ast.walk(tree):
@@ -65,7 +66,7 @@ class _Used:
                 elif isinstance(node, ast.ImportFrom):
                     self.modules.add(_root(node.module or "") if not node.level else "." * node.level)
         try:
-            tree = ast.parse(spec.source)
+            tree = parse(spec.source)
         except SyntaxError:
             return
         for node in ast.walk(tree):
@@ -101,7 +102,7 @@ def check_static_policy(code: str, spec: FunctionSpec, policy=None, *, filename:
 
 
 def static_violations(code: str, spec: FunctionSpec, policy=None, *, filename: str = "<generated>") -> list[str]:
-    tree = ast.parse(code, filename)
+    tree = parse(code, filename)
     used = _Used(spec)
     limits = getattr(policy, "limits", None)
     policy_imports = {_root(name) for name in (getattr(limits, "imports", ()) or ())}
