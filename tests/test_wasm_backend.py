@@ -640,3 +640,16 @@ def test_idle_guests_beyond_the_cap_are_stopped_and_restart_on_demand(wasm_backe
     finally:
         for enhancement in loaded:
             enhancement.close()
+
+
+def test_a_rebound_user_global_reaches_the_guest(wasm_backend):
+    user_globals = {"THRESHOLD": 10, "PARAMS": {"shadowed": True}}
+    code = generated_module("return [x > THRESHOLD, sorted(PARAMS)]")
+    loaded = wasm_backend.load(load_request(code, user_globals=user_globals, params={"p": 1}))
+    try:
+        assert loaded.call((5,), {})[0] == [False, ["p"]]
+        user_globals["THRESHOLD"] = 1  # the user's module rebinds its global
+        user_globals["PARAMS"] = {"clobber": 1}  # the generated module's own name: never replaced
+        assert loaded.call((5,), {})[0] == [True, ["p"]]
+    finally:
+        loaded.close()

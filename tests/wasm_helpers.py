@@ -53,7 +53,7 @@ def load_request(code: str, *, limits: Limits = TEST_LIMITS, user_globals=None, 
         filename=f"/store/{function.replace(':', '.')}/v1/code.py",
         logic_name="logic",
         params=dict(params or {}),
-        user_globals=dict(user_globals or {}),
+        user_globals=user_globals if user_globals is not None else {},  # live, as the call path passes it
         limits=limits,
     )
 

@@ -194,11 +194,13 @@ class WasmEnhancement:
             "module_name": request.function_id.partition(":")[0],
             "params": wasm_wire.encode(dict(request.params or {})),
             "defaults": wasm_wire.encode(_data_defaults(request.original)),
-            "data": data,
+            "data": wasm_wire.encode(data),
             "modules": modules,
             "imports": list(imports),
             "builtins": list(request.limits.builtins),
         }
+        self._user_globals = request.user_globals if request.user_globals is not None else {}
+        self._sent_globals = data  # name -> the value last sent, to see rebinding cheaply
         self._preopens = wasm_mounts.preopens(imports)
         self._lock = threading.Lock()
         self._guest = None
@@ -219,6 +221,12 @@ class WasmEnhancement:
         with self._lock:
             if self._closed:
                 raise self._phase_error("the wasm enhancement was closed")
+            changed = wasm_wire.rebound(self._user_globals, self._sent_globals) if self._sent_globals else None
+            if changed:
+                # The user's module rebound a global the logic reads: the live guest gets
+                # it with this call, a future guest with its load.
+                message["globals"] = wasm_wire.encode(changed)
+                self._load_message["data"] = wasm_wire.encode(self._sent_globals)
             guest = self._guest if self._guest is not None and self._guest.alive else self._start()
             _live.touch(self)
             reply = self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)

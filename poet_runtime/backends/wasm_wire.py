@@ -110,10 +110,11 @@ def referenced_names(code: str) -> set[str]:
 
 
 def split_globals(user_globals: dict, wanted: set[str]) -> tuple[dict, dict]:
-    """(data, modules): the wanted globals that are plain data, encoded; and those that
-    are modules, as alias -> module name, to be imported again inside the guest.
-    Anything else (functions, classes, objects) stays behind: if the logic needs it,
-    the call fails in the guest and the host runs the original."""
+    """(data, modules): the wanted globals that are plain data (name -> the value
+    itself, not yet encoded); and those that are modules, as alias -> module name, to
+    be imported again inside the guest. Anything else (functions, classes, objects)
+    stays behind: if the logic needs it, the call fails in the guest and the host
+    runs the original."""
     data, modules = {}, {}
     for name in sorted(wanted):
         if name.startswith("__") or name not in user_globals:
@@ -123,4 +124,16 @@ def split_globals(user_globals: dict, wanted: set[str]) -> tuple[dict, dict]:
             modules[name] = value.__name__
         elif is_data(value):
             data[name] = value
-    return encode(data), modules
+    return data, modules
+
+
+def rebound(user_globals: dict, sent: dict) -> dict:
+    """The data globals rebound since they were sent (``X = new`` in the user's
+    module), updating ``sent``; an identity test per name, so a call pays almost
+    nothing. In-place changes (``X.append``) are not seen: the guest has a copy."""
+    changed = {}
+    for name, value in sent.items():
+        current = user_globals.get(name, value)
+        if current is not value and is_data(current):
+            changed[name] = sent[name] = current
+    return changed

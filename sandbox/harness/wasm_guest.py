@@ -52,6 +52,7 @@ class _State:
     enhancement = None
     namespace = None
     denied = None  # the first import refused during the current request
+    updatable = frozenset()  # user globals the host may send again (not redefined by the module)
     allowed = frozenset()
 
 
@@ -151,8 +152,8 @@ def load(request):
         "__file__": request["filename"],
         "__builtins__": _builtins_for(request.get("builtins") or ()),
     }
-    for name, value in decode(request.get("data") or {}).items():
-        namespace[name] = value
+    given = decode(request.get("data") or {})
+    namespace.update(given)
     for alias, module_name in (request.get("modules") or {}).items():
         try:
             namespace[alias] = _guarded_import(module_name, fromlist=("_",))
@@ -161,6 +162,8 @@ def load(request):
     _state.denied = None
     code = compile(request["code"], request["filename"], "exec")
     exec(code, namespace)
+    # The user's globals a call may update later: not those the module redefined.
+    _state.updatable = frozenset(name for name, value in given.items() if namespace.get(name) is value)
     _state.namespace = namespace
     _configure(decode(request.get("params") or {}), decode(request.get("defaults") or {}))
     _state.enhancement = driver.Enhancement(namespace, request["logic"])
@@ -193,6 +196,9 @@ def _drive(coroutine):
 
 def call(request):
     enhancement = _state.enhancement
+    for name, value in decode(request.get("globals") or {}).items():
+        if name in _state.updatable:  # the user's module rebound it since the last call
+            _state.namespace[name] = value
     args = tuple(decode(request["args"]))
     kwargs = decode(request["kwargs"])
     if enhancement.is_async:
