@@ -81,12 +81,26 @@ def _matching(store: FunctionStore, key: str) -> StoredVersion | None:
 
 
 def _generate(store, spec, config, domain, generator, key, hints) -> StoredVersion:
+    return generate_version(store, spec, config, domain=domain, generator=generator, key=key, hints=hints)
+
+
+def generate_version(store: FunctionStore, spec: FunctionSpec, config, *, domain=None, generator=None,
+                     key: str | None = None, hints: dict | None = None, status: str = "current",
+                     make_current: bool = True, metadata: dict | None = None) -> StoredVersion:
+    """Generate, check and store one version; the caller holds ``store.lock()``.
+
+    Learning uses it for candidates (``status="candidate"``, ``make_current=False``),
+    under the same key as the current version so that promoting one changes nothing else.
+    """
+    domain = domain or get_domain(config.domain)
+    generator = generator or select_generator()
+    key = key or version_key(spec, config, generator, domain.version)
     generated = generator.generate(spec, config, domain, hints)
     filename = str(store.folder / "code.py")
     checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
                              needs_train=bool(config.optimize_for))
     params = {name: entry["default"] for name, entry in generated.parameters.items()}
-    metadata = {
+    record = {
         "key": key,
         "generator": generated.generator,
         "domain": domain.name,
@@ -98,12 +112,14 @@ def _generate(store, spec, config, domain, generator, key, hints) -> StoredVersi
         "is_async": spec.is_async,
         "checks": checks,
         "parameters": generated.parameters,
-        "status": "current",
+        "status": status,
         **({"notes": generated.notes} if generated.notes else {}),
         **generated.details,
+        **(metadata or {}),
     }
-    version = store.create(generated.code, params, {"observations": {}, "audit": []}, metadata)
-    log.info("poet_runtime: %s: stored %s (%s)", spec.function_id, version.name, generated.generator)
+    version = store.create(generated.code, params, {"observations": {}, "audit": []}, record,
+                           make_current=make_current)
+    log.info("poet_runtime: %s: stored %s (%s, %s)", spec.function_id, version.name, generated.generator, status)
     return version
 
 
