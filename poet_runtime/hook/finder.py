@@ -20,6 +20,9 @@ from importlib.machinery import PathFinder, SourceFileLoader
 from poet_runtime.hook import cache, scan
 
 
+_SEP = os.sep
+
+
 class PoetLoader(SourceFileLoader):
     """A ``SourceFileLoader`` whose bytecode is the rewritten module, cached under our own tag."""
 
@@ -63,7 +66,8 @@ class PoetFinder:
         if spec is None or type(spec.loader) is not SourceFileLoader:
             return spec
         origin = spec.origin
-        if not self.selection.selects(fullname, origin) or not scan.has_poet(origin):
+        folder, _, filename = origin.rpartition(_SEP)
+        if not self.selection.selects(fullname, origin, folder) or not scan.has_poet(origin, folder, filename):
             return spec
         spec.loader = PoetLoader(fullname, origin)
         spec.cached = cache.cache_file(origin)

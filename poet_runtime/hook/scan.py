@@ -47,21 +47,22 @@ def _load(folder: str) -> dict:
     return entries
 
 
-def has_poet(path: str) -> bool:
+def has_poet(path: str, folder: str | None = None, name: str | None = None) -> bool:
     """Whether the file at ``path`` contains the marker, reading it only when the index cannot say."""
-    folder, name = os.path.split(path)
+    if folder is None or name is None:
+        folder, _, name = path.rpartition(os.sep)
     try:
         status = os.stat(path)
     except OSError:
         return True  # let the loader report the real error
-    stamp = (status.st_mtime_ns, status.st_size)
     entries = _folders.get(folder)
     if entries is None:
         with _lock:
             entries = _load(folder)
     entry = entries.get(name)  # a plain dict read: atomic, no lock needed
-    if entry is not None and entry[0] == stamp[0] and entry[1] == stamp[1]:
+    if entry is not None and entry[0] == status.st_mtime_ns and entry[1] == status.st_size:
         return entry[2]
+    stamp = (status.st_mtime_ns, status.st_size)
     try:
         with open(path, "rb") as handle:
             found = MARKER in handle.read()

@@ -69,6 +69,9 @@ def _system_folders() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return expand(site_dirs), expand(stdlib | own)
 
 
+_OWN_NAMES = ("poet_runtime.", "poet_sandbox")  # (poet_runtime itself lives in an excluded folder)
+
+
 def _under(path: str, folders) -> bool:
     return any(path == folder or path.startswith(folder + os.sep) for folder in folders)
 
@@ -116,16 +119,22 @@ class Selection:
             self._folders[folder] = place
         return place
 
-    def selects(self, name: str, origin: str | None) -> bool:
+    def selects(self, name: str, origin: str | None, folder: str | None = None) -> bool:
+        """Whether to rewrite module ``name`` loaded from ``origin`` (``folder``: its folder, if known).
+
+        On every import of the process: string methods and dict lookups only.
+        """
         if not origin:
             return False
         if self._exclude_re is not None and self._exclude_re.fullmatch(name):
             return False
-        if name == "poet_runtime" or name.startswith(("poet_runtime.", "poet_sandbox")):
+        if name.startswith(_OWN_NAMES):
             return False
-        roots = self.roots()  # refreshes the folder cache when sys.path[0] changed
-        del roots
-        place = self._place(os.path.dirname(origin))
+        if self._explicit_roots is None:
+            self.roots()  # follows sys.path[0]; clears the folder cache when it changed
+        if folder is None:
+            folder = origin.rpartition(os.sep)[0]
+        place = self._folders.get(folder) or self._place(folder)
         if place == "stdlib":
             return False
         if self._include_re is not None:
@@ -140,7 +149,7 @@ class Selection:
             return "it does not match POET_INCLUDE / [tool.poet] include"
         if origin is None:
             return "it has no source file"
-        place = self._place(os.path.dirname(origin))
+        place = self._place(origin.rpartition(os.sep)[0])
         if place in ("site", "stdlib"):
             return "it is installed (site-packages / stdlib); add it to POET_INCLUDE to opt in"
         return f"it lies outside {self.roots()[0]}; add it to POET_INCLUDE to opt in"
