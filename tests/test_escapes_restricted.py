@@ -31,7 +31,7 @@ DEFAULT = load_policy("default").effective_for("tests.probe:probe").limits
 TIGHT = Limits(wall_ms=1000, cpu_ms=300, memory_mb=128, max_output_kb=16, imports=("math", "json", "time"))
 IN_PROCESS = Limits(max_output_kb=16, imports=DEFAULT.imports)
 CONFIGS = {"default-policy": DEFAULT, "tight-workers": TIGHT, "in-process": IN_PROCESS}
-MARGIN_S = 0.6
+MARGIN_S = 1.0  # the machine is shared: scheduling delays, worker start-up
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -114,9 +114,11 @@ def test_user_exception_passes_through_in_process():
 
 def test_user_exception_from_worker_is_phase_error():
     loaded = load(module_text("raise KeyError(key)", logic_args="key"), WORKER)
-    with pytest.raises(PhaseError, match="KeyError"):
-        loaded.call(("k1",), {})
-    assert loaded.call  # the worker is still usable
+    before = set(worker_pids())
+    for _ in range(3):
+        with pytest.raises(PhaseError, match="KeyError"):
+            loaded.call(("k1",), {})
+    assert set(worker_pids()) == before  # a user's exception does not cost a worker
     ok = load(module_text("return key", logic_args="key"), WORKER)
     assert ok.call(("k2",), {})[0] == "k2"
 
@@ -138,7 +140,7 @@ def test_output_flood_stopped(limits):
     started = time.monotonic()
     with pytest.raises(PoetViolation) as caught:
         loaded.call((), {})
-    assert caught.value.limit == "max_output_kb" and time.monotonic() - started < 1.0
+    assert caught.value.limit == "max_output_kb" and time.monotonic() - started < 2.0
 
 
 def test_globals_are_copied_and_filtered():
@@ -192,7 +194,7 @@ def timed_violation(loaded, limit):
 def test_cpu_loop_stopped_near_cpu_ms():
     elapsed = timed_violation(load(module_text("n = 0\nwhile True:\n    n += 1"), WORKER), "cpu_ms")
     # cpu_ms counts CPU time: on a busy machine it takes longer in wall time, never past wall_ms.
-    assert elapsed < WORKER.wall_ms / 1000 + 0.2
+    assert elapsed < WORKER.wall_ms / 1000 + 0.5
 
 
 def test_cpu_loop_that_swallows_the_stop_is_still_stopped():
@@ -209,7 +211,7 @@ def test_blocking_sleep_stopped_at_wall_ms():
 def test_memory_bomb_and_growth_stopped():
     assert timed_violation(load(module_text("x = 'a' * (10 ** 10)\nreturn len(x)"), WORKER), "memory_mb") < 1.0
     body = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))"
-    assert timed_violation(load(module_text(body), WORKER), "memory_mb") < 1.5
+    assert timed_violation(load(module_text(body), WORKER), "memory_mb") < 2.5
 
 
 def test_memory_within_limit_is_fine():
@@ -251,7 +253,7 @@ def test_nothing_leaks_to_the_next_call():
     started = time.monotonic()
     for _ in range(4):
         assert loaded.call(("none",), {})[0] == 0
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # includes waiting for a replacement worker
 
 
 def test_closed_enhancement_refuses_calls():

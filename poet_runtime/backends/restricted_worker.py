@@ -78,13 +78,16 @@ class WorkerEnhancement:
         was sent to it (killed from outside, OOM) is replaced and the next one tried."""
         for _ in range(self.pool.size + 1):
             worker = self.pool.acquire()
-            retire = True
+            retire = True  # anything unforeseen (an interrupt mid-read) leaves the protocol unsure
             try:
                 result = action(worker)
                 retire = bool(result.get("retire")) if isinstance(result, dict) else bool(result)
                 return result
             except SendFailed:
                 continue
+            except (PoetViolation, PhaseError):
+                retire = False  # a whole reply was read; a worker that must go was killed already
+                raise
             finally:
                 self.pool.release(worker, retire=retire or not worker.alive)
         raise PhaseError("restricted workers keep dying before a request reaches them")
@@ -111,6 +114,8 @@ class WorkerEnhancement:
             reply = worker.request(message, deadline, self.max_reply)
         except ReplyTimeout:
             worker.kill()
+            if self.wall_s is None or timeout_s != self.wall_s:
+                raise PhaseError(f"restricted worker: no answer within {timeout_s:g} s while loading") from None
             raise PoetViolation(self.function_id, "wall_ms",
                                 f"no answer within {self.limits.wall_ms} ms; worker killed") from None
         except ReplyTooLarge:
