@@ -239,33 +239,52 @@ class FunctionState:
         if phases is not None and not phases.is_async:
             return self._make_inline(phases)
         call = self.loaded.call
-        stats = self.stats
-        set_last = records.last.set
-        next_number = records.next_number
-        listeners = events._listeners
-        emit_execution = self._emit_execution
-        PhaseError = _phase_error_class()
+        refusals = (_phase_error_class(), PoetViolation)
         state = self
 
         def fast(args, kwargs):
             try:
-                result, t0, t1, t2, t3 = call(args, kwargs)
-            except PhaseError as error:
-                return state._fallback(args, kwargs, _reason_for(error), str(error))
-            except PoetViolation as violation:
-                reason, detail = state._violation(violation)
-                return state._fallback(args, kwargs, reason, detail)
+                outcome = call(args, kwargs)
+            except refusals as error:
+                return state._fallback(args, kwargs, *state._refusal(error))
             except BaseException as error:
                 state._note_error(error)
                 raise
-            stats.enhanced_calls += 1
-            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
-            set_last(entry)
-            if listeners:
-                emit_execution(entry, result)
-            return result
+            return state._succeeded(*outcome)
 
         return fast
+
+    def _make_fast_async(self):
+        call = self.loaded.call_async
+        refusals = (_phase_error_class(), PoetViolation)
+        state = self
+
+        async def fast(args, kwargs):
+            try:
+                outcome = await call(args, kwargs)
+            except refusals as error:
+                return await state._fallback_async(args, kwargs, *state._refusal(error))
+            except BaseException as error:
+                state._note_error(error)
+                raise
+            return state._succeeded(*outcome)
+
+        return fast
+
+    def _refusal(self, error) -> tuple[str, str]:
+        """(reason, detail) of a phase refusal or a violation; raises when the policy says so."""
+        if isinstance(error, PoetViolation):
+            return self._violation(error)
+        return _reason_for(error), str(error)
+
+    def _succeeded(self, result, t0, t1, t2, t3):
+        """Bookkeeping of a completed call on a sandboxed backend (the inline path does it in line)."""
+        self.stats.enhanced_calls += 1
+        entry = (self, records.next_number(), OK, None, None, t0, t1, t2, t3)
+        records.last.set(entry)
+        if events._listeners:
+            self._emit_execution(entry, result)
+        return result
 
     def _make_inline(self, phases):
         """The in-process fast path: the driver's steps inlined, so a call pays for no extra frames.
@@ -339,36 +358,6 @@ class FunctionState:
         self.stats.errors += 1
         records.last.set((self, records.next_number(), ERROR, type(error).__name__, str(error),
                           None, None, None, None))
-
-    def _make_fast_async(self):
-        call = self.loaded.call_async
-        stats = self.stats
-        set_last = records.last.set
-        next_number = records.next_number
-        listeners = events._listeners
-        emit_execution = self._emit_execution
-        PhaseError = _phase_error_class()
-        state = self
-
-        async def fast(args, kwargs):
-            try:
-                result, t0, t1, t2, t3 = await call(args, kwargs)
-            except PhaseError as error:
-                return await state._fallback_async(args, kwargs, _reason_for(error), str(error))
-            except PoetViolation as violation:
-                reason, detail = state._violation(violation)
-                return await state._fallback_async(args, kwargs, reason, detail)
-            except BaseException as error:
-                state._note_error(error)
-                raise
-            stats.enhanced_calls += 1
-            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
-            set_last(entry)
-            if listeners:
-                emit_execution(entry, result)
-            return result
-
-        return fast
 
     def _emit_execution(self, entry, result=None) -> None:
         recorder = self.recorder
