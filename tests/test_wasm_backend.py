@@ -653,3 +653,15 @@ def test_a_rebound_user_global_reaches_the_guest(wasm_backend):
         assert loaded.call((5,), {})[0] == [True, ["p"]]
     finally:
         loaded.close()
+
+
+def test_values_json_cannot_carry_fall_back(wasm_backend):
+    loaded = wasm_backend.load(load_request(generated_module("return 10 ** 5000 if x else x")))
+    try:
+        with pytest.raises(PhaseError):
+            loaded.call((10**5000,), {})  # an int too long for JSON text, on the way in
+        with pytest.raises(PhaseError):
+            loaded.call((1,), {})  # and on the way out
+        assert loaded.call((0,), {})[0] == 0
+    finally:
+        loaded.close()

@@ -336,6 +336,8 @@ class WasmEnhancement:
         except GuestFailure as failure:
             self._retire()
             raise PoetViolation(self.function_id, failure.limit, failure.detail) from None
+        except wasm_wire.NotData as error:  # nothing was sent: the guest is fine
+            raise self._phase_error(str(error)) from None
         status = reply.get("status")
         if status == "ok":
             return reply

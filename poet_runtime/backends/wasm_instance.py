@@ -36,17 +36,19 @@ import threading
 import time
 
 from poet_runtime.backends import wasm_engine, wasm_epoch, wasm_poll
+from poet_runtime.backends.wasm_wire import NotData
 
 MASK32 = 0xFFFFFFFF
 MIB = 1 << 20
 
 # Fuel per millisecond of guest CPU time, measured on the machine this was written
-# on (2 shared cores, x86-64, wasmtime 49) with ``calibrate()``, which reads the
-# guest thread's CPU clock: 4.5-5.3 M/ms for mixed dict/string/json work, 6.9-7.7
-# M/ms for a bare ``while True: pass`` (less under heavy contention on the core).
-# We take 5 M/ms: typical code is stopped at about its cpu_ms, a tight loop at
-# 0.65-1.0 x cpu_ms; never much later. Override with POET_WASM_FUEL_PER_MS after
-# running ``calibrate()`` on other hardware.
+# on (2 shared cores, x86-64, wasmtime 49) with ``wasm_fresh.calibrate()``, which
+# reads the guest thread's CPU clock. It varies with the code and with how busy
+# the core's sibling is: 4.5-7.6 M/ms for mixed dict/string work, 4.7-8.3 M/ms for
+# json, 6.9-13.2 M/ms for a bare ``while True: pass``. We take 5 M/ms, the low end
+# of typical code, so that a call is stopped at 0.4-1.1 x its cpu_ms: a limit that
+# is met, seldom overshot. Override with POET_WASM_FUEL_PER_MS after calibrating
+# other hardware.
 FUEL_PER_MS = int(os.environ.get("POET_WASM_FUEL_PER_MS") or 5_000_000)
 UNLIMITED_FUEL = (1 << 63) - 1
 NO_DEADLINE_TICKS = 1 << 40
@@ -145,8 +147,11 @@ class Guest:
         no output cap."""
         if self.failure is not None:
             raise self.failure
+        try:
+            frame = json.dumps({**message, "id": self._sent + 1}, allow_nan=True).encode()
+        except (ValueError, TypeError, RecursionError) as error:  # e.g. an int too long for text
+            raise NotData(f"cannot be sent to the sandbox: {error}") from None
         self._sent += 1
-        frame = json.dumps({**message, "id": self._sent}, allow_nan=True).encode()
         self.calls += message.get("op") == "call"
         memory = self.memory_mb if limited else (None if self.memory_mb is None else START_MEMORY_MB + self.memory_mb)
         self._requests.put((frame, fuel_for(cpu_ms), wall_ms, memory))

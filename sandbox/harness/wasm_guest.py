@@ -267,7 +267,8 @@ def _send(reply):
     try:
         frame = json.dumps(reply, allow_nan=True).encode()
     except (TypeError, ValueError, RecursionError) as error:
-        frame = json.dumps({"status": "phase", "type": "NotData", "message": str(error)[:500]}).encode()
+        fallback = {"status": "phase", "type": "NotData", "message": str(error)[:500], "id": reply.get("id")}
+        frame = json.dumps(fallback).encode()
     return _host.call(frame)
 
 
