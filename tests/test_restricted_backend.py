@@ -349,3 +349,20 @@ def test_worker_killed_mid_call_falls_back_and_is_replaced():
     assert len(outcome) == 1 and isinstance(outcome[0], PhaseError) and "died" in str(outcome[0])
     fine = load(module_text("return 5"), WORKER)
     assert fine.call((), {})[0] == 5
+
+
+def test_more_concurrent_calls_than_workers():
+    import threading
+
+    loaded = load(module_text("import time\ntime.sleep(0.05)\nreturn x", logic_args="x"), WORKER)
+    results = {}
+
+    def run(i):
+        results[i] = loaded.call((i,), {})[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {i: i for i in range(6)}

@@ -77,7 +77,10 @@ class WorkerEnhancement:
         """``action(worker)`` on a pooled worker; a worker found dead before anything
         was sent to it (killed from outside, OOM) is replaced and the next one tried."""
         for _ in range(self.pool.size + 1):
-            worker = self.pool.acquire()
+            try:
+                worker = self.pool.acquire()
+            except Exception as error:  # no free worker in time, pool closed, spawn failed
+                raise PhaseError(f"no restricted worker: {type(error).__name__}: {error}") from None
             retire = True  # anything unforeseen (an interrupt mid-read) leaves the protocol unsure
             try:
                 result = action(worker)
