@@ -73,7 +73,13 @@ def split(argv: list[str]):
 def _parse_options(options: list[str], prog: str):
     import argparse
 
-    parser = argparse.ArgumentParser(prog=prog, usage=USAGE, add_help=True)
+    parser = argparse.ArgumentParser(
+        prog=prog, usage=USAGE, add_help=True,
+        description="Run a program exactly as `python script.py args` / `python -m module args` would, with "
+        "every @poet function in the script and in the modules under its folder enhanced. Options go before "
+        "the script or -m; everything after belongs to the program. At exit (unless --quiet) a summary of "
+        "calls and fallbacks is printed on stderr.",
+    )
     add_options(parser)
     return parser, parser.parse_args(options)
 
