@@ -75,15 +75,25 @@ class FunctionState:
     def spec(self):
         from poet_runtime.generate.spec import spec_from_function
 
-        return spec_from_function(self.original, source=self.static_source, lineno=self.static_lineno)
+        return spec_from_function(self.original, source=self.static_source, lineno=self.static_lineno,
+                                  module=self.module)
+
+    def rename(self, module: str, qualname: str) -> None:
+        """Adopt the identity the import hook computed (before the first call)."""
+        if (module, qualname) == (self.module, self.qualname) or self.loaded is not None:
+            return
+        old = self.function_id
+        self.module, self.qualname = module, qualname
+        self.function_id = f"{module}:{qualname}"
+        self.stats = runtime.rename_stats(old, self.function_id)
 
     def resolve(self, *, generate: bool = True) -> None:
         """Find or make the version and load it; on success the fast path takes over."""
         from poet_runtime.resolve import effective_policy, ensure_version, load_version
 
         spec = self.spec()
-        module = sys.modules.get(self.module)
-        module_file = getattr(module, "__file__", None) or spec.filename
+        module = sys.modules.get(self.original.__module__)
+        module_file = spec.filename or getattr(module, "__file__", None)
         self.policy = effective_policy(self.config, self.function_id)
         version = ensure_version(spec, self.config, module_file=module_file, generate=generate)
         loaded = load_version(
@@ -432,4 +442,5 @@ def bind(obj, *, module: str, qualname: str, source: str, lineno: int):
     if state is not None:
         state.static_source = source
         state.static_lineno = lineno
+        state.rename(module, qualname)
     return obj

@@ -51,6 +51,15 @@ def stats_for(function_id: str) -> FunctionStats:
         return entry
 
 
+def rename_stats(old: str, new: str) -> FunctionStats:
+    """The import hook told us a function's real identity (a script's functions are not ``__main__``'s)."""
+    with _lock:
+        entry = _stats.pop(old, None) or FunctionStats(new)
+        entry.function_id = new
+        merged = _stats.setdefault(new, entry)
+        return merged
+
+
 def stats() -> dict[str, FunctionStats]:
     """A snapshot of every enhanced function's counters in this process."""
     with _lock:

@@ -127,8 +127,7 @@ class _Hints:
             if info is not None and info.kind == "typeddict":
                 return self._typed_dict(info)
             if info is not None:
-                self.imports.add(f"from {self.spec.module} import {info.name}")
-                return f"validate.instance_of({info.name})"
+                return f"validate.named_instance({info.name!r})"
             return None
         args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
         if name in _LISTS and len(args) == 1:

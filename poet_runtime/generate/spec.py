@@ -289,9 +289,15 @@ def spec_from_source(module: str, qualname: str, module_source: str, filename: s
     )
 
 
-def spec_from_function(function, *, source: str | None = None, lineno: int | None = None) -> FunctionSpec:
-    """Read a live function's spec from its module's source (through linecache)."""
-    module = getattr(function, "__module__", None) or "__main__"
+def spec_from_function(function, *, source: str | None = None, lineno: int | None = None,
+                       module: str | None = None) -> FunctionSpec:
+    """Read a live function's spec from its module's source (through linecache).
+
+    ``module`` names the module as the store knows it when that differs from
+    ``__module__`` (a script run as ``__main__`` is known by its file's name).
+    """
+    live_module = getattr(function, "__module__", None) or "__main__"
+    module = module or live_module
     qualname = function.__qualname__
     filename = None
     try:
@@ -300,7 +306,7 @@ def spec_from_function(function, *, source: str | None = None, lineno: int | Non
         pass
     module_source = None
     if filename:
-        module_globals = getattr(sys.modules.get(module), "__dict__", None)
+        module_globals = getattr(sys.modules.get(live_module), "__dict__", None)
         linecache.checkcache(filename)  # the file may have changed since it was first read
         lines = linecache.getlines(filename, module_globals)
         if lines:

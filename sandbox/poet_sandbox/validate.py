@@ -207,6 +207,23 @@ def instance_of(cls):
     return check
 
 
+def named_instance(qualname: str):
+    """A checker for a class of the user's module, matched by qualified name along the MRO.
+
+    Generated code cannot import the user's module (it may be ``__main__``, or out of
+    reach inside a sandbox), and the value comes from the user's own logic, so the
+    class's name is what identifies it.
+    """
+
+    def check(value, field, error=PerceiveError):
+        for cls in type(value).__mro__:
+            if cls.__qualname__ == qualname:
+                return value
+        raise error(f"{field}: expected {qualname}, got {describe(value)}", field=field)
+
+    return check
+
+
 def optional(inner):
     """Wrap a checker so that None passes (``Optional[X]`` / ``X | None``)."""
 
