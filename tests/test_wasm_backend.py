@@ -665,3 +665,31 @@ def test_values_json_cannot_carry_fall_back(wasm_backend):
         assert loaded.call((0,), {})[0] == 0
     finally:
         loaded.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_falls_back_instead_of_hanging(wasm_backend):
+    import os
+
+    loaded = wasm_backend.load(load_request(generated_module("return x")))
+    try:
+        assert loaded.call((1,), {})[0] == 1
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the call must fall back (PhaseError) at once
+            code = 1
+            try:
+                loaded.call((2,), {})
+            except PhaseError:
+                code = 0
+            except BaseException:
+                code = 2
+            os.write(write, bytes([code]))
+            os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.waitpid(pid, 0)
+        assert answer == b"\x00"
+        assert loaded.call((3,), {})[0] == 3  # the parent is unaffected
+    finally:
+        loaded.close()

@@ -219,8 +219,8 @@ class WasmEnhancement:
             raise self._phase_error(f"arguments cannot enter the sandbox: {error}") from None
         limits = self.limits
         with self._lock:
-            if self._closed:
-                raise self._phase_error("the wasm enhancement was closed")
+            if self._closed or not wasm_engine.usable():
+                raise self._phase_error("the wasm sandbox is closed, or this process was forked after it started")
             changed = wasm_wire.rebound(self._user_globals, self._sent_globals) if self._sent_globals else None
             if changed:
                 # The user's module rebound a global the logic reads: the live guest gets

@@ -42,6 +42,23 @@ _lock = threading.Lock()
 _engine = None
 _module = None
 _before_exit = []  # callables run at exit before the engine goes (backends closing guests)
+_forked = False  # this process is a fork of one that had started wasmtime
+
+
+def usable() -> bool:
+    """False in a child forked after wasmtime started: its guest threads, epoch ticker
+    and wasmtime's own worker threads did not survive the fork, so guests would hang."""
+    return not _forked
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    if _engine is not None:
+        _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def cache_dir() -> Path:
