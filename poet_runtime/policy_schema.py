@@ -54,7 +54,7 @@ WHY_NOT = {
 }
 MAX_OUTPUT_MEANING = {
     "restricted": "bytes printed by the call (print is collected, written out only when the call "
-                  "succeeds); in a worker also the size of the encoded result",
+                  "succeeds); in a worker, the encoded result and that output together",
     "wasm": "bytes the guest writes to stdout/stderr plus the encoded result",
 }
 

@@ -143,6 +143,15 @@ def test_output_flood_stopped(limits):
     assert caught.value.limit == "max_output_kb" and time.monotonic() - started < 2.0
 
 
+def test_large_result_from_worker_is_an_output_violation():
+    loaded = load(module_text("return 'x' * (n * 1024)", logic_args="n"), WORKER)
+    assert len(loaded.call((4,), {})[0]) == 4096
+    with pytest.raises(PoetViolation) as caught:
+        loaded.call((WORKER.max_output_kb + 1,), {})
+    assert caught.value.limit == "max_output_kb"
+    assert loaded.call((1,), {})[0] == "x" * 1024  # the worker is fine afterwards
+
+
 def test_globals_are_copied_and_filtered():
     import json as json_module
     import os as os_module

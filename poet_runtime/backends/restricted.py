@@ -26,8 +26,9 @@ objects: such a load raises ``PhaseError`` and the original runs.
 
 Limits, per mode:
 - ``max_output_kb``: bytes printed by one call (collected, written to the host's
-  stdout only when the call succeeds); in a worker also the size of the reply
-  (result + output), which the host reads no further than that.
+  stdout only when the call succeeds); in a worker, the encoded result and the
+  output together (the worker refuses a larger reply; the host stops reading
+  64 KB past the limit and kills a worker that sends more).
 - worker only: ``memory_mb`` is the address space one call may add to the worker
   (``RLIMIT_AS`` over its size after loading); ``cpu_ms`` is CPU time of one call
   (``ITIMER_PROF``, then SIGXCPU); ``wall_ms`` is elapsed time seen by the host,

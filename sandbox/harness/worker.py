@@ -233,6 +233,7 @@ class Worker:
         handlers = {"load": self.op_load, "call": self.op_call, "configure": self.op_configure,
                     "unload": self.op_unload, "observations": self.op_observations}
         for line in self.rfile:
+            message = None
             try:
                 message = self.codec.loads(line)
                 reply = handlers[message["op"]](message)
@@ -240,10 +241,18 @@ class Worker:
                 reply = {"ok": False, "kind": "phase", "detail": f"worker: {type(error).__name__}: {error}"}
             if threading.active_count() > self.base_threads:
                 reply["retire"] = True  # a timed-out thread still runs: do not reuse
-            self._send(reply)
+            data = self.codec.dumps(reply)
+            cap = message.get("max_output_kb") if reply.get("ok") and type(message) is dict else None
+            if cap and len(data) > cap * 1024:
+                # max_output_kb in a worker: the whole reply (result + printed output).
+                data = self.codec.dumps({"ok": False, "kind": "violation", "limit": "max_output_kb",
+                                         "detail": f"result and output larger than {cap} KB"})
+            self._send_bytes(data)
 
     def _send(self, reply):
-        data = self.codec.dumps(reply)
+        self._send_bytes(self.codec.dumps(reply))
+
+    def _send_bytes(self, data):
         view = memoryview(data)
         while view:
             written = os.write(self.wfd, view)
