@@ -126,8 +126,14 @@ class FunctionState:
         return self.version
 
     def _disable(self, error: BaseException) -> None:
-        reason = error.reason if isinstance(error, GenerationError) else (
-            "config_error" if isinstance(error, PoetError) else "runtime_error")
+        if isinstance(error, GenerationError):
+            reason = error.reason
+        elif isinstance(error, PoetViolation):  # the sandbox refused the code as it loaded
+            reason = f"violation:{error.limit}"
+        elif isinstance(error, PoetError):
+            reason = "config_error"
+        else:
+            reason = "runtime_error"
         detail = f"{type(error).__name__}: {error}"
         self.disabled = (reason, detail)
         if self.is_async:
