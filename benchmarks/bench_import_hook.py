@@ -89,6 +89,29 @@ print((time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000)
 '''
 
 
+AB_DRIVER = '''
+import importlib, statistics, sys, time
+import poet_runtime, poet_runtime.hook as hook
+poet_runtime.enable(hook=False)  # @poet enhances either way: only the hook differs between A and B
+names = [f"tree.pkg{{p}}.mod{{m}}" for p in range({packages}) for m in range({modules})]
+
+def loop():
+    for name in [k for k in sys.modules if k == "tree" or k.startswith("tree.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    start = time.perf_counter()
+    for name in names:
+        __import__(name)
+    return time.perf_counter() - start
+
+on, off = [], []
+for _ in range(int(sys.argv[2])):
+    hook.install(roots=[sys.argv[1]]); on.append(loop()); hook.uninstall()
+    off.append(loop())
+print(min(on) / min(off), statistics.median(on) / statistics.median(off), min(off) * 1000, min(on) * 1000)
+'''
+
+
 def build_tree(root: Path, with_poet: bool) -> None:
     (root / "tree").mkdir(parents=True)
     (root / "tree" / "__init__.py").write_text("")
@@ -100,6 +123,7 @@ def build_tree(root: Path, with_poet: bool) -> None:
             template = WITH_POET if with_poet and m % POET_EVERY == 0 else PLAIN
             (folder / f"mod{m}.py").write_text(template.format(p=p, m=m))
     (root / "driver.py").write_text(DRIVER.format(packages=PACKAGES, modules=MODULES))
+    (root / "ab.py").write_text(AB_DRIVER.format(packages=PACKAGES, modules=MODULES))
 
 
 def environment(home: Path) -> dict:
@@ -204,6 +228,13 @@ def main() -> None:
                    "print((time.perf_counter() - s) * 1000, (time.process_time() - c) * 1000)"],
             scratch, env)}, args.runs)["import poet_runtime"]
         without_pth, with_pth = startup_configs(scratch, max(args.runs * 2, 30))
+        # In one process, hook on and off alternating over the same warm files: the minimum of many
+        # loops is the least disturbed figure a shared machine can give.
+        alternating = {}
+        for label, root in (("no @poet", plain), ("30 @poet modules", poet)):
+            out = subprocess.run([sys.executable, "ab.py", str(root), str(max(args.runs * 2, 20))], cwd=root, env=env,
+                                 capture_output=True, text=True, check=True).stdout.split()
+            alternating[label] = [float(x) for x in out]
 
     print(f"{'medians, ms':34} {'loop':>8} {'process':>8} {'loop CPU':>9} {'proc CPU':>9}")
     for name, (loop, whole, loop_cpu, whole_cpu) in results.items():
@@ -223,6 +254,9 @@ def main() -> None:
     print(f"30 @poet modules  hook on / runtime on without the hook (the hook's own share): {ratio(hooked, base)}")
     print(f"\nimport poet_runtime alone: {import_alone[0]:.1f} ms, CPU {import_alone[2]:.1f} ms (target <= 50); "
           f"whole process {import_alone[1]:.1f} ms")
+    for label, (by_min, by_median, off_ms, on_ms) in alternating.items():
+        print(f"in-process alternation, {label}: hook on / off, loop: {by_min:.3f} by minimums "
+              f"({on_ms:.1f} vs {off_ms:.1f} ms), {by_median:.3f} by medians")
     print(f"python -c pass: no .pth {without_pth:.2f} ms, .pth with POET_ENABLED unset {with_pth:.2f} ms "
           f"(difference {with_pth - without_pth:+.2f} ms)")
 
