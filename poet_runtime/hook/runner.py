@@ -89,7 +89,7 @@ def _execute(code, main) -> None:
 def run_path(script: str, args: list[str]) -> None:
     """``python script args...``; raises SystemExit / the program's exception like python."""
     path = os.path.abspath(script)
-    if os.path.isdir(script) or (os.path.isfile(script) and _is_zip(script)):
+    if os.path.isdir(script) or (not script.endswith(".py") and os.path.isfile(script) and _is_zip(script)):
         # A folder or zip with __main__.py: python puts it first on sys.path and runs __main__.
         if not sys.flags.safe_path:
             _set_path0(os.path.realpath(script))
