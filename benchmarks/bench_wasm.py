@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     from poet_runtime.backends import wasm_fresh, wasm_instance, wasm_mounts
     from poet_runtime.backends.base import Limits, LoadRequest
-    from poet_runtime.backends.wasm import DEFAULT_IMPORTS, WasmBackend, warmup
+    from poet_runtime.backends.wasm import WasmBackend, warmup
 
     started = time.perf_counter()
     warmup()
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         warm.append(time.perf_counter() - t)
         assert result == i + 2
 
-    preopens = wasm_mounts.preopens(DEFAULT_IMPORTS)
+    preopens = wasm_mounts.preopens(limits.imports)
     fresh = []
     for i in range(options.fresh):
         code = FRESH.format(code=GENERATED, args=json.dumps([i, 2]))

@@ -17,7 +17,9 @@ from poet_runtime.backends.base import Limits, LoadRequest
 ESCAPES = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "escapes"
 
 # Like a strict policy: small enough for the limit tests to finish quickly.
-TEST_LIMITS = Limits(wall_ms=2000, cpu_ms=1000, memory_mb=192, max_output_kb=64)
+TEST_LIMITS = Limits(
+    wall_ms=2000, cpu_ms=1000, memory_mb=192, max_output_kb=64, imports=("math", "time", "json", "statistics")
+)
 
 
 def generated_module(logic_body: str, *, params: str = "", logic_args: str = "x", function: str = "tests:logic") -> str:

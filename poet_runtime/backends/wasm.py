@@ -30,7 +30,8 @@ meanings, ``policy_schema.py``): ``cpu_ms`` (fuel, see ``wasm_instance.FUEL_PER_
 ``wall_ms``, ``memory_mb`` (what one call may add to the guest's memory; the
 interpreter itself takes 40 MB), ``max_output_kb`` (stdout plus the encoded result,
 per call), ``imports`` (top-level modules generated code may import, plus
-``poet_sandbox``; empty means ``DEFAULT_IMPORTS``) and ``builtins`` (added to the
+``poet_sandbox``; none stated means ``poet_sandbox`` only, as in the restricted
+backend) and ``builtins`` (added to the
 harness's safe set: every builtin but ``open``/``exec``/``eval``/``compile``/
 ``globals``/``vars``/...). A limit that is ``None`` is not enforced.
 """
@@ -49,16 +50,10 @@ from poet_runtime.backends.base import Limits, LoadRequest
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
 
-__all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "DEFAULT_IMPORTS", "MAX_CALLS_PER_GUEST"]
+__all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "MAX_CALLS_PER_GUEST", "MAX_LIVE_GUESTS"]
 
 MAX_CALLS_PER_GUEST = 1000
 MAX_LIVE_GUESTS = int(os.environ.get("POET_WASM_MAX_GUESTS") or 32)
-# Imports generated code may use when the policy names none: pure computation only.
-DEFAULT_IMPORTS = (
-    "math", "cmath", "decimal", "fractions", "statistics", "random", "time", "datetime", "json", "re",
-    "string", "itertools", "functools", "operator", "collections", "dataclasses", "typing", "enum",
-    "heapq", "bisect", "copy", "textwrap", "numbers", "abc", "asyncio", "contextlib",
-)  # fmt: skip
 
 
 def warmup(progress=None):
@@ -182,7 +177,7 @@ class WasmEnhancement:
         # Phase refusals keep their class across the boundary (the call path reports them).
         self._errors = {"PerceiveError": facility.PerceiveError, "EnforceError": facility.EnforceError}
         self._circuit_open = facility.CircuitOpenError
-        imports = tuple(request.limits.imports) or DEFAULT_IMPORTS
+        imports = tuple(request.limits.imports)
         data, modules = wasm_wire.split_globals(
             request.user_globals or {}, wasm_wire.referenced_names(request.code)
         )
