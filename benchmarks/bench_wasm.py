@@ -2,7 +2,8 @@
 
 (a) ours: a warm guest per enhancement, one JSON request through the host import;
 (b) a fresh interpreter per call with the same binary and mounts (what other WASM
-    sandboxes do): instantiate, run the generated module, answer, exit;
+    sandboxes do): instantiate, run the generated module, answer, exit; and, for
+    reference, a fresh interpreter that runs nothing (the floor of that approach);
 (c) the plain function called in the host.
 
 Prints median and p95 of each, and the ratios. Targets: (a) p50 <= 2 ms and at
@@ -105,6 +106,12 @@ def main(argv=None) -> int:
         fresh.append(time.perf_counter() - t)
         assert json.loads(out) == i + 2, out
 
+    floor = []  # a fresh interpreter that does nothing: the least any per-call guest costs
+    for _ in range(options.fresh):
+        t = time.perf_counter()
+        wasm_fresh.run_snippet("pass", preopens, wall_ms=5000)
+        floor.append(time.perf_counter() - t)
+
     direct = []
     for i in range(20_000):
         t = time.perf_counter()
@@ -113,15 +120,21 @@ def main(argv=None) -> int:
     loaded.close()
     backend.close()
 
-    rows = [("wasm, warm guest", warm), ("wasm, fresh interpreter per call", fresh), ("plain call", direct)]
-    print(f"\n{'':34} {'median':>12} {'p95':>12} {'calls':>7}")
+    rows = [
+        ("wasm, warm guest", warm),
+        ("wasm, fresh interpreter per call", fresh),
+        ("  (fresh interpreter, empty program)", floor),
+        ("plain call", direct),
+    ]
+    print(f"\n{'':37} {'median':>12} {'p95':>12} {'calls':>7}")
     for name, samples in rows:
         p50, p95 = summary(samples)
-        print(f"{name:34} {p50 * 1e6:9.1f} us {p95 * 1e6:9.1f} us {len(samples):7}")
+        print(f"{name:37} {p50 * 1e6:9.1f} us {p95 * 1e6:9.1f} us {len(samples):7}")
     warm50, warm95 = summary(warm)
     fresh50, fresh95 = summary(fresh)
     direct50, _ = summary(direct)
     print(f"\nfresh / warm: {fresh50 / warm50:.1f}x at the median, {fresh95 / warm95:.1f}x at p95")
+    print(f"empty fresh interpreter / warm: {summary(floor)[0] / warm50:.1f}x at the median")
     print(f"warm / plain: {warm50 / direct50:.0f}x at the median")
     print(f"fuel per ms of guest CPU here: {wasm_fresh.calibrate() / 1e6:.1f} M "
           f"(FUEL_PER_MS = {wasm_instance.FUEL_PER_MS / 1e6:.1f} M)")
