@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(argv[1:], prog=f"{prog} run")
     first = argv[0]
-    looks_like_program = first.startswith("-") or first.endswith(".py") or os.sep in first or os.path.exists(first)
-    if first not in _command_names() and looks_like_program:
+    # Options, a .py file or a path: a run, decided without listing the commands (start-up time).
+    looks_like_program = first.endswith(".py") or os.sep in first or os.path.exists(first)
+    if first.startswith("-") or (looks_like_program and first not in _command_names()):
         from poet_runtime.commands.run import main as run
 
         return run(argv, prog=prog)
