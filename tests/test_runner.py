@@ -245,8 +245,6 @@ def test_syntax_error_in_the_script_reads_as_in_python(tmp_path):
     assert actual.stderr == expected.stderr
 
 
-@pytest.mark.xfail(reason="needs poet_runtime.enhanced.bind to adopt the module= it is given (the script's "
-                          "module name, not __main__)", strict=False)
 def test_script_uses_the_store_written_ahead_of_time(tmp_path):
     """`enhance app.py` and `python -m poet_runtime app.py` must name the script's functions alike."""
     write_tree(tmp_path, {"app.py": """
