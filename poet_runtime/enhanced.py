@@ -165,20 +165,48 @@ class FunctionState:
 
         settings = get_settings()
         mode = settings.generate_mode
-        if mode == "background" or (mode == "sync" and settings.model):
+        cold = self._sandbox_cold()
+        if mode == "background" or (mode == "sync" and settings.model) or cold:
             with self.lock:
                 if self.cell[0] == self._first_call:
                     self._start_background()
-            if mode == "sync":
+            if mode == "sync" and not cold:
                 self._wait_for_generation(settings.generation_timeout)
             if self.cell[0] == self._first_call:
-                return self._fallback(args, kwargs, "generating", "the enhancement is being generated",
-                                      warn=mode == "sync")
+                return self._fallback(args, kwargs, *self._pending_reason(cold), warn=mode == "sync" and not cold)
         else:
             with self.lock:
                 if self.cell[0] == self._first_call:
                     self._resolve_or_disable()
         return self.cell[0](args, kwargs)
+
+    def _sandbox_cold(self) -> bool:
+        """True when the policy names the WASM backend and its one-time compile (60-100 s) is ahead.
+
+        Then no first call waits for it: calls run the original while a background
+        thread compiles and resolves, as in background generation.
+        """
+        try:
+            from poet_runtime.resolve import effective_policy
+
+            if effective_policy(self.config, self.function_id).backend != "wasm":
+                return False
+            from poet_runtime.backends.wasm import ready
+        except Exception:
+            return False  # resolve() meets the same problem and reports it
+        if ready():
+            return False
+        if "sandbox_warming" not in self.warned:
+            self.warned.add("sandbox_warming")
+            log.warning("poet_runtime: %s: compiling the WASM sandbox once (60-100 s); calls run the original "
+                        "meanwhile ('python -m poet_runtime sandbox warmup' does it ahead of time)", self.function_id)
+        return True
+
+    @staticmethod
+    def _pending_reason(cold: bool) -> tuple[str, str]:
+        if cold:
+            return "sandbox_warming", "the WASM sandbox is being compiled (once per machine)"
+        return "generating", "the enhancement is being generated"
 
     def _wait_for_generation(self, timeout: float) -> None:
         """Sync mode with a model: wait until the generation started by the first call is done,
@@ -202,16 +230,17 @@ class FunctionState:
 
         settings = get_settings()
         mode = settings.generate_mode
-        if mode == "background" or (mode == "sync" and settings.model):
+        cold = self._sandbox_cold()
+        if mode == "background" or (mode == "sync" and settings.model) or cold:
             with self.lock:
                 if self.cell[0] == self._first_call_async:
                     self._start_background()
-            if mode == "sync" and self.cell[0] == self._first_call_async:
+            if mode == "sync" and not cold and self.cell[0] == self._first_call_async:
                 # Waiting blocks: keep it off the event loop.
                 await asyncio.to_thread(self._wait_for_generation, settings.generation_timeout)
             if self.cell[0] == self._first_call_async:
-                return await self._fallback_async(args, kwargs, "generating", "the enhancement is being generated",
-                                                  warn=mode == "sync")
+                return await self._fallback_async(args, kwargs, *self._pending_reason(cold),
+                                                  warn=mode == "sync" and not cold)
         else:
             # Generation may block: keep it off the event loop.
             def resolve():

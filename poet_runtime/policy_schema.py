@@ -55,7 +55,7 @@ WHY_NOT = {
 MAX_OUTPUT_MEANING = {
     "restricted": "bytes printed by the call (print is collected, written out only when the call "
                   "succeeds); in a worker, the encoded result and that output together",
-    "wasm": "bytes the guest writes to stdout/stderr plus the encoded result",
+    "wasm": "bytes the guest writes to stdout plus the encoded result (stderr is discarded)",
 }
 
 # Modules that would hand generated code the file system, network, processes,
