@@ -298,3 +298,16 @@ def test_default_root_follows_sys_path0_and_skips_console_script_folders(tmp_pat
     assert not selection.selects("pkg.mod", str(project / "pkg" / "mod.py"))
     excluded = Selection(exclude=("pkg.*",))
     assert not excluded.selects("pkg", str(project / "pkg" / "__init__.py"))
+
+
+def test_pyproject_tool_poet_selects_too(tmp_path):
+    files = dict(PROJECT)
+    files["pyproject.toml"] = '[tool.poet]\nexclude = ["pkg.enhanced"]\n'
+    write_tree(tmp_path, files)
+    result = driver(tmp_path, "pkg.enhanced", "pkg.mentions")
+    assert result.returncode == 0, result.stderr
+    assert binds_from(result.stderr) == []
+    assert "pkg.enhanced SourceFileLoader" in result.stdout and "pkg.mentions PoetLoader" in result.stdout
+    # The environment wins over the file, as for every setting.
+    result = driver(tmp_path, "pkg.enhanced", POET_EXCLUDE="nothing")
+    assert [b["qualname"] for b in binds_from(result.stderr)] == ["fetch", "Model.predict"]
