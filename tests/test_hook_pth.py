@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from hook_helpers import REPO, RECORD_BINDS, binds_from, pth_python, run, write_tree
+from hook_helpers import REPO, RECORD_BINDS, pth_python, run, write_tree
 
 pytestmark = pytest.mark.slow
 
