@@ -91,6 +91,8 @@ class FunctionState:
         """Find or make the version and load it; on success the fast path takes over."""
         from poet_runtime.resolve import effective_policy, ensure_version, load_version
 
+        if self.static_source is None:
+            self._note_unhooked()
         spec = self.spec()
         module = sys.modules.get(self.original.__module__)
         module_file = spec.filename or getattr(module, "__file__", None)
@@ -117,6 +119,15 @@ class FunctionState:
         except Exception:
             log.exception("poet_runtime: %s: events/learning could not start; the enhancement runs without it",
                           self.function_id)
+
+    def _note_unhooked(self) -> None:
+        """With the import hook on, a function it did not bind is worth one line in the log."""
+        try:
+            from poet_runtime import hook
+        except ImportError:
+            return
+        if hook.installed():
+            hook.note_unhooked(self.original.__module__)
 
     def ensure_loaded(self):
         """Resolve now (``poet_runtime.enhance``), whatever the generation mode; raises on failure."""
