@@ -9,7 +9,10 @@ program under ``python -m poet_runtime``.
 from __future__ import annotations
 
 import os as _os
-from typing import Any as _Any, Callable as _Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is for type checkers only: it costs start-up time
+    from typing import Any, Callable
 
 from poet_runtime.decorator import PoetConfig, poet
 from poet_runtime.errors import GenerationError, PoetConfigError, PoetError, PoetViolation
@@ -73,7 +76,7 @@ def is_enabled() -> bool:
     return _runtime.is_enabled()
 
 
-def enhance(function: _Callable[..., _Any], /, **config: _Any):
+def enhance(function: "Callable[..., Any]", /, **config: "Any"):
     """Resolve a function's enhancement now rather than at its first call; returns the stored version.
 
     For an enhanced function this loads it (generating and storing a version if
@@ -98,7 +101,7 @@ def enhance(function: _Callable[..., _Any], /, **config: _Any):
     return ensure_version(spec, settings_config, module_file=module_file)
 
 
-def feedback(execution_id: str, **fields: _Any) -> str:
+def feedback(execution_id: str, **fields: "Any") -> str:
     """Record feedback on one execution (label, rating, metrics, comments, suggestions); returns the event id.
 
     See ``poet_runtime.learn.feedback.feedback``; imported on first use so ``import poet_runtime`` stays cheap.

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar, overload
 
 from poet_runtime import runtime
 from poet_runtime.errors import PoetConfigError
 
-F = TypeVar("F", bound=Callable[..., Any])
+# typing costs milliseconds at start-up and is only needed by type checkers here
+# (which treat a name TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar, overload
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -85,20 +90,22 @@ def _function_id(obj: Any) -> str:
     return f"{module}:{qualname}"
 
 
-@overload
-def poet(function: F, /) -> F: ...
+if TYPE_CHECKING:
+
+    @overload
+    def poet(function: F, /) -> F: ...
 
 
-@overload
-def poet(
-    domain: str | None = None,
-    optimize_for: str | None = None,
-    *,
-    retries: int | None = None,
-    timeout: float | None = None,
-    policy: str | None = None,
-    enable_training: bool | None = None,
-) -> Callable[[F], F]: ...
+    @overload
+    def poet(
+        domain: str | None = None,
+        optimize_for: str | None = None,
+        *,
+        retries: int | None = None,
+        timeout: float | None = None,
+        policy: str | None = None,
+        enable_training: bool | None = None,
+    ) -> Callable[[F], F]: ...
 
 
 def poet(

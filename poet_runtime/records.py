@@ -11,11 +11,10 @@ import contextvars
 import itertools
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 
 # Execution ids are "<process>-<n>": unique across processes without a uuid per call.
-PROCESS_ID = uuid.uuid4().hex[:12]
+PROCESS_ID = os.urandom(6).hex()  # 48 random bits, as a uuid4 prefix would give, without importing uuid
 next_number = itertools.count(1).__next__
 clock = time.perf_counter_ns
 last = contextvars.ContextVar("poet_last_execution", default=None)
