@@ -100,7 +100,8 @@ def test_tunable_parameter_becomes_a_learned_default_only_with_an_objective():
 def test_async_and_keyword_only_signatures():
     spec, cfg, generated = generate("fetch", domain="api_operations", timeout=1.5)
     assert "async def operate_prime(url, attempts, headers):" in generated.code
-    assert "await asyncio.wait_for(fetch(url, attempts=attempts, **headers), PARAMS['timeout_s'])" in generated.code
+    assert ("await asyncio.wait_for(fetch(url, attempts=attempts, **headers), "
+            "PARAMS['timeout_s'] if attempt < PARAMS['retries'] else TIMEOUT_S)") in generated.code
     assert "def perceive(url, *, attempts=UNSET, **headers):" in generated.code
     check_generated(generated.code, spec, logic_name="fetch", filename="c.py", needs_train=False)
 

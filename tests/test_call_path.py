@@ -187,6 +187,22 @@ def test_timeout_stops_waiting(poet_home):
     assert time.monotonic() - started < 1.5
 
 
+def test_a_learned_short_timeout_never_fails_a_call_the_decorators_timeout_allows(poet_home):
+    import time
+
+    @poet(retries=1, timeout=2.0)
+    def steady(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    assert steady(0.0) == 0.0
+    steady.__poet__.loaded.configure({"timeout_s": 0.02})  # as the latency learner might decide
+    assert steady(0.2) == 0.2  # first attempt cut at 20 ms, the last one gets the full 2 s
+    assert not poet_runtime.last_execution().fell_back
+    steady.__poet__.loaded.configure({"timeout_s": 50.0})  # above the decorator's timeout: clamped to it
+    assert steady.__poet__.loaded.namespace["PARAMS"]["timeout_s"] == 2.0
+
+
 def test_closures_and_module_state_are_the_originals(poet_home, write_module):
     module = write_module("stateful", '''\
 from poet_runtime import poet

@@ -35,7 +35,7 @@ RESERVED = frozenset({
     "perceive", "operate_prime", "enforce", "train", "configure", "validate", "time", "asyncio",
     "PARAMS", "PARAMETERS", "DEFAULTS", "BREAKER", "RETRYABLE", "STATS", "FUNCTION", "LOGIC",
     "UNSET", "CircuitBreaker", "CircuitOpenError", "PerceiveError", "EnforceError", "backoff_delay",
-    "call_with_timeout", "DOMAIN", "OBJECTIVE", "RESULT_CHECK", "state",
+    "call_with_timeout", "DOMAIN", "OBJECTIVE", "RESULT_CHECK", "state", "TIMEOUT_S",
 })
 _SCALARS = {"int": "as_int", "float": "as_float", "bool": "as_bool", "str": "as_str"}
 _LISTS = {"list", "List"}
@@ -297,6 +297,9 @@ class BuiltinGenerator:
         w.add("PARAMS = {name: spec['default'] for name, spec in PARAMETERS.items()}")
         w.add("# The original function's default argument values, given by the runtime at load.")
         w.add("DEFAULTS = {}")
+        if timeout is not None:
+            w.add("# The decorator's timeout: the limit of the last attempt, whatever tuning does.")
+            w.add(f"TIMEOUT_S = {_number(float(timeout))}")
         if retryable:
             w.add(f"# Errors worth another attempt in the {domain.name} domain; anything else is the caller's.")
             w.add(f"RETRYABLE = ({', '.join(retryable)},)")
@@ -366,8 +369,10 @@ class BuiltinGenerator:
                                 "description": "seconds the circuit stays open before a trial call"},
         }
         if timeout is not None:
-            parameters["timeout_s"] = {"default": timeout, "min": 0.001, "max": 3600.0,
-                                       "description": "wall-clock limit of one attempt"}
+            # Never above the decorator's timeout: that one is the caller's contract.
+            parameters["timeout_s"] = {"default": timeout, "min": 0.001, "max": timeout,
+                                       "description": "wall-clock limit of each attempt but the last "
+                                                      "(the last always gets the decorator's timeout)"}
         for name, (value, bounds) in tunable.items():
             parameters[name] = {"default": value, "min": bounds["min"], "max": bounds["max"],
                                 "description": f"value of the {name} argument when the caller does not pass it"}
@@ -460,8 +465,12 @@ class BuiltinGenerator:
         keyword = "async def" if is_async else "def"
         lines = [f"{keyword} operate_prime({params}):"]
         if timeout is not None:
+            # A learned (shorter) timeout may only make retries come sooner: the last attempt
+            # always gets the decorator's timeout, so tuning never fails a call the caller's
+            # own timeout would have let finish.
+            limit = "PARAMS['timeout_s'] if attempt < PARAMS['retries'] else TIMEOUT_S" if retryable else "TIMEOUT_S"
             if is_async:
-                call = f"await asyncio.wait_for({call}, PARAMS['timeout_s'])"
+                call = f"await asyncio.wait_for({call}, {limit})"
             else:
                 positional = [p.name for p in spec.params if p.kind not in (KEYWORD_ONLY, VAR_POSITIONAL, VAR_KEYWORD)]
                 star = next((p.name for p in spec.params if p.kind == VAR_POSITIONAL), None)
@@ -473,7 +482,7 @@ class BuiltinGenerator:
                 star_kw = next((p.name for p in spec.params if p.kind == VAR_KEYWORD), None)
                 if star_kw:
                     kwargs = f"dict({kwargs}, **{star_kw})" if kw_only else f"dict({star_kw})"
-                call = f"call_with_timeout({logic}, {args}, {kwargs}, PARAMS['timeout_s'])"
+                call = f"call_with_timeout({logic}, {args}, {kwargs}, {limit})"
         elif is_async:
             call = f"await {call}"
         if not retryable:
