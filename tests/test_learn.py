@@ -155,7 +155,8 @@ def test_degradation_regenerates_a_candidate_that_is_promoted_then_rolled_back(l
         if "version.promoted" in engine.decisions:
             break
     decisions = [d for d in engine.decisions if d != "learning.updated"]
-    assert decisions == ["learning.degraded", "version.candidate", "version.promoted"]
+    # ml_monitoring is pure: the candidate ran in shadow beside live calls before its promotion.
+    assert decisions == ["learning.degraded", "version.candidate", "version.shadow", "version.promoted"]
     kinds = [e["type"] for e in events_of(learn_env) if e["type"].startswith(("learning.degraded", "version."))]
     assert kinds == decisions  # every decision is a durable event
     store = FunctionStore(learn_env / "lr_cycle.detect", "lr_cycle:detect")
@@ -166,8 +167,10 @@ def test_degradation_regenerates_a_candidate_that_is_promoted_then_rolled_back(l
     evidence = v2.metadata["evidence"]
     assert evidence["recent_failures"] and evidence["objective"] == "accuracy" and evidence["trend"]
     # The built-in generator baked the learned value in as the new default.
-    learned_v1 = params(learn_env, "lr_cycle.detect", 1)["threshold"]
-    assert abs(v2.metadata["parameters"]["threshold"]["default"] - learned_v1) < 1e-9
+    baked = v2.metadata["parameters"]["threshold"]["default"]
+    assert any(abs(entry["new"] - baked) < 1e-9 for entry in audit(learn_env, "lr_cycle.detect", 1))
+    # Values learned while v2 ran in shadow carried over when it was promoted.
+    assert params(learn_env, "lr_cycle.detect", 2)["threshold"] == params(learn_env, "lr_cycle.detect", 1)["threshold"]
     assert module.detect.__poet__.version_number == 2  # this process serves the promoted version
     # A quiet period: answers confirmed; no new episode.
     live = lambda: params(learn_env, "lr_cycle.detect", 2)["threshold"]  # noqa: E731
@@ -204,6 +207,40 @@ def test_a_worse_candidate_is_rejected_with_its_reason(learn_env, module_dir):
     # Rolling back by hand stays available.
     engine.store.rollback(1)
     assert engine.store.current_number() == 1
+
+
+def test_a_candidate_whose_code_answers_worse_is_rejected_in_shadow_on_live_calls(learn_env, module_dir):
+    """Replaying recorded scores cannot see a code change; running the candidate beside live calls does."""
+    from poet_runtime.learn import engine_for
+
+    config.override(shadow_samples=15)
+    module = module_dir("lr_shadow", detector_source(threshold=0.9))
+    rng = random.Random(11)
+    _drive(module, rng, 60, lambda s, r: s > 0.4)
+    engine = engine_for(module.detect)
+    current = engine.store.current()
+    # Same parameters (the replay screen passes), but the logic answers the opposite.
+    flipped = current.code().replace('return {"drift_detected": score > threshold', 'return {"drift_detected": score <= threshold')
+    assert flipped != current.code()
+    candidate = engine.store.create(flipped, current.params(), {"observations": {}, "audit": []},
+                                    {**current.metadata, "status": "candidate"}, make_current=False)
+    assert engine.evaluate(candidate) is None  # in shadow now
+    assert engine.store.get(candidate.number).metadata["status"] == "shadow"
+    answers = []
+    for _ in range(40):
+        score = rng.random()
+        answers.append((score, module.detect(score)))
+        module.detect.feedback(label=score > 0.4)
+        if "version.rejected" in engine.decisions:
+            break
+    # Callers only ever saw the current version's answers (the flipped candidate's would be mostly wrong).
+    agree = sum(answer["drift_detected"] == (score > 0.4) for score, answer in answers) / len(answers)
+    assert agree > 0.8
+    metadata = engine.store.get(candidate.number).metadata
+    assert metadata["status"] == "rejected" and metadata["reason"] == "worse than the current version on live calls in shadow"
+    assert metadata["scores"]["candidate"] < metadata["scores"]["current"] and metadata["scores"]["samples"] == 15
+    assert engine.store.current_number() == current.number and engine.shadow is None
+    assert module.detect.__poet__.cell[0].__name__ != "shadowed"  # the shadow is off the call path again
 
 
 @pytest.mark.slow

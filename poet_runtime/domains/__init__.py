@@ -52,6 +52,7 @@ class Domain:
     fields: tuple[FieldRule, ...] = ()
     tunable: dict = field(default_factory=dict)  # name -> {"min": .., "max": ..}
     alert_quality_beta: float = 1.0
+    pure: bool = False  # calls have no side effects: running the logic twice (shadow evaluation) is safe
     template_version: int = 1  # of template.txt: part of an LLM-made version's key
 
     @property
@@ -105,6 +106,7 @@ def _read(folder: Path) -> Domain:
             fields=tuple(rules),
             tunable=dict(data.get("tunable", {})),
             alert_quality_beta=float(data.get("alert_quality_beta", 1.0)),
+            pure=bool(data.get("pure", False)),
             template_version=int(data.get("template_version", 1)),
         )
     except KeyError as missing_key:

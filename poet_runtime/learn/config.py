@@ -51,6 +51,7 @@ class LearnSettings:
     min_recall: float = 0.5  # precision learner: keep recall above this
     alert_rate_penalty: float = 0.1
     auto_regenerate: bool = True
+    shadow_samples: int = 20  # labelled live calls a candidate runs in shadow before it is judged (0: no shadow)
     environment: str = "development"
     service: str = ""
 

@@ -43,6 +43,8 @@ class Learning:
         self.failures: deque = deque(maxlen=10)
         self.comments: deque = deque(maxlen=10)
         self.probation: dict | None = None  # {"version", "previous"} after a promotion
+        self.shadow = None  # a candidate running beside the current version on live calls
+        self.pure = get_domain(state.config.domain).pure
         self.decisions: list[str] = []  # event types, in order (tests and the bench read it)
         self.learner = None
         self.version_loaded(state)
@@ -110,6 +112,8 @@ class Learning:
         changes = self.learner.propose(self._params())
         if changes:
             self.apply(changes, {"samples": self.learner.seen, "objective_now": self._value()}, event["id"])
+        if self.shadow is not None and self.shadow.label(payload["execution_id"], output, label):
+            self._finish_shadow(event["id"])
         verdict = self.monitor.add(bool(prediction_of(output)), bool(label))
         if verdict == "degraded":
             self.degraded(event["id"])
@@ -181,6 +185,9 @@ class Learning:
         loaded = self.state.loaded
         if loaded is not None and self.state.version_number == self.version:
             loaded.configure(params)
+        if self.shadow is not None:
+            # Both versions run with the same learned values, so the shadow compares their code.
+            self.shadow.configure(applied)
         return applied
 
     # -- degradation, candidates, promotion, rollback ----------------------------------------
@@ -197,7 +204,7 @@ class Learning:
                                            "baseline": evidence["baseline"], "evidence": evidence}, cause)
         if self.probation is not None and self.probation["version"] == self.version:
             self.rollback_promoted(evidence)
-        elif self.settings.auto_regenerate:
+        elif self.settings.auto_regenerate and self.shadow is None:  # one candidate at a time
             candidate = self.regenerate(evidence)
             if candidate is not None:
                 self.evaluate(candidate)
@@ -229,21 +236,59 @@ class Learning:
         proposed = candidate.params().get(name, current)
         return self.learner.value_for(current), self.learner.value_for(proposed)
 
-    def evaluate(self, candidate) -> bool:
+    def evaluate(self, candidate) -> bool | None:
+        """Screen the candidate on the recorded labelled executions; then shadow it on live calls
+        where that is safe (True promoted, False rejected, None: in shadow, decided later)."""
         if getattr(self.learner, "parameter", None) is None or not hasattr(self.learner, "value_for"):
             return self._reject(candidate, "no decision parameter to compare on", {})
         current, proposed = self.shadow_scores(candidate)
         scores = {"current": round(current, 6), "candidate": round(proposed, 6),
-                  "samples": len(self.learner.samples)}
+                  "samples": len(self.learner.samples), "evaluated_on": "recorded labelled executions"}
         if proposed + 1e-9 < current:
             return self._reject(candidate, "worse than the current version on recorded labelled executions", scores)
+        if self._can_shadow():
+            from poet_runtime.learn.shadow import Shadow
+
+            try:
+                self.shadow = Shadow(self.state, candidate, self.settings.shadow_samples)
+            except Exception as error:  # a candidate that cannot even load is no candidate
+                return self._reject(candidate, f"does not load: {type(error).__name__}: {error}", scores)
+            self.shadow.install()
+            self._set_status(candidate.number, "shadow", scores=scores)
+            self._decide("version.shadow", {"function": self.info.function_id, "version": candidate.number,
+                                            "previous": self.version, "objective": self.objective,
+                                            "reason": "at least as good on recorded labelled executions; now "
+                                                      "running beside the current version on live calls",
+                                            "needed": self.settings.shadow_samples, "scores": scores})
+            return None
+        return self._promote(candidate, scores)
+
+    def _can_shadow(self) -> bool:
+        """Live shadow runs repeat the user's logic: only for pure domains and synchronous functions."""
+        return self.pure and not self.state.is_async and self.settings.shadow_samples > 0
+
+    def _finish_shadow(self, cause: str | None) -> None:
+        shadow, self.shadow = self.shadow, None
+        shadow.uninstall()
+        scores = {**shadow.scores(self.objective, self.beta, self.settings), "evaluated_on": "live calls in shadow"}
+        if scores["candidate"] + 1e-9 < scores["current"]:
+            self._reject(shadow.candidate, "worse than the current version on live calls in shadow", scores)
+        else:
+            self._promote(shadow.candidate, scores)
+
+    def _promote(self, candidate, scores: dict) -> bool:
         previous = self.version
+        # What learning found since the candidate was generated carries over to it.
+        declared = candidate.metadata.get("parameters") or {}
+        learned = {name: value for name, value in self._params().items() if name in declared}
+        if learned:
+            self.store.update_json(candidate.number, "params.json", {**candidate.params(), **learned})
         self._set_status(candidate.number, "current", scores=scores)
         self._set_status(previous, "superseded")
         self.store.set_current(candidate.number)
         self._reload()
         self.probation = {"version": candidate.number, "previous": previous}
-        self.monitor.restart(proposed)
+        self.monitor.restart(scores["candidate"])
         self._decide("version.promoted", {"function": self.info.function_id, "version": candidate.number,
                                           "previous": previous, "objective": self.objective,
                                           "reason": "at least as good as current", "scores": scores})
