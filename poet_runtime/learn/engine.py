@@ -9,8 +9,9 @@ Flow: a labelled feedback event is joined with its execution (its output); the l
 may propose new parameter values, which are clamped to their declared ranges, written
 to params.json and applied live with ``configure``. When the objective degrades, a
 candidate version is generated with the learned values and the evidence as hints,
-compared with the current one on the recorded labelled executions, and promoted only if
-it is at least as good; a promoted version that degrades is rolled back.
+screened on the recorded labelled executions, run in shadow beside live calls where the
+domain is pure (see ``shadow``), and promoted only if it is at least as good; a promoted
+version that degrades is rolled back.
 """
 
 from __future__ import annotations
