@@ -108,10 +108,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="poet-bench-llm-"))
     policies = {"none": "trusted"}
     if restricted_landed():
-        # The restricted backend in this process (a policy stating no CPU/memory/wall limit):
-        # its worker mode does not load module-level functions yet (see the report).
+        # The restricted backend in this process (a policy stating no CPU/memory/wall limit),
+        # and in its worker pool (the shipped default policy).
         policies["restricted (in-process)"] = str(work / "bench_restricted.toml")
         Path(policies["restricted (in-process)"]).write_text(RESTRICTED_POLICY)
+        policies["restricted (worker, default policy)"] = "default"
     else:
         print("the restricted backend has not landed: probe runs in backend none only")
     server = FakeOpenAI().start()
