@@ -54,6 +54,7 @@ def write_module(tmp_path):
         created.append(name)
         return importlib.import_module(name)
 
+    write.folder = folder
     yield write
     sys.path.remove(str(folder))
     for name in created:

@@ -34,50 +34,25 @@ def plain(score: float, threshold: float = 0.5) -> dict:
 
 
 @pytest.fixture
-def learn_env(tmp_path, monkeypatch):
-    """Runtime on (no import hook), store and cache under tmp_path, fresh learning settings."""
-    import poet_runtime
-    from poet_runtime import runtime, settings
+def learn_env(poet_home, monkeypatch):
+    """``poet_home`` (runtime on, store and cache under tmp_path) with fresh learning settings.
+
+    No default policy: each test module names its policy in the decorator.
+    """
+    from poet_runtime import settings
     from poet_runtime.learn import config, sink
 
-    for variable in list(os.environ):
-        if variable.startswith("POET_"):
-            monkeypatch.delenv(variable)
-    home, cache = tmp_path / "poet_home", tmp_path / "poet_cache"
+    monkeypatch.delenv("POET_POLICY")
     settings.reset()
-    settings.override(home=home, cache_dir=cache)
     config.reset()
-    poet_runtime.enable(hook=False)
-    yield home
+    yield poet_home
     sink.shutdown()
-    poet_runtime.disable()
     config.reset()
-    settings.reset()
-    runtime.reset_stats()
-    from poet_runtime import cache as code_cache
-
-    code_cache.close()
 
 
 @pytest.fixture
-def module_dir(tmp_path):
-    folder = tmp_path / "mods"
-    folder.mkdir(exist_ok=True)
-    sys.path.insert(0, str(folder))
-    created = []
-
-    def write(name: str, source: str):
-        (folder / f"{name}.py").write_text(source, encoding="utf-8")
-        sys.modules.pop(name, None)
-        importlib.invalidate_caches()
-        created.append(name)
-        return importlib.import_module(name)
-
-    write.folder = folder
-    yield write
-    sys.path.remove(str(folder))
-    for name in created:
-        sys.modules.pop(name, None)
+def module_dir(write_module):
+    return write_module
 
 
 def detector_source(objective: str = "accuracy", threshold: float = 0.9) -> str:
