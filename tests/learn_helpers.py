@@ -1,13 +1,12 @@
 """Helpers for the events, feedback and learning tests: a private store per test, modules on disk.
 
-Kept out of conftest.py on purpose (other engineers own it); tests import the fixtures
-from here. Everything lives under pytest's tmp_path; settings are overridden in-process
-and reset afterwards; the event sink is shut down so no flusher outlives its test.
+Tests import the fixtures from here; they build on conftest's ``poet_home`` and
+``write_module``. Everything lives under pytest's tmp_path; settings are reset
+afterwards; the event sink is shut down so no flusher outlives its test.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
