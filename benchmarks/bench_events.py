@@ -91,10 +91,10 @@ def main() -> None:
     floors = [floor_lines_per_s(folder, args.seconds) for _ in range(args.repeats)]
 
     # Sustained: call as fast as possible for N seconds with the default 100 ms durability; count what is durable.
-    rates = []
+    rates, flusher = [], []
     for _ in range(args.repeats):
         sink.flush()
-        before = sink.acknowledged
+        before, flush_cpu = sink.acknowledged, sink.flush_cpu_s
         start, cpu = time.perf_counter(), time.process_time()
         calls = 0
         while time.perf_counter() - start < args.seconds:
@@ -104,6 +104,7 @@ def main() -> None:
         sink.flush()  # the last <=100 ms of calls
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         rates.append(((sink.acknowledged - before) / elapsed, (sink.acknowledged - before) / cpu))
+        flusher.append((sink.flush_cpu_s - flush_cpu) / (sink.acknowledged - before) * 1e6)
     on_disk = sum(1 for _ in journal.read(journal.events_root(folder / "home"), {"function.execution"}))
 
     # Per call: recording on (flusher at its default interval, its work included) vs recording off.
@@ -136,6 +137,7 @@ def main() -> None:
           f"{rate_cpu:>12,.0f} events per CPU s")
     print(f"  calling the function included)                   ratio to floor {rate_wall / floor_wall:.2f} wall, "
           f"{rate_cpu / floor_cpu:.2f} CPU   (target >= 100,000/s)")
+    print(f"flusher work per event (CPU in flush(), sustained) {med(flusher):>12.2f} us")
     print(f"events on disk after the runs                      {on_disk:>12,d}")
     print(f"per call, recording off                            {med(without):>12.2f} us CPU")
     print(f"per call, recording on (flusher's work included)   {med(with_recording):>12.2f} us"

@@ -240,3 +240,136 @@ def test_importing_the_package_loads_neither_pydantic_nor_the_learning_path(tmp_
     assert child.returncode == 0, err
     pydantic_loaded, learn_loaded, _ms = out.split()
     assert (pydantic_loaded, learn_loaded) == ("False", "False")
+
+
+def _old_row(seq, end, number, status="ok", phases=(1000, 2000, 3000), reason=None, detail=None, flag=1,
+             output=None):
+    return ["X", seq, end, number, "m:f", 3, status, *phases, reason, detail, "accuracy", flag, output]
+
+
+def test_column_batches_read_back_as_the_same_events_as_row_batches(tmp_path):
+    root = tmp_path / "events"
+    journal.ensure_dirs(root)
+    header = journal.encode({"segment": {"process": "0123456789ab", "pid": 7,
+                                         "metadata": {"version": "1", "environment": "t", "service": "t"}}}, 10_000)
+    rows = [_old_row(5, 1_700_000_000_000_001, 11, output={"score": 0.5, "ok": True}),
+            _old_row(6, 1_700_000_000_000_002, 12, output={"score": 0.25, "ok": False}),
+            _old_row(7, 1_700_000_000_000_003, 14, status="fallback", phases=(None, None, None), reason="policy",
+                     detail="why", flag=0)]
+    # The same executions as column groups: shared values once, per-row values as lists.
+    same = ["m:f", 3, "accuracy", 5, [1_700_000_000_000_001, 1_700_000_000_000_002], [11, 12], [1000, 1000],
+            [2000, 2000], [3000, 3000], "ok", None, None, 1, {"k": ["score", "ok"], "c": [[0.5, 0.25], [True, False]]}]
+    mixed = ["m:f", 3, "accuracy", [7], [1_700_000_000_000_003], [14], [None], [None], [None], ["fallback"],
+             ["policy"], ["why"], [0], None]
+    (root / "pending" / "ex-1-1.jsonl").write_bytes(header + journal.encode_batch(["B", 10.0, 5.0], rows))
+    columns = journal.encode_columns(["C", 10.0, 5.0], [same, mixed])
+    (root / "pending" / "ex-1-2.jsonl").write_bytes(header + columns + columns[:-9])  # the last write torn
+    old = list(journal.read_file(root / "pending" / "ex-1-1.jsonl"))
+    new = list(journal.read_file(root / "pending" / "ex-1-2.jsonl"))
+    assert new == old and len(new) == 3
+    assert [journal.group_row(same, i) for i in range(2)] + [journal.group_row(mixed, 0)] == rows
+    assert journal.group_rows(same) + journal.group_rows(mixed) == rows
+    assert new[2]["payload"]["fallback_reason"] == "policy" and new[2]["payload"]["phase_ms"] == {}
+    assert journal.count_torn(root) == 1
+
+
+def test_an_output_the_encoder_cannot_take_is_dropped_alone(tmp_path):
+    looped: list = []
+    looped.append(looped)
+    group = ["m:f", 1, "accuracy", 1, [1, 2], [1, 2], [1, 1], [1, 1], [1, 1], "ok", None, None, 1, [looped, "fine"]]
+    line = journal.encode_columns(["C", None, 0.0], [group])
+    value = journal.decode(line)
+    assert value[3][0][12:] == [[2, 1], [None, "fine"]]
+
+
+def _fake_entry(state, number, status="ok", reason=None, detail=None, phases=(0, 10, 30, 60)):
+    return (state, number, status, reason, detail, *phases)
+
+
+def test_flush_groups_interleaved_functions_and_mixed_outcomes(tmp_path):
+    from types import SimpleNamespace
+
+    from poet_runtime.learn import config, sink
+
+    config.override(flush_interval_s=60.0)
+    root = tmp_path / "events"
+    try:
+        first = sink.register("mix:first", root, "accuracy", True)
+        second = sink.register("mix:second", root, None, False)
+        state_a, state_b = SimpleNamespace(version_number=1), SimpleNamespace(version_number=2)
+        record_a, record_b = sink.recorder_for(first), sink.recorder_for(second)
+        outputs = [{"score": 0.5}, [1, 2], "text", {"score": 0.75, "extra": "x"}, None, 3.5, {"nested": {"a": 1}}]
+        for number in range(1, 15):
+            if number % 2:
+                record_a(_fake_entry(state_a, number), outputs[number // 2])
+            else:
+                record_b(_fake_entry(state_b, number), {"ignored": True})
+        record_a(_fake_entry(state_a, 15, "fallback", "policy", "d" * 5000, (None,) * 4), {"score": 0.0})
+        assert sink.flush() == 15 and sink._buffer == []
+        events = {e["payload"]["execution_id"].rpartition("-")[2]: e for e in journal.read(root)}
+        assert sorted(map(int, events)) == list(range(1, 16))
+        for number, event in events.items():
+            payload = event["payload"]
+            if int(number) % 2 == 0:
+                assert (payload["function"], payload["version"], payload["objective"]) == ("mix:second", 2, None)
+                assert "output" not in payload
+            elif int(number) < 15:
+                assert (payload["function"], payload["version"]) == ("mix:first", 1)
+                assert payload["output"] == outputs[int(number) // 2]
+                assert payload["phase_ms"] == {"perceive": 1e-05, "operate": 2e-05, "enforce": 3e-05}
+        fell_back = events["15"]["payload"]
+        assert fell_back["fallback_reason"] == "policy" and fell_back["phase_ms"] == {}
+        assert len(fell_back["error"] or {}) == 0 and fell_back["output"] == {"score": 0.0}
+        assert len({e["id"] for e in events.values()}) == 15
+        assert first.last_number == 15 and second.last_number == 14
+        # Feedback correlation from memory: only the function with an objective keeps executions.
+        found = sink.find_execution(f"{__import__('poet_runtime').records.PROCESS_ID}-13")
+        assert found is not None and found[0]["output"] == {"nested": {"a": 1}}
+        assert not second.recent
+    finally:
+        sink.shutdown()
+        config.reset()
+
+
+def test_recent_executions_are_bounded_and_older_ones_are_found_on_disk(tmp_path):
+    from types import SimpleNamespace
+
+    from poet_runtime import records
+    from poet_runtime.learn import config, sink
+
+    config.override(flush_interval_s=60.0, recent_executions=10)
+    root = tmp_path / "events"
+    try:
+        info = sink.register("cap:f", root, "accuracy", True)
+        state, record = SimpleNamespace(version_number=1), sink.recorder_for(info)
+        for number in range(1, 61):
+            record(_fake_entry(state, number), {"score": number / 100})
+            if number % 4 == 0:
+                sink.flush()
+        assert 10 <= info.recent_count <= 14 and info.recent_count == sum(len(g[5]) for g, _ in info.recent)
+        assert sink._recent_row(info, 60) is not None and sink._recent_row(info, 5) is None
+        payload, found_root = sink.find_execution(f"{records.PROCESS_ID}-5")  # from the files
+        assert payload["output"] == {"score": 0.05} and found_root == root
+    finally:
+        sink.shutdown()
+        config.reset()
+
+
+def test_buffered_calls_leave_no_container_for_the_gc_to_track(learn_env, module_dir):
+    import gc
+
+    from poet_runtime.learn import config, sink
+
+    config.override(flush_interval_s=60.0)
+    module = module_dir("ev_gc", detector_source())
+    module.detect(0.1)
+    sink.flush()
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5000):
+        module.detect(i / 5000)
+    assert len(sink._buffer) == 5000 * sink._WIDTH
+    assert len(gc.get_objects()) - before < 500  # a tuple per buffered call would add 5000
+    assert sink.flush() == 5000
+    outputs = [e["payload"]["output"]["score"] for e in events_of(learn_env, "function.execution")]
+    assert outputs == [0.1] + [i / 5000 for i in range(5000)]

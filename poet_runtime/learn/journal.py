@@ -7,6 +7,7 @@ by a crash (no newline, or a checksum that does not match) is detected and skipp
 readers, never fatal. Layout::
 
     .poet/events/pending/ex-<pid>-<ns>.jsonl   execution events, one open segment per writer, one line per batch
+                                               (``encode_columns``; older writers: ``encode_batch``)
     .poet/events/pending/fb-<event id>.jsonl    one feedback event, fsynced before feedback() returns
     .poet/events/pending/lr-<pid>-<ns>.jsonl    learning.* / version.* decisions
     .poet/events/processed/...                  segments closed by their writer, feedback learned from
@@ -58,6 +59,79 @@ def encode_batch(batch: list, rows: list) -> bytes:
                 row[13], row[14] = 2, None
         text = _encoder([*batch, rows]).encode()
     return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def encode_columns(batch: list, groups: list) -> bytes:
+    """One line for a whole batch in the column layout: ``["C", memory_mb, cpu_percent, [group, ...]]``.
+
+    A group holds the executions of one function version, field by field (see ``group_rows``),
+    so the function, version, objective and the common status are written once per group
+    and each execution costs a few integers and its output. An output the encoder cannot
+    take (a NaN key, a cycle) is dropped (flag 2) and the rest of its group kept.
+    """
+    try:
+        text = _encoder([*batch, groups]).encode()
+    except (TypeError, ValueError):
+        for group in groups:
+            rows = len(group[5])
+            flags, outputs = _column(group[12], rows), _outputs(group[13], rows)
+            for i, output in enumerate(outputs):
+                try:
+                    _encoder(output)
+                except (TypeError, ValueError):
+                    flags[i], outputs[i] = 2, None
+            group[12], group[13] = flags, outputs
+        text = _encoder([*batch, groups]).encode()
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def _column(value, rows: int) -> list:
+    """A group field: a list (one value per execution), or one value shared by all of them."""
+    return list(value) if type(value) is list else [value] * rows
+
+
+def _outputs(value, rows: int) -> list:
+    """The outputs of a group: None (none kept), a list, or dicts by column ``{"k": keys, "c": columns}``."""
+    if type(value) is dict:
+        keys = value["k"]
+        if not keys:
+            return [{} for _ in range(rows)]
+        return [dict(zip(keys, values)) for values in zip(*value["c"])]
+    return list(value) if type(value) is list else [value] * rows
+
+
+def group_rows(group: list) -> list[list]:
+    """The rows (as ``expand`` takes them) of a column group.
+
+    Group: [function, version, objective, first event seq (or a list of seqs), ends (µs since
+    the epoch), execution numbers, perceive ns, operate ns, enforce ns, status, reason, detail,
+    output flag, output]; status, reason, detail and flag are one value for the whole group
+    or a list; output as ``_outputs`` reads it.
+    """
+    function, version, objective, seqs, ends, numbers = group[:6]
+    rows = len(numbers)
+    if type(seqs) is not list:
+        seqs = range(seqs, seqs + rows)
+    fields = zip(seqs, ends, numbers, group[6], group[7], group[8], _column(group[9], rows), _column(group[10], rows),
+                 _column(group[11], rows), _column(group[12], rows), _outputs(group[13], rows))
+    return [["X", seq, end, number, function, version, status, perceive, operate, enforce, reason, detail, objective,
+             flag, output]
+            for seq, end, number, perceive, operate, enforce, status, reason, detail, flag, output in fields]
+
+
+def group_row(group: list, index: int) -> list:
+    """Row ``index`` of a column group, without expanding the others."""
+    def at(value):
+        return value[index] if type(value) is list else value
+
+    seqs, output = group[3], group[13]
+    if type(output) is dict:
+        output = {key: column[index] for key, column in zip(output["k"], output["c"])}
+    else:
+        output = at(output)
+    return ["X", seqs[index] if type(seqs) is list else seqs + index, group[4][index], group[5][index], group[0],
+            group[1], at(group[9]), group[6][index], group[7][index], group[8][index], at(group[10]), at(group[11]),
+            group[2], at(group[12]), output]
 
 
 def decode(line: bytes):
@@ -220,8 +294,12 @@ def read_file(path: Path) -> Iterator[dict]:
                     else:
                         yield value
                 elif type(value) is list and value:
-                    if value[0] == "B" and header is not None and len(value) == 4:
-                        for row in value[3]:  # a batch line
+                    if value[0] == "C" and header is not None and len(value) == 4:
+                        for group in value[3]:  # a batch line, column layout
+                            for row in group_rows(group):
+                                yield expand(row, header, value)
+                    elif value[0] == "B" and header is not None and len(value) == 4:
+                        for row in value[3]:  # a batch line, one list per row (older writers)
                             yield expand(row, header, value)
                     elif value[0] == "X" and header is not None:  # a single row (after a "B" line)
                         yield expand(value, header, batch)

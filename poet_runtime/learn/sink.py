@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import operator
 import os
 import random
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from pathlib import Path
 
 from poet_runtime import events, records
@@ -28,7 +29,8 @@ from poet_runtime.learn import config, journal
 
 SCHEMA_VERSION = "1"
 _NO_RESULT = object()
-_next_event = itertools.count(1).__next__
+_counter = itertools.count(1)  # event seqs; the flusher takes a block per group
+_next_event = _counter.__next__
 
 
 def new_event_id() -> str:
@@ -44,7 +46,8 @@ class FunctionInfo:
         self.objective = objective
         self.needs_output = needs_output
         self.sample = config.sample_for(function_id)
-        self.recent: OrderedDict[int, tuple] = OrderedDict()  # execution number -> (row, batch row)
+        self.recent: deque = deque()  # (column group, batch line) of recent executions, for feedback
+        self.recent_count = 0  # executions in ``recent``
         self.direct = False  # True when the call path hands executions to ``record`` itself
         self.last_number: int | None = None  # of the last execution written
         self.engine = None  # learn.engine.Learning when the function has an objective
@@ -57,7 +60,14 @@ class FunctionInfo:
 
 _functions: dict[str, FunctionInfo] = {}
 _pruned: set = set()
+# Buffered executions, flat: ``_WIDTH`` values per execution, the call path's entry (state, number,
+# status, reason, detail, t0..t3; see ``enhanced``) then its result, the wall time and the FunctionInfo.
+# Flat, so that a buffered call leaves no container of its own for the cyclic GC to track and
+# promote (a tuple per call would, and a buffer of thousands of them triggers full collections);
+# ``list.extend`` with a tuple adds all its values at once, so concurrent calls never interleave.
 _buffer: list = []
+_ENTRY = 9  # fields of the call path's entry
+_WIDTH = _ENTRY + 3
 _flush_lock = threading.RLock()
 _segments: dict[Path, journal.Segment] = {}
 _decision_segments: dict[Path, journal.Segment] = {}
@@ -65,6 +75,7 @@ _flusher: threading.Thread | None = None
 _stop = threading.Event()
 _unsubscribe = None
 acknowledged = 0  # execution events made durable by this process so far
+flush_cpu_s = 0.0  # CPU time (of the flushing thread) spent in flush() so far: the recording's cost off the call path
 _cpu_mark = (time.monotonic(), time.process_time())
 
 
@@ -84,20 +95,21 @@ def _listener(event: dict) -> None:
             return
         if info.sample < 1.0 and random.random() >= info.sample:
             return
-        _buffer.append((info, entry, event.get("result", _NO_RESULT), time.time()))
+        _buffer.extend(entry + (event.get("result", _NO_RESULT), time.time(), info))
 
 
 def recorder_for(info: FunctionInfo):
-    """The call path's direct hook (``FunctionState.recorder``): append the raw tuple, nothing more.
+    """The call path's direct hook (``FunctionState.recorder``): buffer the raw values, nothing more.
 
     Building the ExecutionRecord costs more than everything else here, so it is built by
-    the flusher. Returns True when no other bus listener needs the record.
+    the flusher. The values go into the buffer flat (see ``_buffer``), so the GC has no
+    per-call tuple to track. Returns True when no other bus listener needs the record.
     """
-    append, now, listeners, rand = _buffer.append, time.time, events._listeners, random.random
+    extend, now, listeners, rand = _buffer.extend, time.time, events._listeners, random.random
 
     def record(entry, result) -> bool:
         if info.sample >= 1.0 or rand() < info.sample:
-            append((info, entry, result, now()))
+            extend(entry + (result, now(), info))
         return len(listeners) == 1
 
     info.direct = True
@@ -194,65 +206,172 @@ def _header() -> bytes:
 def flush() -> int:
     """Write and fsync every buffered execution event now; returns how many were written.
 
-    Events are written as compact rows in one checksummed line per batch (see
-    ``journal.expand`` for what a row means): encoding the full event per call would
-    cost more than the call itself. A batch is acknowledged only after its fsync, so a
-    batch torn by a crash holds no acknowledged event.
+    Events are written in the column layout of ``journal.encode_columns``, one checksummed
+    line per batch: per execution the flusher only moves a few integers and the output
+    from column to column (zip, map and one JSON encoding per batch do the work in C), so
+    recording costs far less than encoding a full event per call would. A batch is
+    acknowledged only after its fsync, so a batch torn by a crash holds no acknowledged event.
     """
-    global acknowledged, _cpu_mark
+    global acknowledged, _cpu_mark, flush_cpu_s
+    started = time.thread_time()
     with _flush_lock:
-        count = len(_buffer)
-        if not count:
+        size = len(_buffer)  # always a multiple of _WIDTH: each call extends it by _WIDTH at once
+        if not size:
             return 0
-        items = _buffer[:count]
-        del _buffer[:count]  # calls appended meanwhile stay for the next round
+        items = _buffer[:size]
+        del _buffer[:size]  # calls appended meanwhile stay for the next round
+        count = size // _WIDTH
+        if size % _WIDTH or type(items[-1]) is not FunctionInfo:  # the entry's shape changed in ``enhanced``
+            raise RuntimeError(f"poet_runtime: execution buffer of {size} values is not {_WIDTH} per call")
         settings = config.get()
         now, cpu = time.monotonic(), time.process_time()
         cpu_percent = round(100.0 * (cpu - _cpu_mark[1]) / max(now - _cpu_mark[0], 1e-6), 1)
         _cpu_mark = (now, cpu)
-        batch = ["B", _memory_mb(), cpu_percent]
+        batch = ["C", _memory_mb(), cpu_percent]
         by_root: dict[Path, list] = {}
-        learned: dict[FunctionInfo, list] = {}
-        touched = set()
-        next_event = _next_event
-        for info, entry, result, wall in items:
-            state, number, status, reason, detail, t0, t1, t2, t3 = entry
-            flag, output = _output(result, settings) if info.needs_output else (0, None)
-            if detail is not None and len(detail) > _MAX_DETAIL:
-                detail = detail[:_MAX_DETAIL] + "..."
-            row = ["X", next_event(), int(wall * 1e6), number, info.function_id, state.version_number, status,
-                   None if t0 is None else t1 - t0, None if t0 is None else t2 - t1,
-                   None if t0 is None else t3 - t2, reason, detail, info.objective, flag, output]
+        learned: list = []
+        cap = settings.recent_executions
+        for info, state, columns in _groups(items, count):
+            group = _group(info, state, columns, settings)
             rows = by_root.get(info.root)
             if rows is None:
                 rows = by_root[info.root] = []
-            rows.append(row)
+            rows.append(group)
             if info.objective:  # only executions that may get feedback are kept for it in memory
-                info.recent[number] = (row, batch)
-                touched.add(info)
-            info.last_number = number
+                _remember(info, group, batch, cap)
             if info.engine is not None and info.engine.measured:
-                learned.setdefault(info, []).append((row, batch))
-        cap = settings.recent_executions
-        for info in touched:
-            recent = info.recent
-            while len(recent) > cap:
-                recent.popitem(last=False)
-        for root, rows in by_root.items():
+                learned.append((info, group))
+        for root, groups in by_root.items():
             segment = _segments.get(root)
             if segment is None:
                 segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header)
             try:
-                segment.write(journal.encode_batch(batch, rows))
+                segment.write(journal.encode_columns(batch, groups))
                 segment.sync()
             except OSError:
                 _segments.pop(root, None)  # a half-written batch ends this file; the next batch starts another
                 raise
         acknowledged += count
-    header = {"process": records.PROCESS_ID, "pid": os.getpid(), "metadata": _metadata()}
-    for info, rows in learned.items():
-        info.engine.on_executions([journal.expand(row, header, batch)["payload"] for row, batch in rows])
+    if learned:
+        header = {"process": records.PROCESS_ID, "pid": os.getpid(), "metadata": _metadata()}
+        for info, group in learned:
+            info.engine.on_executions([journal.expand(row, header, batch)["payload"]
+                                       for row in journal.group_rows(group)])
+    flush_cpu_s += time.thread_time() - started
     return count
+
+
+def _groups(items: list, count: int):
+    """(info, state, columns) per function version; calls keep their order within a group.
+
+    Columns: one sequence per field of the buffer (see ``_buffer``), taken by slicing.
+    """
+    columns = [items[field::_WIDTH] for field in range(_WIDTH)]
+    states, infos = columns[0], columns[_ENTRY + 2]
+    state, info = states[0], infos[0]
+    if states.count(state) == count and infos.count(info) == count:  # the common case: one hot function
+        info.last_number = columns[1][-1]
+        yield info, state, columns
+        return
+    groups: dict = {}
+    for index, state, info, number in zip(range(count), states, infos, columns[1]):
+        key = id(state), id(info)
+        part = groups.get(key)
+        if part is None:
+            part = groups[key] = []
+        part.append(index)
+        info.last_number = number
+    for part in groups.values():
+        take = operator.itemgetter(*part) if len(part) > 1 else (lambda column, i=part[0]: (column[i],))
+        yield infos[part[0]], states[part[0]], [take(column) for column in columns]
+
+
+_sub = operator.sub
+_micro = 1e6.__mul__
+
+
+def _group(info: FunctionInfo, state, columns: list, settings) -> list:
+    """The column group of one function version's executions (see ``journal.group_rows``)."""
+    _, numbers, statuses, reasons, details, t0, t1, t2, t3, results, walls, _ = columns
+    rows = len(numbers)
+    seqs = list(itertools.islice(_counter, rows))
+    first = seqs[0] if seqs[-1] - seqs[0] == rows - 1 else seqs  # contiguous unless another thread took one
+    if None in t0:  # fallbacks carry no phase times
+        perceive = [None if a is None else b - a for a, b in zip(t0, t1)]
+        operate = [None if a is None else b - a for a, b in zip(t1, t2)]
+        enforce = [None if a is None else b - a for a, b in zip(t2, t3)]
+    else:
+        perceive, operate, enforce = list(map(_sub, t1, t0)), list(map(_sub, t2, t1)), list(map(_sub, t3, t2))
+    status = statuses[0] if statuses.count(statuses[0]) == rows else list(statuses)
+    reason = None if reasons.count(None) == rows else list(reasons)
+    detail = None
+    if details.count(None) != rows:
+        detail = [d if d is None or len(d) <= _MAX_DETAIL else d[:_MAX_DETAIL] + "..." for d in details]
+    flag, output = _outputs(results, settings) if info.needs_output else (0, None)
+    return [info.function_id, state.version_number, info.objective, first, list(map(int, map(_micro, walls))),
+            list(numbers), perceive, operate, enforce, status, reason, detail, flag, output]
+
+
+_SCALARS = frozenset(_SCALAR)
+_SHORT = frozenset((*_SCALAR, str))
+
+
+def _outputs(results: tuple, settings) -> tuple:
+    """(flag, output) of a group, as ``journal.group_rows`` reads them; ``_output`` per result when
+    the results do not share one simple shape (scalars, short strings, or dicts with the same keys)."""
+    kinds = set(map(type, results))
+    if kinds <= _SCALARS:
+        return 1, list(results)
+    if kinds == _STR and max(map(len, results)) <= settings.max_output_bytes:
+        return 1, list(results)
+    if kinds == _DICT:
+        shapes = set(map(tuple, results))
+        if len(shapes) == 1:
+            keys = shapes.pop()
+            if len(keys) <= 16 and all(type(key) is str for key in keys):
+                columns = []
+                for key in keys:
+                    column = list(map(operator.itemgetter(key), results))
+                    kinds = set(map(type, column))
+                    if not kinds <= _SCALARS and not (
+                            kinds <= _SHORT and max(len(v) for v in column if type(v) is str) <= 256):
+                        break
+                    columns.append(column)
+                else:
+                    return 1, {"k": list(keys), "c": columns}
+    flags, outputs = [], []
+    for result in results:
+        flag, output = _output(result, settings)
+        flags.append(flag)
+        outputs.append(output)
+    if flags.count(flags[0]) == len(flags):
+        flags = flags[0]
+    if outputs.count(None) == len(outputs):
+        outputs = None
+    return flags, outputs
+
+
+_STR, _DICT = {str}, {dict}
+
+
+def _remember(info: FunctionInfo, group: list, batch: list, cap: int) -> None:
+    """Keep a group for feedback correlation: at least the last ``cap`` executions, whole groups."""
+    recent = info.recent
+    recent.append((group, batch))
+    info.recent_count += len(group[5])
+    while info.recent_count - len(recent[0][0][5]) >= cap:
+        info.recent_count -= len(recent.popleft()[0][5])
+
+
+def _recent_row(info: FunctionInfo, number: int):
+    """(row, batch) of a recent execution of this function, or None."""
+    for group, batch in reversed(list(info.recent)):  # a copy: the flusher appends meanwhile
+        try:
+            index = group[5].index(number)
+        except ValueError:
+            continue
+        return journal.group_row(group, index), batch
+    return None
 
 
 def _memory_mb() -> float | None:
@@ -289,7 +408,7 @@ def find_execution(execution_id: str, extra_roots=()) -> tuple[dict, Path] | Non
         header = {"process": process, "pid": os.getpid(), "metadata": _metadata()}
         for attempt in range(2):
             for info in list(_functions.values()):
-                found = info.recent.get(int(number))
+                found = _recent_row(info, int(number))
                 if found is not None:
                     return journal.expand(found[0], header, found[1])["payload"], info.root
             if attempt == 0:
