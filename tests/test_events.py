@@ -252,34 +252,57 @@ def test_column_batches_read_back_as_the_same_events_as_row_batches(tmp_path):
     journal.ensure_dirs(root)
     header = journal.encode({"segment": {"process": "0123456789ab", "pid": 7,
                                          "metadata": {"version": "1", "environment": "t", "service": "t"}}}, 10_000)
-    rows = [_old_row(5, 1_700_000_000_000_001, 11, output={"score": 0.5, "ok": True}),
-            _old_row(6, 1_700_000_000_000_002, 12, output={"score": 0.25, "ok": False}),
+    rows = [_old_row(5, 1_700_000_000_000_001, 11, output={"score": 0.1, "ok": True}),
+            _old_row(6, 1_700_000_000_000_002, 12, output={"score": 1 / 3, "ok": False}),
             _old_row(7, 1_700_000_000_000_003, 14, status="fallback", phases=(None, None, None), reason="policy",
-                     detail="why", flag=0)]
-    # The same executions as column groups: shared values once, per-row values as lists.
-    same = ["m:f", 3, "accuracy", 5, [1_700_000_000_000_001, 1_700_000_000_000_002], [11, 12], [1000, 1000],
-            [2000, 2000], [3000, 3000], "ok", None, None, 1, {"k": ["score", "ok"], "c": [[0.5, 0.25], [True, False]]}]
-    mixed = ["m:f", 3, "accuracy", [7], [1_700_000_000_000_003], [14], [None], [None], [None], ["fallback"],
-             ["policy"], ["why"], [0], None]
+                     detail="why", flag=0),
+            _old_row(8, 1_700_000_000_000_004, 15, status="error", reason="ValueError", detail="bad", output=[1, 2.5])]
+    # The same executions as column groups: shared values once, per-row values as (packed) columns;
+    # end as time.time() gave it, and the perf_counter marks instead of the phase durations.
+    marks = [[40_000, 41_000, 43_000, 46_000], [50_000, 51_000, 53_000, 56_000]]
+    same = ["m:f", 3, "accuracy", 5, [1_700_000_000.000001, 1_700_000_000.000002], [11, 12],
+            *map(list, zip(*marks)), "ok", None, None, 1,
+            {"k": ["score", "ok"], "c": [[0.1, 1 / 3], [True, False]]}]
+    mixed = ["m:f", 3, "accuracy", [7, 8], [1_700_000_000.000003, 1_700_000_000.000004], [14, 15],
+             [None, 1], [None, 1001], [None, 3001], [None, 6001], ["fallback", "error"], ["policy", "ValueError"],
+             ["why", "bad"], [0, 1], [None, [1, 2.5]]]
+    # A group as the first column writer wrote it (14 fields: end in µs, phase durations): still read.
+    first = ["m:f", 3, "accuracy", 5, [1_700_000_000_000_001], [11], [1000], [2000], [3000], "ok", None, None, 1,
+             {"k": ["score", "ok"], "c": [[0.1], [True]]}]
     (root / "pending" / "ex-1-1.jsonl").write_bytes(header + journal.encode_batch(["B", 10.0, 5.0], rows))
     columns = journal.encode_columns(["C", 10.0, 5.0], [same, mixed])
+    assert b"0.1" not in columns and b"1700000000" not in columns  # numbers packed, not written as text
     (root / "pending" / "ex-1-2.jsonl").write_bytes(header + columns + columns[:-9])  # the last write torn
     old = list(journal.read_file(root / "pending" / "ex-1-1.jsonl"))
     new = list(journal.read_file(root / "pending" / "ex-1-2.jsonl"))
-    assert new == old and len(new) == 3
-    assert [journal.group_row(same, i) for i in range(2)] + [journal.group_row(mixed, 0)] == rows
+    assert new == old and len(new) == 4
+    assert [journal.group_row(same, i) for i in range(2)] + [journal.group_row(mixed, i) for i in range(2)] == rows
     assert journal.group_rows(same) + journal.group_rows(mixed) == rows
+    assert journal.group_rows(first) == rows[:1] and journal.group_row(first, 0) == rows[0]
     assert new[2]["payload"]["fallback_reason"] == "policy" and new[2]["payload"]["phase_ms"] == {}
+    assert new[3]["payload"]["error"] == {"type": "ValueError", "message": "bad"}
     assert journal.count_torn(root) == 1
+
+
+def test_packed_columns_are_exact():
+    values = [0.1, 1 / 3, float("inf"), -0.0, 1e-300, 123456789.123456789]
+    assert journal.unpack(journal.pack(values, "d")) == values
+    nan = journal.unpack(journal.pack([float("nan")], "d"))[0]
+    assert nan != nan
+    ints = [0, -1, 2**63 - 1, -(2**63)]
+    assert journal.unpack(journal.pack(ints, "q")) == ints
+    assert journal.pack([2**64], "q") == [2**64] and journal.pack([1, None], "q") == [1, None]  # stay lists
+    assert journal._pack_column([1, 2.0]) == [1, 2.0] and journal._pack_column([True, False]) == [True, False]
 
 
 def test_an_output_the_encoder_cannot_take_is_dropped_alone(tmp_path):
     looped: list = []
     looped.append(looped)
-    group = ["m:f", 1, "accuracy", 1, [1, 2], [1, 2], [1, 1], [1, 1], [1, 1], "ok", None, None, 1, [looped, "fine"]]
+    group = ["m:f", 1, "accuracy", 1, [1.0, 2.0], [1, 2], [1, 1], [2, 2], [3, 3], [4, 4], "ok", None, None, 1,
+             [looped, "fine"]]
     line = journal.encode_columns(["C", None, 0.0], [group])
     value = journal.decode(line)
-    assert value[3][0][12:] == [[2, 1], [None, "fine"]]
+    assert value[3][0][13:] == [[2, 1], [None, "fine"]]
 
 
 def _fake_entry(state, number, status="ok", reason=None, detail=None, phases=(0, 10, 30, 60)):

@@ -17,11 +17,14 @@ Readers see both folders; files older than the retention period are removed.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import json
 import os
+import sys
 import time
 import zlib
+from array import array
 from pathlib import Path
 from typing import Iterator
 
@@ -65,24 +68,79 @@ def encode_columns(batch: list, groups: list) -> bytes:
     """One line for a whole batch in the column layout: ``["C", memory_mb, cpu_percent, [group, ...]]``.
 
     A group holds the executions of one function version, field by field (see ``group_rows``),
-    so the function, version, objective and the common status are written once per group
-    and each execution costs a few integers and its output. An output the encoder cannot
-    take (a NaN key, a cycle) is dropped (flag 2) and the rest of its group kept.
+    so the function, version, objective and the common status are written once per group,
+    the numbers of each field go as one packed column, and an execution costs little more
+    than its output. An output the encoder cannot take (a cycle) is dropped (flag 2) and
+    the rest of its group kept.
     """
     try:
-        text = _encoder([*batch, groups]).encode()
+        text = _encoder([*batch, [_packed(group) for group in groups]]).encode()
     except (TypeError, ValueError):
         for group in groups:
             rows = len(group[5])
-            flags, outputs = _column(group[12], rows), _outputs(group[13], rows)
+            flags, outputs = _column(group[13], rows), _outputs(group[14], rows)
             for i, output in enumerate(outputs):
                 try:
                     _encoder(output)
                 except (TypeError, ValueError):
                     flags[i], outputs[i] = 2, None
-            group[12], group[13] = flags, outputs
-        text = _encoder([*batch, groups]).encode()
+            group[13], group[14] = flags, outputs
+        text = _encoder([*batch, [_packed(group) for group in groups]]).encode()
     return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+_SWAP = sys.byteorder != "little"
+
+
+def pack(values, code: str):
+    """A column of ints (``code`` "q") or floats ("d") as ``{code: base64 of little-endian 64-bit values}``.
+
+    Turning numbers into decimal text is most of what encoding a batch costs (a float's
+    shortest repr alone takes longer than the rest of its execution's row); packing is
+    exact, NaN and infinities included. A column with other values (None) stays a list.
+    """
+    try:
+        packed = array(code, values)
+    except (TypeError, OverflowError):
+        return values if type(values) is list else list(values)
+    if _SWAP:
+        packed.byteswap()
+    return {code: binascii.b2a_base64(packed.tobytes(), newline=False).decode("ascii")}
+
+
+def unpack(value):
+    """The list a column stands for (``pack``'s output, or already a list)."""
+    if type(value) is not dict:
+        return value
+    (code, text), = value.items()
+    values = array(code)
+    values.frombytes(binascii.a2b_base64(text))
+    if _SWAP:
+        values.byteswap()
+    return values.tolist()
+
+
+def _pack_column(values):
+    """Pack a list of values of one numeric type (bool excluded: ``true`` is as short as it gets)."""
+    if type(values) is list and values:
+        kind = type(values[0])
+        if (kind is float or kind is int) and set(map(type, values)) == {kind}:
+            return pack(values, "d" if kind is float else "q")
+    return values
+
+
+def _packed(group: list) -> list:
+    """The group as written: its numeric columns packed (in memory they stay lists)."""
+    packed = group[:]
+    packed[4] = pack(group[4], "d")
+    for field in (5, 6, 7, 8, 9):
+        packed[field] = pack(group[field], "q")
+    output = group[14]
+    if type(output) is dict:
+        packed[14] = {"k": output["k"], "c": [_pack_column(column) for column in output["c"]]}
+    else:
+        packed[14] = _pack_column(output)
+    return packed
 
 
 def _column(value, rows: int) -> list:
@@ -93,30 +151,55 @@ def _column(value, rows: int) -> list:
 def _outputs(value, rows: int) -> list:
     """The outputs of a group: None (none kept), a list, or dicts by column ``{"k": keys, "c": columns}``."""
     if type(value) is dict:
+        if "k" not in value:
+            return unpack(value)
         keys = value["k"]
         if not keys:
             return [{} for _ in range(rows)]
-        return [dict(zip(keys, values)) for values in zip(*value["c"])]
+        return [dict(zip(keys, values)) for values in zip(*map(unpack, value["c"]))]
     return list(value) if type(value) is list else [value] * rows
+
+
+_micro = 1e6.__mul__
+
+
+def _times(group: list) -> tuple:
+    """(ends in µs since the epoch, perceive ns, operate ns, enforce ns) of every execution of a group."""
+    if len(group) == 14:  # the first column writer stored these as such
+        return tuple(map(unpack, (group[4], group[6], group[7], group[8])))
+    ends = list(map(int, map(_micro, unpack(group[4]))))
+    marks = list(map(unpack, group[6:10]))
+    phases = []
+    for start, stop in zip(marks, marks[1:]):
+        try:
+            phases.append(list(map(int.__sub__, stop, start)))
+        except TypeError:  # executions without phase times (fallbacks) among them
+            phases.append([None if a is None else b - a for a, b in zip(start, stop)])
+    return (ends, *phases)
 
 
 def group_rows(group: list) -> list[list]:
     """The rows (as ``expand`` takes them) of a column group.
 
-    Group: [function, version, objective, first event seq (or a list of seqs), ends (µs since
-    the epoch), execution numbers, perceive ns, operate ns, enforce ns, status, reason, detail,
-    output flag, output]; status, reason, detail and flag are one value for the whole group
-    or a list; output as ``_outputs`` reads it.
+    Group: [function, version, objective, first event seq (or a list of seqs), end (seconds
+    since the epoch, as ``time.time()`` gave it), execution number, t0, t1, t2, t3 (the call's
+    ``perf_counter_ns`` marks around perceive, operate and enforce; None without phase times),
+    status, reason, detail, output flag, output]. Status, reason, detail and flag are one
+    value for the whole group or a list; numeric columns may be packed (``pack``); output as
+    ``_outputs`` reads it. (The first column writer's groups had 14 fields: end in µs and
+    the three phase durations instead of the four marks.)
     """
-    function, version, objective, seqs, ends, numbers = group[:6]
+    function, version, objective, seqs = group[:4]
+    numbers = unpack(group[5])
     rows = len(numbers)
     if type(seqs) is not list:
         seqs = range(seqs, seqs + rows)
-    fields = zip(seqs, ends, numbers, group[6], group[7], group[8], _column(group[9], rows), _column(group[10], rows),
-                 _column(group[11], rows), _column(group[12], rows), _outputs(group[13], rows))
+    tail = len(group) - 5
+    fields = zip(seqs, *_times(group), numbers, *(_column(group[tail + i], rows) for i in range(4)),
+                 _outputs(group[tail + 4], rows))
     return [["X", seq, end, number, function, version, status, perceive, operate, enforce, reason, detail, objective,
              flag, output]
-            for seq, end, number, perceive, operate, enforce, status, reason, detail, flag, output in fields]
+            for seq, end, perceive, operate, enforce, number, status, reason, detail, flag, output in fields]
 
 
 def group_row(group: list, index: int) -> list:
@@ -124,14 +207,17 @@ def group_row(group: list, index: int) -> list:
     def at(value):
         return value[index] if type(value) is list else value
 
-    seqs, output = group[3], group[13]
-    if type(output) is dict:
-        output = {key: column[index] for key, column in zip(output["k"], output["c"])}
+    if len(group) == 14:
+        return group_rows(group)[index]
+    seqs, output = group[3], group[14]
+    if type(output) is dict and "k" in output:
+        output = {key: unpack(column)[index] for key, column in zip(output["k"], output["c"])}
     else:
-        output = at(output)
-    return ["X", seqs[index] if type(seqs) is list else seqs + index, group[4][index], group[5][index], group[0],
-            group[1], at(group[9]), group[6][index], group[7][index], group[8][index], at(group[10]), at(group[11]),
-            group[2], at(group[12]), output]
+        output = at(unpack(output))
+    wall, number, t0, t1, t2, t3 = (unpack(column)[index] for column in group[4:10])
+    phases = (None, None, None) if t0 is None else (t1 - t0, t2 - t1, t3 - t2)
+    return ["X", seqs[index] if type(seqs) is list else seqs + index, int(wall * 1e6), number, group[0], group[1],
+            at(group[10]), *phases, at(group[11]), at(group[12]), group[2], at(group[13]), output]
 
 
 def decode(line: bytes):
@@ -191,8 +277,8 @@ def expand(row: list, header: dict, batch: list | None) -> dict:
 
     Row: ["X", event seq, end (µs since the epoch), execution number, function, version, status,
     perceive ns, operate ns, enforce ns, reason, detail, objective, output flag (0 none, 1 kept,
-    2 dropped), output]. The segment's header gives the process and metadata; the "B" row
-    before a batch gives the process's memory and CPU use when the batch was written.
+    2 dropped), output]. The segment's header gives the process and metadata; the batch line
+    ("B" rows or "C" columns) gives the process's memory and CPU use when it was written.
     """
     process = header["process"]
     perceive, operate, enforce = row[7], row[8], row[9]

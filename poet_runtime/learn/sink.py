@@ -1,8 +1,8 @@
 """From the in-process bus to the durable queue, without making the call path wait.
 
-The call path's listener only appends a tuple to a list (well under a microsecond);
-a background flusher turns the tuples into ``function.execution`` events, appends them
-to this process's segment and fsyncs, every ``flush_interval_s`` (100 ms by default).
+The call path's listener only puts the call's values in a list (well under a microsecond);
+a background flusher turns them into ``function.execution`` events, appends them to this
+process's segment and fsyncs, every ``flush_interval_s`` (100 ms by default).
 So a hot function never pays an fsync per call, and an event is durable at most one
 interval after the call. ``flush()`` forces that now (feedback does, so the execution
 it refers to is durable before the feedback is).
@@ -218,11 +218,12 @@ def flush() -> int:
         size = len(_buffer)  # always a multiple of _WIDTH: each call extends it by _WIDTH at once
         if not size:
             return 0
-        items = _buffer[:size]
-        del _buffer[:size]  # calls appended meanwhile stay for the next round
         count = size // _WIDTH
-        if size % _WIDTH or type(items[-1]) is not FunctionInfo:  # the entry's shape changed in ``enhanced``
+        if size % _WIDTH or type(_buffer[size - 1]) is not FunctionInfo:  # the entry's shape changed in ``enhanced``
+            del _buffer[:size]
             raise RuntimeError(f"poet_runtime: execution buffer of {size} values is not {_WIDTH} per call")
+        columns = [_buffer[field:size:_WIDTH] for field in range(_WIDTH)]  # one list per field, in call order
+        del _buffer[:size]  # calls appended meanwhile stay for the next round
         settings = config.get()
         now, cpu = time.monotonic(), time.process_time()
         cpu_percent = round(100.0 * (cpu - _cpu_mark[1]) / max(now - _cpu_mark[0], 1e-6), 1)
@@ -231,7 +232,7 @@ def flush() -> int:
         by_root: dict[Path, list] = {}
         learned: list = []
         cap = settings.recent_executions
-        for info, state, columns in _groups(items, count):
+        for info, state, columns in _groups(columns, count):
             group = _group(info, state, columns, settings)
             rows = by_root.get(info.root)
             if rows is None:
@@ -261,12 +262,8 @@ def flush() -> int:
     return count
 
 
-def _groups(items: list, count: int):
-    """(info, state, columns) per function version; calls keep their order within a group.
-
-    Columns: one sequence per field of the buffer (see ``_buffer``), taken by slicing.
-    """
-    columns = [items[field::_WIDTH] for field in range(_WIDTH)]
+def _groups(columns: list, count: int):
+    """(info, state, columns) per function version; calls keep their order within a group."""
     states, infos = columns[0], columns[_ENTRY + 2]
     state, info = states[0], infos[0]
     if states.count(state) == count and infos.count(info) == count:  # the common case: one hot function
@@ -286,30 +283,25 @@ def _groups(items: list, count: int):
         yield infos[part[0]], states[part[0]], [take(column) for column in columns]
 
 
-_sub = operator.sub
-_micro = 1e6.__mul__
-
-
 def _group(info: FunctionInfo, state, columns: list, settings) -> list:
-    """The column group of one function version's executions (see ``journal.group_rows``)."""
-    _, numbers, statuses, reasons, details, t0, t1, t2, t3, results, walls, _ = columns
+    """The column group of one function version's executions (see ``journal.group_rows``).
+
+    Mostly the buffer's own columns: the flusher neither converts times nor subtracts
+    phase marks (readers do), it only checks what is not the common case.
+    """
+    _, numbers, statuses, reasons, details, t0, t1, t2, t3, results, walls, _ = (
+        column if type(column) is list else list(column) for column in columns)
     rows = len(numbers)
     seqs = list(itertools.islice(_counter, rows))
     first = seqs[0] if seqs[-1] - seqs[0] == rows - 1 else seqs  # contiguous unless another thread took one
-    if None in t0:  # fallbacks carry no phase times
-        perceive = [None if a is None else b - a for a, b in zip(t0, t1)]
-        operate = [None if a is None else b - a for a, b in zip(t1, t2)]
-        enforce = [None if a is None else b - a for a, b in zip(t2, t3)]
-    else:
-        perceive, operate, enforce = list(map(_sub, t1, t0)), list(map(_sub, t2, t1)), list(map(_sub, t3, t2))
-    status = statuses[0] if statuses.count(statuses[0]) == rows else list(statuses)
-    reason = None if reasons.count(None) == rows else list(reasons)
+    status = statuses[0] if statuses.count(statuses[0]) == rows else statuses
+    reason = None if reasons.count(None) == rows else reasons
     detail = None
     if details.count(None) != rows:
         detail = [d if d is None or len(d) <= _MAX_DETAIL else d[:_MAX_DETAIL] + "..." for d in details]
     flag, output = _outputs(results, settings) if info.needs_output else (0, None)
-    return [info.function_id, state.version_number, info.objective, first, list(map(int, map(_micro, walls))),
-            list(numbers), perceive, operate, enforce, status, reason, detail, flag, output]
+    return [info.function_id, state.version_number, info.objective, first, walls, numbers, t0, t1, t2, t3,
+            status, reason, detail, flag, output]
 
 
 _SCALARS = frozenset(_SCALAR)
