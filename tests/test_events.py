@@ -354,6 +354,38 @@ def test_flush_groups_interleaved_functions_and_mixed_outcomes(tmp_path):
         config.reset()
 
 
+class _Opaque:
+    """A result the flusher must not compare: == raises, as for an array."""
+
+    def __eq__(self, other):
+        raise ValueError("ambiguous")
+
+    __hash__ = object.__hash__
+
+    def __str__(self):
+        return "opaque"
+
+
+def test_results_that_cannot_be_compared_are_kept_as_text(tmp_path):
+    from types import SimpleNamespace
+
+    from poet_runtime.learn import config, sink
+
+    config.override(flush_interval_s=60.0)
+    root = tmp_path / "events"
+    try:
+        info = sink.register("odd:f", root, "accuracy", True)
+        state, record = SimpleNamespace(version_number=1), sink.recorder_for(info)
+        for number, result in enumerate([_Opaque(), None, {"a": _Opaque()}], 1):
+            record(_fake_entry(state, number), result)
+        assert sink.flush() == 3
+        outputs = [e["payload"].get("output", "-") for e in journal.read(root)]
+        assert outputs == ["opaque", None, {"a": "opaque"}]
+    finally:
+        sink.shutdown()
+        config.reset()
+
+
 def test_recent_executions_are_bounded_and_older_ones_are_found_on_disk(tmp_path):
     from types import SimpleNamespace
 

@@ -338,7 +338,7 @@ def _outputs(results: tuple, settings) -> tuple:
         outputs.append(output)
     if flags.count(flags[0]) == len(flags):
         flags = flags[0]
-    if outputs.count(None) == len(outputs):
+    if not any(map(operator.is_not, outputs, itertools.repeat(None))):  # by identity: a result's == may raise
         outputs = None
     return flags, outputs
 
