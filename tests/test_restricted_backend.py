@@ -337,10 +337,18 @@ def worker_pids() -> list[int]:
     return found
 
 
+def _sleeping(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "nanosleep" in f.read()
+    except OSError:
+        return False
+
+
 def test_worker_killed_mid_call_falls_back_and_is_replaced():
     import threading
 
-    loaded = load(module_text("import time\ntime.sleep(0.8)\nreturn 1"), WORKER)
+    loaded = load(module_text("import time\ntime.sleep(1.2)\nreturn 1"), WORKER)
     outcome = []
 
     def run():
@@ -351,8 +359,14 @@ def test_worker_killed_mid_call_falls_back_and_is_replaced():
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.3)
-    for pid in worker_pids():
+    # Kill only once a worker is inside the call's sleep: a fixed delay races a loaded machine
+    # (a request that has not reached its worker yet is retried elsewhere, by design).
+    deadline = time.monotonic() + 1.0
+    busy = []
+    while time.monotonic() < deadline and not busy:
+        busy = [pid for pid in worker_pids() if _sleeping(pid)]
+        time.sleep(0.01)
+    for pid in busy or worker_pids():
         os.kill(pid, signal.SIGKILL)
     thread.join(5)
     assert len(outcome) == 1 and isinstance(outcome[0], PhaseError) and "died" in str(outcome[0])
