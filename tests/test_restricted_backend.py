@@ -374,6 +374,18 @@ def test_worker_killed_mid_call_falls_back_and_is_replaced():
     assert fine.call((), {})[0] == 5
 
 
+def test_a_worker_killed_while_idle_is_passed_over():
+    loaded = load(module_text("return 7"), WORKER)
+    assert loaded.call((), {})[0] == 7
+    for pid in worker_pids():  # every idle worker dies (an OOM killer, an operator)
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 2
+    while worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loaded.call((), {})[0] == 7  # nothing ran on the dead ones: a fresh worker answers
+    assert load(module_text("return 8"), WORKER).call((), {})[0] == 8
+
+
 def test_more_concurrent_calls_than_workers():
     import threading
 

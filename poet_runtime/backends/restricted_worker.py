@@ -81,6 +81,10 @@ class WorkerEnhancement:
                 worker = self.pool.acquire()
             except Exception as error:  # no free worker in time, pool closed, spawn failed
                 raise PhaseError(f"no restricted worker: {type(error).__name__}: {error}") from None
+            if worker.proc.poll() is not None:  # died while idle (killed from outside, OOM): never ask it
+                worker.alive = False
+                self.pool.release(worker, retire=True)
+                continue
             retire = True  # anything unforeseen (an interrupt mid-read) leaves the protocol unsure
             try:
                 result = action(worker)
