@@ -183,6 +183,17 @@ class FunctionStore:
     def get(self, number: int) -> StoredVersion | None:
         return self._load(number)
 
+    def status_of(self, version: StoredVersion) -> str:
+        """A version's standing: ``current`` comes from the pointer, not from metadata.
+
+        Metadata records lifecycle decisions (candidate, shadow, rejected, ...); a version
+        written as current and since replaced (by a newer one or a rollback) is superseded.
+        """
+        if version.number == self.current_number():
+            return "current"
+        status = version.metadata.get("status") or "superseded"
+        return "superseded" if status == "current" else status
+
     def find_key(self, key: str) -> StoredVersion | None:
         """The newest usable version generated for exactly this key."""
         for version in reversed(self.versions()):

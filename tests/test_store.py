@@ -85,6 +85,16 @@ def test_retention_keeps_ten_and_never_removes_current(tmp_path):
     assert store.rollback().number == 12
 
 
+def test_status_comes_from_the_pointer_for_current(tmp_path):
+    store = FunctionStore(tmp_path / "m.f", "m:f")
+    first = store.create("x = 1\n", {}, {}, {"key": "k1", "status": "current"})
+    second = store.create("x = 2\n", {}, {}, {"key": "k2", "status": "current"})
+    rejected = store.create("x = 3\n", {}, {}, {"key": "k3", "status": "rejected"}, make_current=False)
+    assert [store.status_of(v) for v in (first, second, rejected)] == ["superseded", "current", "rejected"]
+    store.rollback(1)
+    assert [store.status_of(store.get(n)) for n in (1, 2)] == ["current", "superseded"]
+
+
 WRITER = '''\
 import sys
 from poet_runtime.store import FunctionStore

@@ -6,6 +6,8 @@ deleted, so rolling forward again is ``rollback MODULE:QUALNAME <newer N>``.
 
 from __future__ import annotations
 
+import sys
+
 
 def register(subparsers) -> None:
     listing = subparsers.add_parser(
@@ -44,7 +46,7 @@ def run_versions(args) -> int:
             ("* " if version.number == current else "  ") + version.name,
             meta.get("created_at", "?"),
             meta.get("generator", "?"),
-            meta.get("status", "?"),
+            store.status_of(version),
             str(meta.get("key", ""))[:12],
         ])
     _render.table(f"{store.function_id}  ({store.folder})", ["version", "created", "generator", "status", "key"], rows)
@@ -57,6 +59,7 @@ def run_rollback(args) -> int:
 
     try:
         store = open_store(args.target)
+        before = store.current()
         version = store.rollback(args.number)
     except ValueError as error:
         _render.error(str(error))
@@ -65,4 +68,9 @@ def run_rollback(args) -> int:
         _render.error(str(error))
         return 1
     print(f"{store.function_id}: current version is now {version.name}")
+    if before is not None and before.metadata.get("source_hash") != version.metadata.get("source_hash"):
+        # The runtime never runs a version made for other source: it would run stale logic.
+        print(f"note: {version.name} was generated for another source of the function than {before.name}; "
+              f"while the source stays as {before.name} saw it, the runtime serves a version made for it",
+              file=sys.stderr)
     return 0
