@@ -33,3 +33,11 @@ def test_demo_without_poet_shows_what_the_enhancement_repairs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "plain (POET is off)" in result.stdout
     assert result.stdout.count("failed") == 6  # missing readings break the plain statistics
+
+
+def test_api_operations_example_runs_enhanced(tmp_path):
+    app = REPO / "examples" / "api_operations" / "app.py"
+    result = run(["-m", "poet_runtime", str(app)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fetch_quote runs enhanced by POET" in result.stdout and "of 8 fetches failed" in result.stdout
+    assert "8 enhanced, 0 fell back" in result.stderr  # failures the retries could not absorb are the user's
