@@ -33,6 +33,11 @@ def _phase_error_class():
     return PhaseError
 
 
+# The user's logic raised inside a sandbox: the original re-runs in the host to raise it
+# for real. Not a failure of ours, so it is logged at INFO, not as a warning.
+USER_ERROR_RERUN = "user_error_rerun"
+
+
 def _reason_for(error) -> str:
     name = type(error).__name__
     if name == "PerceiveError":
@@ -41,6 +46,8 @@ def _reason_for(error) -> str:
         return "enforce_rejected"
     if name == "InternalError":
         return f"{error.phase}_error"
+    if name == "UserLogicError":
+        return USER_ERROR_RERUN
     return "sandbox_error"
 
 
@@ -67,6 +74,8 @@ class FunctionState:
         self.warned: set[str] = set()
         self.background: threading.Thread | None = None
         # Set by poet_runtime.learn: (entry, result) -> True when no other listener needs the record.
+        # When the policy has record_inputs, it is a recorder with ``takes_inputs = True`` that also
+        # accepts (entry, result, args, kwargs); only the fast paths built for such a policy pass them.
         self.recorder = None
         self.cell = [self._first_call_async if self.is_async else self._first_call]
 
@@ -269,7 +278,8 @@ class FunctionState:
         records.last.set((self, records.next_number(), FALLBACK, reason, detail, None, None, None, None))
         if warn and reason not in self.warned:
             self.warned.add(reason)
-            log.warning("poet_runtime: %s fell back to the original function (%s): %s", self.function_id, reason, detail)
+            log.log(logging.INFO if reason == USER_ERROR_RERUN else logging.WARNING,
+                    "poet_runtime: %s fell back to the original function (%s): %s", self.function_id, reason, detail)
         events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
                     detail=detail)
 
@@ -290,6 +300,10 @@ class FunctionState:
 
     # -- the fast paths ------------------------------------------------------------------
 
+    def _records_inputs(self) -> bool:
+        """The policy lets calls' inputs be stored: decided when a fast path is built, never per call."""
+        return bool(getattr(self.policy, "record_inputs", False))
+
     def _make_fast(self):
         phases = getattr(self.loaded, "enhancement", None)
         if phases is not None and not phases.is_async:
@@ -308,12 +322,26 @@ class FunctionState:
                 raise
             return state._succeeded(*outcome)
 
-        return fast
+        if not self._records_inputs():
+            return fast
+
+        def fast_recording_inputs(args, kwargs):  # ``fast``, handing the call's inputs to the recorder
+            try:
+                outcome = call(args, kwargs)
+            except refusals as error:
+                return state._fallback(args, kwargs, *state._refusal(error))
+            except BaseException as error:
+                state._note_error(error)
+                raise
+            return state._succeeded_inputs(outcome, args, kwargs)
+
+        return fast_recording_inputs
 
     def _make_fast_async(self):
         call = self.loaded.call_async
         refusals = (_phase_error_class(), PoetViolation)
         state = self
+        succeeded = self._succeeded_inputs if self._records_inputs() else None
 
         async def fast(args, kwargs):
             try:
@@ -325,7 +353,20 @@ class FunctionState:
                 raise
             return state._succeeded(*outcome)
 
-        return fast
+        if succeeded is None:
+            return fast
+
+        async def fast_recording_inputs(args, kwargs):  # ``fast``, handing the call's inputs to the recorder
+            try:
+                outcome = await call(args, kwargs)
+            except refusals as error:
+                return await state._fallback_async(args, kwargs, *state._refusal(error))
+            except BaseException as error:
+                state._note_error(error)
+                raise
+            return succeeded(outcome, args, kwargs)
+
+        return fast_recording_inputs
 
     def _refusal(self, error) -> tuple[str, str]:
         """(reason, detail) of a phase refusal or a violation; raises when the policy says so."""
@@ -340,6 +381,16 @@ class FunctionState:
         records.last.set(entry)
         if events._listeners:
             self._emit_execution(entry, result)
+        return result
+
+    def _succeeded_inputs(self, outcome, args, kwargs):
+        """``_succeeded`` for a policy with record_inputs: the recorder also gets the call's inputs."""
+        result, t0, t1, t2, t3 = outcome
+        self.stats.enhanced_calls += 1
+        entry = (self, records.next_number(), OK, None, None, t0, t1, t2, t3)
+        records.last.set(entry)
+        if events._listeners:
+            self._emit_execution_inputs(entry, result, args, kwargs)
         return result
 
     def _make_inline(self, phases):
@@ -399,7 +450,41 @@ class FunctionState:
                 emit_execution(entry, result)
             return result
 
-        return fast
+        if not self._records_inputs():
+            return fast
+        emit_inputs = self._emit_execution_inputs
+
+        def fast_recording_inputs(args, kwargs):  # ``fast``, handing the call's inputs to the recorder
+            t0 = clock()
+            try:
+                perceived = perceive(*args, **kwargs) if kwargs else perceive(*args)
+            except BaseException as error:
+                return refused(error, "perceive", args, kwargs)
+            t1 = clock()
+            try:
+                result = operate(*perceived)
+            except BaseException as error:
+                seen = classify(error)
+                if seen is error:
+                    state._note_error(error)
+                    raise
+                return refused(seen, "operate_prime", args, kwargs)
+            t2 = clock()
+            try:
+                result = enforce(result)
+            except BaseException as error:
+                return refused(error, "enforce", args, kwargs)
+            if train is not None:
+                state._train(perceived, result, t2 - t1)
+            t3 = clock()
+            stats.enhanced_calls += 1
+            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
+            set_last(entry)
+            if listeners:
+                emit_inputs(entry, result, args, kwargs)
+            return result
+
+        return fast_recording_inputs
 
     def _train(self, perceived, result, operate_ns: int) -> None:
         """Train never changes a result or fails a call; its failure is logged once."""
@@ -422,6 +507,17 @@ class FunctionState:
         record = records.build(entry)
         # The result rides along for listeners that keep outputs (learning, size-capped there).
         events.emit("function.execution", record=record, result=result)
+
+    def _emit_execution_inputs(self, entry, result, args, kwargs) -> None:
+        """``_emit_execution`` for fast paths built for record_inputs: inputs go to a recorder that takes them."""
+        recorder = self.recorder
+        if recorder is not None:
+            if getattr(recorder, "takes_inputs", False):
+                if recorder(entry, result, args, kwargs):
+                    return
+            elif recorder(entry, result):
+                return
+        events.emit("function.execution", record=records.build(entry), result=result)
 
 
 _NO_KEYWORDS: dict = {}

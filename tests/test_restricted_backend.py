@@ -116,8 +116,9 @@ def test_user_exception_from_worker_is_phase_error():
     loaded = load(module_text("raise KeyError(key)", logic_args="key"), WORKER)
     before = set(worker_pids())
     for _ in range(3):
-        with pytest.raises(PhaseError, match="KeyError"):
+        with pytest.raises(PhaseError, match="KeyError") as caught:
             loaded.call(("k1",), {})
+        assert type(caught.value).__name__ == "UserLogicError"  # the host re-runs the original for it
     assert set(worker_pids()) == before  # a user's exception does not cost a worker
     ok = load(module_text("return key", logic_args="key"), WORKER)
     assert ok.call(("k2",), {})[0] == "k2"

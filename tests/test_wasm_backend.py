@@ -92,8 +92,9 @@ def test_state_cannot_reach_a_call_of_another_function(wasm_backend):
 def test_user_exception_falls_back_as_phase_error(wasm_backend):
     loaded = wasm_backend.load(load_request(generated_module("raise ValueError('bad input')")))
     try:
-        with pytest.raises(PhaseError, match="ValueError: bad input"):
+        with pytest.raises(PhaseError, match="ValueError: bad input") as caught:
             loaded.call((1,), {})
+        assert type(caught.value).__name__ == "UserLogicError"  # the host re-runs the original for it
         assert loaded.call.__self__ is loaded  # the guest is still usable after a user error
     finally:
         loaded.close()

@@ -29,6 +29,7 @@ from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
 
 PhaseError = load_facility().PhaseError
+UserLogicError = load_facility().UserLogicError
 
 LOAD_TIMEOUT_S = 10.0  # compile + module body; the module body also runs under cpu/memory limits
 REPLY_OVERHEAD = 64 * 1024  # protocol framing on top of max_output_kb
@@ -147,6 +148,8 @@ class WorkerEnhancement:
             raise PoetViolation(self.function_id, str(reply.get("limit")), str(reply.get("detail")))
         # "phase" or "user": a user's exception cannot be rebuilt faithfully from text,
         # so the original re-runs in the host and raises it for real.
+        if kind == "user":
+            raise UserLogicError(f"user: {reply.get('detail')}")
         raise PhaseError(f"{kind}: {reply.get('detail')}")
 
     # -- LoadedEnhancement -------------------------------------------------------------

@@ -176,6 +176,7 @@ class WasmEnhancement:
         self._phase_error = facility.PhaseError
         # Phase refusals keep their class across the boundary (the call path reports them).
         self._errors = {"PerceiveError": facility.PerceiveError, "EnforceError": facility.EnforceError}
+        self._user_error = facility.UserLogicError
         self._circuit_open = facility.CircuitOpenError
         imports = tuple(request.limits.imports)
         data, modules = wasm_wire.split_globals(
@@ -348,6 +349,8 @@ class WasmEnhancement:
             # The user's logic raised inside the guest. Exceptions do not cross as
             # objects: the host runs the original, which raises it for real.
             text = f"{where} raised {kind}: {reply.get('message')}"
+            if message.get("op") == "call":
+                raise self._user_error(text[:2000])
         elif status == "phase":
             text = f"{where}: {kind}: {reply.get('message')}"
         else:

@@ -6,6 +6,6 @@ only support code it may rely on in all three, so it imports nothing but the
 standard library and nothing from ``poet_runtime``.
 """
 
-from poet_sandbox.errors import EnforceError, PerceiveError, CircuitOpenError, PhaseError
+from poet_sandbox.errors import CircuitOpenError, EnforceError, PerceiveError, PhaseError, UserLogicError
 
-__all__ = ["EnforceError", "PerceiveError", "CircuitOpenError", "PhaseError"]
+__all__ = ["EnforceError", "PerceiveError", "CircuitOpenError", "PhaseError", "UserLogicError"]

@@ -28,6 +28,16 @@ class EnforceError(PhaseError):
     phase = "enforce"
 
 
+class UserLogicError(PhaseError):
+    """The user's own logic raised inside a sandbox (worker or WASM guest).
+
+    Exceptions do not cross a sandbox's boundary as objects, so the host runs the
+    original function with the original arguments, which raises the error for real.
+    """
+
+    phase = "operate_prime"
+
+
 class CircuitOpenError(RuntimeError):
     """The circuit breaker is open: recent calls failed with retryable errors.
 
