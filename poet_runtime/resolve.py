@@ -95,6 +95,7 @@ def generate_version(store: FunctionStore, spec: FunctionSpec, config, *, domain
     domain = domain or get_domain(config.domain)
     generator = generator or select_generator()
     key = key or version_key(spec, config, generator, domain.version)
+    hints = _with_recorded_samples(hints, store, spec, config, generator)
     generated = generator.generate(spec, config, domain, hints)
     filename = str(store.folder / "code.py")
     checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
@@ -121,6 +122,29 @@ def generate_version(store: FunctionStore, spec: FunctionSpec, config, *, domain
                            make_current=make_current)
     log.info("poet_runtime: %s: stored %s (%s, %s)", spec.function_id, version.name, generated.generator, status)
     return version
+
+
+def _with_recorded_samples(hints: dict | None, store: FunctionStore, spec: FunctionSpec, config, generator):
+    """``hints`` plus ``samples``: recent recorded real calls, for a generator that probes its answers.
+
+    Only while the function's effective policy has ``record_inputs = true``, and only inputs
+    recorded under it (nothing else is ever stored); samples the caller gave are kept as they are.
+    """
+    from poet_runtime.generate.builtin import BuiltinGenerator
+
+    if isinstance(generator, BuiltinGenerator) or (hints and "samples" in hints):
+        return hints
+    try:
+        if not effective_policy(config, spec.function_id).record_inputs:
+            return hints
+        from poet_runtime.learn import recorded_samples
+
+        samples = recorded_samples(store.folder.parent, spec.function_id)
+    except Exception as error:  # the events are an aid here, never a reason not to generate
+        log.warning("poet_runtime: %s: recorded calls not read for probes: %s: %s", spec.function_id,
+                    type(error).__name__, error)
+        return hints
+    return {**(hints or {}), "samples": samples} if samples else hints
 
 
 def effective_policy(config, function_id: str):

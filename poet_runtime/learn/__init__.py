@@ -27,7 +27,10 @@ def attach(state) -> None:
     root = journal.events_root(Path(state.version.path).parent.parent)
     info = sink.register(state.function_id, root, objective, needs_output=objective in LABELLED)
     info.state = state
-    state.recorder = sink.recorder_for(info)
+    if getattr(state.policy, "record_inputs", False):  # the policy lets this function's inputs be stored
+        state.recorder = sink.recorder_with_inputs(info)
+    else:
+        state.recorder = sink.recorder_for(info)
     if not objective:
         return
     if info.engine is None:
@@ -37,6 +40,20 @@ def attach(state) -> None:
         info.engine.catch_up()
     elif info.engine.state is not state or info.engine.version != state.version_number:
         info.engine.version_loaded(state)
+
+
+def recorded_samples(store_root, function_id: str, limit: int | None = None) -> list[tuple[list, dict]]:
+    """Distinct recent recorded calls of a function as probe samples ``[(args, kwargs), ...]``, newest first.
+
+    Only calls whose inputs were recorded (their policy had ``record_inputs = true``) exist
+    to be found; ``resolve.generate_version`` asks only while the policy still allows it.
+    """
+    from poet_runtime.learn import journal
+
+    root = journal.events_root(Path(store_root))
+    if not root.is_dir():
+        return []
+    return journal.recorded_inputs(root, function_id, config.get().input_samples if limit is None else limit)
 
 
 def engine_for(function) -> object | None:

@@ -32,6 +32,8 @@ class LearnSettings:
     sample_by_function: dict = field(default_factory=dict)  # function id -> fraction
     max_event_bytes: int = 1_000_000  # an event bigger than this is never written whole
     max_output_bytes: int = 16_384  # outputs kept for objectives beyond this are dropped (noted in the event)
+    max_input_bytes: int = 16_384  # a call's inputs (policy record_inputs) as JSON beyond this are dropped (noted)
+    input_samples: int = 8  # recorded calls (distinct, most recent) a regeneration probes the model's answer on
     retention_days: float = 30.0
     segment_bytes: int = 32 * 1024 * 1024  # an execution segment this big is closed and moved to processed/
     feedback_rate: float = 200.0

@@ -187,19 +187,25 @@ def group_rows(group: list) -> list[list]:
     status, reason, detail, output flag, output]. Status, reason, detail and flag are one
     value for the whole group or a list; numeric columns may be packed (``pack``); output as
     ``_outputs`` reads it. (The first column writer's groups had 14 fields: end in µs and
-    the three phase durations instead of the four marks.)
+    the three phase durations instead of the four marks.) A 16th field, present only when
+    some execution of the group had its inputs recorded (policy ``record_inputs``), holds
+    the inputs column (see ``expand``); its rows then carry a 16th value.
     """
     function, version, objective, seqs = group[:4]
     numbers = unpack(group[5])
     rows = len(numbers)
     if type(seqs) is not list:
         seqs = range(seqs, seqs + rows)
-    tail = len(group) - 5
+    tail = 9 if len(group) == 14 else 10
     fields = zip(seqs, *_times(group), numbers, *(_column(group[tail + i], rows) for i in range(4)),
                  _outputs(group[tail + 4], rows))
-    return [["X", seq, end, number, function, version, status, perceive, operate, enforce, reason, detail, objective,
+    made = [["X", seq, end, number, function, version, status, perceive, operate, enforce, reason, detail, objective,
              flag, output]
             for seq, end, perceive, operate, enforce, number, status, reason, detail, flag, output in fields]
+    if len(group) > 15:
+        for row, inputs in zip(made, _column(group[15], rows)):
+            row.append(inputs)
+    return made
 
 
 def group_row(group: list, index: int) -> list:
@@ -216,8 +222,58 @@ def group_row(group: list, index: int) -> list:
         output = at(unpack(output))
     wall, number, t0, t1, t2, t3 = (unpack(column)[index] for column in group[4:10])
     phases = (None, None, None) if t0 is None else (t1 - t0, t2 - t1, t3 - t2)
-    return ["X", seqs[index] if type(seqs) is list else seqs + index, int(wall * 1e6), number, group[0], group[1],
-            at(group[10]), *phases, at(group[11]), at(group[12]), group[2], at(group[13]), output]
+    row = ["X", seqs[index] if type(seqs) is list else seqs + index, int(wall * 1e6), number, group[0], group[1],
+           at(group[10]), *phases, at(group[11]), at(group[12]), group[2], at(group[13]), output]
+    if len(group) > 15:
+        row.append(at(group[15]))
+    return row
+
+
+_DROPPED = {2: "too_large", 3: "not_json"}
+
+
+def recorded_inputs(root: Path, function_id: str, limit: int) -> list[tuple[list, dict]]:
+    """Up to ``limit`` distinct (args, kwargs) of ``function_id``'s most recent executions whose inputs
+    were recorded (policy ``record_inputs``), newest first; [] when there are none.
+
+    Reads batch lines newest file first and looks only at the groups of this function
+    that carry inputs, without expanding them into events.
+    """
+    found: list = []
+    seen: set = set()
+    needle = _encoder(function_id).encode()
+    for path in reversed(files(root)):
+        if not path.name.startswith("ex-"):
+            continue
+        texts: list = []
+        try:
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if needle not in line:
+                        continue
+                    value = decode(line)
+                    if type(value) is not list or len(value) != 4 or value[0] != "C":
+                        continue
+                    for group in value[3]:
+                        if len(group) > 15 and group[0] == function_id:
+                            texts.extend(text for text in _column(group[15], len(unpack(group[5])))
+                                         if type(text) is str)
+        except FileNotFoundError:  # claimed or pruned meanwhile
+            continue
+        for text in reversed(texts):
+            if text in seen:
+                continue
+            seen.add(text)
+            try:
+                inputs = json.loads(text)
+                args, kwargs = inputs["args"], inputs["kwargs"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if type(args) is list and type(kwargs) is dict:
+                found.append((args, kwargs))
+                if len(found) >= limit:
+                    return found
+    return found
 
 
 def decode(line: bytes):
@@ -277,7 +333,9 @@ def expand(row: list, header: dict, batch: list | None) -> dict:
 
     Row: ["X", event seq, end (µs since the epoch), execution number, function, version, status,
     perceive ns, operate ns, enforce ns, reason, detail, objective, output flag (0 none, 1 kept,
-    2 dropped), output]. The segment's header gives the process and metadata; the batch line
+    2 dropped), output] and, when the call's inputs were recorded (policy ``record_inputs``), their entry:
+    the JSON text of ``{"args": [...], "kwargs": {...}}`` (payload ``inputs``), or 0 not recorded, 2 over
+    the size cap, 3 not JSON-encodable (payload ``inputs_dropped``: "too_large" / "not_json"). The segment's header gives the process and metadata; the batch line
     ("B" rows or "C" columns) gives the process's memory and CPU use when it was written.
     """
     process = header["process"]
@@ -301,6 +359,12 @@ def expand(row: list, header: dict, batch: list | None) -> dict:
         payload["output"] = row[14]
     elif row[13] == 2:
         payload["output_truncated"] = True
+    if len(row) > 15:
+        inputs = row[15]
+        if type(inputs) is str:
+            payload["inputs"] = json.loads(inputs)
+        elif inputs in _DROPPED:
+            payload["inputs_dropped"] = _DROPPED[inputs]
     return {"id": f"ev-{process}-{row[1]}", "type": "function.execution", "timestamp": end,
             "correlation_id": execution_id, "causation_id": None, "metadata": header["metadata"],
             "payload": payload}

@@ -52,6 +52,7 @@ class FunctionInfo:
         self.last_number: int | None = None  # of the last execution written
         self.engine = None  # learn.engine.Learning when the function has an objective
         self.state = None  # the FunctionState, when the function lives in this process
+        self.record_inputs = False  # set (for good) once its policy let this process record its calls' inputs
 
     @property
     def last_execution(self) -> str | None:
@@ -113,6 +114,38 @@ def recorder_for(info: FunctionInfo):
         return len(listeners) == 1
 
     info.direct = True
+    return record
+
+
+class _Inputs:
+    """A buffered result together with the call's inputs (only for functions whose policy has record_inputs)."""
+
+    __slots__ = ("result", "args", "kwargs")
+
+    def __init__(self, result, args, kwargs):
+        self.result, self.args, self.kwargs = result, args, kwargs
+
+
+def recorder_with_inputs(info: FunctionInfo):
+    """``recorder_for``, for a function whose effective policy has ``record_inputs = true``.
+
+    The call path's variant for such functions passes ``(entry, result, args, kwargs)``;
+    the inputs ride in the result's slot of the buffer (so the buffer's shape, and the
+    default recorder, stay as they are) and are encoded, size-checked, by the flusher.
+    A call without inputs (``args`` None) is recorded as ``recorder_for`` records it.
+    The recorder function carries ``takes_inputs = True``: the call path reads it from
+    the recorder it holds, so a recorder swapped meanwhile is never called with the wrong arguments.
+    """
+    extend, now, listeners, rand = _buffer.extend, time.time, events._listeners, random.random
+
+    def record(entry, result, args=None, kwargs=None) -> bool:
+        if info.sample >= 1.0 or rand() < info.sample:
+            extend(entry + (result if args is None else _Inputs(result, args, kwargs), now(), info))
+        return len(listeners) == 1
+
+    record.takes_inputs = True
+    info.direct = True
+    info.record_inputs = True
     return record
 
 
@@ -299,9 +332,46 @@ def _group(info: FunctionInfo, state, columns: list, settings) -> list:
     detail = None
     if details.count(None) != rows:
         detail = [d if d is None or len(d) <= _MAX_DETAIL else d[:_MAX_DETAIL] + "..." for d in details]
+    inputs = None
+    if info.record_inputs:
+        results, inputs = _inputs(results, settings)
     flag, output = _outputs(results, settings) if info.needs_output else (0, None)
-    return [info.function_id, state.version_number, info.objective, first, walls, numbers, t0, t1, t2, t3,
-            status, reason, detail, flag, output]
+    group = [info.function_id, state.version_number, info.objective, first, walls, numbers, t0, t1, t2, t3,
+             status, reason, detail, flag, output]
+    if inputs is not None:
+        group.append(inputs)  # only then: a group without inputs keeps the 15 fields older readers know
+    return group
+
+
+INPUTS_NONE, INPUTS_TOO_LARGE, INPUTS_NOT_JSON = 0, 2, 3  # see journal.expand
+# Strict: an input that JSON cannot represent is dropped, never stored as its str() (a probe
+# run on such a stand-in would call the function with something it was never called with).
+_encode_inputs = __import__("json").JSONEncoder(separators=(",", ":")).encode
+
+
+def _inputs(results: list, settings) -> tuple[list, list | None]:
+    """(results without their inputs, inputs column or None when no call in the group has inputs).
+
+    A column entry is the JSON text of ``{"args": [...], "kwargs": {...}}``, or an int:
+    0 not recorded (a call without inputs), 2 over ``max_input_bytes``, 3 not JSON-encodable.
+    """
+    if _Inputs not in set(map(type, results)):
+        return results, None
+    cap = settings.max_input_bytes
+    plain, column = [], []
+    for value in results:
+        if type(value) is not _Inputs:
+            plain.append(value)
+            column.append(INPUTS_NONE)
+            continue
+        plain.append(value.result)
+        try:
+            text = _encode_inputs({"args": value.args, "kwargs": value.kwargs})
+        except (TypeError, ValueError, RecursionError):
+            column.append(INPUTS_NOT_JSON)
+            continue
+        column.append(text if len(text) <= cap else INPUTS_TOO_LARGE)  # ASCII: characters are bytes
+    return plain, column
 
 
 _SCALARS = frozenset(_SCALAR)
