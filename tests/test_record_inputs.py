@@ -193,7 +193,12 @@ def test_recorded_calls_are_probe_samples_and_catch_a_wrong_answer(learn_env, mo
     assert len(fake.requests) == 2
     first, second = meta["attempts"]
     assert first["result"] == "refused" and first["reason"] == "probe_mismatch"
-    assert "(4242, 1)" in first["detail"]
+    # The refusal names the recorded call but never its values (they reach the model and metadata.json).
+    assert first["detail"].startswith("on recorded call 2 (real data, not shown)")
+    # (The wrong answer's own code says 4242; what we write never does.)
+    assert all("4242" not in attempt.get("detail", "") for attempt in meta["attempts"])
+    ours = [m["content"] for r in fake.requests for m in r["messages"] if m["role"] != "assistant"]
+    assert ours and all("4242" not in text for text in ours)
     assert second["result"] == "accepted" and meta["generator"] == "llm-1" and meta["checks"][-1] == "probe"
     assert meta["probe"]["agreed"] >= 4  # the 2 recorded calls, the doctest example and the hint samples
 

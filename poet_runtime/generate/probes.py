@@ -66,16 +66,26 @@ def find_original(spec: FunctionSpec):
     return target if callable(target) else None
 
 
-def sample_inputs(spec: FunctionSpec, recorded=()) -> list[tuple[tuple, dict]]:
+class Samples(list):
+    """Probe inputs; the first ``recorded`` of them are real calls (their values are never shown)."""
+
+    recorded = 0
+
+
+def sample_inputs(spec: FunctionSpec, recorded=()) -> Samples:
     """(args, kwargs) pairs to probe with: recorded calls, doctest examples, then from hints."""
-    samples = [(tuple(args), dict(kwargs)) for args, kwargs in recorded][:MAX_SAMPLES]
-    samples += _doctest_samples(spec)
-    samples += _hint_samples(spec)
-    unique = []
-    for sample in samples:
+    real = [(tuple(args), dict(kwargs)) for args, kwargs in recorded][:MAX_SAMPLES]
+    unique = Samples()
+    for sample in real:
         if not any(_same(sample, seen) for seen in unique):
             unique.append(sample)
-    return unique[:MAX_SAMPLES]
+    unique.recorded = len(unique)
+    for sample in _doctest_samples(spec) + _hint_samples(spec):
+        if not any(_same(sample, seen) for seen in unique):
+            unique.append(sample)
+    del unique[MAX_SAMPLES:]
+    unique.recorded = min(unique.recorded, len(unique))
+    return unique
 
 
 def _doctest_samples(spec: FunctionSpec) -> list:
@@ -330,8 +340,12 @@ def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, 
         report.notes.append(f"not probed: the backend loads neither version: {error.detail}")
         return report
     try:
-        for args, kwargs in samples:
-            shown = _describe(args, kwargs)
+        recorded = getattr(samples, "recorded", 0)
+        for index, (args, kwargs) in enumerate(samples):
+            # A recorded call is real data: its values (and the results computed from them) never
+            # go into a refusal, which the model is shown and metadata.json keeps.
+            private = index < recorded
+            shown = f"recorded call {index + 1} (real data, not shown)" if private else _describe(args, kwargs)
             expected = _call(deadline, seconds, _bind(original, args, kwargs, False, is_async), is_async, None)
             if expected.kind == "timeout":
                 report.skipped += 1
@@ -342,7 +356,7 @@ def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, 
                 normalised = _call(deadline, seconds, _bind(baseline, args, kwargs, True, is_async), is_async,
                                    phase_error)
             got = _call(deadline, seconds, _bind(candidate, args, kwargs, True, is_async), is_async, phase_error)
-            if _judge(shown, expected, normalised, got, report):
+            if _judge(shown, expected, normalised, got, report, private):
                 report.samples += 1
     finally:
         for loaded in (candidate, baseline):
@@ -369,8 +383,18 @@ def _bind(target, args, kwargs, enhanced: bool, is_async: bool):
     return lambda: target(*args, **kwargs)
 
 
-def _judge(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport) -> bool:
+def _judge(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport,
+           private: bool = False) -> bool:
     """True when the sample counted (agreed); False when skipped; raises ``CheckFailed`` otherwise."""
+    try:
+        return _verdict(shown, expected, normalised, got, report)
+    except CheckFailed as failure:
+        if private:  # keep the verdict, drop what was computed from real data
+            raise CheckFailed(failure.reason, f"on {shown} the module and the original disagree") from None
+        raise
+
+
+def _verdict(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport) -> bool:
     if got.kind == "timeout":
         if expected.kind != "ok" or (normalised is not None and normalised.kind == "timeout"):
             # The original failed here (a retried error takes time) or the built-in version is
