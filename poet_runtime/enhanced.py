@@ -75,8 +75,9 @@ class FunctionState:
         self.background: threading.Thread | None = None
         # Set by poet_runtime.learn: (entry, result) -> True when no other listener needs the record.
         # When the policy has record_inputs, it is a recorder with ``takes_inputs = True`` that also
-        # accepts (entry, result, args, kwargs); only the fast paths built for such a policy pass them.
+        # accepts (entry, result, args, kwargs); _emit_execution passes them only then.
         self.recorder = None
+        self.records_inputs = False  # the policy lets calls' inputs be stored (set at resolution)
         self.cell = [self._first_call_async if self.is_async else self._first_call]
 
     # -- resolution ----------------------------------------------------------------------
@@ -106,6 +107,7 @@ class FunctionState:
         module = sys.modules.get(self.original.__module__)
         module_file = spec.filename or getattr(module, "__file__", None)
         self.policy = effective_policy(self.config, self.function_id)
+        self.records_inputs = bool(getattr(self.policy, "record_inputs", False))
         version = ensure_version(spec, self.config, module_file=module_file, generate=generate)
         loaded = load_version(
             version,
@@ -300,10 +302,6 @@ class FunctionState:
 
     # -- the fast paths ------------------------------------------------------------------
 
-    def _records_inputs(self) -> bool:
-        """The policy lets calls' inputs be stored: decided when a fast path is built, never per call."""
-        return bool(getattr(self.policy, "record_inputs", False))
-
     def _make_fast(self):
         phases = getattr(self.loaded, "enhancement", None)
         if phases is not None and not phases.is_async:
@@ -320,28 +318,14 @@ class FunctionState:
             except BaseException as error:
                 state._note_error(error)
                 raise
-            return state._succeeded(*outcome)
+            return state._succeeded(outcome, args, kwargs)
 
-        if not self._records_inputs():
-            return fast
-
-        def fast_recording_inputs(args, kwargs):  # ``fast``, handing the call's inputs to the recorder
-            try:
-                outcome = call(args, kwargs)
-            except refusals as error:
-                return state._fallback(args, kwargs, *state._refusal(error))
-            except BaseException as error:
-                state._note_error(error)
-                raise
-            return state._succeeded_inputs(outcome, args, kwargs)
-
-        return fast_recording_inputs
+        return fast
 
     def _make_fast_async(self):
         call = self.loaded.call_async
         refusals = (_phase_error_class(), PoetViolation)
         state = self
-        succeeded = self._succeeded_inputs if self._records_inputs() else None
 
         async def fast(args, kwargs):
             try:
@@ -351,22 +335,9 @@ class FunctionState:
             except BaseException as error:
                 state._note_error(error)
                 raise
-            return state._succeeded(*outcome)
+            return state._succeeded(outcome, args, kwargs)
 
-        if succeeded is None:
-            return fast
-
-        async def fast_recording_inputs(args, kwargs):  # ``fast``, handing the call's inputs to the recorder
-            try:
-                outcome = await call(args, kwargs)
-            except refusals as error:
-                return await state._fallback_async(args, kwargs, *state._refusal(error))
-            except BaseException as error:
-                state._note_error(error)
-                raise
-            return succeeded(outcome, args, kwargs)
-
-        return fast_recording_inputs
+        return fast
 
     def _refusal(self, error) -> tuple[str, str]:
         """(reason, detail) of a phase refusal or a violation; raises when the policy says so."""
@@ -374,23 +345,14 @@ class FunctionState:
             return self._violation(error)
         return _reason_for(error), str(error)
 
-    def _succeeded(self, result, t0, t1, t2, t3):
+    def _succeeded(self, outcome, args, kwargs):
         """Bookkeeping of a completed call on a sandboxed backend (the inline path does it in line)."""
-        self.stats.enhanced_calls += 1
-        entry = (self, records.next_number(), OK, None, None, t0, t1, t2, t3)
-        records.last.set(entry)
-        if events._listeners:
-            self._emit_execution(entry, result)
-        return result
-
-    def _succeeded_inputs(self, outcome, args, kwargs):
-        """``_succeeded`` for a policy with record_inputs: the recorder also gets the call's inputs."""
         result, t0, t1, t2, t3 = outcome
         self.stats.enhanced_calls += 1
         entry = (self, records.next_number(), OK, None, None, t0, t1, t2, t3)
         records.last.set(entry)
         if events._listeners:
-            self._emit_execution_inputs(entry, result, args, kwargs)
+            self._emit_execution(entry, result, args, kwargs)
         return result
 
     def _make_inline(self, phases):
@@ -447,44 +409,10 @@ class FunctionState:
             entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
             set_last(entry)
             if listeners:
-                emit_execution(entry, result)
+                emit_execution(entry, result, args, kwargs)
             return result
 
-        if not self._records_inputs():
-            return fast
-        emit_inputs = self._emit_execution_inputs
-
-        def fast_recording_inputs(args, kwargs):  # ``fast``, handing the call's inputs to the recorder
-            t0 = clock()
-            try:
-                perceived = perceive(*args, **kwargs) if kwargs else perceive(*args)
-            except BaseException as error:
-                return refused(error, "perceive", args, kwargs)
-            t1 = clock()
-            try:
-                result = operate(*perceived)
-            except BaseException as error:
-                seen = classify(error)
-                if seen is error:
-                    state._note_error(error)
-                    raise
-                return refused(seen, "operate_prime", args, kwargs)
-            t2 = clock()
-            try:
-                result = enforce(result)
-            except BaseException as error:
-                return refused(error, "enforce", args, kwargs)
-            if train is not None:
-                state._train(perceived, result, t2 - t1)
-            t3 = clock()
-            stats.enhanced_calls += 1
-            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
-            set_last(entry)
-            if listeners:
-                emit_inputs(entry, result, args, kwargs)
-            return result
-
-        return fast_recording_inputs
+        return fast
 
     def _train(self, perceived, result, operate_ns: int) -> None:
         """Train never changes a result or fails a call; its failure is logged once."""
@@ -500,23 +428,21 @@ class FunctionState:
         records.last.set((self, records.next_number(), ERROR, type(error).__name__, str(error),
                           None, None, None, None))
 
-    def _emit_execution(self, entry, result=None) -> None:
-        recorder = self.recorder
-        if recorder is not None and recorder(entry, result):
-            return  # the durable event sink took it and no other listener wants a record
-        record = records.build(entry)
-        # The result rides along for listeners that keep outputs (learning, size-capped there).
-        events.emit("function.execution", record=record, result=result)
+    def _emit_execution(self, entry, result, args=None, kwargs=None) -> None:
+        """Hand a completed call to the event sink (the recorder) and any other listener.
 
-    def _emit_execution_inputs(self, entry, result, args, kwargs) -> None:
-        """``_emit_execution`` for fast paths built for record_inputs: inputs go to a recorder that takes them."""
+        Only reached when someone listens, so the call's inputs ride along at no cost to
+        the plain path; they go on only where the policy allows storing them and the
+        recorder asks for them.
+        """
         recorder = self.recorder
         if recorder is not None:
-            if getattr(recorder, "takes_inputs", False):
+            if self.records_inputs and getattr(recorder, "takes_inputs", False):
                 if recorder(entry, result, args, kwargs):
                     return
             elif recorder(entry, result):
-                return
+                return  # the durable event sink took it and no other listener wants a record
+        # The result rides along for listeners that keep outputs (learning, size-capped there).
         events.emit("function.execution", record=records.build(entry), result=result)
 
 

@@ -69,7 +69,7 @@ def test_inputs_are_recorded_with_their_event_capped_when_the_policy_allows(lear
     module.detect(0.3, threshold=0.1)
     module.echo({1, 2})  # a set: not JSON
     assert asyncio.run(module.double(21)) == 42  # the async fast path records inputs too
-    assert module.detect.__poet__.cell[0].__name__ == "fast_recording_inputs"
+    assert module.detect.__poet__.records_inputs is True  # decided at resolution, never per call
     sink.flush()
     detect = executions(learn_env, "ri_on:detect")
     assert [p["status"] for p in detect] == ["ok"] * 3
@@ -109,7 +109,7 @@ def test_without_record_inputs_no_input_is_stored_anywhere(learn_env, module_dir
     module.detect(0.5, "giraffe-93ad")
     module.detect(0.7, tag="giraffe-93ad")
     state = module.detect.__poet__
-    assert state.cell[0].__name__ == "fast"  # the default fast path, unchanged
+    assert state.records_inputs is False
     assert not getattr(state.recorder, "takes_inputs", False)
     sink.flush()
     found = executions(learn_env, "ri_off:detect")

@@ -129,7 +129,7 @@ class _Inputs:
 def recorder_with_inputs(info: FunctionInfo):
     """``recorder_for``, for a function whose effective policy has ``record_inputs = true``.
 
-    The call path's variant for such functions passes ``(entry, result, args, kwargs)``;
+    The call path passes such a recorder ``(entry, result, args, kwargs)``;
     the inputs ride in the result's slot of the buffer (so the buffer's shape, and the
     default recorder, stay as they are) and are encoded, size-checked, by the flusher.
     A call without inputs (``args`` None) is recorded as ``recorder_for`` records it.
