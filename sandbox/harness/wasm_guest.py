@@ -7,8 +7,9 @@ blocks on the host side until there is a request. A warm guest therefore answers
 a call in well under a millisecond of its own time instead of paying ~20 ms for a
 fresh interpreter.
 
-Everything that crosses is JSON data (see ``encode``/``decode``; tuples, bytes and
-non-string dict keys are tagged so that types survive). Nothing is pickled.
+Everything that crosses is JSON data (``poet_sandbox.wire``, the same code the host
+uses; tuples, bytes and non-string dict keys are tagged so that types survive).
+Nothing is pickled.
 
 The first request is ``load``: the generated module is executed in a fresh
 namespace whose builtins are restricted (no ``open``/``exec``/``eval``/
@@ -21,7 +22,6 @@ processes, no host environment.
 Stdlib only; imports ``poet_sandbox`` (mounted read-only beside this file).
 """
 
-import base64
 import builtins
 import json
 import sys
@@ -33,6 +33,7 @@ sys.path.append("/poet")  # where the host mounts poet_sandbox (read-only)
 
 from poet_sandbox import driver  # noqa: E402
 from poet_sandbox.errors import PhaseError  # noqa: E402
+from poet_sandbox.wire import NotData, decode, encode  # noqa: E402  (shared with the host)
 
 # The safe set is every builtin but these (files, code execution, frames and
 # namespaces, the terminal, the interpreter's exit); a policy's ``builtins`` adds
@@ -57,56 +58,6 @@ class _State:
 
 
 _state = _State()
-
-
-# --- data on the wire --------------------------------------------------------------------
-
-
-class NotData(TypeError):
-    pass
-
-
-def encode(value, depth=0):
-    """A JSON-ready form of plain data; raises NotData for anything else."""
-    if depth > 200:
-        raise NotData("nested too deeply")
-    kind = type(value)
-    if value is None or kind in (bool, int, float, str):
-        return value
-    if kind is list:
-        return [encode(v, depth + 1) for v in value]
-    if kind is tuple:
-        return {"__tuple__": [encode(v, depth + 1) for v in value]}
-    if kind is dict:
-        if all(type(k) is str for k in value) and not any(k.startswith("__") and k.endswith("__") for k in value):
-            return {k: encode(v, depth + 1) for k, v in value.items()}
-        return {"__dict__": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
-    if kind is bytes:
-        return {"__bytes__": base64.b64encode(value).decode("ascii")}
-    if kind in (set, frozenset):
-        return {"__set__": [encode(v, depth + 1) for v in value], "frozen": kind is frozenset}
-    raise NotData(f"{kind.__name__} is not plain data")
-
-
-def decode(value):
-    if type(value) is list:
-        return [decode(v) for v in value]
-    if type(value) is dict:
-        if "__tuple__" in value:
-            return tuple(decode(v) for v in value["__tuple__"])
-        if "__dict__" in value:
-            return {_hashable(decode(k)): decode(v) for k, v in value["__dict__"]}
-        if "__bytes__" in value:
-            return base64.b64decode(value["__bytes__"])
-        if "__set__" in value:
-            items = [_hashable(decode(v)) for v in value["__set__"]]
-            return frozenset(items) if value.get("frozen") else set(items)
-        return {k: decode(v) for k, v in value.items()}
-    return value
-
-
-def _hashable(value):
-    return tuple(value) if type(value) is list else value
 
 
 # --- the restricted namespace ------------------------------------------------------------
