@@ -1,15 +1,28 @@
-"""Checks and lossless repairs used by generated Perceive and Enforce phases.
+"""Checks used by generated Perceive and Enforce phases: report, do not convert.
 
-Each ``as_*`` helper returns the value unchanged when it already has the right
-type, a repaired value when the repair loses nothing (``"3"`` to ``3``, a tuple to
-a list, a NumPy scalar to its Python twin), and raises ``PerceiveError`` (or the
-error class it is given) naming the field otherwise. Generated code calls them
-only when a cheap ``type(x) is T`` test fails, so a well-typed call pays nothing.
+A value that satisfies its hint is returned as the very same object: subclasses
+count (a ``Counter`` is a ``dict[str, int]``, an ``IntEnum`` an ``int``, a bool an
+``int``, an int a ``float`` as PEP 484 says). A value that does not satisfy it is
+*reported* (``note("mismatch", ...)``) and returned unchanged, because the
+original function might well work with it (``ordinalize(1.0)`` gives ``'1.0st'``).
+
+Conversions happen only when asked for: ``coerce=True`` (the decorator's
+``repair="coerce"``) makes a lossless repair (``"3"`` -> ``3``, a tuple -> a list, a
+NumPy scalar -> its Python twin), and ``drop_missing`` (a domain rule, e.g.
+``ml_monitoring``) removes None/NaN from numeric batches. Each repair is noted too,
+so the runtime can count it and emit it. Only domain rules that describe an
+impossible value (a score outside [0, 1]) raise, and then the caller still gets
+the logic's own result: Enforce refusing never changes what the caller receives.
+
+Values the host could not send into a sandbox arrive as ``crossing.HostRef``;
+they are checked by the names of their type's MRO, the only thing that crossed.
 """
 
 import math
 import re
+import threading
 
+from poet_sandbox.crossing import HostRef
 from poet_sandbox.errors import EnforceError, PerceiveError
 
 _INT_TEXT = re.compile(r"[+-]?\d+")
@@ -17,12 +30,55 @@ _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 
 
+# --- notes: what a call's checks saw ----------------------------------------------------
+
+class _Notes(threading.local):
+    def __init__(self):
+        self.items = []
+
+
+NOTES = _Notes()
+
+
+def note(kind: str, field: str, detail: str) -> None:
+    """Report a ``mismatch`` (left as it is) or a ``repair`` (changed) of ``field``."""
+    NOTES.items.append((kind, field, detail))
+
+
+def take_notes():
+    """The notes since the last take, as a tuple, or None; the driver calls it."""
+    items = NOTES.items
+    if not items:
+        return None
+    taken = tuple(items)
+    items.clear()
+    return taken
+
+
+# --- type tests that understand values left in the host ---------------------------------
+
+def _names(value):
+    return value.type_names if type(value) is HostRef else None
+
+
+def is_a(value, cls, name: str) -> bool:
+    """isinstance, or for a HostRef: ``name`` ("builtins.dict") along its MRO."""
+    if type(value) is HostRef:
+        return name in value.type_names
+    return isinstance(value, cls)
+
+
 def _numpy_scalar(value) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "item")
 
 
 def describe(value) -> str:
-    text = repr(value)
+    if type(value) is HostRef:
+        return repr(value)
+    try:
+        text = repr(value)
+    except Exception:
+        text = "<unprintable>"
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"
@@ -33,143 +89,179 @@ def is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def as_int(value, field: str, error=PerceiveError):
-    if isinstance(value, int):
+def _mismatch(field: str, expected: str, value):
+    note("mismatch", field, f"expected {expected}, got {describe(value)}")
+    return value
+
+
+def _repaired(field: str, value, fixed, how: str = ""):
+    note("repair", field, f"{describe(value)} -> {describe(fixed)}" + (f" ({how})" if how else ""))
+    return fixed
+
+
+# --- scalars -----------------------------------------------------------------------------
+
+def as_int(value, field: str, error=PerceiveError, coerce: bool = False):
+    if is_a(value, int, "builtins.int"):
         return value
-    if _numpy_scalar(value):
-        value = value.item()
-        if isinstance(value, int):
-            return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
-        return int(value.strip())
-    raise error(f"{field}: expected int, got {describe(value)}", field=field)
+    if coerce:
+        fixed = None
+        if _numpy_scalar(value) and isinstance(value.item(), int):
+            fixed = value.item()
+        elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            fixed = int(value)
+        elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            fixed = int(value.strip())
+        if fixed is not None:
+            return _repaired(field, value, fixed)
+    return _mismatch(field, "int", value)
 
 
-def as_float(value, field: str, error=PerceiveError, finite: bool = False):
-    """A float hint accepts int as PEP 484 says; ints are passed through unchanged."""
-    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
-        result = value
-    elif _numpy_scalar(value) and isinstance(value.item(), (int, float)) and not isinstance(value.item(), bool):
-        result = value.item()
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())
-        except ValueError:
-            raise error(f"{field}: expected float, got {describe(value)}", field=field) from None
-    else:
-        raise error(f"{field}: expected float, got {describe(value)}", field=field)
-    if finite and not math.isfinite(result):
-        raise error(f"{field}: must be a finite number, got {result!r}", field=field)
-    return result
-
-
-def as_bool(value, field: str, error=PerceiveError):
-    if isinstance(value, bool):
+def as_float(value, field: str, error=PerceiveError, coerce: bool = False, finite: bool = False):
+    """A float hint accepts int as PEP 484 says; nothing is converted unless ``coerce``."""
+    if is_a(value, float, "builtins.float") or is_a(value, int, "builtins.int"):
+        if finite and type(value) is not HostRef and not math.isfinite(value):
+            return _mismatch(field, "a finite number", value)
         return value
-    if _numpy_scalar(value) and isinstance(value.item(), bool):
-        return value.item()
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise error(f"{field}: expected bool, got {describe(value)}", field=field)
+    if coerce:
+        fixed = None
+        if _numpy_scalar(value) and isinstance(value.item(), (int, float)) and not isinstance(value.item(), bool):
+            fixed = value.item()
+        elif isinstance(value, str):
+            try:
+                fixed = float(value.strip())
+            except ValueError:
+                fixed = None
+        if fixed is not None:
+            return _repaired(field, value, fixed)
+    return _mismatch(field, "float", value)
 
 
-def as_str(value, field: str, error=PerceiveError):
-    if isinstance(value, str):
+def as_bool(value, field: str, error=PerceiveError, coerce: bool = False):
+    if is_a(value, bool, "builtins.bool"):
         return value
-    raise error(f"{field}: expected str, got {describe(value)}", field=field)
+    if coerce:
+        fixed = None
+        if _numpy_scalar(value) and isinstance(value.item(), bool):
+            fixed = value.item()
+        elif type(value) is int and value in (0, 1):
+            fixed = bool(value)
+        elif isinstance(value, str):
+            text = value.strip().lower()
+            fixed = True if text in _TRUE else False if text in _FALSE else None
+        if fixed is not None:
+            return _repaired(field, value, fixed)
+    return _mismatch(field, "bool", value)
 
+
+def as_str(value, field: str, error=PerceiveError, coerce: bool = False):
+    if is_a(value, str, "builtins.str"):
+        return value
+    return _mismatch(field, "str", value)
+
+
+# --- containers ----------------------------------------------------------------------------
 
 def _array_like(value) -> bool:
     """A NumPy array or the like: typed storage the logic probably uses as such."""
+    if type(value) is HostRef:
+        return "numpy.ndarray" in value.type_names
     return hasattr(value, "dtype") and hasattr(value, "shape") and hasattr(value, "tolist")
 
 
-def as_list(value, field: str, item=None, drop_missing: bool = False, error=PerceiveError):
-    """A list, from a list or tuple; items checked by ``item`` when given.
+_EXACT = {}  # checker -> the exact type whose items need no call (filled below)
 
-    An array (NumPy or alike) is kept as it is, since the logic may rely on its
-    methods: only its dtype is checked against a numeric item hint, and with
-    ``drop_missing`` its NaN entries are masked out (keeping the array type).
-    With ``drop_missing`` (a domain rule), None and NaN entries are removed; an
-    input left empty by that is an error, since no statistic can be computed on it.
+
+def _check_items(items, field, item, error, coerce):
+    """Items checked by ``item``; a new list only if ``coerce`` repaired one."""
+    exact = _EXACT.get(item)
+    if exact is not None and all(type(entry) is exact for entry in items):
+        return items  # the common case, checked at C speed
+    fixed_items = None
+    for index, entry in enumerate(items):
+        fixed = item(entry, f"{field}[{index}]", error=error, coerce=coerce)
+        if fixed is not entry and fixed_items is None:
+            fixed_items = list(items[:index])
+        if fixed_items is not None:
+            fixed_items.append(fixed)
+    return items if fixed_items is None else fixed_items
+
+
+def as_list(value, field: str, item=None, drop_missing: bool = False, error=PerceiveError, coerce: bool = False):
+    """A list (or a subclass), as it is; items checked by ``item`` when given.
+
+    An array (NumPy or alike) is accepted as a batch, since the logic may rely on
+    its methods; with ``drop_missing`` its NaN entries are masked out (keeping the
+    array type). With ``drop_missing`` (a domain rule) None and NaN entries are
+    removed from a list, reported as a repair; a batch left empty by that is an
+    error, since no statistic can be computed on it.
     """
     if _array_like(value):
         return _as_array(value, field, item, drop_missing, error)
-    if isinstance(value, list):
+    if is_a(value, list, "builtins.list"):
         items = value
-    elif isinstance(value, tuple):
-        items = list(value)
+    elif coerce and isinstance(value, tuple):
+        items = _repaired(field, value, list(value), "tuple to list")
     else:
-        raise error(f"{field}: expected list, got {describe(value)}", field=field)
+        return _mismatch(field, "list", value)
+    if type(items) is HostRef:
+        return items  # a list subclass the host kept: its items are not visible here
     if drop_missing:
         kept = [entry for entry in items if not is_missing(entry)]
-        if not kept and items:
-            raise error(f"{field}: every value is missing (None or NaN)", field=field)
-        items = kept
+        if len(kept) != len(items):
+            if not kept:
+                raise error(f"{field}: every value is missing (None or NaN)", field=field)
+            note("repair", field, f"dropped {len(items) - len(kept)} missing value(s) (None or NaN)")
+            items = kept
     if item is not None:
-        exact = _EXACT.get(item)
-        if exact is not None and all(type(entry) is exact for entry in items):
-            return items  # the common case: already the right type, checked at C speed
-        checked = None
-        for index, entry in enumerate(items):
-            fixed = item(entry, f"{field}[{index}]", error=error)
-            if fixed is not entry:
-                if checked is None:
-                    checked = list(items[:index])
-            if checked is not None:
-                checked.append(fixed)
-        if checked is not None:
-            items = checked
+        items = _check_items(items, field, item, error, coerce)
     return items
 
 
 def _as_array(value, field, item, drop_missing, error):
+    if type(value) is HostRef:
+        return value  # left in the host: the domain's masking cannot happen here
     kind = getattr(value.dtype, "kind", "O")
     if item in _EXACT and kind not in "fiub":
-        raise error(f"{field}: expected numbers, got an array of dtype {value.dtype}", field=field)
+        return _mismatch(field, "numbers", value)
     if drop_missing and kind == "f":
         mask = value == value  # False exactly at NaN
         if not mask.all():
-            value = value[mask]
-            if value.size == 0:
+            kept = value[mask]
+            if kept.size == 0:
                 raise error(f"{field}: every value is missing (NaN)", field=field)
+            note("repair", field, f"dropped {int(value.size - kept.size)} NaN value(s)")
+            value = kept
     return value
 
 
-def as_dict(value, field: str, key=None, item=None, error=PerceiveError):
-    if not isinstance(value, dict):
-        raise error(f"{field}: expected dict, got {describe(value)}", field=field)
-    if key is None and item is None:
+def as_dict(value, field: str, key=None, item=None, error=PerceiveError, coerce: bool = False):
+    if not is_a(value, dict, "builtins.dict"):
+        return _mismatch(field, "dict", value)
+    if (key is None and item is None) or type(value) is HostRef:
         return value
-    result = {}
-    for k, v in value.items():
-        if key is not None:
-            k = key(k, f"{field} key {k!r}", error=error)
-        if item is not None:
-            v = item(v, f"{field}[{k!r}]", error=error)
-        result[k] = v
-    return result
+    result = None  # built only once a coerce repair changed a key or an item
+    for index, (k, v) in enumerate(value.items()):
+        new_k = key(k, f"{field} key {k!r}", error=error, coerce=coerce) if key is not None else k
+        new_v = item(v, f"{field}[{k!r}]", error=error, coerce=coerce) if item is not None else v
+        if result is None and (new_k is not k or new_v is not v):
+            result = dict(list(value.items())[:index])
+        if result is not None:
+            result[new_k] = new_v
+    return value if result is None else result
 
 
-def as_instance(value, field: str, cls, error=PerceiveError):
-    if isinstance(value, cls):
+def as_instance(value, field: str, cls, error=PerceiveError, coerce: bool = False):
+    if is_a(value, cls, f"{cls.__module__}.{cls.__qualname__}"):
         return value
-    raise error(f"{field}: expected {cls.__name__}, got {describe(value)}", field=field)
+    return _mismatch(field, cls.__name__, value)
 
 
-_EXACT = {as_float: float, as_int: int, as_bool: bool, as_str: str}
-
-
-def anything(value, field: str, error=PerceiveError):
+def anything(value, field: str, error=PerceiveError, coerce: bool = False):
     return value
+
+
+_EXACT.update({as_float: float, as_int: int, as_bool: bool, as_str: str})
 
 
 class Unset:
@@ -184,24 +276,24 @@ class Unset:
 UNSET = Unset()
 
 
-def list_of(item=None, drop_missing: bool = False):
+def list_of(item=None, drop_missing: bool = False, coerce: bool = False):
     """A checker for ``list[X]`` built once at import of the generated module."""
 
-    def check(value, field, error=PerceiveError):
-        return as_list(value, field, item=item, drop_missing=drop_missing, error=error)
+    def check(value, field, error=PerceiveError, coerce=coerce):
+        return as_list(value, field, item=item, drop_missing=drop_missing, error=error, coerce=coerce)
 
     return check
 
 
-def dict_of(key=None, item=None):
-    def check(value, field, error=PerceiveError):
-        return as_dict(value, field, key=key, item=item, error=error)
+def dict_of(key=None, item=None, coerce: bool = False):
+    def check(value, field, error=PerceiveError, coerce=coerce):
+        return as_dict(value, field, key=key, item=item, error=error, coerce=coerce)
 
     return check
 
 
 def instance_of(cls):
-    def check(value, field, error=PerceiveError):
+    def check(value, field, error=PerceiveError, coerce=False):
         return as_instance(value, field, cls, error=error)
 
     return check
@@ -215,11 +307,16 @@ def named_instance(qualname: str):
     class's name is what identifies it.
     """
 
-    def check(value, field, error=PerceiveError):
-        for cls in type(value).__mro__:
-            if cls.__qualname__ == qualname:
+    def check(value, field, error=PerceiveError, coerce=False):
+        names = _names(value)
+        if names is not None:
+            if any(name.rpartition(".")[2] == qualname or name.endswith("." + qualname) for name in names):
                 return value
-        raise error(f"{field}: expected {qualname}, got {describe(value)}", field=field)
+        else:
+            for cls in type(value).__mro__:
+                if cls.__qualname__ == qualname:
+                    return value
+        return _mismatch(field, qualname, value)
 
     return check
 
@@ -227,27 +324,29 @@ def named_instance(qualname: str):
 def optional(inner):
     """Wrap a checker so that None passes (``Optional[X]`` / ``X | None``)."""
 
-    def check(value, field, error=PerceiveError):
+    def check(value, field, error=PerceiveError, coerce=False):
         if value is None:
             return None
-        return inner(value, field, error=error)
+        return inner(value, field, error=error, coerce=coerce)
 
     return check
 
 
 def typed_dict(fields: dict, required: frozenset, error=EnforceError):
-    """A checker for a TypedDict: required keys present, known keys well-typed."""
+    """A checker for a TypedDict: required keys present, known keys well-typed (noted)."""
 
-    def check(value, field, error=error):
-        if not isinstance(value, dict):
-            raise error(f"{field}: expected dict, got {describe(value)}", field=field)
+    def check(value, field, error=error, coerce=False):
+        if not is_a(value, dict, "builtins.dict"):
+            return _mismatch(field, "dict", value)
+        if type(value) is HostRef:
+            return value
         missing = [name for name in required if name not in value]
         if missing:
-            raise error(f"{field}: missing required key(s) {', '.join(sorted(missing))}", field=field)
+            note("mismatch", field, f"missing required key(s) {', '.join(sorted(missing))}")
         result = value
         for name, checker in fields.items():
             if name in value:
-                fixed = checker(value[name], f"{field}[{name!r}]", error=error)
+                fixed = checker(value[name], f"{field}[{name!r}]", error=error, coerce=coerce)
                 if fixed is not value[name]:
                     if result is value:
                         result = dict(value)
@@ -257,18 +356,24 @@ def typed_dict(fields: dict, required: frozenset, error=EnforceError):
     return check
 
 
-def finite_in_range(value, field: str, low=None, high=None, clamp: bool = False, error=EnforceError):
-    """A finite number within [low, high]; with ``clamp`` an out-of-range value is pulled in."""
-    number = as_float(value, field, error=error, finite=True)
+# --- domain rules: refusals of impossible values -------------------------------------------
+
+def finite_in_range(value, field: str, low=None, high=None, error=EnforceError):
+    """Refuse a value that is not a finite number within [low, high]; never converts."""
+    if type(value) is HostRef or not isinstance(value, (int, float)) or isinstance(value, bool):
+        if _numpy_scalar(value):
+            number = value.item()
+        else:
+            raise error(f"{field}: expected a number, got {describe(value)}", field=field)
+    else:
+        number = value
+    if not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise error(f"{field}: must be a finite number, got {number!r}", field=field)
     if low is not None and number < low:
-        if not clamp:
-            raise error(f"{field}: {number!r} is below {low!r}", field=field)
-        number = low
+        raise error(f"{field}: {number!r} is below {low!r}", field=field)
     if high is not None and number > high:
-        if not clamp:
-            raise error(f"{field}: {number!r} is above {high!r}", field=field)
-        number = high
-    return number
+        raise error(f"{field}: {number!r} is above {high!r}", field=field)
+    return value
 
 
 def one_of(value, field: str, allowed, error=EnforceError):
@@ -279,8 +384,10 @@ def one_of(value, field: str, allowed, error=EnforceError):
 
 
 def require_keys(value, field: str, keys, error=EnforceError):
-    if not isinstance(value, dict):
+    if not is_a(value, dict, "builtins.dict"):
         raise error(f"{field}: expected dict, got {describe(value)}", field=field)
+    if type(value) is HostRef:
+        return value
     missing = [k for k in keys if k not in value]
     if missing:
         raise error(f"{field}: missing required key(s) {', '.join(missing)}", field=field)
