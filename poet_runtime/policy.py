@@ -15,6 +15,10 @@ load time for ``[defaults]`` and each rule over the defaults, and in
 ``effective_for`` for the combination several rules produce. For ``restricted``,
 ``wall_ms``/``cpu_ms``/``memory_mb`` mean the worker pool (``uses_workers``).
 
+Trust: ``EffectivePolicy.trust`` is the tuple of generators whose versions, once
+verified by regeneration (resolve.py), run in-process whatever ``backend`` says;
+``("builtin",)`` unless a table says otherwise (``false`` in a rule: that default).
+
 Errors are ``PolicyError`` (a ``PoetConfigError``), one line per problem:
 ``policies/x.toml:12: defaults.memory_mb: must be > 0``.
 """
@@ -34,12 +38,12 @@ from pydantic import ValidationError
 from poet_runtime.backends.base import Limits
 from poet_runtime.errors import PoetConfigError
 from poet_runtime.policy_locate import clean_loc, display_path, field_name, locate, message_for
-from poet_runtime.policy_schema import (LIMIT_FIELDS, LIST_FIELDS, SETTING_FIELDS, PolicyFile, Rule, Settings,
-                                        honesty_problems)
+from poet_runtime.policy_schema import (LIMIT_FIELDS, LIST_FIELDS, SETTING_FIELDS, TRUST_DEFAULT, TRUST_WHY,
+                                        PolicyFile, Rule, Settings, honesty_problems)
 from poet_runtime.resources import policies_dir
 
 SHIPPED = ("default", "strict", "trusted")
-BUILT_IN = {"backend": "restricted", "on_violation": "fallback", "record_inputs": False}
+BUILT_IN = {"backend": "restricted", "on_violation": "fallback", "record_inputs": False, "trust": TRUST_DEFAULT}
 _KNOWN = {
     (): ("version", "description", "defaults", "rule"),
     ("defaults",): SETTING_FIELDS,
@@ -63,6 +67,9 @@ class EffectivePolicy:
     record_inputs: bool = False
     sources: dict = field(default_factory=dict)  # field -> "defaults" | "rule[i] (match ...)" | "built-in"
     policy: str = ""  # the file it came from
+    # Generators whose versions, once verified by regeneration, run in-process
+    # (backend none) whatever `backend` says. Under backend none everything does.
+    trust: tuple[str, ...] = TRUST_DEFAULT
 
     @property
     def uses_workers(self) -> bool:
@@ -117,8 +124,10 @@ class Policy:
         )
         for name in (*LIMIT_FIELDS, *LIST_FIELDS):
             sources.setdefault(name, "not stated")
+        trust = values["trust"]
+        trust = TRUST_DEFAULT if trust is False else tuple(dict.fromkeys(trust))
         result = EffectivePolicy(values["backend"], values["on_violation"], limits, bool(values["record_inputs"]),
-                                 sources, self.name)
+                                 sources, self.name, trust)
         with self._lock:
             self._cache[function_id] = result
         return result
@@ -197,6 +206,9 @@ def _describe(error: ValidationError, text: str, shown: str) -> list[str]:
             message = f"must be a positive integer, or false in a rule (got {item['input']!r})"
         elif item["type"] in ("list_type", "literal_error") and name in LIST_FIELDS:
             message = f"must be a list of names, or false in a rule (got {item['input']!r})"
+        elif item["type"] in ("list_type", "literal_error") and name == "trust":
+            message = (f'must be a list of generator names (["builtin"] or []), or false in a rule '
+                       f"(got {item['input']!r}); {TRUST_WHY}")
         else:
             message = message_for(item, known)
         lines.append(f"{shown}:{locate(text, loc)}: {field_name(loc)}: {message}")

@@ -18,6 +18,7 @@ A policy file::
     imports = ["math"]         # modules generated code may import (poet_sandbox always)
     builtins = []              # builtins added to the safe set
     record_inputs = false      # keep call inputs in execution records
+    trust = ["builtin"]        # generators whose verified versions run in-process; see below
     [[rule]]                   # zero or more; `match` + any field above
     match = "app.billing:*"    # glob on module:qualname; no ':' = module only
 
@@ -25,6 +26,16 @@ In a rule, ``false`` for a limit or list means "not stated" (needed, e.g., when 
 rule switches to backend none, which can enforce nothing). There are no grant
 fields: file system, network, environment and subprocess access are denied by
 every sandboxing backend, and no backend can yet enforce a partial grant.
+
+``trust`` is not a limit (the honesty rule does not apply to it) but a statement
+about which code is the project's own: a version written by a trusted generator
+whose bytes match a fresh regeneration from its key inputs runs in-process
+(backend none) whatever ``backend`` says; any other version runs in ``backend``.
+Only ``"builtin"`` can be verified that way, so it is the only value allowed
+(``[]`` trusts none). Not stated anywhere, it is ``["builtin"]``; ``false`` in a
+rule means "not stated" here too, which for ``trust`` is that same default. A
+policy whose backend is ``none`` runs everything in-process, so it trusts
+everything in effect; that is reported (``policy explain``), not refused.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, fi
 
 LIMIT_FIELDS = ("wall_ms", "cpu_ms", "memory_mb", "max_output_kb")
 LIST_FIELDS = ("imports", "builtins")
-SETTING_FIELDS = ("backend", "on_violation", *LIMIT_FIELDS, *LIST_FIELDS, "record_inputs")
+SETTING_FIELDS = ("backend", "on_violation", *LIMIT_FIELDS, *LIST_FIELDS, "record_inputs", "trust")
 BACKENDS = ("restricted", "wasm", "none")
 
 # What each backend enforces. `restricted` enforces wall/cpu/memory only in its
@@ -52,6 +63,11 @@ ENFORCES = {
 WHY_NOT = {
     "none": "it runs the code unrestricted in the host process",
 }
+# Generators whose versions can be verified by regenerating them and comparing bytes
+# (resolve.py does it). An LLM answer cannot be regenerated, so it can never be listed.
+TRUSTABLE = ("builtin",)
+TRUST_DEFAULT = ("builtin",)
+TRUST_WHY = "only the built-in generator's versions can be verified by regeneration"
 MAX_OUTPUT_MEANING = {
     "restricted": "bytes printed by the call (print is collected, written out only when the call "
                   "succeeds); in a worker, the encoded result and that output together",
@@ -121,6 +137,7 @@ class Settings(BaseModel):
     imports: OptionalList = None
     builtins: OptionalList = None
     record_inputs: StrictBool | None = None
+    trust: OptionalList = None
 
     _check_limits = field_validator(*LIMIT_FIELDS)(_positive)
 
@@ -145,6 +162,15 @@ class Settings(BaseModel):
                 raise ValueError(f"builtin {name!r} cannot be allowed: {NEVER_BUILTINS[name]}")
             if name.startswith("_") or not hasattr(builtins, name):
                 raise ValueError(f"{name!r} is not a builtin name")
+        return value
+
+    @field_validator("trust")
+    @classmethod
+    def _check_trust(cls, value):
+        for name in value or ():
+            if name not in TRUSTABLE:
+                raise ValueError(f"cannot trust {name!r}: {TRUST_WHY} (allowed: \"builtin\", "
+                                 "or [] to trust none)")
         return value
 
     def stated(self) -> dict:

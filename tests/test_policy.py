@@ -248,3 +248,102 @@ def test_module_entry_point():
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": ok") == 2
+
+
+# -- trust -------------------------------------------------------------------------------
+
+def test_trust_defaults_to_builtin_and_shipped_values(tmp_path):
+    plain = load_policy(str(write(tmp_path, 'version = 1\n[defaults]\nbackend = "wasm"\n'))).effective_for("a:f")
+    assert plain.trust == ("builtin",) and isinstance(plain.trust, tuple) and plain.sources["trust"] == "built-in"
+    default = load_policy("default").effective_for("app:f")
+    assert default.trust == ("builtin",) and default.sources["trust"] == "defaults"  # stated explicitly
+    strict = load_policy("strict").effective_for("app:f")
+    assert strict.trust == () and strict.sources["trust"] == "defaults"
+    assert load_policy("trusted").effective_for("app:f").trust == ("builtin",)
+
+
+def test_trust_parses_in_defaults_and_rules_last_rule_wins(tmp_path):
+    text = ('version = 1\n[defaults]\nbackend = "wasm"\ntrust = []\n'
+            '[[rule]]\nmatch = "app.*"\ntrust = ["builtin"]\n'
+            '[[rule]]\nmatch = "app.secret:*"\ntrust = []\n'
+            '[[rule]]\nmatch = "app.reset:*"\ntrust = false\n')
+    policy = load_policy(str(write(tmp_path, text)))
+    assert policy.effective_for("lib:f").trust == () and policy.effective_for("lib:f").sources["trust"] == "defaults"
+    app = policy.effective_for("app.billing:total")
+    assert app.trust == ("builtin",) and app.sources["trust"] == "rule[0] (match 'app.*')"
+    secret = policy.effective_for("app.secret:key")
+    assert secret.trust == () and secret.sources["trust"].startswith("rule[1]")
+    reset = policy.effective_for("app.reset:f")  # false = not stated, which for trust is the built-in default
+    assert reset.trust == ("builtin",) and reset.sources["trust"].startswith("rule[2]")
+    assert policy.effective_for("app.billing:total") is app  # cached: effective_for stays cheap
+
+
+def test_trust_duplicates_collapse(tmp_path):
+    policy = load_policy(str(write(tmp_path, 'version = 1\n[defaults]\ntrust = ["builtin", "builtin"]\n')))
+    assert policy.effective_for("a:f").trust == ("builtin",)
+
+
+def test_trust_refuses_unverifiable_generators(tmp_path):
+    error = only(write(tmp_path, 'version = 1\n[defaults]\nbackend = "wasm"\n\ntrust = ["builtin", "llm"]\n'))
+    assert (error["line"], error["field"]) == ("5", "defaults.trust")
+    assert "'llm'" in error["message"]
+    assert "only the built-in generator's versions can be verified by regeneration" in error["message"]
+    text = 'version = 1\n[[rule]]\nmatch = "a:*"\ntrust = []\n[[rule]]\nmatch = "b:*"\ntrust = ["openai/gpt-4.1"]\n'
+    error = only(write(tmp_path, text, name="rule.toml"))
+    assert (error["line"], error["field"]) == ("7", "rule[1].trust") and "'openai/gpt-4.1'" in error["message"]
+
+
+def test_trust_wrong_types(tmp_path):
+    error = only(write(tmp_path, 'version = 1\n[defaults]\ntrust = "builtin"\n'))
+    assert (error["line"], error["field"]) == ("3", "defaults.trust")
+    assert "list of generator names" in error["message"] and "verified by regeneration" in error["message"]
+    error = only(write(tmp_path, 'version = 1\n[defaults]\ntrust = true\n', name="bool.toml"))
+    assert error["field"] == "defaults.trust"
+    error = only(write(tmp_path, 'version = 1\n[defaults]\ntrusts = []\n', name="typo.toml"))
+    assert error["field"] == "defaults.trusts" and "did you mean 'trust'?" in error["message"]
+
+
+def test_trust_is_not_a_limit_none_backend_may_state_it(tmp_path):
+    text = ('version = 1\n[defaults]\nbackend = "none"\ntrust = []\n'
+            '[[rule]]\nmatch = "app:*"\ntrust = ["builtin"]\n')
+    policy = load_policy(str(write(tmp_path, text)))  # not refused: it limits nothing
+    assert policy.effective_for("lib:f").trust == () and policy.effective_for("app:f").trust == ("builtin",)
+
+
+def test_check_command_reports_bad_trust(tmp_path, capsys):
+    bad = write(tmp_path, 'version = 1\n[defaults]\ntrust = ["gpt"]\n', "bad.toml")
+    code, out = run_handler(["policy", "check", str(bad), "strict"], capsys)
+    assert code == 1
+    assert ":3: defaults.trust: cannot trust 'gpt'" in out and "strict.toml: ok" in out
+
+
+def trust_lines(out):
+    row = next(line for line in out.splitlines() if re.match(r"\s+trust\s+\S", line) and "<-" in line)
+    meaning = [line for line in out.splitlines() if line.strip().startswith("trust:")]
+    assert len(meaning) == 1, out
+    return row, meaning[0]
+
+
+def test_explain_shows_trust_and_its_meaning(tmp_path, capsys):
+    path = write(tmp_path, 'version = 1\n[defaults]\nbackend = "restricted"\nwall_ms = 100\n'
+                           '[[rule]]\nmatch = "app.safe:*"\ntrust = []\n')
+    code, out = run_handler(["policy", "explain", "app.other:f", "--policy", str(path)], capsys)
+    assert code == 0
+    row, meaning = trust_lines(out)
+    assert "builtin" in row and "<- built-in" in row
+    assert ("built-in versions verified by regeneration run in-process; anything else runs in restricted "
+            "(a worker process)") in meaning
+    code, out = run_handler(["policy", "explain", "app.safe:f", "--policy", str(path)], capsys)
+    row, meaning = trust_lines(out)
+    assert "(none)" in row and "rule[0] (match 'app.safe:*')" in row
+    assert "every version, even a verified built-in one, runs in restricted" in meaning
+
+
+def test_explain_strict_and_trusted(capsys):
+    code, out = run_handler(["policy", "explain", "app:f", "--policy", "strict"], capsys)
+    row, meaning = trust_lines(out)
+    assert code == 0 and "(none)" in row and "<- defaults" in row
+    assert "runs in wasm" in meaning and "crosses back to the host" in meaning
+    code, out = run_handler(["policy", "explain", "app:f", "--policy", "trusted"], capsys)
+    row, meaning = trust_lines(out)
+    assert code == 0 and "trusts everything in effect" in meaning  # said, not refused

@@ -3,9 +3,10 @@
 ``policy check FILE...`` validates each file (schema, unknown fields, honesty)
 and prints every problem as ``file:line: field: message``; exit 1 when any file
 is invalid. ``policy explain MODULE:QUALNAME [--policy P]`` prints the effective
-settings for that function and which table of the policy gave each one; the
-policy defaults to what the function would get with no ``@poet(policy=...)``
-($POET_POLICY, [tool.poet] policy, else "default").
+settings for that function and which table of the policy gave each one, and
+what ``trust`` means for it (which versions run in-process, which in the
+backend); the policy defaults to what the function would get with no
+``@poet(policy=...)`` ($POET_POLICY, [tool.poet] policy, else "default").
 
 Also runnable as ``python -m poet_runtime.commands.policy check FILE...``.
 """
@@ -77,6 +78,7 @@ def explain_command(args) -> int:
         ("imports", ", ".join(limits.imports) or "(none)"),
         ("builtins", ", ".join(limits.builtins) or "(none extra)"),
         ("record_inputs", str(effective.record_inputs).lower()),
+        ("trust", ", ".join(effective.trust) or "(none)"),
     ]
     print(f"{args.function} under {policy.name}:")
     rows = [(name, "not stated" if value is None else str(value)) for name, value in rows]
@@ -92,8 +94,25 @@ def explain_command(args) -> int:
             print(f"  max_output_kb counts {meaning}")
     if effective.backend == "restricted":
         where = "worker process (OS limits)" if effective.uses_workers else "in-process (no wall/cpu/memory limits)"
-        print(f"  runs: {where}; poet_sandbox is always importable")
+        print(f"  sandboxed code runs: {where}; poet_sandbox is always importable")
+    print(f"  trust: {trust_meaning(effective)}")
     return 0
+
+
+def trust_meaning(effective) -> str:
+    """One line: which versions of this function run in-process, which in the backend."""
+    if effective.backend == "none":
+        return ("backend none runs every version in-process, verified or not: this policy trusts "
+                "everything in effect, whatever trust says")
+    if effective.backend == "restricted":
+        where = "restricted (a worker process)" if effective.uses_workers else "restricted (RestrictedPython, in-process)"
+    elif effective.backend == "wasm":
+        where = "wasm (the WASM guest; each call crosses back to the host for the function's own logic)"
+    else:
+        where = effective.backend
+    if "builtin" in effective.trust:
+        return f"built-in versions verified by regeneration run in-process; anything else runs in {where}"
+    return f"no generator is trusted: every version, even a verified built-in one, runs in {where}"
 
 
 def main(argv=None) -> int:
