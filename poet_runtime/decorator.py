@@ -31,15 +31,19 @@ class PoetConfig:
     retries: int | None = None
     timeout: float | None = None
     policy: str | None = None
+    repair: str | None = None  # None: mismatches are reported, not converted; "coerce": lossless repairs
 
     def key_data(self) -> dict:
-        return {
+        data = {
             "domain": self.domain,
             "optimize_for": self.optimize_for,
             "retries": self.retries,
             "timeout": self.timeout,
             "policy": self.policy,
         }
+        if self.repair is not None:  # absent when unset, so existing keys stay as they were
+            data["repair"] = self.repair
+        return data
 
     @classmethod
     def from_kwargs(
@@ -52,6 +56,7 @@ class PoetConfig:
         timeout: float | None = None,
         policy: str | None = None,
         enable_training: bool | None = None,
+        repair: str | None = None,
     ) -> "PoetConfig":
         from poet_runtime.domains import domain_names, objectives_for
 
@@ -80,7 +85,9 @@ class PoetConfig:
             raise fail("timeout", timeout, "a number of seconds > 0")
         if policy is not None and (not isinstance(policy, str) or not policy.strip()):
             raise fail("policy", policy, "a shipped policy name (default, strict, trusted) or a path to a policy file")
-        return cls(domain, optimize_for, retries, float(timeout) if timeout is not None else None, policy)
+        if repair not in (None, "coerce"):
+            raise fail("repair", repair, "None (report mismatches, change nothing) or 'coerce' (lossless repairs, each reported)")
+        return cls(domain, optimize_for, retries, float(timeout) if timeout is not None else None, policy, repair)
 
 
 def _function_id(obj: Any) -> str:
@@ -105,6 +112,7 @@ if TYPE_CHECKING:
         timeout: float | None = None,
         policy: str | None = None,
         enable_training: bool | None = None,
+        repair: str | None = None,
     ) -> Callable[[F], F]: ...
 
 
@@ -116,6 +124,7 @@ def poet(
     timeout: float | None = None,
     policy: str | None = None,
     enable_training: bool | None = None,
+    repair: str | None = None,
 ):
     """Mark a function for enhancement: ``@poet``, ``@poet()`` or ``@poet(domain, optimize_for, ...)``.
 
@@ -134,6 +143,7 @@ def poet(
         timeout=timeout,
         policy=policy,
         enable_training=enable_training,
+        repair=repair,
     )
 
     def decorate(function):

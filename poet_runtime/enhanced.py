@@ -109,14 +109,8 @@ class FunctionState:
         self.policy = effective_policy(self.config, self.function_id)
         self.records_inputs = bool(getattr(self.policy, "record_inputs", False))
         version = ensure_version(spec, self.config, module_file=module_file, generate=generate)
-        loaded = load_version(
-            version,
-            function_id=self.function_id,
-            original=self.original,
-            user_globals=self.original.__globals__,
-            package=getattr(module, "__package__", None),
-            policy=self.policy,
-        )
+        loaded = load_version(version, function_id=self.function_id, original=self.original,
+                              policy=self.policy, spec=spec, config=self.config)
         self.loaded, self.version, self.version_number = loaded, version, version.number
         self.backend_name = getattr(loaded, "backend", None)
         self.stats.version, self.stats.backend = version.number, self.backend_name
@@ -301,43 +295,80 @@ class FunctionState:
         return reason, violation.detail
 
     # -- the fast paths ------------------------------------------------------------------
+    #
+    # Every failure is handled after its ``except`` block has ended: the original then
+    # runs (or the user's exception is raised) with no POET exception as its context.
 
     def _make_fast(self):
         phases = getattr(self.loaded, "enhancement", None)
         if phases is not None and not phases.is_async:
             return self._make_inline(phases)
         call = self.loaded.call
-        refusals = (_phase_error_class(), PoetViolation)
+        logic = self.original
         state = self
 
         def fast(args, kwargs):
+            failure = None
             try:
-                outcome = call(args, kwargs)
-            except refusals as error:
-                return state._fallback(args, kwargs, *state._refusal(error))
+                outcome = call(logic, args, kwargs)
             except BaseException as error:
-                state._note_error(error)
-                raise
+                failure = error
+            if failure is not None:
+                reason, detail, outcome = state._outcome_of(failure)
+                if reason is None:
+                    raise outcome
+                state._note_fallback(reason, detail, warn=True)
+                if outcome is _RUN_ORIGINAL:
+                    return state.original(*args, **kwargs)
+                if isinstance(outcome, _Raise):
+                    raise outcome.error
+                return outcome
             return state._succeeded(outcome, args, kwargs)
 
         return fast
 
     def _make_fast_async(self):
         call = self.loaded.call_async
-        refusals = (_phase_error_class(), PoetViolation)
+        logic = self.original
         state = self
 
         async def fast(args, kwargs):
+            failure = None
             try:
-                outcome = await call(args, kwargs)
-            except refusals as error:
-                return await state._fallback_async(args, kwargs, *state._refusal(error))
+                outcome = await call(logic, args, kwargs)
             except BaseException as error:
-                state._note_error(error)
-                raise
+                failure = error
+            if failure is not None:
+                reason, detail, outcome = state._outcome_of(failure)
+                if reason is None:
+                    raise outcome
+                state._note_fallback(reason, detail, warn=True)
+                if outcome is _RUN_ORIGINAL:
+                    return await state.original(*args, **kwargs)
+                if isinstance(outcome, _Raise):
+                    raise outcome.error
+                return outcome
             return state._succeeded(outcome, args, kwargs)
 
         return fast
+
+    def _outcome_of(self, error):
+        """What a failed call comes to: ``(None, None, exception)`` to raise it as the
+        user's, or ``(reason, detail, what)`` for a fallback, where ``what`` is
+        ``_RUN_ORIGINAL`` (nothing of the logic ran), a ``_Raise`` (the logic raised
+        this) or the logic's own result (it ran; it must not run again)."""
+        AfterLogic = _after_logic_class()
+        if isinstance(error, AfterLogic):
+            if error.error is not None:
+                return error.reason, str(error), _Raise(error.error)
+            if error.result is not AfterLogic.NOTHING:
+                return error.reason, str(error), error.result
+            return error.reason, str(error), _RUN_ORIGINAL
+        if isinstance(error, (_phase_error_class(), PoetViolation)):
+            reason, detail = self._refusal(error)
+            return reason, detail, _RUN_ORIGINAL
+        self._note_error(error)
+        return None, None, error
 
     def _refusal(self, error) -> tuple[str, str]:
         """(reason, detail) of a phase refusal or a violation; raises when the policy says so."""
@@ -347,77 +378,131 @@ class FunctionState:
 
     def _succeeded(self, outcome, args, kwargs):
         """Bookkeeping of a completed call on a sandboxed backend (the inline path does it in line)."""
-        result, t0, t1, t2, t3 = outcome
+        result, t0, t1, t2, t3, notes = outcome
         self.stats.enhanced_calls += 1
-        entry = (self, records.next_number(), OK, None, None, t0, t1, t2, t3)
+        entry = (self, records.next_number(), OK, None, notes, t0, t1, t2, t3)
         records.last.set(entry)
+        if notes:
+            self._noted(notes)
         if events._listeners:
             self._emit_execution(entry, result, args, kwargs)
         return result
+
+    def _noted(self, notes) -> None:
+        """Count what the checks reported, and say it once per kind and field."""
+        counts = self.stats.notes
+        for kind, field, detail in notes:
+            key = (kind, field)
+            counts[key] += 1
+            if counts[key] == 1 and kind != "retry":
+                log.info("poet_runtime: %s: %s of %s: %s", self.function_id, kind, field, detail)
+            if events._listeners:
+                events.emit(f"function.{kind}", function=self.function_id, version=self.version_number,
+                            field=field, detail=detail)
 
     def _make_inline(self, phases):
         """The in-process fast path: the driver's steps inlined, so a call pays for no extra frames.
 
         Same outcomes as ``poet_sandbox.driver.Enhancement.call``; the hot path is one
-        straight line of four phase calls, four clock reads and one context-variable set.
+        straight line of three phase calls, four clock reads, two truth tests of the
+        notes list and one context-variable set.
         """
-        from poet_sandbox.driver import InternalError
+        from poet_sandbox import validate
+        from poet_sandbox.driver import InternalError, logic_exception, rebind
 
         perceive, operate, enforce = phases.perceive, phases.operate_prime, phases.enforce
         train = phases.train
-        classify = phases._classify
+        logic = self.original
         clock = records.clock
         stats = self.stats
         set_last = records.last.set
         next_number = records.next_number
         listeners = events._listeners
         emit_execution = self._emit_execution
+        noted = self._noted
+        notes_list, take_notes = validate.NOTES, validate.take_notes
         PhaseError = _phase_error_class()
         state = self
 
-        def refused(error, phase, args, kwargs):
+        def before_logic(error, phase, args, kwargs):
+            """Perceive failed: the original runs once, as if POET were not there."""
+            if not isinstance(error, Exception):
+                raise error
             if not isinstance(error, PhaseError):
-                if not isinstance(error, Exception):
-                    raise error
                 error = InternalError(phase, error)
             return state._fallback(args, kwargs, _reason_for(error), str(error))
 
+        def operate_failed(error, args, kwargs):
+            if not isinstance(error, Exception):
+                raise error
+            own = logic_exception(error, logic)
+            if own is not None or isinstance(error, (TimeoutError, _circuit_open_class())):
+                own = own if own is not None else error
+                state._note_error(own)
+                raise own
+            return before_logic(error, "operate_prime", args, kwargs)
+
+        def enforce_failed(error, result):
+            """Enforce refused or failed after the logic ran: its own result is the answer."""
+            if not isinstance(error, Exception):
+                raise error
+            take_notes()
+            if isinstance(error, PhaseError):
+                reason = "enforce_rejected" if getattr(error, "phase", "") == "enforce" else _reason_for(error)
+            else:
+                reason = "enforce_error"
+            state._note_fallback(reason, f"{type(error).__name__}: {error}", warn=True)
+            return result
+
         def fast(args, kwargs):
             t0 = clock()
+            failure = None
             try:
-                perceived = perceive(*args, **kwargs) if kwargs else perceive(*args)
+                repairs = perceive(*args, **kwargs) if kwargs else perceive(*args)
+                if repairs:
+                    call_args, call_kwargs = rebind(perceive, args, kwargs, repairs)
+                else:
+                    call_args, call_kwargs = args, kwargs
             except BaseException as error:
-                return refused(error, "perceive", args, kwargs)
+                failure = error
+            notes = take_notes() if notes_list else None
+            if failure is not None:
+                return before_logic(failure, "perceive", args, kwargs)
             t1 = clock()
             try:
-                result = operate(*perceived)
+                result = operate(logic, call_args, call_kwargs)
             except BaseException as error:
-                seen = classify(error)
-                if seen is error:
-                    state._note_error(error)
-                    raise
-                return refused(seen, "operate_prime", args, kwargs)
+                failure = error
+            if failure is not None:
+                return operate_failed(failure, args, kwargs)
             t2 = clock()
             try:
-                result = enforce(result)
+                checked = enforce(result)
             except BaseException as error:
-                return refused(error, "enforce", args, kwargs)
+                failure = error
+            if failure is not None:
+                return enforce_failed(failure, result)
             if train is not None:
-                state._train(perceived, result, t2 - t1)
+                state._train(call_args, call_kwargs, checked, t2 - t1)
             t3 = clock()
+            if notes_list:
+                more = take_notes()
+                notes = more if notes is None else (notes + more if more else notes)
             stats.enhanced_calls += 1
-            entry = (state, next_number(), OK, None, None, t0, t1, t2, t3)
+            entry = (state, next_number(), OK, None, notes, t0, t1, t2, t3)
             set_last(entry)
+            if notes:
+                noted(notes)
             if listeners:
-                emit_execution(entry, result, args, kwargs)
-            return result
+                emit_execution(entry, checked, args, kwargs)
+            return checked
 
         return fast
 
-    def _train(self, perceived, result, operate_ns: int) -> None:
+    def _train(self, args, kwargs, result, operate_ns: int) -> None:
         """Train never changes a result or fails a call; its failure is logged once."""
         try:
-            self.loaded.enhancement.train(perceived, result, {"duration_ms": operate_ns / 1e6})
+            self.loaded.enhancement.train((args, kwargs), result, {"duration_ms": operate_ns / 1e6})
         except Exception as error:
             if "train_error" not in self.warned:
                 self.warned.add("train_error")
@@ -446,11 +531,78 @@ class FunctionState:
         events.emit("function.execution", record=records.build(entry), result=result)
 
 
+_RUN_ORIGINAL = object()
+
+
+class _Raise:
+    """A fallback outcome: raise the logic's own exception (it already ran)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _after_logic_class():
+    from poet_sandbox.driver import AfterLogic
+
+    return AfterLogic
+
+
+def _circuit_open_class():
+    from poet_sandbox.errors import CircuitOpenError
+
+    return CircuitOpenError
+
+
 _NO_KEYWORDS: dict = {}
+_getframe = sys._getframe
+
+
+def _poet_file_prefixes() -> tuple[str, ...]:
+    import os
+
+    from poet_runtime.resources import sandbox_dir
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    prefixes = [here, "<poet_runtime wrapper"]
+    try:
+        prefixes.append(os.fspath(sandbox_dir()) + os.sep)
+    except Exception:
+        pass
+    return tuple(prefixes)
+
+
+_POET_FILES: tuple[str, ...] | None = None
+
+
+def _is_poet_frame(code) -> bool:
+    filename = code.co_filename
+    return filename.startswith(_POET_FILES) or filename in runtime.generated_files
+
+
+def _clean(error: BaseException) -> BaseException:
+    """The user's exception as it left their code: the frames of POET's call path that
+    lie between the caller and the user's logic are dropped from its traceback, so a
+    printed traceback shows one line of ours (the wrapper the caller called)."""
+    global _POET_FILES
+    if _POET_FILES is None:
+        _POET_FILES = _poet_file_prefixes()
+    tb = error.__traceback__
+    while tb is not None and _is_poet_frame(tb.tb_frame.f_code):
+        tb = tb.tb_next
+    return error.with_traceback(tb)
+
+
+def _innermost_code(original):
+    """The code whose frame calls the function by its own name when it recurses
+    (through decorators below ``@poet``, the innermost wrapped function)."""
+    target = inspect.unwrap(original) if hasattr(original, "__wrapped__") else original
+    return getattr(target, "__code__", original.__code__)
 
 
 def _positional_wrapper(original, cell):
-    """For ``def f(a, b)`` (no defaults, no */**): ``def f(a, b): return cell[0]((a, b), {})``.
+    """For ``def f(a, b)`` (no defaults, no */**): ``def f(a, b): ... cell[0]((a, b), {})``.
 
     Skipping ``*args, **kwargs`` packing saves a good part of the per-call overhead,
     and keyword calls (``f(b=2, a=1)``) still arrive in order. Other signatures use
@@ -461,32 +613,58 @@ def _positional_wrapper(original, cell):
             or code.co_kwonlyargcount or code.co_posonlyargcount or original.__defaults__):
         return None
     names = code.co_varnames[: code.co_argcount]
-    if any(not name.isidentifier() or name in ("cell", "empty") for name in names):
+    reserved = ("cell", "empty", "original", "own_code", "getframe", "clean")
+    if any(not name.isidentifier() or name in reserved for name in names):
         return None
     params = ", ".join(names)
     packed = f"({params}{',' if len(names) == 1 else ''})"
     namespace: dict = {}
-    source = (f"def make(cell, empty):\n    def enhanced({params}):\n        return cell[0]({packed}, empty)\n"
+    source = (f"def make(cell, empty, original, own_code, getframe, clean):\n"
+              f"    def enhanced({params}):\n"
+              f"        if getframe(1).f_code is own_code:  # recursion: straight to the logic\n"
+              f"            return original({params})\n"
+              f"        try:\n"
+              f"            return cell[0]({packed}, empty)\n"
+              f"        except BaseException as error:\n"
+              f"            raise clean(error)\n"
               f"    return enhanced\n")
     exec(compile(source, f"<poet_runtime wrapper of {original.__qualname__}>", "exec"), namespace)
-    return namespace["make"](cell, _NO_KEYWORDS)
+    return namespace["make"](cell, _NO_KEYWORDS, original, _innermost_code(original), _getframe, _clean)
 
 
 def enhance_function(original, config):
     """Build the enhanced callable for ``original`` (the decorator calls this when the runtime is on)."""
     state = FunctionState(original, config)
     cell = state.cell
+    own_code = _innermost_code(original)
+    getframe = _getframe
     specialised = _positional_wrapper(original, cell)
     if specialised is not None:
         enhanced = specialised
     elif state.is_async:
         async def enhanced(*args, **kwargs):
-            return await cell[0](args, kwargs)
+            if getframe(1).f_code is own_code:  # recursion: straight to the logic
+                return await original(*args, **kwargs)
+            try:
+                return await cell[0](args, kwargs)
+            except BaseException as error:
+                raise _clean(error)
     else:
         def enhanced(*args, **kwargs):
-            return cell[0](args, kwargs)
+            if getframe(1).f_code is own_code:  # recursion: straight to the logic
+                return original(*args, **kwargs)
+            try:
+                return cell[0](args, kwargs)
+            except BaseException as error:
+                raise _clean(error)
     functools.update_wrapper(enhanced, original)
     enhanced.__poet__ = state
+    try:  # the source as imported: a later edit of the file must not change what runs
+        from poet_runtime.generate.spec import snapshot_source
+
+        snapshot_source(original)
+    except ImportError:
+        pass
 
     def feedback(**fields):
         """Feedback on this function's most recent execution: see ``poet_runtime.feedback``."""

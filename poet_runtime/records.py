@@ -36,6 +36,9 @@ class ExecutionRecord:
     detail: str | None
     phase_ms: dict = field(default_factory=dict)  # perceive, operate, enforce (train included in enforce's tail)
     pid: int = 0
+    # What the checks reported: (kind, field, detail) with kind "mismatch" (left as it was),
+    # "repair" (changed, as the domain or repair="coerce" declares) or "retry".
+    notes: tuple = ()
 
     @property
     def duration_ms(self) -> float:
@@ -51,6 +54,9 @@ def build(entry) -> ExecutionRecord | None:
     if entry is None:
         return None
     state, number, status, reason, detail, t0, t1, t2, t3 = entry
+    notes = ()
+    if type(detail) is tuple:  # an ok call's notes ride in the detail slot (see enhanced)
+        notes, detail = detail, None
     phases = {}
     if t0 is not None:
         phases = {"perceive": (t1 - t0) / 1e6, "operate": (t2 - t1) / 1e6, "enforce": (t3 - t2) / 1e6}
@@ -65,6 +71,7 @@ def build(entry) -> ExecutionRecord | None:
         detail=detail,
         phase_ms=phases,
         pid=os.getpid(),
+        notes=notes,
     )
 
 

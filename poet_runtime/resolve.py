@@ -98,6 +98,9 @@ def generate_version(store: FunctionStore, spec: FunctionSpec, config, *, domain
     hints = _with_recorded_samples(hints, store, spec, config, generator)
     generated = generator.generate(spec, config, domain, hints)
     filename = str(store.folder / "code.py")
+    from poet_runtime.generate.builtin import BuiltinGenerator
+
+    builtin_hints = _builtin_hints(hints) if isinstance(generator, BuiltinGenerator) else None
     checks = check_generated(generated.code, spec, logic_name=generated.logic_name, filename=filename,
                              needs_train=bool(config.optimize_for))
     params = {name: entry["default"] for name, entry in generated.parameters.items()}
@@ -114,6 +117,7 @@ def generate_version(store: FunctionStore, spec: FunctionSpec, config, *, domain
         "checks": checks,
         "parameters": generated.parameters,
         "status": status,
+        **({"builtin_hints": builtin_hints} if builtin_hints else {}),
         **({"notes": generated.notes} if generated.notes else {}),
         **generated.details,
         **(metadata or {}),
@@ -154,23 +158,66 @@ def effective_policy(config, function_id: str):
     return load_policy(policy_name_for(config.policy)).effective_for(function_id)
 
 
-def load_version(version: StoredVersion, *, function_id: str, original, user_globals: dict, package: str | None,
-                 policy=None):
-    """Load ``version`` into the backend the policy names; returns the loaded enhancement."""
-    return load_code(
+def _builtin_hints(hints: dict | None) -> dict | None:
+    """What of ``hints`` the built-in generator's output depends on (learned parameter
+    values), kept in metadata.json so that the version can be written again to verify it."""
+    params = (hints or {}).get("params")
+    return {"params": dict(params)} if params else None
+
+
+def verified_builtin(version: StoredVersion, spec: FunctionSpec | None, config) -> bool:
+    """True when ``version`` is exactly what the built-in generator writes for this function.
+
+    The generator is deterministic, so the stored code.py is regenerated from the
+    function's spec and config (and the learned values the version was made with)
+    and compared byte for byte: a hand edit, a tampered folder or another generator's
+    answer never matches, and so is never taken for the project's own code.
+    """
+    from poet_runtime.generate.builtin import GENERATOR_ID, GENERATOR_VERSION, BuiltinGenerator
+
+    metadata = version.metadata
+    if spec is None or config is None or metadata.get("generator") != f"{GENERATOR_ID}-{GENERATOR_VERSION}":
+        return False
+    if metadata.get("transformed"):
+        return False
+    try:
+        domain = get_domain(config.domain)
+        expected = BuiltinGenerator().generate(spec, config, domain, metadata.get("builtin_hints")).code
+        return version.code() == expected
+    except Exception as error:  # cannot regenerate: not verified, the policy's sandbox runs it
+        log.info("poet_runtime: %s: %s not verified: %s: %s", spec.function_id, version.name,
+                 type(error).__name__, error)
+        return False
+
+
+def load_version(version: StoredVersion, *, function_id: str, original, user_globals: dict | None = None,
+                 package: str | None = None, policy=None, spec: FunctionSpec | None = None, config=None):
+    """Load ``version`` where it may run; returns the loaded enhancement.
+
+    A verified built-in version runs in-process under any policy that trusts
+    ``builtin``; anything else runs in the backend the policy names.
+    """
+    if (policy is not None and policy.backend != "none" and "builtin" in getattr(policy, "trust", ())
+            and verified_builtin(version, spec, config)):
+        policy = None  # the project's own code: in-process, no sandbox needed
+    loaded = load_code(
         version.code(),
         filename=os.fspath(version.path / "code.py"),
         version=version.number,
         logic_name=version.metadata.get("logic_name") or function_id.rpartition(".")[2].rpartition(":")[2],
         params=version.params(),
         is_async=bool(version.metadata.get("is_async")),
-        function_id=function_id, original=original, user_globals=user_globals, package=package, policy=policy,
+        function_id=function_id, original=original, user_globals=user_globals or {}, package=package, policy=policy,
     )
+    return loaded
 
 
 def load_code(code: str, *, filename: str, version: int, logic_name: str, params: dict, is_async: bool,
               function_id: str, original, user_globals: dict, package: str | None, policy=None):
     """Load module text that may not be stored yet (a candidate's probe runs) the way a version loads."""
+    from poet_runtime import runtime
+
+    runtime.generated_files.add(filename)
     backend_name = policy.backend if policy is not None else "none"
     limits = policy.limits if policy is not None else Limits()
     request = LoadRequest(

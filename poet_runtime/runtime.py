@@ -33,6 +33,9 @@ class FunctionStats:
     enhanced_calls: int = 0  # P -> O' -> E completed
     errors: int = 0  # the user's logic raised and the exception reached the caller
     fallbacks: Counter = field(default_factory=Counter)  # reason -> count
+    # (kind, field) -> count: values reported as not matching their hint ("mismatch"),
+    # repairs the domain or repair="coerce" made ("repair"), retries ("retry").
+    notes: Counter = field(default_factory=Counter)
 
     @property
     def calls(self) -> int:
@@ -41,6 +44,10 @@ class FunctionStats:
 
 
 _stats: dict[str, FunctionStats] = {}
+
+# The file names of generated modules loaded in this process (their frames are POET's
+# own: a user's traceback does not show them).
+generated_files: set[str] = set()
 
 
 def stats_for(function_id: str) -> FunctionStats:

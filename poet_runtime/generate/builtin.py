@@ -2,12 +2,19 @@
 
 It reads the function's spec (source, hints, docstring) and its domain's rules and
 writes a plain Python module a reviewer can read top to bottom: imports, tunable
-parameters, then ``perceive``, ``operate_prime`` (the user's logic below it),
-``enforce`` and, with an objective, ``train``. The same input always gives the
-same bytes, so versions only change when something that matters changed.
+parameters, then ``perceive``, ``operate_prime``, ``enforce`` and, with an
+objective, ``train`` (contract 2, docs/CONTRACTS.md). The user's logic is not in
+it: ``operate_prime`` is given the function object ``@poet`` received and calls it.
+The same input always gives the same bytes, which is what lets the runtime verify
+a stored built-in version by writing it again (``resolve.verified_builtin``).
 
-Generated names never start with an underscore: the restricted backend refuses
-such names, and the same code must run there too.
+By default the checks *report* a value that does not match its hint and change
+nothing; conversions are written only where the domain declares them (dropping
+missing values from numeric batches, a default for None) or where the decorator
+asks for them (``repair="coerce"``).
+
+Generated names never start with an underscore (the restricted backend refuses
+such names), and none that ``perceive`` uses equals a parameter of the function.
 """
 
 from __future__ import annotations
@@ -28,15 +35,7 @@ from poet_runtime.generate.spec import (
 )
 
 GENERATOR_ID = "builtin"
-GENERATOR_VERSION = 1
-# Names the generated module defines itself; a user function with one of these
-# names has its logic renamed to ``logic_<name>``.
-RESERVED = frozenset({
-    "perceive", "operate_prime", "enforce", "train", "configure", "validate", "time", "asyncio",
-    "PARAMS", "PARAMETERS", "DEFAULTS", "BREAKER", "RETRYABLE", "STATS", "FUNCTION", "LOGIC",
-    "UNSET", "CircuitBreaker", "CircuitOpenError", "PerceiveError", "EnforceError", "backoff_delay",
-    "call_with_timeout", "DOMAIN", "OBJECTIVE", "RESULT_CHECK", "state", "TIMEOUT_S",
-})
+GENERATOR_VERSION = 2
 _SCALARS = {"int": "as_int", "float": "as_float", "bool": "as_bool", "str": "as_str"}
 _LISTS = {"list", "List"}
 _DICTS = {"dict", "Dict"}
@@ -218,6 +217,29 @@ def _number(value) -> str:
     return repr(float(value)) if isinstance(value, float) else repr(value)
 
 
+class _Names:
+    """Module-level names of the generated code, none equal to a parameter of the function."""
+
+    def __init__(self, params: tuple[Param, ...]):
+        self.taken = {p.name for p in params}
+        self.chosen: dict[str, str] = {}
+
+    def __getitem__(self, base: str) -> str:
+        name = self.chosen.get(base)
+        if name is None:
+            name = base
+            while name in self.taken:
+                name += "_"
+            self.taken.add(name)
+            self.chosen[base] = name
+        return name
+
+    def imported(self, base: str) -> str:
+        """``base`` or ``base as alias`` for an import line."""
+        name = self[base]
+        return base if name == base else f"{base} as {name}"
+
+
 class BuiltinGenerator:
     """Writes the enhancement for one function; see the module docstring."""
 
@@ -227,8 +249,9 @@ class BuiltinGenerator:
     def generate(self, spec: FunctionSpec, config, domain: Domain, hints: dict | None = None) -> GeneratedCode:
         if spec.is_generator:
             raise GenerationError("unsupported", f"{spec.function_id} is a generator function; POET enhances functions that return")
-        logic = spec.name if spec.name not in RESERVED else f"logic_{spec.name}"
         h = _Hints(spec)
+        n = _Names(spec.params)
+        coerce = getattr(config, "repair", None) == "coerce"
         retryable = list(domain.retryable)
         if config.retries is not None and not retryable:
             retryable = ["ConnectionError", "TimeoutError"]
@@ -238,80 +261,80 @@ class BuiltinGenerator:
         tunable = self._tunable(spec, config, domain)
         parameters = self._parameters(retries if retryable else None, timeout, domain, tunable, learned)
 
-        perceive = self._perceive(spec, domain, h, tunable)
-        operate = self._operate(spec, logic, retryable, timeout)
-        enforce = self._enforce(spec, domain, h)
-        train = self._train(spec, config) if config.optimize_for else None
+        perceive = self._perceive(spec, domain, h, n, tunable, coerce)
+        operate = self._operate(spec, n, retryable, timeout)
+        enforce = self._enforce(spec, domain, h, n, coerce)
+        train = self._train(config) if config.optimize_for else None
 
         w = _Writer()
         objective = f", objective {config.optimize_for}" if config.optimize_for else ""
         w.add('"""POET enhancement of ' + f"{spec.function_id} (domain {domain.name}{objective}).")
         w.add()
         w.add(f"Written by the poet-runtime built-in generator {GENERATOR_ID}-{GENERATOR_VERSION} from the function's")
-        w.add(f"source and the {domain.name} domain rules (version {domain.version}). When POET is enabled, a call")
-        w.add(f"to {spec.qualname} runs perceive -> operate_prime -> enforce" + (" -> train." if train else "."))
-        w.add("Any failure of these phases makes the runtime call the original function instead.")
+        w.add(f"signature and hints and the {domain.name} domain rules (version {domain.version}). When POET is")
+        w.add(f"enabled, a call to {spec.qualname} runs perceive -> operate_prime -> enforce" + (" -> train." if train else "."))
+        w.add(f"operate_prime calls {spec.qualname} itself (the logic it is given); this module never contains it.")
+        w.add("Checks report what does not match and change nothing" + (
+            ", except the repairs stated below." if coerce or domain.drop_missing_in_sequences or domain.missing == "default"
+            or tunable else "."))
+        w.add("If a phase fails before the logic ran, the runtime calls the original function instead;")
+        w.add("after it ran, the caller gets the logic's own result.")
         w.add('"""')
         w.add()
-        if spec.is_async or retryable:
-            pass
-        std = ["import asyncio"] if spec.is_async else []
+        std = []
         if retryable and not spec.is_async:
-            std.append("import time")
+            std.append(f"import {n.imported('time')}")
         for line in std:
             w.add(line)
         if std:
             w.add()
-        facility = ["from poet_sandbox import validate"]
-        names = ["EnforceError", "PerceiveError"]
+        facility = [f"from poet_sandbox import {n.imported('validate')}"]
+        names = ["EnforceError"]
         if retryable:
             names.insert(0, "CircuitOpenError")
-        facility.append(f"from poet_sandbox.errors import {', '.join(names)}")
+        facility.append(f"from poet_sandbox.errors import {', '.join(n.imported(x) for x in names)}")
         if retryable:
-            facility.append("from poet_sandbox.breaker import CircuitBreaker")
-            facility.append("from poet_sandbox.retry import backoff_delay")
-        if timeout is not None and not spec.is_async:
-            facility.append("from poet_sandbox.timeouts import call_with_timeout")
-        facility.append("from poet_sandbox.validate import UNSET")
+            facility.append(f"from poet_sandbox.breaker import {n.imported('CircuitBreaker')}")
+            facility.append(f"from poet_sandbox.retry import {n.imported('backoff_delay')}")
+        timing = []
+        if timeout is not None:
+            timing.append("call_with_timeout_async" if spec.is_async else "call_with_timeout")
+        if retryable and spec.is_async:
+            timing.append("sleep_async")
+        if timing:
+            facility.append(f"from poet_sandbox.timeouts import {', '.join(n.imported(x) for x in timing)}")
+        facility.append(f"from poet_sandbox.validate import {n.imported('UNSET')}")
         for line in facility:
             w.add(line)
-        user_imports = sorted(set(spec.module_imports) | h.imports)
-        if user_imports:
-            w.add()
-            w.add(f"# What the logic and its hints use from {spec.module}.")
-            for line in user_imports:
-                w.add(line)
         w.add()
-        w.add(f"FUNCTION = {spec.function_id!r}")
-        w.add(f"LOGIC = {logic!r}")
-        w.add(f"DOMAIN = {domain.name!r}")
-        w.add(f"OBJECTIVE = {config.optimize_for!r}")
+        w.add(f"{n['FUNCTION']} = {spec.function_id!r}")
+        w.add(f"{n['DOMAIN']} = {domain.name!r}")
+        w.add(f"{n['OBJECTIVE']} = {config.optimize_for!r}")
         w.add()
         w.add("# Values the runtime may tune or learn; configure() applies params.json within these ranges.")
-        w.add("PARAMETERS = {")
+        w.add(f"{n['PARAMETERS']} = {{")
         for name, spec_ in parameters.items():
             body = ", ".join(f"{k!r}: {_number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)}"
                              for k, v in spec_.items())
             w.add(f"{name!r}: {{{body}}},", 1)
         w.add("}")
-        w.add("PARAMS = {name: spec['default'] for name, spec in PARAMETERS.items()}")
-        w.add("# The original function's default argument values, given by the runtime at load.")
-        w.add("DEFAULTS = {}")
+        w.add(f"{n['PARAMS']} = {{name: spec['default'] for name, spec in {n['PARAMETERS']}.items()}}")
         if timeout is not None:
             w.add("# The decorator's timeout: the limit of the last attempt, whatever tuning does.")
-            w.add(f"TIMEOUT_S = {_number(float(timeout))}")
+            w.add(f"{n['TIMEOUT_S']} = {_number(float(timeout))}")
         if retryable:
             w.add(f"# Errors worth another attempt in the {domain.name} domain; anything else is the caller's.")
-            w.add(f"RETRYABLE = ({', '.join(retryable)},)")
-            w.add("BREAKER = CircuitBreaker(PARAMS['breaker_threshold'], PARAMS['breaker_reset_s'])")
+            w.add(f"{n['RETRYABLE']} = ({', '.join(retryable)},)")
+            w.add(f"{n['BREAKER']} = {n['CircuitBreaker']}({n['PARAMS']}['breaker_threshold'], "
+                  f"{n['PARAMS']}['breaker_reset_s'])")
         for name, expression in h.module_checks:
             w.add(f"{name} = {expression}")
         if train:
             w.add("# What train() has observed; the runtime reads it into state.json.")
-            w.add("STATS = {'calls': 0, 'duration_ms_total': 0.0, 'duration_ms_max': 0.0}")
+            w.add(f"{n['STATS']} = {{'calls': 0, 'duration_ms_total': 0.0, 'duration_ms_max': 0.0}}")
         w.add()
         w.add()
-        w.block(self._configure(retryable))
+        w.block(self._configure(n, retryable))
         w.add()
         w.add()
         w.block(perceive)
@@ -320,20 +343,14 @@ class BuiltinGenerator:
         w.block(operate)
         w.add()
         w.add()
-        w.add(f"# The user's logic: the body of {spec.qualname}, as written in {spec.module}.")
-        keyword = "async def" if spec.is_async else "def"
-        w.add(f"{keyword} {logic}({_param_list(spec.params, {})}):")
-        w.block(spec.body, 1)
-        w.add()
-        w.add()
         w.block(enforce)
         if train:
             w.add()
             w.add()
-            w.block(train)
+            w.block(train.replace("STATS", n["STATS"]))
         return GeneratedCode(
             code=w.text(),
-            logic_name=logic,
+            logic_name=spec.name,
             parameters=parameters,
             generator=f"{GENERATOR_ID}-{GENERATOR_VERSION}",
             template_version=domain.version,
@@ -383,42 +400,52 @@ class BuiltinGenerator:
         return parameters
 
     @staticmethod
-    def _configure(retryable) -> str:
+    def _configure(n: _Names, retryable) -> str:
+        P, PS = n["PARAMS"], n["PARAMETERS"]
         lines = [
             "def configure(params, defaults=None):",
-            '    """Apply tuned values (kept within their ranges) and the original\'s argument defaults."""',
+            '    """Apply tuned values, kept within their ranges. (``defaults`` is not used:',
+            '    the logic keeps its own argument defaults.)"""',
             "    for name, value in params.items():",
-            "        spec = PARAMETERS.get(name)",
+            f"        spec = {PS}.get(name)",
             "        if spec is not None and value is not None:",
-            "            PARAMS[name] = min(max(value, spec['min']), spec['max'])",
-            "    if defaults:",
-            "        DEFAULTS.update(defaults)",
+            f"            {P}[name] = min(max(value, spec['min']), spec['max'])",
         ]
         if retryable:
-            lines.append("    BREAKER.configure(PARAMS['breaker_threshold'], PARAMS['breaker_reset_s'])")
+            lines.append(f"    {n['BREAKER']}.configure({P}['breaker_threshold'], {P}['breaker_reset_s'])")
         return "\n".join(lines)
 
-    def _perceive(self, spec: FunctionSpec, domain: Domain, h: _Hints, tunable: dict) -> str:
-        defaults = {p.name: "UNSET" for p in spec.params if p.has_default}
+    def _perceive(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names, tunable: dict,
+                  coerce: bool) -> str:
+        V, U, P, R, C = n["validate"], n["UNSET"], n["PARAMS"], n["repairs"], n["checked"]
+        defaults = {p.name: U for p in spec.params if p.has_default}
         lines = [f"def perceive({_param_list(spec.params, defaults)}):"]
-        doc = [f'    """Check and repair the inputs of {spec.qualname}.', ""]
-        body = []
+        doc = [f'    """Check the inputs of {spec.qualname}; return the arguments to replace, or None.', ""]
+        body = [f"    {R} = None"]
+        repairs = False
+
+        def repair(name: str, value: str, indent: str = "    ") -> list[str]:
+            return [f"{indent}if {R} is None:", f"{indent}    {R} = {{}}", f"{indent}{R}[{name!r}] = {value}"]
+
         for param in spec.params:
             if param.kind in (VAR_POSITIONAL, VAR_KEYWORD):
                 continue
             notes = []
-            if param.has_default:
-                source = "PARAMS" if param.name in tunable else "DEFAULTS"
-                body.append(f"    if {param.name} is UNSET:")
-                body.append(f"        {param.name} = {source}[{param.name!r}]")
-                if param.name in tunable:
-                    notes.append(f"when not passed, the learned value PARAMS[{param.name!r}]")
+            name = param.name
             node = h.parse(param.annotation)
             inner, allows_none = h.split_optional(node) if node is not None else (None, True)
+            if name in tunable:
+                value, _ = tunable[name]
+                body.append(f"    if {name} is {U} and {P}[{name!r}] != {_number(value)}:")
+                body += repair(name, f"{P}[{name!r}]", "        ")
+                repairs = True
+                notes.append(f"when not passed, the learned value {P}[{name!r}]")
             if (domain.missing == "default" and param.has_literal_default and not allows_none
                     and param.literal_default is not None):
-                body.append(f"    if {param.name} is None:  # missing: the {domain.name} domain uses the default")
-                body.append(f"        {param.name} = {param.literal_default!r}")
+                body.append(f"    if {name} is None:  # missing: the {domain.name} domain uses the default")
+                body.append(f"        {V}.note('repair', {name!r}, 'None -> the default {param.literal_default!r}')")
+                body += repair(name, repr(param.literal_default), "        ")
+                repairs = True
                 notes.append(f"None is replaced by its default {param.literal_default!r}")
             drop = domain.drop_missing_in_sequences and self._is_numeric_list(h, inner)
             checker = h.checker(node, drop_missing=drop)
@@ -426,28 +453,42 @@ class BuiltinGenerator:
                 notes.append("None and NaN entries dropped")
             if checker is not None or notes:
                 hint = param.annotation if checker is not None else "not checked"
-                doc.append(f"    {param.name}: {hint}" + (f" ({'; '.join(notes)})" if notes else ""))
+                doc.append(f"    {name}: {hint}" + (f" ({'; '.join(notes)})" if notes else ""))
             if checker is None:
                 continue
-            label = repr(param.name)
+            checker = checker.replace("validate.", f"{V}.")
+            changes = drop or coerce
+            call_args = f"{name}, {name!r}" + (", coerce=True" if coerce else "")
+            guard = f"{name} is not {U} and " if param.has_default else ""
             scalar = h.scalar_type(inner)
             if scalar and not drop:
-                test = f"type({param.name}) is not {scalar}"
+                test = f"type({name}) is not {scalar}"
                 if allows_none:
-                    test = f"{param.name} is not None and {test}"
-                body.append(f"    if {test}:")
-                body.append(f"        {param.name} = {checker}({param.name}, {label})")
+                    test = f"{name} is not None and {test}"
+                head = f"    if {guard}{test}:"
+                call = f"{checker}({call_args})"
             else:
-                name = f"CHECK_{param.name.upper()}"
-                h.module_checks.append((name, checker))
-                body.append(f"    {param.name} = {name}({param.name}, {label})")
+                check_name = n[f"CHECK_{name.upper()}"]
+                h.module_checks.append((check_name, checker))
+                head = f"    if {guard[:-5]}:" if guard else None
+                call = f"{check_name}({call_args})"
+            indent = "        " if head else "    "
+            if head:
+                body.append(head)
+            if changes:
+                repairs = True
+                body.append(f"{indent}{C} = {call}")
+                body.append(f"{indent}if {C} is not {name}:")
+                body += repair(name, C, indent + "    ")
+            else:
+                body.append(f"{indent}{call}")
+        if repairs:
+            doc.append("    Repairs are reported (validate.note) and returned by parameter name.")
         if len(doc) == 2:
-            doc = doc[:1]
-            doc[0] += '"""'
+            doc = [doc[0] + '"""']
         else:
             doc.append('    """')
-        names = [p.name for p in spec.params]
-        body.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
+        body.append(f"    return {R}")
         return "\n".join(lines + doc + body)
 
     @staticmethod
@@ -457,97 +498,95 @@ class BuiltinGenerator:
         item = node.slice
         return h._name(item) in ("float", "int")
 
-    def _operate(self, spec: FunctionSpec, logic: str, retryable: list[str], timeout) -> str:
-        plain = [p.name for p in spec.params]
-        params = ", ".join(plain)
-        call = f"{logic}({_call_args(spec.params)})"
+    def _operate(self, spec: FunctionSpec, n: _Names, retryable: list[str], timeout) -> str:
         is_async = spec.is_async
         keyword = "async def" if is_async else "def"
-        lines = [f"{keyword} operate_prime({params}):"]
+        P = n["PARAMS"]
+        lines = [f"{keyword} operate_prime(logic, args, kwargs):"]
+        call = "logic(*args, **kwargs)"
         if timeout is not None:
             # A learned (shorter) timeout may only make retries come sooner: the last attempt
             # always gets the decorator's timeout, so tuning never fails a call the caller's
             # own timeout would have let finish.
-            limit = "PARAMS['timeout_s'] if attempt < PARAMS['retries'] else TIMEOUT_S" if retryable else "TIMEOUT_S"
-            if is_async:
-                call = f"await asyncio.wait_for({call}, {limit})"
-            else:
-                positional = [p.name for p in spec.params if p.kind not in (KEYWORD_ONLY, VAR_POSITIONAL, VAR_KEYWORD)]
-                star = next((p.name for p in spec.params if p.kind == VAR_POSITIONAL), None)
-                args = "(" + ", ".join(positional) + ("," if len(positional) == 1 else "") + ")"
-                if star:
-                    args = f"{args} + tuple({star})" if positional else f"tuple({star})"
-                kw_only = [p.name for p in spec.params if p.kind == KEYWORD_ONLY]
-                kwargs = "{" + ", ".join(f"{n!r}: {n}" for n in kw_only) + "}"
-                star_kw = next((p.name for p in spec.params if p.kind == VAR_KEYWORD), None)
-                if star_kw:
-                    kwargs = f"dict({kwargs}, **{star_kw})" if kw_only else f"dict({star_kw})"
-                call = f"call_with_timeout({logic}, {args}, {kwargs}, {limit})"
-        elif is_async:
+            limit = (f"{P}['timeout_s'] if attempt < {P}['retries'] else {n['TIMEOUT_S']}"
+                     if retryable else n["TIMEOUT_S"])
+            helper = n["call_with_timeout_async"] if is_async else n["call_with_timeout"]
+            call = f"{helper}(logic, args, kwargs, {limit})"
+        if is_async:
             call = f"await {call}"
         if not retryable:
-            lines.append(f'    """Run {spec.qualname}' + (" with a timeout" if timeout is not None else "")
+            lines.append(f'    """Call {spec.qualname}' + (" with a timeout" if timeout is not None else "")
                          + '; this domain retries nothing."""')
             lines.append(f"    return {call}")
             return "\n".join(lines)
-        sleep = "await asyncio.sleep" if is_async else "time.sleep"
+        sleep = f"await {n['sleep_async']}" if is_async else f"{n['time']}.sleep"
+        B = n["BREAKER"]
         lines += [
-            f'    """Run {spec.qualname} with retries and jittered exponential backoff on',
-            "    RETRYABLE errors" + (", a timeout per attempt" if timeout is not None else "")
+            f'    """Call {spec.qualname} with retries and jittered exponential backoff on',
+            f"    {n['RETRYABLE']} errors" + (", a timeout per attempt" if timeout is not None else "")
             + ", and a circuit breaker that fails fast",
             '    after repeated failures. Other exceptions reach the caller unchanged."""',
-            "    if BREAKER.opened_at is not None and not BREAKER.allow():",
-            "        raise CircuitOpenError(FUNCTION + ': circuit open after repeated failures') from BREAKER.last_error",
+            f"    if {B}.opened_at is not None and not {B}.allow():",
+            f"        raise {n['CircuitOpenError']}({n['FUNCTION']} + ': circuit open after repeated failures') "
+            f"from {B}.last_error",
             "    attempt = 0",
             "    while True:",
             "        try:",
             f"            result = {call}",
-            "        except RETRYABLE as error:",
+            f"        except {n['RETRYABLE']} as error:",
             "            attempt = attempt + 1",
-            "            if attempt > PARAMS['retries']:",
-            "                BREAKER.record_failure(error)",
+            f"            if attempt > {P}['retries']:",
+            f"                {B}.record_failure(error)",
             "                raise",
-            f"            {sleep}(backoff_delay(attempt, PARAMS['retry_base_delay_s'], PARAMS['retry_max_delay_s']))",
+            f"            {n['validate']}.note('retry', 'operate_prime', type(error).__name__ + ': attempt ' + str(attempt + 1))",
+            f"            {sleep}({n['backoff_delay']}(attempt, {P}['retry_base_delay_s'], {P}['retry_max_delay_s']))",
             "        else:",
-            "            if BREAKER.failures:  # an open or half-open breaker always has failures",
-            "                BREAKER.record_success()",
+            f"            if {B}.failures:  # an open or half-open breaker always has failures",
+            f"                {B}.record_success()",
             "            return result",
         ]
         return "\n".join(lines)
 
-    def _enforce(self, spec: FunctionSpec, domain: Domain, h: _Hints) -> str:
+    def _enforce(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names, coerce: bool) -> str:
+        V, E = n["validate"], n["EnforceError"]
         lines = ["def enforce(result):"]
-        doc = [f'    """Check and normalise what {spec.qualname} returned.', ""]
+        doc = [f'    """Check what {spec.qualname} returned; return it as it is' +
+               (" unless a repair applies." if coerce else "."), ""]
         body = []
         node = h.parse(spec.returns)
+        extra = ", coerce=True" if coerce else ""
+        assign = "result = " if coerce else ""
         if spec.returns is not None:
             inner, allows_none = h.split_optional(node) if node is not None else (None, True)
             if isinstance(node, ast.Constant) and node.value is None:
-                doc.append("    Annotated -> None: the result must be None.")
+                doc.append("    Annotated -> None: anything else is reported.")
                 body += ["    if result is not None:",
-                         "        raise EnforceError('result: expected None, got ' + validate.describe(result), field='result')"]
+                         f"        {V}.note('mismatch', 'result', 'expected None, got ' + {V}.describe(result))"]
             else:
                 checker = h.checker(node)
                 if checker is not None:
-                    doc.append(f"    Annotated -> {spec.returns}.")
+                    checker = checker.replace("validate.", f"{V}.")
+                    doc.append(f"    Annotated -> {spec.returns}; a result that does not match is reported.")
                     scalar = h.scalar_type(inner)
                     if scalar:
                         test = f"type(result) is not {scalar}"
                         if allows_none:
                             test = f"result is not None and {test}"
                         body += [f"    if {test}:",
-                                 f"        result = {checker}(result, 'result', error=EnforceError)"]
+                                 f"        {assign}{checker}(result, 'result', error={E}{extra})"]
                     else:
-                        h.module_checks.append(("RESULT_CHECK", checker))
-                        body.append("    result = RESULT_CHECK(result, 'result', error=EnforceError)")
-        rules = self._domain_rules(domain)
+                        name = n["RESULT_CHECK"]
+                        h.module_checks.append((name, checker))
+                        body.append(f"    {assign}{name}(result, 'result', error={E}{extra})")
+        rules = self._domain_rules(domain, n)
         if rules:
             doc.append(f"    {domain.name} rules for mapping results: " + "; ".join(rules[0]) + ".")
             body += rules[1]
         if domain.finite_numbers:
-            doc.append(f"    {domain.name}: a numeric result must be finite.")
+            doc.append(f"    {domain.name}: a numeric result must be finite (else refused: the caller")
+            doc.append("    still gets the result, and the call is reported).")
             body += ["    if type(result) is float and not (result - result == 0.0):  # NaN or infinite",
-                     "        raise EnforceError('result: must be a finite number, got ' + repr(result), field='result')"]
+                     f"        raise {E}('result: must be a finite number, got ' + repr(result), field='result')"]
         if len(doc) == 2:
             doc = [doc[0] + '"""']
         else:
@@ -556,54 +595,42 @@ class BuiltinGenerator:
         return "\n".join(lines + doc + body)
 
     @staticmethod
-    def _domain_rules(domain: Domain):
+    def _domain_rules(domain: Domain, n: _Names):
+        """Domain rules for dict results: impossible numbers refused, other shapes reported."""
+        V = n["validate"]
         summary, body = [], []
         if not domain.fields and not domain.required_fields:
             return None
-        body.append("    if type(result) is dict:")
+        body.append(f"    if {V}.is_a(result, dict, 'builtins.dict') and type(result) is not {V}.HostRef:")
         if domain.required_fields:
-            summary.append("required " + ", ".join(domain.required_fields))
-            body.append(f"        validate.require_keys(result, 'result', {tuple(domain.required_fields)!r})")
+            summary.append("required " + ", ".join(domain.required_fields) + " (reported)")
+            for key in domain.required_fields:
+                body.append(f"        if {key!r} not in result:")
+                body.append(f"            {V}.note('mismatch', 'result', {'missing required key ' + repr(key)!r})")
         for rule in domain.fields:
             label = f"result[{rule.name!r}]"
-            var = rule.name if rule.name.isidentifier() and not rule.name.startswith("_") else "value"
             body.append(f"        if {rule.name!r} in result:")
-            body.append(f"            {var} = result[{rule.name!r}]")
+            value = f"result[{rule.name!r}]"
             if rule.type == "float":
-                low = rule.min if rule.min is not None else None
-                high = rule.max if rule.max is not None else None
-                summary.append(f"{rule.name} finite" + (f" in [{low}, {high}]" if low is not None and high is not None else ""))
-                bounds = []
-                if low is not None:
-                    bounds.append(f"{_number(low)} <= {var}")
-                if high is not None:
-                    bounds.append(f"{var} <= {_number(high)}")
-                bound_test = " and ".join(bounds) or f"{var} - {var} == 0.0"
-                body.append(f"            if type({var}) is not float or not ({bound_test}):")
-                body.append(f"                fixed = validate.finite_in_range({var}, {label!r}, {low!r}, {high!r})")
-            elif rule.type == "bool":
-                summary.append(f"{rule.name} a bool")
-                body.append(f"            if type({var}) is not bool:")
-                body.append(f"                fixed = validate.as_bool({var}, {label!r}, error=EnforceError)")
-            elif rule.type == "int":
-                summary.append(f"{rule.name} an int")
-                body.append(f"            if type({var}) is not int:")
-                body.append(f"                fixed = validate.as_int({var}, {label!r}, error=EnforceError)")
+                low, high = rule.min, rule.max
+                summary.append(f"{rule.name} finite" + (f" in [{low}, {high}]" if low is not None and high is not None else "")
+                               + " (else refused)")
+                body.append(f"            {V}.finite_in_range({value}, {label!r}, {low!r}, {high!r})")
             else:
-                summary.append(f"{rule.name} a str" + (f" in {'|'.join(rule.one_of)}" if rule.one_of else ""))
-                body.append(f"            if type({var}) is not str:")
-                body.append(f"                fixed = validate.as_str({var}, {label!r}, error=EnforceError)")
-            body.append(f"                if fixed is not {var}:")
-            body.append("                    result = dict(result)")
-            body.append(f"                    result[{rule.name!r}] = fixed")
-            if rule.type == "str" and rule.one_of:
-                body.append(f"            validate.one_of(result[{rule.name!r}], {label!r}, {tuple(rule.one_of)!r})")
+                kind = {"bool": "bool", "int": "int"}.get(rule.type, "str")
+                check = {"bool": "as_bool", "int": "as_int"}.get(rule.type, "as_str")
+                allowed = f" in {'|'.join(rule.one_of)}" if rule.type == "str" and rule.one_of else ""
+                summary.append(f"{rule.name} a {kind}{allowed} (reported)")
+                body.append(f"            {V}.{check}({value}, {label!r})")
+                if allowed:
+                    body.append(f"            if {value} not in {tuple(rule.one_of)!r}:")
+                    body.append(f"                {V}.note('mismatch', {label!r}, {'not one of ' + '|'.join(rule.one_of)!r})")
         return summary, body
 
     @staticmethod
-    def _train(spec: FunctionSpec, config) -> str:
+    def _train(config) -> str:
         return "\n".join([
-            "def train(perceived, result, metrics):",
+            "def train(call, result, metrics):",
             f'    """Record what the {config.optimize_for} objective is measured on.',
             "",
             "    Learning itself happens in the runtime from feedback; it writes what it learns to",

@@ -41,7 +41,7 @@ class Shadow:
         self.loaded = load_version(
             candidate, function_id=state.function_id, original=state.original,
             user_globals=state.original.__globals__, package=getattr(module, "__package__", None),
-            policy=state.policy,
+            policy=state.policy, spec=state.spec(), config=state.config,
         )
         self.lock = threading.Lock()
         self.outputs: OrderedDict = OrderedDict()  # execution id -> candidate output
@@ -88,7 +88,7 @@ class Shadow:
 
     def run(self, number: int, args, kwargs) -> None:
         try:
-            output = self.loaded.call(args, kwargs)[0]
+            output = self.loaded.call(self.state.original, args, kwargs)[0]
         except Exception as error:  # never the caller's concern
             output = FAILED
             with self.lock:

@@ -32,27 +32,28 @@ _FALSE = frozenset({"false", "no", "0", "off"})
 
 # --- notes: what a call's checks saw ----------------------------------------------------
 
-class _Notes(threading.local):
-    def __init__(self):
-        self.items = []
-
-
-NOTES = _Notes()
+# One list for all threads, so that "nothing was noted" costs the driver a single
+# truth test; entries carry their thread, and each driver takes only its own.
+NOTES = []
+_notes_lock = threading.Lock()
 
 
 def note(kind: str, field: str, detail: str) -> None:
-    """Report a ``mismatch`` (left as it is) or a ``repair`` (changed) of ``field``."""
-    NOTES.items.append((kind, field, detail))
+    """Report a ``mismatch`` (left as it is), a ``repair`` (changed) or a ``retry``."""
+    with _notes_lock:
+        NOTES.append((threading.get_ident(), kind, field, detail))
 
 
 def take_notes():
-    """The notes since the last take, as a tuple, or None; the driver calls it."""
-    items = NOTES.items
-    if not items:
+    """This thread's notes since its last take, as a tuple, or None; the driver calls it."""
+    if not NOTES:
         return None
-    taken = tuple(items)
-    items.clear()
-    return taken
+    me = threading.get_ident()
+    with _notes_lock:
+        mine = tuple(entry[1:] for entry in NOTES if entry[0] == me)
+        if mine:
+            NOTES[:] = [entry for entry in NOTES if entry[0] != me]
+    return mine or None
 
 
 # --- type tests that understand values left in the host ---------------------------------
