@@ -422,6 +422,7 @@ class FunctionState:
         noted = self._noted
         notes_list, take_notes = validate.NOTES, validate.take_notes
         PhaseError = _phase_error_class()
+        CircuitOpenError = _circuit_open_class()
         state = self
 
         def before_logic(error, phase, args, kwargs):
@@ -435,8 +436,9 @@ class FunctionState:
         def operate_failed(error, args, kwargs):
             if not isinstance(error, Exception):
                 raise error
-            own = logic_exception(error, logic)
-            if own is not None or isinstance(error, (TimeoutError, _circuit_open_class())):
+            circuit_open = isinstance(error, CircuitOpenError)  # its cause is the logic's, but it is ours
+            own = None if circuit_open else logic_exception(error, logic)
+            if own is not None or circuit_open or isinstance(error, TimeoutError):
                 own = own if own is not None else error
                 state._note_error(own)
                 raise own

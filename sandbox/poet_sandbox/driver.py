@@ -143,10 +143,12 @@ class Enhancement:
         """The exception to raise for a failure of Operate'."""
         if not isinstance(error, Exception):
             return error  # KeyboardInterrupt, SystemExit, ...: never ours to swallow
+        if isinstance(error, CircuitOpenError):
+            return error  # the breaker's own refusal (its cause is the logic's last failure)
         own = logic_exception(error, logic)
         if own is not None:
             return own
-        if isinstance(error, (CircuitOpenError, TimeoutError)):
+        if isinstance(error, TimeoutError):
             return error
         if ran:
             return AfterLogic("operate_prime_error", f"operate_prime: {type(error).__name__}: {error}",
