@@ -163,6 +163,15 @@ def _apply(function, kwargs: dict):
     config = PoetConfig.from_kwargs(function_id, **kwargs)
     if not runtime.is_enabled():
         return function  # zero cost: the very same object
+    import inspect
+
+    if inspect.isasyncgenfunction(inner):
+        # Not enhanced (documented): a wrapper cannot pass asend/athrow through faithfully.
+        import logging
+
+        logging.getLogger("poet_runtime").info(
+            "poet_runtime: %s is an async generator function; it runs as written, not enhanced", function_id)
+        return function
     from poet_runtime.enhanced import enhance_function
 
     enhanced = enhance_function(inner, config)

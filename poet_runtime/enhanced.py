@@ -640,9 +640,21 @@ def enhance_function(original, config):
     cell = state.cell
     own_code = _innermost_code(original)
     getframe = _getframe
-    specialised = _positional_wrapper(original, cell)
+    specialised = None if inspect.isgeneratorfunction(original) else _positional_wrapper(original, cell)
     if specialised is not None:
         enhanced = specialised
+    elif inspect.isgeneratorfunction(original):
+        # A generator function stays one (inspect answers as for the original); the body
+        # runs at the first next(), as the original's does: Perceive, then the logic's own
+        # generator, delegated to with yield from (send, throw and close pass through).
+        def enhanced(*args, **kwargs):
+            if getframe(1).f_code is own_code:
+                return (yield from original(*args, **kwargs))
+            try:
+                stream = cell[0](args, kwargs)
+            except BaseException as error:
+                raise _clean(error)
+            return (yield from stream)
     elif state.is_async:
         async def enhanced(*args, **kwargs):
             if getframe(1).f_code is own_code:  # recursion: straight to the logic

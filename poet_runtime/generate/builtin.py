@@ -247,8 +247,8 @@ class BuiltinGenerator:
     version = GENERATOR_VERSION
 
     def generate(self, spec: FunctionSpec, config, domain: Domain, hints: dict | None = None) -> GeneratedCode:
-        if spec.is_generator:
-            raise GenerationError("unsupported", f"{spec.function_id} is a generator function; POET enhances functions that return")
+        if spec.is_generator and spec.is_async:
+            raise GenerationError("unsupported", f"{spec.function_id} is an async generator function")
         h = _Hints(spec)
         n = _Names(spec.params)
         coerce = getattr(config, "repair", None) == "coerce"
@@ -257,6 +257,10 @@ class BuiltinGenerator:
             retryable = ["ConnectionError", "TimeoutError"]
         retries = config.retries if config.retries is not None else domain.retries
         timeout = config.timeout
+        if spec.is_generator:
+            # A stream is returned as the original's: it cannot be retried, timed or checked
+            # item by item without changing when the caller sees what. Perceive still runs.
+            retryable, timeout = [], None
         learned = hints.get("params", {}) if hints else {}
         tunable = self._tunable(spec, config, domain)
         parameters = self._parameters(retries if retryable else None, timeout, domain, tunable, learned)
@@ -514,6 +518,10 @@ class BuiltinGenerator:
             call = f"{helper}(logic, args, kwargs, {limit})"
         if is_async:
             call = f"await {call}"
+        if spec.is_generator:
+            lines.append(f'    """Call {spec.qualname}: its generator is the result, returned as it is."""')
+            lines.append(f"    return {call}")
+            return "\n".join(lines)
         if not retryable:
             lines.append(f'    """Call {spec.qualname}' + (" with a timeout" if timeout is not None else "")
                          + '; this domain retries nothing."""')
@@ -553,6 +561,9 @@ class BuiltinGenerator:
         doc = [f'    """Check what {spec.qualname} returned; return it as it is' +
                (" unless a repair applies." if coerce else "."), ""]
         body = []
+        if spec.is_generator:
+            return "\n".join(lines + [f'    """The generator {spec.qualname} returned, as it is (a stream is not checked)."""',
+                                       "    return result"])
         node = h.parse(spec.returns)
         extra = ", coerce=True" if coerce else ""
         assign = "result = " if coerce else ""
