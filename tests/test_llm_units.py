@@ -92,9 +92,13 @@ def test_static_policy_accepts_the_builtin_output():
 
 @pytest.mark.parametrize("snippet, expected", [
     ("import subprocess\n", "import subprocess is not allowed"),
-    ("from os import path\n", None),  # the user's module imports os: allowed
+    ("from os import path\n", "from os import is not allowed"),  # the user's module imports os: still refused
+    ("import llm_target\n", "import llm_target is not allowed"),  # the user's module itself
+    ("from . import llm_target\n", "from . import is not allowed"),
     ("import socket\n", "import socket is not allowed"),
+    ("import math\nfrom poet_sandbox import validate\n", None),
     ("X = eval('1')\n", "eval is not allowed"),
+    ("def f(x):\n    print(x)\n", "print is not allowed"),
     ("X = (1).__class__\n", "dunder attribute .__class__"),
     ("X = getattr(1, '__class__')\n", "getattr(..., '__class__')"),
     ("X = '{0.__class__}'.format(1)\n", "format string"),
@@ -109,10 +113,14 @@ def test_static_policy_refuses(snippet, expected):
         assert problems and expected in problems[0], problems
 
 
-def test_static_policy_allows_what_the_user_does():
-    source = "def peek(obj):\n    return type(obj).__name__ + str(open)\n"
+def test_static_policy_does_not_allow_what_the_user_does():
+    # Contract 2: the logic is not in the module, so the user's own habits allow nothing.
+    source = "import os\n\ndef peek(obj):\n    return type(obj).__dict__ + str(open) + os.sep\n"
     spec = spec_from_source("m", "peek", source, "m.py")
-    assert static_violations(source, spec) == []
+    problems = static_violations(source, spec)
+    assert any("import os" in p for p in problems) and any(".__dict__" in p for p in problems)
+    assert any("open" in p for p in problems)
+    assert static_violations("def f(error):\n    return type(error).__name__\n", spec) == []  # naming only
 
 
 def test_static_policy_follows_the_policy_lists():
@@ -133,6 +141,113 @@ def test_static_policy_follows_the_policy_lists():
     assert failed.value.reason == "static_policy"
 
 
+# -- structure: contract 2 ---------------------------------------------------------------------
+
+MODULE = '''"""A hand-written contract-2 module for llm_target:add."""
+from poet_sandbox import validate
+from poet_sandbox.validate import UNSET
+
+FUNCTION = 'llm_target:add'
+DOMAIN = 'base'
+OBJECTIVE = None
+PARAMETERS = {}
+PARAMS = {}
+
+
+def configure(params, defaults=None):
+    for name, value in params.items():
+        if name in PARAMETERS:
+            PARAMS[name] = value
+
+
+def perceive(a, b=UNSET):
+    if type(a) is not int:
+        validate.note('mismatch', 'a', 'expected int, got ' + validate.describe(a))
+    return None
+
+
+def operate_prime(logic, args, kwargs):
+    return logic(*args, **kwargs)
+
+
+def enforce(result):
+    return result
+'''
+
+
+def _structure(code, spec=None, needs_train=False):
+    from poet_runtime.generate.checks import check_generated
+
+    return check_generated(code, spec or _spec(), filename="<test>", needs_train=needs_train)
+
+
+def test_structure_accepts_contract_2():
+    assert _structure(MODULE) == ["syntax", "structure", "signature", "hygiene", "compile"]
+
+
+def test_structure_accepts_the_builtin_output():
+    for name in ("add", "norm", "where"):
+        spec = _spec(name)
+        for domain in ("base", "ml_monitoring", "api_operations"):
+            config = PoetConfig.from_kwargs(f"llm_target:{name}", domain=domain)
+            code = BuiltinGenerator().generate(spec, config, get_domain(domain)).code
+            assert _structure(code, spec)[-1] == "compile", (name, domain)
+
+
+CONTRACT_1 = {
+    "LOGIC name": (lambda code: code + "LOGIC = 'add'\n", "structure", "LOGIC is contract 1"),
+    "defines the user's function": (lambda code: code + "\n\ndef add(a, b=2):\n    return a + b\n",
+                                    "structure", "defines add()"),
+    "copies the body under another name": (
+        lambda code: code + "\n\ndef compute(a, b):\n    return a + b\n", "structure", "is a copy of add"),
+    "operate_prime takes the perceived arguments": (
+        lambda code: code.replace("def operate_prime(logic, args, kwargs):\n    return logic(*args, **kwargs)",
+                                  "def operate_prime(a, b):\n    return logic(a, b)"),
+        "signature", "operate_prime(a, b) must be operate_prime(logic, args, kwargs)"),
+    "perceive default is not UNSET": (lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, b=2):"),
+                                      "signature", "must default to UNSET"),
+    "perceive misses a default": (lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, b):"),
+                                  "signature", "must default to UNSET"),
+    "perceive has other parameters": (lambda code: code.replace("def perceive(a, b=UNSET):",
+                                                                "def perceive(a, c=UNSET):"),
+                                      "signature", "does not match"),
+    "enforce takes more": (lambda code: code.replace("def enforce(result):", "def enforce(result, extra):"),
+                           "signature", "enforce(result, extra) must be enforce(result)"),
+    "imports the user's module": (lambda code: "import llm_target\n" + code, "structure",
+                                  "imports the function's module"),
+    "a module name perceive uses is a parameter": (
+        lambda code: code.replace("from poet_sandbox import validate\n", "from poet_sandbox import validate as a\n")
+        .replace("validate.note", "a.note"), "hygiene", "is also a parameter"),
+    "train without an objective": (lambda code: code + "\n\ndef train(call, result, metrics):\n    pass\n",
+                                   "structure", "no objective"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTRACT_1))
+def test_structure_refuses(case):
+    change, reason, detail = CONTRACT_1[case]
+    with pytest.raises(CheckFailed) as failed:
+        _structure(change(MODULE))
+    assert failed.value.reason == reason and detail in failed.value.detail, failed.value.detail
+
+
+def test_structure_train_signature_is_contract_2():
+    with_train = MODULE + "\n\ndef train(perceived, result):\n    pass\n"
+    with pytest.raises(CheckFailed) as failed:
+        _structure(with_train, needs_train=True)
+    assert "train(call, result, metrics)" in failed.value.detail
+    assert _structure(MODULE + "\n\ndef train(call, result, metrics):\n    pass\n", needs_train=True)
+
+
+def test_operate_calls_logic():
+    from poet_runtime.generate.checks import operate_calls_logic
+
+    assert operate_calls_logic(MODULE)
+    timed = MODULE.replace("return logic(*args, **kwargs)", "return timeouts.call_with_timeout(logic, args, kwargs, 1)")
+    assert operate_calls_logic(timed)
+    assert not operate_calls_logic(MODULE.replace("return logic(*args, **kwargs)", "return args[0] + args[1]"))
+
+
 # -- the prompt ------------------------------------------------------------------------------
 
 def test_prompt_holds_source_domain_objective_contract_and_example():
@@ -142,13 +257,40 @@ def test_prompt_holds_source_domain_objective_contract_and_example():
     example = BuiltinGenerator().generate(spec, config, domain)
     prompt = build_prompt(spec, config, domain, example, None)
     text = prompt.messages[-1]["content"]
-    assert "return a + b" in text  # the source
+    assert "return a + b" in text  # the source, to read
+    assert "NOT in this module" in text and "never copy it" in text  # ... and not to copy
     assert "Domain: ml_monitoring" in text and "NaN" in text  # domain template and rules
-    assert "Objective: latency" in text and "def train(perceived, result, metrics)" in text
+    assert "Objective: latency" in text and "def train(call, result, metrics)" in text
     assert "def perceive(a, b=UNSET)" in text and "def enforce(result)" in text  # the contract
+    assert "def operate_prime(logic, args, kwargs): returns logic(*args, **kwargs)" in text
+    assert "validate.note" in text and "LOGIC =" not in text.split("## Example")[0]
     assert example.code.strip() in text  # the built-in version as the example
     assert "$" + "{" not in text  # every field filled
     assert prompt.template_version == domain.template_version
+
+
+def test_prompt_async_and_timeout():
+    source = "async def fetch(url: str, tries: int = 2) -> dict:\n    return {'status': 'success'}\n"
+    spec = spec_from_source("llm_target", "fetch", source, "llm_target.py")
+    config = PoetConfig.from_kwargs("llm_target:fetch", domain="api_operations", timeout=1.5)
+    domain = get_domain("api_operations")
+    text = build_prompt(spec, config, domain, BuiltinGenerator().generate(spec, config, domain), None).messages[-1][
+        "content"]
+    assert "async def operate_prime(logic, args, kwargs): returns await logic(*args, **kwargs)" in text
+    assert "await timeouts.call_with_timeout_async(logic, args, kwargs, seconds)" in text
+    assert "nor asyncio" in text and "def perceive(url, tries=UNSET)" in text
+
+
+def test_prompt_contract_is_short():
+    # Small models have small contexts (issue 16): everything but the source and the example stays compact.
+    spec = _spec()
+    for name in ("base", "ml_monitoring", "api_operations"):
+        config = PoetConfig.from_kwargs("llm_target:add", domain=name)
+        domain = get_domain(name)
+        example = BuiltinGenerator().generate(spec, config, domain)
+        text = build_prompt(spec, config, domain, example, None).messages[-1]["content"]
+        rest = text.replace(example.code.rstrip(), "").replace(spec.source.rstrip(), "")
+        assert len(rest) < 3000, (name, len(rest))  # contract 1's prompt: 2900-3050
 
 
 def test_prompt_hash_and_feedback():
@@ -184,29 +326,50 @@ def test_sample_inputs_from_doctest_and_hints():
     assert sample_inputs(_spec("norm"))[0] == (([2.5, 0.0, -1.25],), {})
 
 
-def _load_in_process(code, original, logic_name):
+def _load_in_process(code, original):
     from poet_runtime.resolve import load_code
 
-    return lambda: load_code(code, filename="<probe test>", version=0, logic_name=logic_name, params={},
-                             is_async=False, function_id="m:f", original=original,
+    return lambda: load_code(code, filename="<probe test>", version=0, logic_name=original.__name__, params={},
+                             is_async=False, function_id=f"m:{original.__name__}", original=original,
                              user_globals=original.__globals__, package=None, policy=None)
 
 
 @pytest.fixture
 def target(write_module, poet_home):
-    module = write_module("llm_probe_target", TARGET)
+    module = write_module("llm_probe_target", TARGET + PUSH)
     spec = spec_from_function(module.add)
     config = PoetConfig.from_kwargs("llm_probe_target:add")
     baseline = BuiltinGenerator().generate(spec, config, get_domain(None))
     return module, spec, baseline
 
 
-def _run(module, spec, baseline, code, timeout=0.3):
+PUSH = '''
+
+def push(items: list[int], x: int = 1) -> int:
+    items.append(x)
+    return len(items)
+'''
+
+
+def _run(module, spec, baseline, code, timeout=0.3, name="add", transformed=False):
     from poet_runtime.generate.probes import run_probes, sample_inputs
 
-    return run_probes(candidate_loader=_load_in_process(code, module.add, "add"),
-                      baseline_loader=_load_in_process(baseline.code, module.add, "add"),
-                      original=module.add, is_async=False, samples=sample_inputs(spec), call_timeout_s=timeout)
+    original = getattr(module, name)
+    if name != spec.name:
+        spec = spec_from_function(original)
+        config = PoetConfig.from_kwargs(f"llm_probe_target:{name}")
+        baseline = BuiltinGenerator().generate(spec, config, get_domain(None))
+    return run_probes(candidate_loader=_load_in_process(code, original),
+                      baseline_loader=_load_in_process(baseline.code, original),
+                      original=original, is_async=False, samples=sample_inputs(spec), call_timeout_s=timeout,
+                      transformed=transformed, parameters=[p.name for p in spec.params])
+
+
+def _refused(module, spec, baseline, code, reason, **options):
+    with pytest.raises(CheckFailed) as failed:
+        _run(module, spec, baseline, code, **options)
+    assert failed.value.reason == reason, failed.value.detail
+    return failed.value.detail
 
 
 def test_probe_accepts_the_builtin_version(target):
@@ -215,30 +378,65 @@ def test_probe_accepts_the_builtin_version(target):
     assert report.samples >= 3 and report.agreed == report.samples
 
 
-def test_probe_refuses_a_module_that_disagrees(target):
+def test_probe_accepts_a_hand_written_contract_2_module(target):
     module, spec, baseline = target
-    code = baseline.code.replace("    return a + b\n", "    return a + b + 1\n")
-    with pytest.raises(CheckFailed) as failed:
-        _run(module, spec, baseline, code)
-    assert failed.value.reason == "probe_mismatch" and "returned" in failed.value.detail
+    report = _run(module, spec, baseline, MODULE)
+    assert report.samples >= 3 and report.agreed == report.samples and not report.transformed
+
+
+def test_probe_refuses_a_module_that_changes_the_result(target):
+    module, spec, baseline = target
+    code = MODULE.replace("def enforce(result):\n    return result", "def enforce(result):\n    return result + 1")
+    detail = _refused(module, spec, baseline, code, "probe_mismatch")
+    assert "returned" in detail and "the original returns" in detail
 
 
 def test_probe_refuses_a_module_that_fails_where_the_original_works(target):
     module, spec, baseline = target
-    code = baseline.code.replace("    return result\n", "    return undefined_name\n")
-    with pytest.raises(CheckFailed) as failed:
-        _run(module, spec, baseline, code)
-    assert failed.value.reason == "probe_mismatch" and "NameError" in failed.value.detail
+    code = MODULE.replace("def enforce(result):\n    return result", "def enforce(result):\n    return undefined_name")
+    assert "NameError" in _refused(module, spec, baseline, code, "probe_mismatch")
+
+
+def test_probe_refuses_a_module_that_runs_the_logic_twice(target):
+    module, spec, baseline = target
+    code = MODULE.replace("    return logic(*args, **kwargs)", "    logic(*args, **kwargs)\n    return logic(*args, **kwargs)")
+    assert "never run twice" in _refused(module, spec, baseline, code, "probe_logic")
+
+
+def test_probe_refuses_a_module_that_skips_the_logic(target):
+    module, spec, baseline = target
+    code = MODULE.replace("    return logic(*args, **kwargs)",
+                          "    if not args:\n        return logic(*args, **kwargs)\n    return args[0] + 2")
+    assert "without calling the logic" in _refused(module, spec, baseline, code, "probe_logic")
+
+
+REPAIR = '''    if a == 3:
+        validate.note('repair', 'a', '3 -> 4 (a test repair)')
+        return {'a': 4}
+    return None
+'''
+
+
+def test_probe_accepts_a_noted_repair_of_an_argument(target):
+    module, spec, baseline = target
+    code = MODULE.replace("    return None\n", REPAIR, 1)
+    report = _run(module, spec, baseline, code)
+    assert report.repaired == 1 and report.agreed == report.samples
+    assert any("a repaired (noted)" in note for note in report.notes)
+
+
+def test_probe_refuses_an_unnoted_repair(target):
+    module, spec, baseline = target
+    code = MODULE.replace("    return None\n", REPAIR.replace("        validate.note('repair', 'a', '3 -> 4 (a test repair)')\n", ""), 1)
+    assert "the original returns 5" in _refused(module, spec, baseline, code, "probe_mismatch")
 
 
 def test_probe_stops_an_endless_loop(target):
     module, spec, baseline = target
-    code = baseline.code.replace("def enforce(result):\n", "def enforce(result):\n    while True:\n        pass\n")
+    code = MODULE.replace("def enforce(result):\n", "def enforce(result):\n    while True:\n        pass\n")
     before = {t.ident for t in threading.enumerate()}
     started = time.perf_counter()
-    with pytest.raises(CheckFailed) as failed:
-        _run(module, spec, baseline, code, timeout=0.2)
-    assert failed.value.reason == "probe_timeout"
+    _refused(module, spec, baseline, code, "probe_timeout", timeout=0.2)
     assert time.perf_counter() - started < 3
     time.sleep(0.05)
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.name == "poet-probe"]
@@ -247,10 +445,39 @@ def test_probe_stops_an_endless_loop(target):
 
 def test_probe_stops_an_endless_loop_at_import(target):
     module, spec, baseline = target
-    code = baseline.code.replace("DEFAULTS = {}\n", "DEFAULTS = {}\nSPIN = [0 for x in iter(int, 1)]\n")
-    with pytest.raises(CheckFailed) as failed:
-        _run(module, spec, baseline, code, timeout=0.2)
-    assert failed.value.reason == "probe_timeout"
+    code = MODULE.replace("PARAMS = {}\n", "PARAMS = {}\nSPIN = [0 for x in iter(int, 1)]\n")
+    _refused(module, spec, baseline, code, "probe_timeout", timeout=0.2)
+
+
+# A transformed answer: operate_prime computes instead of calling the logic.
+TRANSFORMED_ADD = MODULE.replace(
+    "    return logic(*args, **kwargs)",
+    "    a = args[0]\n    b = args[1] if len(args) > 1 else kwargs.get('b', 2)\n    return a + b")
+TRANSFORMED_PUSH = MODULE.replace("llm_target:add", "llm_probe_target:push").replace(
+    "def perceive(a, b=UNSET):\n    if type(a) is not int:\n        validate.note('mismatch', 'a', 'expected int, got ' + "
+    "validate.describe(a))\n", "def perceive(items, x=UNSET):\n").replace(
+    "    return logic(*args, **kwargs)",
+    "    items = args[0]\n    return len(items) + 1")
+
+
+def test_probe_transformed_that_agrees_on_results_and_state(target):
+    module, spec, baseline = target
+    report = _run(module, spec, baseline, TRANSFORMED_ADD, transformed=True)
+    assert report.transformed and report.state_checked == report.samples >= 3
+    assert report.as_dict()["transformed"] is True
+
+
+def test_probe_transformed_must_leave_the_arguments_as_the_original_does(target):
+    module, spec, baseline = target
+    # Right result, but the caller's list is not appended to (the original appends).
+    detail = _refused(module, spec, baseline, TRANSFORMED_PUSH, "probe_state", name="push", transformed=True)
+    assert "arguments after the call" in detail
+
+
+def test_probe_transformed_results_must_agree(target):
+    module, spec, baseline = target
+    code = TRANSFORMED_ADD.replace("return a + b", "return a * b")
+    _refused(module, spec, baseline, code, "probe_mismatch", transformed=True)
 
 
 # -- start-up --------------------------------------------------------------------------------

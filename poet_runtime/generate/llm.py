@@ -1,11 +1,16 @@
 """The LLM generator: asks a model (any litellm model string) to write the enhanced module.
 
 Off unless ``model`` is configured (POET_MODEL, --model, [tool.poet] model). The
+model writes contract 2 (docs/CONTRACTS.md): Perceive, Operate' (which calls the
+logic it is given), Enforce and Train, never a copy of the user's logic. The
 built-in generator's output for the same function is both the example in the
 prompt (a working baseline to improve) and the fallback: an answer is stored only
-after it passes every check in order (syntax, structure, signature, compile,
-static policy, backend compile, probe runs); a refused answer is sent back with
-its reason, three attempts in all, then the built-in version is used.
+after it passes every check in order (syntax, structure, signature, hygiene,
+compile, static policy, backend compile, probe runs); a refused answer is sent
+back with its reason, three attempts in all, then the built-in version is used.
+An answer that re-implements the logic instead of calling it is accepted only for
+a pure function, in a sandbox, after probes that also compare the arguments'
+state; its metadata says ``"transformed": true`` (``llm_checks``).
 
 litellm is an optional extra and heavy (~4 s, ~200 MB to import): it is imported
 only when a request is actually sent, never at start-up; ``check_available``
@@ -31,11 +36,13 @@ from poet_runtime.generate.llm_prompt import Prompt, build_prompt
 log = logging.getLogger("poet_runtime")
 
 GENERATOR_ID = "llm"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: contract 2 (the logic is passed to operate_prime, never in the module)
 ATTEMPTS = 3  # answers asked for per function: the first, then two with the failure reason
 TRANSPORT_TRIES = 4  # requests per answer when the server is busy, failing or unreachable
 REQUEST_TIMEOUT_S = 120.0  # a long module from a slow model; always passed explicitly
 TEMPERATURE = 0.1  # low: we want the safest module, not a creative one
+# metadata.json key of a version whose operate_prime re-implements the logic (issue 15, point 12)
+TRANSFORMED_KEY = "transformed"
 
 
 def check_available(settings) -> None:
@@ -186,8 +193,8 @@ class LLMGenerator:
                 code = extract_code(text)
                 try:
                     with _checks_lock:
-                        checks, parameters, probe = check_answer(code, spec, config, baseline, policy, hints or {},
-                                                                 self.probe_timeout_s)
+                        checks, parameters, probe, transformed = check_answer(
+                            code, spec, config, baseline, policy, hints or {}, self.probe_timeout_s)
                 except CheckFailed as failure:
                     attempt.update(result="refused", reason=failure.reason, detail=failure.detail[:1000])
                     log.info("poet_runtime: %s: answer %d refused (%s): %s", spec.function_id, number,
@@ -196,7 +203,13 @@ class LLMGenerator:
                     continue
                 attempt.update(result="accepted", checks=checks)
                 details.update(checks=checks, probe=probe, generation_ms=_ms_since(started))
-                log.info("poet_runtime: %s: answer %d accepted (%s)", spec.function_id, number, self.model)
+                if transformed:
+                    # The answer re-implements the (pure) logic instead of calling it: resolve never
+                    # verifies it as built-in code, so it runs in the policy's sandbox; versions and
+                    # status mark it.
+                    details[TRANSFORMED_KEY] = True
+                log.info("poet_runtime: %s: answer %d accepted (%s%s)", spec.function_id, number, self.model,
+                         ", transformed" if transformed else "")
                 return GeneratedCode(
                     code=code,
                     logic_name=baseline.logic_name,

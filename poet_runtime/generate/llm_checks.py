@@ -1,10 +1,17 @@
 """The checks a model's answer must pass, in order, before it may be stored.
 
-syntax, structure, signature, compile (``checks.check_generated``, shared with the
-built-in generator), static policy, compile for the restricted backend when that
-is where the code will run, the PARAMETERS literal, then probe runs (``probes``).
-Each failure is a ``CheckFailed`` whose reason names the check, so the log, the
-version's metadata and the model's next prompt all say what was wrong.
+syntax, structure, signature, hygiene, compile (``checks.check_generated``, shared
+with the built-in generator), static policy, compile for the restricted backend
+when that is where the code will run, the PARAMETERS literal, then probe runs
+(``probes``). Each failure is a ``CheckFailed`` whose reason names the check, so the
+log, the version's metadata and the model's next prompt all say what was wrong.
+
+An answer whose ``operate_prime`` never uses the logic it is given re-implements the
+logic: a *transformed* version (issue 15, point 12). It is accepted only when the
+function is pure as far as its source shows (``purity``), the policy runs generated
+code in a sandbox (never in-process), and the probe runs agree with the original on
+results and on the arguments' state after each call; an answer that could not be
+probed is refused. Its metadata then says ``"transformed": true``.
 """
 
 from __future__ import annotations
@@ -12,34 +19,60 @@ from __future__ import annotations
 import ast
 
 from poet_runtime.errors import CheckFailed
-from poet_runtime.generate.checks import check_generated
+from poet_runtime.generate.checks import check_generated, operate_calls_logic
+from poet_runtime.generate.purity import check_purity
 from poet_runtime.generate.static_policy import check_static_policy
 from poet_runtime.generate.parsing import parse
 
 
 def check_answer(code: str, spec, config, baseline, policy, hints: dict, probe_timeout_s=None):
-    """Every check in order; returns (names passed, PARAMETERS, probe report); raises ``CheckFailed``."""
+    """Every check in order; returns (names passed, PARAMETERS, probe report, transformed).
+
+    Raises ``CheckFailed``.
+    """
     if not code.strip():
         raise CheckFailed("no_code", "the answer holds no Python code")
     filename = f"<poet candidate {spec.function_id}>"
-    checks = check_generated(code, spec, logic_name=baseline.logic_name, filename=filename,
-                             needs_train=bool(config.optimize_for))
+    checks = check_generated(code, spec, filename=filename, needs_train=bool(config.optimize_for))
     checks += check_static_policy(code, spec, policy, filename=filename)
     backend = getattr(policy, "backend", "none") if policy is not None else "none"
+    transformed = not operate_calls_logic(code)
+    if transformed:
+        checks.append(_check_transformed(spec, backend))
     if backend == "restricted":
         checks.append(_compile_restricted(code, filename))
     parameters = _parameters(code, filename)
-    probe = _probe(code, spec, baseline, parameters, policy, hints, filename, probe_timeout_s)
+    probe = _probe(code, spec, config, baseline, parameters, policy, hints, filename, probe_timeout_s, transformed)
     if not probe.get("samples"):
+        if transformed:
+            raise CheckFailed("transformed", "operate_prime does not call the logic, and the re-implementation could "
+                                             f"not be probed ({probe.get('skipped') or 'no sample agreed'}): "
+                                             "call logic(*args, **kwargs)")
         checks.append("probe:skipped")
     elif probe.get("agreed", 0) == probe.get("declined", 0):
+        if transformed:
+            raise CheckFailed("transformed", "operate_prime does not call the logic, and every probe run was "
+                                             "refused: nothing showed the re-implementation computes the same; "
+                                             "call logic(*args, **kwargs)")
         # Every sample was refused by the candidate and the built-in version alike: the
         # answer did no harm there, but nothing showed it computes the right thing.
         checks.append("probe:inconclusive")
     else:
         checks.append("probe")
-    return checks, parameters, probe
+    return checks, parameters, probe, transformed
 
+
+def _check_transformed(spec, backend: str) -> str:
+    """A re-implemented logic: only for a pure function, and only in a sandbox."""
+    purity = check_purity(spec)
+    if not purity:
+        raise CheckFailed("transformed", f"operate_prime does not call the logic it is given, and {spec.qualname} is "
+                                         f"not shown to be pure ({purity.explain()}): call logic(*args, **kwargs)")
+    if backend == "none":
+        raise CheckFailed("transformed", "operate_prime does not call the logic it is given; a re-implementation "
+                                         "runs only in a sandbox, and this policy runs generated code in-process: "
+                                         "call logic(*args, **kwargs)")
+    return "purity"
 
 
 def _compile_restricted(code: str, filename: str) -> str:
@@ -74,7 +107,7 @@ def _parameters(code: str, filename: str) -> dict:
     raise CheckFailed("structure", "missing PARAMETERS")
 
 
-def _probe(code, spec, baseline, parameters, policy, hints, filename, timeout_s) -> dict:
+def _probe(code, spec, config, baseline, parameters, policy, hints, filename, timeout_s, transformed=False) -> dict:
     import sys
 
     from poet_runtime.generate import probes
@@ -87,8 +120,8 @@ def _probe(code, spec, baseline, parameters, policy, hints, filename, timeout_s)
     if not samples:
         return {"skipped": "no sample inputs (no recorded calls, doctest examples or usable type hints)"}
     module = sys.modules.get(spec.module)
-    common = dict(version=0, logic_name=baseline.logic_name, is_async=spec.is_async, function_id=spec.function_id,
-                  original=original, user_globals=getattr(original, "__globals__", {}),
+    common = dict(version=0, logic_name=getattr(baseline, "logic_name", spec.name), is_async=spec.is_async,
+                  function_id=spec.function_id, original=original, user_globals=getattr(original, "__globals__", {}),
                   package=getattr(module, "__package__", None), policy=policy)
     limits = getattr(policy, "limits", None)
     wall_ms = getattr(limits, "wall_ms", None)
@@ -101,5 +134,7 @@ def _probe(code, spec, baseline, parameters, policy, hints, filename, timeout_s)
         is_async=spec.is_async,
         samples=samples,
         call_timeout_s=timeout_s or (wall_ms / 1000 if wall_ms else probes.PROBE_CALL_TIMEOUT_S),
+        transformed=transformed,
+        parameters=[p.name for p in spec.params],
     )
     return report.as_dict()

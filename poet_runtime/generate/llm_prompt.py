@@ -15,12 +15,13 @@ import string
 from dataclasses import dataclass
 
 from poet_runtime.domains import Domain
-from poet_runtime.generate.builtin import GeneratedCode, _param_list
-from poet_runtime.generate.spec import FunctionSpec
+from poet_runtime.generate.builtin import GeneratedCode
+from poet_runtime.generate.spec import KEYWORD_ONLY, POSITIONAL_ONLY, VAR_KEYWORD, VAR_POSITIONAL, FunctionSpec
 
 SYSTEM = (
     "You write Python modules for the POET runtime. You follow the output contract exactly, "
-    "use only the imports it allows, and answer with one complete module in a ```python block."
+    "use only the imports it allows, never copy the user's function, and answer with one complete "
+    "module in a ```python block."
 )
 FIELDS = (
     "function_name", "domain_name", "objective", "original_code", "signature", "docstring",
@@ -86,6 +87,27 @@ def prompt_fields(spec: FunctionSpec, config, domain: Domain, example: Generated
     }
 
 
+def _param_list(params, defaults: dict[str, str]) -> str:
+    """``a, b=UNSET, *rest, c, **more``: a def's parameter list with ``defaults`` filled in."""
+    parts = []
+    seen_star = False
+    for index, param in enumerate(params):
+        if param.kind == VAR_POSITIONAL:
+            parts.append(f"*{param.name}")
+            seen_star = True
+        elif param.kind == VAR_KEYWORD:
+            parts.append(f"**{param.name}")
+        else:
+            if param.kind == KEYWORD_ONLY and not seen_star:
+                parts.append("*")
+                seen_star = True
+            default = defaults.get(param.name)
+            parts.append(f"{param.name}={default}" if default else param.name)
+        if param.kind == POSITIONAL_ONLY and (index + 1 == len(params) or params[index + 1].kind != POSITIONAL_ONLY):
+            parts.append("/")
+    return ", ".join(parts)
+
+
 def _signature(spec: FunctionSpec) -> str:
     parts = []
     for param in spec.params:
@@ -105,19 +127,22 @@ def domain_requirements(domain: Domain, config) -> str:
         lines.append(f"- Operate': retry only {', '.join(domain.retryable)}, at most {retries} extra attempt(s), "
                      f"backoff from {domain.retry_base_delay_s}s to {domain.retry_max_delay_s}s with jitter; "
                      f"a circuit breaker opens after {domain.breaker_threshold} consecutive failures for "
-                     f"{domain.breaker_reset_s}s. Other exceptions reach the caller unchanged.")
+                     f"{domain.breaker_reset_s}s.")
     else:
-        lines.append("- Operate': no retries (a failure will not go away by retrying).")
+        lines.append("- Operate': call the logic once; no retries.")
     if config.timeout is not None:
         lines.append(f"- Each attempt has a wall-clock limit of {config.timeout}s (PARAMETERS['timeout_s']).")
-    if domain.missing == "default":
-        lines.append("- Perceive: None for a parameter with a literal default means the default.")
+    coerce = getattr(config, "repair", None) == "coerce"
+    if coerce:
+        lines.append("- Perceive: lossless repairs of mismatched arguments (\"3\" -> 3, tuple -> list) are asked for.")
     else:
-        lines.append("- Perceive: None for a parameter whose hint does not allow it is rejected (PerceiveError).")
+        lines.append("- Perceive: an argument that does not match its hint is noted ('mismatch') and passed on as it is.")
+    if domain.missing == "default":
+        lines.append("- Perceive: None passed for a parameter with a literal default is repaired to that default.")
     if domain.drop_missing_in_sequences:
-        lines.append("- Perceive: None and NaN entries of numeric lists are dropped before the logic sees them.")
+        lines.append("- Perceive: None and NaN entries of numeric lists are dropped (a repair).")
     if domain.finite_numbers:
-        lines.append("- Enforce: a numeric result must be finite (no NaN, no infinity).")
+        lines.append("- Enforce: a numeric result must be finite.")
     if domain.required_fields:
         lines.append(f"- Enforce: a dict result must have the keys {', '.join(domain.required_fields)}.")
     for rule in domain.fields:
@@ -133,34 +158,29 @@ def domain_requirements(domain: Domain, config) -> str:
 def train_requirements(config) -> str:
     if not config.optimize_for:
         return "None: the function has no objective, so the module must NOT define train()."
-    return (f"Objective {config.optimize_for}: define train(perceived, result, metrics) that records what the "
-            "objective is measured on (metrics['duration_ms'] is given) in module state; it must never change "
-            "the result and never raise.")
+    return (f"Objective {config.optimize_for}: define train(call, result, metrics) that records what the "
+            "objective is measured on (call is (args, kwargs) as the logic got them; metrics['duration_ms'] is "
+            "given) in module state; it must never change the result and never raise.")
 
 
 def module_context(spec: FunctionSpec) -> str:
-    lines = []
-    if spec.module_imports:
-        lines.append("Imports the function uses (copy the ones the logic needs):")
-        lines += [f"    {line}" for line in spec.module_imports]
-    if spec.module_names:
-        lines.append(f"Names defined in {spec.module} that the function uses: {', '.join(spec.module_names)}")
+    """The module's classes the hints name (what Perceive and Enforce check against), as a section."""
+    if not spec.classes:
+        return ""
+    lines = ["", "## Classes the hints name"]
     for info in spec.classes:
-        lines.append(f"Class {info.name} ({info.kind}):\n" + "\n".join(f"    {line}" for line in info.source.splitlines()))
-    others = sorted(set(spec.used_names) - set(spec.module_names))
-    if others:
-        lines.append(f"Other global names used: {', '.join(others)}")
-    return "\n".join(lines) or "The function uses nothing from its module."
+        lines.append(f"{info.name} ({info.kind}):\n" + "\n".join(f"    {line}" for line in info.source.splitlines()))
+    return "\n".join(lines) + "\n"
 
 
 def policy_constraints(policy) -> str:
     if policy is None:
-        return ("none beyond the contract: import only the standard library, poet_sandbox and the imports above; "
-                "no eval, exec, compile, __import__, open or dunder attribute access.")
+        return "Import only the standard library and poet_sandbox; no eval, exec, compile, __import__, open or dunders."
     limits = policy.limits
     lines = [f"Backend: {getattr(policy, 'backend', 'none')}."]
-    lines.append("Allowed imports: " + (", ".join(limits.imports) if limits.imports else "none listed (stdlib, poet_sandbox and the imports above)"))
-    lines.append("Allowed builtins: " + (", ".join(limits.builtins) if limits.builtins else "none listed (the usual ones)"))
+    lines.append("Allowed imports: " + (", ".join(limits.imports) if limits.imports else "the standard library"))
+    if limits.builtins:
+        lines.append("Allowed builtins: " + ", ".join(limits.builtins))
     for name in ("wall_ms", "cpu_ms", "memory_mb"):
         value = getattr(limits, name, None)
         if value is not None:
@@ -170,27 +190,39 @@ def policy_constraints(policy) -> str:
 
 
 def output_contract(spec: FunctionSpec, config, example: GeneratedCode) -> str:
-    keyword = "async def" if spec.is_async else "def"
-    plain = ", ".join(p.name for p in spec.params)
+    is_async = spec.is_async
+    keyword = "async def" if is_async else "def"
     defaults = {p.name: "UNSET" for p in spec.params if p.has_default}
+    names = ", ".join(p.name for p in spec.params)
+    call = "await logic(*args, **kwargs)" if is_async else "logic(*args, **kwargs)"
     lines = [
-        "One plain Python module. At top level only imports, assignments and definitions (no other statements).",
-        "Import only the standard library, poet_sandbox (validate, errors, breaker, retry, timeouts) and the imports",
-        "the function's module gives (above). Names must not start with an underscore.",
-        "It must define, with exactly these signatures:",
-        f"- FUNCTION = {spec.function_id!r} and LOGIC = {example.logic_name!r}",
-        "- PARAMETERS: dict name -> {'default', 'min', 'max', 'description'} of tunable values",
-        "- def configure(params, defaults=None): applies params (within their ranges) and stores the original's"
-        " argument defaults",
-        f"- def perceive({_param_list(spec.params, defaults)}): returns the tuple ({plain}{',' if len(spec.params) == 1 else ''})"
-        " of checked inputs; a parameter that has a default must keep a default (UNSET, filled from DEFAULTS)",
-        f"- {keyword} operate_prime({plain}): runs the logic",
-        f"- {keyword} {example.logic_name}(...): the user's logic, same parameters and behaviour as the original",
-        "- def enforce(result): returns the validated, normalised result",
+        "One module; at top level only imports, assignments and definitions. Import only the standard library",
+        "and poet_sandbox (validate, errors, breaker, retry, timeouts), never the function's module"
+        + (" nor asyncio (timeouts.sleep_async sleeps)" if is_async else "") + ". No name starts with '_'"
+        + (f"; no module-level name is a parameter ({names})" if names else "") + ".",
+        f"- FUNCTION = {spec.function_id!r}, DOMAIN, OBJECTIVE; no LOGIC.",
+        "- PARAMETERS: dict name -> {'default', 'min', 'max', 'description'}; PARAMS: the values in force.",
+        "- def configure(params, defaults=None): applies params within their ranges; ignores defaults.",
+        f"- def perceive({_param_list(spec.params, defaults)}): checks the arguments (UNSET: not passed);"
+        " returns None, or a dict {parameter: new value} of repairs; validate.note('mismatch' or 'repair',"
+        " field, detail) for each.",
+        f"- {keyword} operate_prime(logic, args, kwargs): returns {call}"
+        + (" with the retries and breaker above" if _retries(spec, config) else "")
+        + (f"; each attempt under {'await timeouts.call_with_timeout_async' if is_async else 'timeouts.call_with_timeout'}"
+           "(logic, args, kwargs, seconds)" if config.timeout is not None else "")
+        + "; the logic's exceptions reach the caller unchanged.",
+        "- def enforce(result): returns result itself unless a rule above normalises it; notes mismatches.",
+        "- def train(call, result, metrics): see Training." if config.optimize_for else "- no train().",
+        "PerceiveError / EnforceError (poet_sandbox.errors) only for inputs / results the rules refuse.",
     ]
-    if config.optimize_for:
-        lines.append("- def train(perceived, result, metrics): see Training")
-    else:
-        lines.append("- no train()")
-    lines.append("Raise poet_sandbox.errors.PerceiveError / EnforceError for inputs / results you refuse.")
     return "\n".join(lines)
+
+
+def _retries(spec: FunctionSpec, config) -> bool:
+    from poet_runtime.domains import get_domain
+
+    try:
+        domain = get_domain(config.domain)
+    except Exception:
+        return True
+    return bool(domain.retryable) or config.retries is not None

@@ -1,12 +1,22 @@
 """Probe runs: does a candidate module, loaded the way it would run, agree with the original?
 
-A model's answer can parse, have the right functions and still be wrong: compute
-something else, refuse every input, or never return. Before it is stored, the
-candidate is loaded into the backend its policy names and called on sample inputs
-(recorded real calls, the docstring's ``>>>`` examples, values made from the type
-hints); the original function and the built-in version are called on the same
-inputs, and the candidate must agree with one of them (the built-in result is the
-original's after Enforce's normalisation).
+A model's answer can parse, have the right functions and still be wrong: change
+results, refuse every input, call the logic twice, or never return. Before it is
+stored, the candidate is loaded into the backend its policy names and called
+(contract 2: ``loaded.call(logic, args, kwargs)``, the logic being the original
+function) on sample inputs: recorded real calls, the docstring's ``>>>`` examples,
+values made from the type hints. The original function and the built-in version
+are called on the same inputs, each on its own deep copy of them.
+
+- A candidate that calls the logic must give the original's result, or the
+  built-in version's (the project's own normalisation), or, when its Perceive noted
+  a repair of an argument, the logic's own result on the repaired arguments. It
+  must call the logic on every call that returned, and never again once the
+  logic has returned (retries follow failures only).
+- A *transformed* candidate (its ``operate_prime`` re-implements the logic; only
+  for functions ``purity`` shows to be pure) must give the original's result AND
+  leave the arguments as the original leaves them (the copies are compared after
+  the call), on every sample.
 
 Every run happens in one daemon thread under a deadline. A trace function raises
 ``ProbeTimeout`` (a ``BaseException``, so no ``except Exception`` in generated code
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import copy
 import doctest
 import math
 import sys
@@ -216,6 +227,9 @@ class Outcome:
     kind: str  # "ok", "raised", "declined" (PhaseError), "violation", "timeout", "error"
     value: object = None
     detail: str = ""
+    notes: tuple = ()  # (kind, field, detail) from validate.note
+    state: object = None  # the (args, kwargs) copy after the call, or None when it could not be copied
+    logic: object = None  # the counting logic the candidate was given
 
 
 @dataclass
@@ -223,12 +237,21 @@ class ProbeReport:
     samples: int = 0
     agreed: int = 0
     declined: int = 0  # of the agreed: refused by the candidate and the built-in version alike
+    repaired: int = 0  # of the agreed: a noted repair of an argument explains a different result
+    state_checked: int = 0  # samples whose arguments' state after the call was compared (transformed)
     skipped: int = 0
+    transformed: bool = False
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"samples": self.samples, "agreed": self.agreed, "declined": self.declined, "skipped": self.skipped,
-                "notes": self.notes[:10]}
+        report = {"samples": self.samples, "agreed": self.agreed, "declined": self.declined, "skipped": self.skipped,
+                  "notes": self.notes[:10]}
+        if self.repaired:
+            report["repaired"] = self.repaired
+        if self.transformed:
+            report["transformed"] = True
+            report["state_checked"] = self.state_checked
+        return report
 
 
 def _describe(args, kwargs) -> str:
@@ -249,6 +272,54 @@ class _Deadline:
         return self.tracer
 
 
+_NOTHING = object()
+
+
+def counting_logic(original, is_async: bool):
+    """``original`` as the logic a candidate is given, counting what the candidate does with it.
+
+    A plain function (the driver finds the user's exceptions by its frames) with the
+    attributes the driver reads from a host's counting logic: ``returned`` and ``result``.
+    """
+    if is_async:
+        async def logic(*args, **kwargs):
+            _before(logic)
+            result = await original(*args, **kwargs)
+            _after(logic, result)
+            return result
+    else:
+        def logic(*args, **kwargs):
+            _before(logic)
+            result = original(*args, **kwargs)
+            _after(logic, result)
+            return result
+    logic.calls = 0
+    logic.after_return = 0
+    logic.returned = False
+    logic.result = _NOTHING
+    logic.__wrapped__ = original
+    return logic
+
+
+def _before(logic) -> None:
+    logic.calls += 1
+    if logic.returned:
+        logic.after_return += 1
+
+
+def _after(logic, result) -> None:
+    logic.returned = True
+    logic.result = result
+
+
+def _copies(args, kwargs):
+    """A deep copy of the call's arguments, or None when they cannot be copied."""
+    try:
+        return copy.deepcopy((tuple(args), dict(kwargs)))
+    except Exception:
+        return None
+
+
 def _call(deadline: _Deadline, seconds: float, function, is_async: bool, phase_error) -> Outcome:
     deadline.at = time.perf_counter() + seconds
     try:
@@ -266,12 +337,46 @@ def _call(deadline: _Deadline, seconds: float, function, is_async: bool, phase_e
         deadline.at = math.inf
 
 
+def _run(deadline, seconds, target, original, args, kwargs, is_async, phase_error, *, enhanced: bool,
+         count: bool = False) -> Outcome:
+    """One call on a fresh copy of the arguments; the copy is kept as the outcome's state."""
+    copied = _copies(args, kwargs)
+    call_args, call_kwargs = copied if copied is not None else (args, kwargs)
+    logic = counting_logic(original, is_async) if count else original
+    notes = []
+    if not enhanced:
+        if is_async:
+            async def function():
+                return await original(*call_args, **call_kwargs)
+        else:
+            def function():
+                return original(*call_args, **call_kwargs)
+    elif is_async:
+        async def function():
+            answer = await target.call_async(logic, call_args, call_kwargs)
+            notes.extend(answer[5] or ())
+            return answer[0]
+    else:
+        def function():
+            answer = target.call(logic, call_args, call_kwargs)
+            notes.extend(answer[5] or ())
+            return answer[0]
+    outcome = _call(deadline, seconds, function, is_async, phase_error)
+    outcome.notes = tuple(notes)
+    outcome.state = copied
+    outcome.logic = logic if count else None
+    return outcome
+
+
 def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, samples: list,
-               call_timeout_s: float = PROBE_CALL_TIMEOUT_S) -> ProbeReport:
+               call_timeout_s: float = PROBE_CALL_TIMEOUT_S, transformed: bool = False,
+               parameters=()) -> ProbeReport:
     """Call the candidate, the built-in version and the original on ``samples``; raise on disagreement.
 
     ``*_loader`` are zero-argument callables that load a module into its backend (they
     run in the probe thread, under the deadline: module-level code can loop too).
+    ``transformed``: the candidate re-implements the logic (see the module docstring).
+    ``parameters``: the function's parameter names (a repair note names one of them).
     """
     from poet_runtime.resources import load_facility
 
@@ -285,7 +390,7 @@ def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, s
         sys.settrace(deadline.tracer)
         try:
             box["report"] = _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples,
-                                       call_timeout_s, PhaseError)
+                                       call_timeout_s, PhaseError, transformed, frozenset(parameters))
         except BaseException as error:  # reported to the caller's thread, never lost
             box["error"] = error
         finally:
@@ -322,8 +427,9 @@ def _load(deadline: _Deadline, loader, seconds: float, what: str):
         deadline.at = math.inf
 
 
-def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples, seconds, phase_error):
-    report = ProbeReport()
+def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples, seconds, phase_error,
+               transformed=False, parameters=frozenset()):
+    report = ProbeReport(transformed=transformed)
     baseline = None
     try:
         baseline = _load(deadline, baseline_loader, seconds, "built-in version") if baseline_loader else None
@@ -332,7 +438,7 @@ def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, 
     try:
         candidate = _load(deadline, candidate_loader, seconds, "module")
     except CheckFailed as error:
-        if baseline_loader is None or baseline is not None or error.reason == "probe_timeout":
+        if transformed or baseline_loader is None or baseline is not None or error.reason == "probe_timeout":
             raise
         # The built-in version does not load either: the backend cannot run this function
         # at all (the runtime will fall back at load), so nothing here speaks against the answer.
@@ -346,17 +452,18 @@ def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, 
             # go into a refusal, which the model is shown and metadata.json keeps.
             private = index < recorded
             shown = f"recorded call {index + 1} (real data, not shown)" if private else _describe(args, kwargs)
-            expected = _call(deadline, seconds, _bind(original, args, kwargs, False, is_async), is_async, None)
+            expected = _run(deadline, seconds, None, original, args, kwargs, is_async, None, enhanced=False)
             if expected.kind == "timeout":
                 report.skipped += 1
                 report.notes.append(f"{shown}: the original did not finish; sample skipped")
                 continue
             normalised = None
             if baseline is not None:
-                normalised = _call(deadline, seconds, _bind(baseline, args, kwargs, True, is_async), is_async,
-                                   phase_error)
-            got = _call(deadline, seconds, _bind(candidate, args, kwargs, True, is_async), is_async, phase_error)
-            if _judge(shown, expected, normalised, got, report, private):
+                normalised = _run(deadline, seconds, baseline, original, args, kwargs, is_async, phase_error,
+                                  enhanced=True)
+            got = _run(deadline, seconds, candidate, original, args, kwargs, is_async, phase_error, enhanced=True,
+                       count=True)
+            if _judge(shown, expected, normalised, got, report, private, transformed, parameters):
                 report.samples += 1
     finally:
         for loaded in (candidate, baseline):
@@ -368,33 +475,40 @@ def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, 
     return report
 
 
-def _bind(target, args, kwargs, enhanced: bool, is_async: bool):
-    if enhanced:
-        call = target.call_async if is_async else target.call
-        if is_async:
-            async def run():
-                return (await call(args, kwargs))[0]
-            return run
-        return lambda: call(args, kwargs)[0]
-    if is_async:
-        async def run_original():
-            return await target(*args, **kwargs)
-        return run_original
-    return lambda: target(*args, **kwargs)
-
-
 def _judge(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport,
-           private: bool = False) -> bool:
+           private: bool = False, transformed: bool = False, parameters=frozenset()) -> bool:
     """True when the sample counted (agreed); False when skipped; raises ``CheckFailed`` otherwise."""
     try:
-        return _verdict(shown, expected, normalised, got, report)
+        if transformed:
+            return _transformed_verdict(shown, expected, normalised, got, report)
+        _logic_use(shown, got)
+        return _verdict(shown, expected, normalised, got, report, parameters)
     except CheckFailed as failure:
         if private:  # keep the verdict, drop what was computed from real data
             raise CheckFailed(failure.reason, f"on {shown} the module and the original disagree") from None
         raise
 
 
-def _verdict(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport) -> bool:
+def _logic_use(shown: str, got: Outcome) -> None:
+    """A candidate that calls the logic must call it, and never after it has returned."""
+    logic = got.logic
+    if logic is None:
+        return
+    if logic.after_return:
+        raise CheckFailed("probe_logic", f"on input {shown} operate_prime called the logic again after it had "
+                                         f"returned ({logic.calls} calls): the logic must never run twice")
+    if got.kind == "ok" and not logic.calls:
+        raise CheckFailed("probe_logic", f"on input {shown} the module returned without calling the logic it "
+                                         "was given: operate_prime must return logic(*args, **kwargs)")
+
+
+def _repaired_arguments(got: Outcome, parameters) -> list[str]:
+    return [field for kind, field, _ in got.notes
+            if kind == "repair" and (field in parameters or str(field).split("[")[0].split(".")[0] in parameters)]
+
+
+def _verdict(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome, report: ProbeReport,
+             parameters=frozenset()) -> bool:
     if got.kind == "timeout":
         if expected.kind != "ok" or (normalised is not None and normalised.kind == "timeout"):
             # The original failed here (a retried error takes time) or the built-in version is
@@ -411,8 +525,18 @@ def _verdict(shown: str, expected: Outcome, normalised: Outcome | None, got: Out
                                                    and _same(got.value, normalised.value)):
                 report.agreed += 1
                 return True
+            repaired = _repaired_arguments(got, parameters)
+            logic = got.logic
+            if repaired and logic is not None and logic.result is got.value:
+                # Perceive repaired an argument (and said so); what the caller gets is the
+                # logic's own result on the repaired arguments.
+                report.agreed += 1
+                report.repaired += 1
+                report.notes.append(f"{shown}: {', '.join(repaired)} repaired (noted); the logic's own result")
+                return True
             raise CheckFailed("probe_mismatch", f"on input {shown} the module returned {got.value!r:.200} but "
-                                                f"{'the original returns'} {expected.value!r:.200}")
+                                                f"the original returns {expected.value!r:.200}"
+                              + _explain_notes(got))
         if got.kind == "declined":
             if normalised is not None and normalised.kind == "ok":
                 raise CheckFailed("probe_mismatch", f"on input {shown} the module failed ({got.detail:.300}) where "
@@ -428,4 +552,52 @@ def _verdict(shown: str, expected: Outcome, normalised: Outcome | None, got: Out
         raise CheckFailed("probe_mismatch", f"on input {shown} the module raised {got.detail:.300} where the "
                                             f"original raises {expected.detail:.300}")
     report.agreed += 1
+    return True
+
+
+def _explain_notes(got: Outcome) -> str:
+    if not got.notes:
+        return ""
+    shown = "; ".join(f"{kind} {field}: {detail}" for kind, field, detail in got.notes[:3])
+    return f" (its notes: {shown:.300})"
+
+
+def _transformed_verdict(shown: str, expected: Outcome, normalised: Outcome | None, got: Outcome,
+                         report: ProbeReport) -> bool:
+    """A re-implementation: the original's outcome and the original's effect on the arguments, exactly."""
+    if got.kind in ("timeout", "violation"):
+        reason = "probe_timeout" if got.kind == "timeout" else "probe_violation"
+        raise CheckFailed(reason, f"on input {shown} the transformed module: {got.detail}")
+    if expected.state is None or got.state is None:
+        report.skipped += 1
+        report.notes.append(f"{shown}: the arguments cannot be copied; their state could not be compared")
+        return False
+    if expected.kind == "ok":
+        if got.kind != "ok":
+            raise CheckFailed("probe_mismatch", f"on input {shown} the transformed module "
+                                                f"{'refused' if got.kind == 'declined' else 'raised'} "
+                                                f"({got.detail:.300}) where the original returns "
+                                                f"{expected.value!r:.200}")
+        if not (_same(got.value, expected.value) or (normalised is not None and normalised.kind == "ok"
+                                                     and _same(got.value, normalised.value)
+                                                     and _same(normalised.state, expected.state))):
+            raise CheckFailed("probe_mismatch", f"on input {shown} the transformed module returned "
+                                                f"{got.value!r:.200} but the original returns {expected.value!r:.200}")
+    elif got.kind == "ok":
+        raise CheckFailed("probe_mismatch", f"on input {shown} the transformed module returned {got.value!r:.200} "
+                                            f"where the original raises {expected.detail:.300}")
+    elif got.kind == "raised" and got.value is not expected.value:
+        raise CheckFailed("probe_mismatch", f"on input {shown} the transformed module raised {got.detail:.300} "
+                                            f"where the original raises {expected.detail:.300}")
+    elif got.kind == "declined":
+        # Refused where the original raises: the runtime then runs the original itself.
+        report.agreed += 1
+        report.declined += 1
+        return True
+    if not _same(got.state, expected.state):
+        raise CheckFailed("probe_state", f"on input {shown} the arguments after the call are "
+                                         f"{_describe(*got.state)} but the original leaves them "
+                                         f"{_describe(*expected.state)}")
+    report.agreed += 1
+    report.state_checked += 1
     return True

@@ -6,8 +6,10 @@ precise reason to fix (``static_policy: line 3: import subprocess is not
 allowed``). It is one layer, not the wall: what it cannot see (strings built at
 run time) the backend must still refuse.
 
-What the user's own function does is always allowed: the logic is copied into
-the module verbatim, and refusing it would refuse every answer.
+Under contract 2 the user's logic is not in the module (operate_prime calls the
+logic it is given), so nothing is allowed because the user's own code does it:
+the module imports the standard library (what the policy lists) and poet_sandbox,
+never the user's imports, and prints nothing (the caller's stdout is the logic's).
 """
 
 from __future__ import annotations
@@ -33,47 +35,22 @@ DANGEROUS_MODULES = frozenset({
 })
 FORBIDDEN_NAMES = frozenset({
     "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "breakpoint", "input", "open", "exit",
-    "quit", "help", "setattr", "delattr", "memoryview", "__builtins__", "__loader__", "__spec__",
+    "quit", "help", "setattr", "delattr", "memoryview", "__builtins__", "__loader__", "__spec__", "print",
 })
+ALWAYS_ALLOWED_MODULES = frozenset({"poet_sandbox", "__future__"})
 # Attributes that walk from an object to frames, code or globals (sandbox escapes).
 FRAME_ATTRIBUTES = frozenset({
     "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame", "gi_code",
     "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "func_globals", "mro",
 })
+# Dunder attributes that only name things (``type(error).__name__`` in a note): no escape.
+NAMING_ATTRIBUTES = frozenset({"__name__", "__qualname__"})
 _ATTRIBUTE_BUILTINS = ("getattr", "hasattr", "setattr", "delattr")
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 def _root(name: str) -> str:
     return name.split(".")[0]
-
-
-class _Used:
-    """What the user's own source does (always allowed)."""
-
-    def __init__(self, spec: FunctionSpec):
-        self.names: set[str] = set()
-        self.attributes: set[str] = set()
-        self.modules: set[str] = {"poet_sandbox", "__future__", _root(spec.module)}
-        for line in spec.module_imports:
-            try:
-                tree = parse(line)
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    self.modules.update(_root(alias.name) for alias in node.names)
-                elif isinstance(node, ast.ImportFrom):
-                    self.modules.add(_root(node.module or "") if not node.level else "." * node.level)
-        try:
-            tree = parse(spec.source)
-        except SyntaxError:
-            return
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Name):
-                self.names.add(node.id)
-            elif isinstance(node, ast.Attribute):
-                self.attributes.add(node.attr)
 
 
 def _bound_names(tree: ast.Module) -> set[str]:
@@ -103,7 +80,6 @@ def check_static_policy(code: str, spec: FunctionSpec, policy=None, *, filename:
 
 def static_violations(code: str, spec: FunctionSpec, policy=None, *, filename: str = "<generated>") -> list[str]:
     tree = parse(code, filename)
-    used = _Used(spec)
     limits = getattr(policy, "limits", None)
     policy_imports = {_root(name) for name in (getattr(limits, "imports", ()) or ())}
     policy_builtins = set(getattr(limits, "builtins", ()) or ())
@@ -112,10 +88,12 @@ def static_violations(code: str, spec: FunctionSpec, policy=None, *, filename: s
 
     def allowed_module(name: str, level: int) -> bool:
         if level:
-            return "." * level in used.modules or bool(used.modules & {".", ".."})
+            return False  # relative to wherever the module is stored: never meant
         root = _root(name)
-        if root in used.modules or root in policy_imports:
+        if root in ALWAYS_ALLOWED_MODULES or root in policy_imports:
             return True
+        if root == _root(spec.module):
+            return False
         if policy_imports:  # the policy lists what may be imported: nothing else
             return False
         return root in sys.stdlib_module_names and root not in DANGEROUS_MODULES and not root.startswith("_")
@@ -131,8 +109,6 @@ def static_violations(code: str, spec: FunctionSpec, policy=None, *, filename: s
                 problems.append(f"line {line}: from {'.' * node.level}{node.module or ''} import is not allowed")
         elif isinstance(node, ast.Name):
             name = node.id
-            if name in used.names:
-                continue
             if name in FORBIDDEN_NAMES and name not in bound:
                 problems.append(f"line {line}: {name} is not allowed")
             elif name.startswith("__") and name != "__name__":
@@ -142,9 +118,8 @@ def static_violations(code: str, spec: FunctionSpec, policy=None, *, filename: s
                 problems.append(f"line {line}: the builtin {name} is not allowed by the policy")
         elif isinstance(node, ast.Attribute):
             attr = node.attr
-            if attr in used.attributes:
-                continue
-            if attr.startswith("__") and attr.endswith("__"):
+            if attr.startswith("__") and attr.endswith("__") and not (
+                    attr in NAMING_ATTRIBUTES and isinstance(node.ctx, ast.Load)):
                 problems.append(f"line {line}: dunder attribute .{attr} is not allowed")
             elif attr in FRAME_ATTRIBUTES:
                 problems.append(f"line {line}: attribute .{attr} is not allowed (frame or code walk)")
@@ -152,7 +127,7 @@ def static_violations(code: str, spec: FunctionSpec, policy=None, *, filename: s
             function = node.func
             if (isinstance(function, ast.Name) and function.id in _ATTRIBUTE_BUILTINS and len(node.args) >= 2
                     and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
-                    and node.args[1].value.startswith("_") and node.args[1].value not in used.attributes):
+                    and node.args[1].value.startswith("_")):
                 problems.append(f"line {line}: {function.id}(..., {node.args[1].value!r}) is not allowed")
             elif (isinstance(function, ast.Attribute) and function.attr in ("format", "format_map")
                   and isinstance(function.value, ast.Constant) and isinstance(function.value.value, str)
