@@ -79,7 +79,8 @@ def main() -> None:
     sys.path.insert(0, str(folder / "mods"))
     import poet_runtime
     from poet_runtime import events, settings
-    from poet_runtime.learn import config, journal, sink
+    from poet_runtime import journal
+    from poet_runtime.learn import config, sink
 
     settings.override(home=folder / "home", cache_dir=folder / "cache")
     poet_runtime.enable(hook=False)

@@ -127,12 +127,9 @@ class FunctionState:
 
     def _note_unhooked(self) -> None:
         """With the import hook on, a function it did not bind is worth one line in the log."""
-        try:
-            from poet_runtime import hook
-        except ImportError:
-            return
-        if hook.installed():
-            hook.note_unhooked(self.original.__module__)
+        report = runtime.on_unhooked
+        if report is not None:
+            report(self.original.__module__)
 
     def ensure_loaded(self):
         """Resolve now (``poet_runtime.enhance``), whatever the generation mode; raises on failure."""
@@ -690,10 +687,7 @@ def enhance_function(original, config):
     return enhanced
 
 
-def state_of(obj) -> FunctionState | None:
-    """The runtime state behind an enhanced callable (or a static/class method around one)."""
-    target = getattr(obj, "__func__", obj)
-    return getattr(target, "__poet__", None)
+state_of = runtime.state_of  # (lives below the call path; kept here for older imports)
 
 
 def bind(obj, *, module: str, qualname: str, source: str, lineno: int):

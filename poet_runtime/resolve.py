@@ -13,7 +13,7 @@ import json
 import logging
 import os
 
-from poet_runtime.backends import Limits, LoadRequest, get_backend
+from poet_runtime.backends import load_code
 from poet_runtime.domains import get_domain
 from poet_runtime.errors import GenerationError
 from poet_runtime.generate.checks import check_generated
@@ -141,9 +141,10 @@ def _with_recorded_samples(hints: dict | None, store: FunctionStore, spec: Funct
     try:
         if not effective_policy(config, spec.function_id).record_inputs:
             return hints
-        from poet_runtime.learn import recorded_samples
+        from poet_runtime import journal
+        from poet_runtime.generate.probes import MAX_SAMPLES
 
-        samples = recorded_samples(store.folder.parent, spec.function_id)
+        samples = journal.recorded_samples(store.folder.parent, spec.function_id, MAX_SAMPLES)
     except Exception as error:  # the events are an aid here, never a reason not to generate
         log.warning("poet_runtime: %s: recorded calls not read for probes: %s: %s", spec.function_id,
                     type(error).__name__, error)
@@ -195,42 +196,17 @@ def load_version(version: StoredVersion, *, function_id: str, original, user_glo
     """Load ``version`` where it may run; returns the loaded enhancement.
 
     A verified built-in version runs in-process under any policy that trusts
-    ``builtin``; anything else runs in the backend the policy names.
+    ``builtin``; anything else runs in the backend the policy names. ``user_globals``
+    and ``package`` are contract 1's and not needed: the logic is the original itself.
     """
     if (policy is not None and policy.backend != "none" and "builtin" in getattr(policy, "trust", ())
             and verified_builtin(version, spec, config)):
         policy = None  # the project's own code: in-process, no sandbox needed
-    loaded = load_code(
+    return load_code(
         version.code(),
         filename=os.fspath(version.path / "code.py"),
         version=version.number,
-        logic_name=version.metadata.get("logic_name") or function_id.rpartition(".")[2].rpartition(":")[2],
         params=version.params(),
         is_async=bool(version.metadata.get("is_async")),
-        function_id=function_id, original=original, user_globals=user_globals or {}, package=package, policy=policy,
+        function_id=function_id, original=original, policy=policy,
     )
-    return loaded
-
-
-def load_code(code: str, *, filename: str, version: int, logic_name: str, params: dict, is_async: bool,
-              function_id: str, original, user_globals: dict, package: str | None, policy=None):
-    """Load module text that may not be stored yet (a candidate's probe runs) the way a version loads."""
-    from poet_runtime import runtime
-
-    runtime.generated_files.add(filename)
-    backend_name = policy.backend if policy is not None else "none"
-    limits = policy.limits if policy is not None else Limits()
-    request = LoadRequest(
-        function_id=function_id,
-        version=version,
-        code=code,
-        filename=filename,
-        logic_name=logic_name,
-        params=params,
-        user_globals=user_globals,
-        is_async=is_async,
-        limits=limits,
-        original=original,
-        package=package,
-    )
-    return get_backend(backend_name).load(request)

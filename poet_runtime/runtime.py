@@ -49,6 +49,10 @@ _stats: dict[str, FunctionStats] = {}
 # own: a user's traceback does not show them).
 generated_files: set[str] = set()
 
+# Set by the import hook while it is installed: called with a module's name when one of
+# its @poet functions reaches the call path without the hook having bound it.
+on_unhooked = None
+
 
 def stats_for(function_id: str) -> FunctionStats:
     with _lock:
@@ -76,3 +80,11 @@ def stats() -> dict[str, FunctionStats]:
 def reset_stats() -> None:
     with _lock:
         _stats.clear()
+
+
+def state_of(obj):
+    """The runtime state behind an enhanced callable (or a static/class method around
+    one), or None. Here, below the call path, so that learning and the CLI can ask
+    without importing ``enhanced``."""
+    target = getattr(obj, "__func__", obj)
+    return getattr(target, "__poet__", None)

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 def default_roots(given=None) -> list:
     from pathlib import Path
 
-    from poet_runtime.learn import journal
+    from poet_runtime import journal
     from poet_runtime.settings import get_settings
 
     if given:
@@ -71,7 +71,7 @@ def _line(event: dict) -> str:
 
 def _read_all(roots, seen: dict):
     """New events since the last call: ``seen`` maps a file to how many events were read from it."""
-    from poet_runtime.learn import journal
+    from poet_runtime import journal
 
     fresh = []
     for root in roots:

@@ -59,6 +59,9 @@ def install(roots=None) -> None:
         except ValueError:
             index = len(sys.meta_path)
         sys.meta_path.insert(index, _finder)
+        from poet_runtime import runtime
+
+        runtime.on_unhooked = note_unhooked  # the call path reports to it without importing the hook
 
 
 def uninstall() -> None:
@@ -69,6 +72,9 @@ def uninstall() -> None:
             while _finder in sys.meta_path:
                 sys.meta_path.remove(_finder)
         _finder = None
+        from poet_runtime import runtime
+
+        runtime.on_unhooked = None
 
 
 def installed() -> bool:

@@ -54,9 +54,7 @@ def _system_folders() -> tuple[tuple[str, ...], tuple[str, ...]]:
         except Exception:  # some embedders' site modules lack these
             pass
     stdlib = {os.path.dirname(os.__file__)}
-    import poet_runtime
-
-    own = {os.path.dirname(os.path.abspath(poet_runtime.__file__ or "."))}
+    own = {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}  # the poet_runtime package
 
     def expand(paths):
         out = set()

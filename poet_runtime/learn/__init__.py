@@ -21,7 +21,8 @@ def attach(state) -> None:
     objective = state.config.optimize_for
     if not objective and not config.get().events:
         return
-    from poet_runtime.learn import journal, sink
+    from poet_runtime import journal
+    from poet_runtime.learn import sink
     from poet_runtime.learn.objectives import LABELLED
 
     root = journal.events_root(Path(state.version.path).parent.parent)
@@ -43,17 +44,10 @@ def attach(state) -> None:
 
 
 def recorded_samples(store_root, function_id: str, limit: int | None = None) -> list[tuple[list, dict]]:
-    """Distinct recent recorded calls of a function as probe samples ``[(args, kwargs), ...]``, newest first.
+    """``journal.recorded_samples`` with learning's own default count."""
+    from poet_runtime import journal
 
-    Only calls whose inputs were recorded (their policy had ``record_inputs = true``) exist
-    to be found; ``resolve.generate_version`` asks only while the policy still allows it.
-    """
-    from poet_runtime.learn import journal
-
-    root = journal.events_root(Path(store_root))
-    if not root.is_dir():
-        return []
-    return journal.recorded_inputs(root, function_id, config.get().input_samples if limit is None else limit)
+    return journal.recorded_samples(store_root, function_id, config.get().input_samples if limit is None else limit)
 
 
 def engine_for(function) -> object | None:
@@ -61,7 +55,7 @@ def engine_for(function) -> object | None:
     from poet_runtime.learn import sink
 
     if not isinstance(function, str):
-        from poet_runtime.enhanced import state_of
+        from poet_runtime.runtime import state_of
 
         state = state_of(function)
         function = state.function_id if state is not None else None

@@ -21,7 +21,8 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from poet_runtime.learn import config, journal, sink
+from poet_runtime import journal
+from poet_runtime.learn import config, sink
 from poet_runtime.learn.monitor import Monitor
 from poet_runtime.learn.objectives import LABELLED, clamp, correct, make_learner, prediction_of
 

@@ -28,7 +28,7 @@ class FeedbackError(PoetError, ValueError):
 
 
 def _roots(extra) -> list[Path]:
-    from poet_runtime.learn import journal
+    from poet_runtime import journal
     from poet_runtime.settings import get_settings
 
     settings = get_settings()
@@ -76,7 +76,8 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
         raise FeedbackError(f"feedback: feedback_type={feedback_type!r}; allowed: {', '.join(FEEDBACK_TYPES)}")
     from pydantic import ValidationError
 
-    from poet_runtime.learn import journal, models, sink
+    from poet_runtime import journal
+    from poet_runtime.learn import models, sink
     from poet_runtime.learn import config as learn_config
 
     fields = dict(label=label, rating=rating, metrics=metrics, comments=comments, suggestions=suggestions)

@@ -25,7 +25,8 @@ from collections import deque
 from pathlib import Path
 
 from poet_runtime import events, records
-from poet_runtime.learn import config, journal
+from poet_runtime import journal
+from poet_runtime.learn import config
 
 SCHEMA_VERSION = "1"
 _NO_RESULT = object()

@@ -1,0 +1,500 @@
+"""The durable event queue under ``.poet/events/``: append-only JSON lines with checksums.
+
+Why this shape: a process may be SIGKILLed at any instant, and two processes may write
+at once. Each writer appends only to its own files, so there is no cross-process
+locking on the hot path; every line carries the CRC-32 of its JSON text, so a line torn
+by a crash (no newline, or a checksum that does not match) is detected and skipped by
+readers, never fatal. Layout::
+
+    .poet/events/pending/ex-<pid>-<ns>.jsonl   execution events, one open segment per writer, one line per batch
+                                               (``encode_columns``; older writers: ``encode_batch``)
+    .poet/events/pending/fb-<event id>.jsonl    one feedback event, fsynced before feedback() returns
+    .poet/events/pending/lr-<pid>-<ns>.jsonl    learning.* / version.* decisions
+    .poet/events/processed/...                  segments closed by their writer, feedback learned from
+
+Readers see both folders; files older than the retention period are removed.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import json
+import os
+import sys
+import time
+import zlib
+from array import array
+from pathlib import Path
+from typing import Iterator
+
+PENDING = "pending"
+# Prebuilt once: json.dumps with options would build an encoder per event.
+_encoder = json.JSONEncoder(separators=(",", ":"), default=str).encode
+PROCESSED = "processed"
+
+
+def events_root(store_root: Path) -> Path:
+    return Path(store_root) / "events"
+
+
+def encode(event: dict, limit: int) -> bytes | None:
+    """One line: ``<crc32 hex> <json>\\n``; None when the event exceeds ``limit`` bytes."""
+    text = _encoder(event).encode()
+    if len(text) > limit:
+        return None
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def encode_batch(batch: list, rows: list) -> bytes:
+    """One line for a whole batch of execution rows: ``["B", memory_mb, cpu_percent, [row, ...]]``.
+
+    One checksum per batch rather than per row: the batch is what one fsync acknowledges.
+    A row the encoder cannot take (a NaN key, a cycle in an output) loses its output only.
+    """
+    try:
+        text = _encoder([*batch, rows]).encode()
+    except (TypeError, ValueError):
+        for row in rows:
+            try:
+                _encoder(row)
+            except (TypeError, ValueError):
+                row[13], row[14] = 2, None
+        text = _encoder([*batch, rows]).encode()
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def encode_columns(batch: list, groups: list) -> bytes:
+    """One line for a whole batch in the column layout: ``["C", memory_mb, cpu_percent, [group, ...]]``.
+
+    A group holds the executions of one function version, field by field (see ``group_rows``),
+    so the function, version, objective and the common status are written once per group,
+    the numbers of each field go as one packed column, and an execution costs little more
+    than its output. An output the encoder cannot take (a cycle) is dropped (flag 2) and
+    the rest of its group kept.
+    """
+    try:
+        text = _encoder([*batch, [_packed(group) for group in groups]]).encode()
+    except (TypeError, ValueError):
+        for group in groups:
+            rows = len(group[5])
+            flags, outputs = _column(group[13], rows), _outputs(group[14], rows)
+            for i, output in enumerate(outputs):
+                try:
+                    _encoder(output)
+                except (TypeError, ValueError):
+                    flags[i], outputs[i] = 2, None
+            group[13], group[14] = flags, outputs
+        text = _encoder([*batch, [_packed(group) for group in groups]]).encode()
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+_SWAP = sys.byteorder != "little"
+
+
+def pack(values, code: str):
+    """A column of ints (``code`` "q") or floats ("d") as ``{code: base64 of little-endian 64-bit values}``.
+
+    Turning numbers into decimal text is most of what encoding a batch costs (a float's
+    shortest repr alone takes longer than the rest of its execution's row); packing is
+    exact, NaN and infinities included. A column with other values (None) stays a list.
+    """
+    try:
+        packed = array(code, values)
+    except (TypeError, OverflowError):
+        return values if type(values) is list else list(values)
+    if _SWAP:
+        packed.byteswap()
+    return {code: binascii.b2a_base64(packed.tobytes(), newline=False).decode("ascii")}
+
+
+def unpack(value):
+    """The list a column stands for (``pack``'s output, or already a list)."""
+    if type(value) is not dict:
+        return value
+    (code, text), = value.items()
+    values = array(code)
+    values.frombytes(binascii.a2b_base64(text))
+    if _SWAP:
+        values.byteswap()
+    return values.tolist()
+
+
+def _pack_column(values):
+    """Pack a list of values of one numeric type (bool excluded: ``true`` is as short as it gets)."""
+    if type(values) is list and values:
+        kind = type(values[0])
+        if (kind is float or kind is int) and set(map(type, values)) == {kind}:
+            return pack(values, "d" if kind is float else "q")
+    return values
+
+
+def _packed(group: list) -> list:
+    """The group as written: its numeric columns packed (in memory they stay lists)."""
+    packed = group[:]
+    packed[4] = pack(group[4], "d")
+    for field in (5, 6, 7, 8, 9):
+        packed[field] = pack(group[field], "q")
+    output = group[14]
+    if type(output) is dict:
+        packed[14] = {"k": output["k"], "c": [_pack_column(column) for column in output["c"]]}
+    else:
+        packed[14] = _pack_column(output)
+    return packed
+
+
+def _column(value, rows: int) -> list:
+    """A group field: a list (one value per execution), or one value shared by all of them."""
+    return list(value) if type(value) is list else [value] * rows
+
+
+def _outputs(value, rows: int) -> list:
+    """The outputs of a group: None (none kept), a list, or dicts by column ``{"k": keys, "c": columns}``."""
+    if type(value) is dict:
+        if "k" not in value:
+            return unpack(value)
+        keys = value["k"]
+        if not keys:
+            return [{} for _ in range(rows)]
+        return [dict(zip(keys, values)) for values in zip(*map(unpack, value["c"]))]
+    return list(value) if type(value) is list else [value] * rows
+
+
+_micro = 1e6.__mul__
+
+
+def _times(group: list) -> tuple:
+    """(ends in µs since the epoch, perceive ns, operate ns, enforce ns) of every execution of a group."""
+    if len(group) == 14:  # the first column writer stored these as such
+        return tuple(map(unpack, (group[4], group[6], group[7], group[8])))
+    ends = list(map(int, map(_micro, unpack(group[4]))))
+    marks = list(map(unpack, group[6:10]))
+    phases = []
+    for start, stop in zip(marks, marks[1:]):
+        try:
+            phases.append(list(map(int.__sub__, stop, start)))
+        except TypeError:  # executions without phase times (fallbacks) among them
+            phases.append([None if a is None else b - a for a, b in zip(start, stop)])
+    return (ends, *phases)
+
+
+def group_rows(group: list) -> list[list]:
+    """The rows (as ``expand`` takes them) of a column group.
+
+    Group: [function, version, objective, first event seq (or a list of seqs), end (seconds
+    since the epoch, as ``time.time()`` gave it), execution number, t0, t1, t2, t3 (the call's
+    ``perf_counter_ns`` marks around perceive, operate and enforce; None without phase times),
+    status, reason, detail, output flag, output]. Status, reason, detail and flag are one
+    value for the whole group or a list; numeric columns may be packed (``pack``); output as
+    ``_outputs`` reads it. (The first column writer's groups had 14 fields: end in µs and
+    the three phase durations instead of the four marks.) A 16th field, present only when
+    some execution of the group had its inputs recorded (policy ``record_inputs``), holds
+    the inputs column (see ``expand``); its rows then carry a 16th value.
+    """
+    function, version, objective, seqs = group[:4]
+    numbers = unpack(group[5])
+    rows = len(numbers)
+    if type(seqs) is not list:
+        seqs = range(seqs, seqs + rows)
+    tail = 9 if len(group) == 14 else 10
+    fields = zip(seqs, *_times(group), numbers, *(_column(group[tail + i], rows) for i in range(4)),
+                 _outputs(group[tail + 4], rows))
+    made = [["X", seq, end, number, function, version, status, perceive, operate, enforce, reason, detail, objective,
+             flag, output]
+            for seq, end, perceive, operate, enforce, number, status, reason, detail, flag, output in fields]
+    if len(group) > 15:
+        for row, inputs in zip(made, _column(group[15], rows)):
+            row.append(inputs)
+    return made
+
+
+def group_row(group: list, index: int) -> list:
+    """Row ``index`` of a column group, without expanding the others."""
+    def at(value):
+        return value[index] if type(value) is list else value
+
+    if len(group) == 14:
+        return group_rows(group)[index]
+    seqs, output = group[3], group[14]
+    if type(output) is dict and "k" in output:
+        output = {key: unpack(column)[index] for key, column in zip(output["k"], output["c"])}
+    else:
+        output = at(unpack(output))
+    wall, number, t0, t1, t2, t3 = (unpack(column)[index] for column in group[4:10])
+    phases = (None, None, None) if t0 is None else (t1 - t0, t2 - t1, t3 - t2)
+    row = ["X", seqs[index] if type(seqs) is list else seqs + index, int(wall * 1e6), number, group[0], group[1],
+           at(group[10]), *phases, at(group[11]), at(group[12]), group[2], at(group[13]), output]
+    if len(group) > 15:
+        row.append(at(group[15]))
+    return row
+
+
+_DROPPED = {2: "too_large", 3: "not_json"}
+
+
+def recorded_inputs(root: Path, function_id: str, limit: int) -> list[tuple[list, dict]]:
+    """Up to ``limit`` distinct (args, kwargs) of ``function_id``'s most recent executions whose inputs
+    were recorded (policy ``record_inputs``), newest first; [] when there are none.
+
+    Reads batch lines newest file first and looks only at the groups of this function
+    that carry inputs, without expanding them into events.
+    """
+    found: list = []
+    seen: set = set()
+    needle = _encoder(function_id).encode()
+    for path in reversed(files(root)):
+        if not path.name.startswith("ex-"):
+            continue
+        texts: list = []
+        try:
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if needle not in line:
+                        continue
+                    value = decode(line)
+                    if type(value) is not list or len(value) != 4 or value[0] != "C":
+                        continue
+                    for group in value[3]:
+                        if len(group) > 15 and group[0] == function_id:
+                            texts.extend(text for text in _column(group[15], len(unpack(group[5])))
+                                         if type(text) is str)
+        except FileNotFoundError:  # claimed or pruned meanwhile
+            continue
+        for text in reversed(texts):
+            if text in seen:
+                continue
+            seen.add(text)
+            try:
+                inputs = json.loads(text)
+                args, kwargs = inputs["args"], inputs["kwargs"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if type(args) is list and type(kwargs) is dict:
+                found.append((args, kwargs))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def decode(line: bytes):
+    """The JSON value of one line, or None for a torn or damaged line."""
+    if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
+        return None
+    text = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(text):
+            return None
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def ensure_dirs(root: Path) -> None:
+    for sub in (PENDING, PROCESSED):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def write_single(root: Path, name: str, line: bytes) -> Path:
+    """Write one event as its own file and make it durable (file and directory entry)."""
+    ensure_dirs(root)
+    path = root / PENDING / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(path.parent)
+    return path
+
+
+def claim(path: Path) -> Path | None:
+    """Move a pending file to processed/; None when another process claimed it first."""
+    target = path.parent.parent / PROCESSED / path.name
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    _fsync_dir(target.parent)
+    return target
+
+
+def expand(row: list, header: dict, batch: list | None) -> dict:
+    """A compact execution row -> the full ``function.execution`` event (see models.ExecutionPayload).
+
+    Row: ["X", event seq, end (µs since the epoch), execution number, function, version, status,
+    perceive ns, operate ns, enforce ns, reason, detail, objective, output flag (0 none, 1 kept,
+    2 dropped), output] and, when the call's inputs were recorded (policy ``record_inputs``), their entry:
+    the JSON text of ``{"args": [...], "kwargs": {...}}`` (payload ``inputs``), or 0 not recorded, 2 over
+    the size cap, 3 not JSON-encodable (payload ``inputs_dropped``: "too_large" / "not_json"). The segment's header gives the process and metadata; the batch line
+    ("B" rows or "C" columns) gives the process's memory and CPU use when it was written.
+    """
+    process = header["process"]
+    perceive, operate, enforce = row[7], row[8], row[9]
+    phases = {} if perceive is None else {"perceive": perceive / 1e6, "operate": operate / 1e6,
+                                          "enforce": enforce / 1e6}
+    duration = sum(phases.values())
+    end = row[2] / 1e6
+    status, reason = row[6], row[10]
+    execution_id = f"{process}-{row[3]}"
+    payload = {
+        "function": row[4], "version": row[5], "execution_id": execution_id,
+        "start": end - duration / 1000.0, "end": end, "status": status,
+        "metrics": {"duration_ms": duration, "memory_mb": batch[1] if batch else None,
+                    "cpu_percent": batch[2] if batch else None},
+        "error": {"type": reason, "message": row[11]} if status == "error" else None,
+        "fell_back": status == "fallback", "fallback_reason": reason if status == "fallback" else None,
+        "phase_ms": phases, "objective": row[12], "pid": header.get("pid", 0),
+    }
+    if row[13] == 1:
+        payload["output"] = row[14]
+    elif row[13] == 2:
+        payload["output_truncated"] = True
+    if len(row) > 15:
+        inputs = row[15]
+        if type(inputs) is str:
+            payload["inputs"] = json.loads(inputs)
+        elif inputs in _DROPPED:
+            payload["inputs_dropped"] = _DROPPED[inputs]
+    return {"id": f"ev-{process}-{row[1]}", "type": "function.execution", "timestamp": end,
+            "correlation_id": execution_id, "causation_id": None, "metadata": header["metadata"],
+            "payload": payload}
+
+
+class Segment:
+    """One writer's append-only file; ``sync()`` makes everything written so far durable."""
+
+    def __init__(self, root: Path, prefix: str, max_bytes: int, header=None):
+        self.header = header  # callable -> bytes: the first line of every file (process, metadata)
+        ensure_dirs(root)
+        self.root = root
+        self.prefix = prefix
+        self.max_bytes = max_bytes
+        self.path: Path | None = None
+        self.handle = None
+        self.size = 0
+
+    def _open(self) -> None:
+        self.path = self.root / PENDING / f"{self.prefix}-{os.getpid()}-{time.time_ns()}.jsonl"
+        self.handle = open(self.path, "ab", buffering=0)
+        self.size = 0
+        if self.header is not None:
+            self.handle.write(self.header())
+        _fsync_dir(self.path.parent)  # the file's name must survive a crash too
+
+    def write(self, data: bytes) -> None:
+        if self.handle is None:
+            self._open()
+        self.handle.write(data)
+        self.size += len(data)
+
+    def sync(self) -> None:
+        if self.handle is not None:
+            os.fsync(self.handle.fileno())
+            if self.size >= self.max_bytes:
+                self.close()
+
+    def close(self) -> None:
+        """Close and move the segment to processed/: nobody appends to it any more."""
+        if self.handle is None:
+            return
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        self.handle = None
+        claim(self.path)
+
+
+def files(root: Path) -> list[Path]:
+    found = []
+    for sub in (PROCESSED, PENDING):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / sub):
+                if entry.name.endswith(".jsonl"):
+                    found.append(Path(entry.path))
+    # The nanosecond stamp in the name orders segments of one writer; mtime orders the rest.
+    return sorted(found, key=lambda p: (_mtime(p), p.name))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def read_file(path: Path) -> Iterator[dict]:
+    """The events of one file, in order; torn or damaged lines are skipped."""
+    header, batch = None, None
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                value = decode(line)
+                if type(value) is dict:
+                    if "segment" in value:
+                        header = value["segment"]
+                    else:
+                        yield value
+                elif type(value) is list and value:
+                    if value[0] == "C" and header is not None and len(value) == 4:
+                        for group in value[3]:  # a batch line, column layout
+                            for row in group_rows(group):
+                                yield expand(row, header, value)
+                    elif value[0] == "B" and header is not None and len(value) == 4:
+                        for row in value[3]:  # a batch line, one list per row (older writers)
+                            yield expand(row, header, value)
+                    elif value[0] == "X" and header is not None:  # a single row (after a "B" line)
+                        yield expand(value, header, batch)
+                    elif value[0] == "B":
+                        batch = value
+    except FileNotFoundError:  # claimed or pruned meanwhile
+        return
+
+
+def read(root: Path, types: set[str] | None = None) -> Iterator[dict]:
+    for path in files(root):
+        for event in read_file(path):
+            if types is None or event.get("type") in types:
+                yield event
+
+
+def count_torn(root: Path) -> int:
+    """How many lines readers skip (torn or damaged): for tests and ``events --check``."""
+    bad = 0
+    for path in files(root):
+        with open(path, "rb") as handle:
+            bad += sum(1 for line in handle if decode(line) is None)
+    return bad
+
+
+def prune(root: Path, days: float, now: float | None = None) -> int:
+    """Remove event files older than ``days``; returns how many."""
+    cutoff = (now or time.time()) - days * 86400
+    removed = 0
+    for path in files(root):
+        if _mtime(path) < cutoff:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def recorded_samples(store_root, function_id: str, limit: int) -> list[tuple[list, dict]]:
+    """Distinct recent recorded calls of a function as probe samples ``[(args, kwargs), ...]``,
+    newest first, from the journal beside the stores under ``store_root``.
+
+    Only calls whose inputs were recorded (their policy had ``record_inputs = true``) exist
+    to be found; ``resolve.generate_version`` asks only while the policy still allows it.
+    """
+    root = events_root(Path(store_root))
+    if not root.is_dir():
+        return []
+    return recorded_inputs(root, function_id, limit)
