@@ -388,6 +388,8 @@ class FunctionState:
     def _noted(self, notes) -> None:
         """Count what the checks reported, and say it once per kind and field."""
         counts = self.stats.notes
+        if not counts:
+            _reports.remember(self)
         for kind, field, detail in notes:
             key = (kind, field)
             counts[key] += 1
@@ -530,6 +532,40 @@ class FunctionState:
         events.emit("function.execution", record=records.build(entry), result=result)
 
 
+class _Reports:
+    """Adds each function's report counts to its store at exit, so that ``status``
+    shows them across runs and processes (``FunctionStore.add_reports``)."""
+
+    def __init__(self):
+        self.states = []
+        self.lock = threading.Lock()
+        self.registered = False
+
+    def remember(self, state) -> None:
+        with self.lock:
+            self.states.append(state)
+            if not self.registered:
+                import atexit
+
+                atexit.register(self.flush)
+                self.registered = True
+
+    def flush(self) -> None:
+        from poet_runtime.store import FunctionStore
+
+        with self.lock:
+            states, self.states = self.states, []
+        for state in states:
+            try:
+                version = state.version
+                counts = dict(state.stats.notes)
+                if version is not None and counts:
+                    FunctionStore(version.path.parent, state.function_id).add_reports(counts)
+            except Exception as error:  # never the program's concern at exit
+                log.debug("poet_runtime: %s: reports not saved: %s", state.function_id, error)
+
+
+_reports = _Reports()
 _RUN_ORIGINAL = object()
 
 

@@ -309,6 +309,29 @@ class FunctionStore:
             raise ValueError(filename)
         atomic_write(self.folder / f"v{number}" / filename, _json(data))
 
+    # -- what the checks reported ------------------------------------------------------------
+
+    def reports(self) -> dict:
+        """Counts of what calls' checks reported, over every process that ran the function:
+        ``{"mismatch": {field: n}, "repair": {...}, "retry": {...}}`` (``status`` shows them)."""
+        try:
+            data = json.loads((self.folder / "reports.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def add_reports(self, counts: dict) -> None:
+        """Add ``{(kind, field): n}`` to ``reports.json`` (under the store's lock, atomically)."""
+        if not counts or not self.folder.is_dir():
+            return
+        with self.lock(timeout=5.0):
+            data = self.reports()
+            for (kind, field), count in counts.items():
+                fields = data.setdefault(str(kind), {})
+                if isinstance(fields, dict):
+                    fields[str(field)] = int(fields.get(str(field), 0) or 0) + int(count)
+            atomic_write(self.folder / "reports.json", _json(data))
+
     def _retain(self) -> None:
         numbers = self._numbers()
         current = self.current_number()

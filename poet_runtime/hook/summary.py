@@ -31,10 +31,15 @@ def format_summary(stats: dict) -> list[str]:
         version = getattr(entry, "version", None)
         backend = getattr(entry, "backend", None)
         detail = ", ".join(f"{reason} x{count}" for reason, count in sorted(fallbacks.items()))
+        kinds: dict[str, int] = {}
+        for (kind, _field), count in dict(getattr(entry, "notes", {}) or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + count
+        reported = ", ".join(f"{kind} x{count}" for kind, count in sorted(kinds.items()))
         rows.append(
             f"  {function_id}  v{version if version is not None else '-'}"
             f"{' [' + backend + ']' if backend else ''}  calls {calls}, enhanced {enhanced_calls}"
             + (f", fell back: {detail}" if detail else "")
+            + (f", reported: {reported}" if reported else "")
         )
     fell_back = sum(reasons.values())
     head = f"poet: {len(stats)} function{'s' if len(stats) != 1 else ''} enhanced, {total_calls} call{'s' if total_calls != 1 else ''}"
