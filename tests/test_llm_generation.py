@@ -21,7 +21,8 @@ from fake_openai import Answer, Delay, FakeOpenAI, Garbage, Status, refused_port
 from poet_runtime import settings
 from poet_runtime.decorator import PoetConfig
 from poet_runtime.enhanced import state_of
-from poet_runtime.generate.llm import LLMGenerator
+from poet_runtime.generate.builtin import GENERATOR_VERSION as BUILTIN_VERSION
+from poet_runtime.generate.llm import GENERATOR_VERSION, LLMGenerator
 from poet_runtime.generate.spec import spec_from_function
 from poet_runtime.resolve import ensure_version
 from poet_runtime.store import FunctionStore
@@ -47,8 +48,13 @@ async def double(x: int) -> int:
     return x * 2
 
 
-def count_up(n: int):
-    yield from range(n)
+async def ticks(n: int):
+    yield n
+
+
+def push(items: list[int], x: int = 1) -> int:
+    items.append(x)
+    return len(items)
 '''
 
 ENHANCED = '''
@@ -107,6 +113,22 @@ def fenced(change=lambda code: code, before="Here is the improved module.\n\n", 
 
 
 VALID = fenced()
+LLM = f"llm-{GENERATOR_VERSION}"
+BUILTIN = f"builtin-{BUILTIN_VERSION}"
+
+
+def enforce_returns(expression):
+    """An answer whose Enforce returns ``expression`` instead of the result itself."""
+    return lambda code: code.replace("\n    return result\n", f"\n    return {expression}\n")
+
+
+def operate_returns(expression):
+    """An answer whose operate_prime computes ``expression`` instead of calling the logic (transformed)."""
+    def change(code):
+        start = code.index("def operate_prime(logic, args, kwargs):")
+        end = code.index("\n\n\ndef ", start)
+        return code[:start] + f"def operate_prime(logic, args, kwargs):\n    return {expression}" + code[end:]
+    return change
 
 
 def metadata(version) -> dict:
@@ -123,11 +145,12 @@ def test_valid_answer_is_stored_with_its_metadata(env):
     prompt = sent["messages"][1]["content"]
     assert sent["model"] == "fake-coder" and sent["temperature"] <= 0.2
     assert "return a + b" in prompt and "Domain: base" in prompt and "Objective: none" in prompt
-    assert "def perceive(a, b=UNSET)" in prompt  # the contract
+    assert "def perceive(a, b=UNSET)" in prompt and "def operate_prime(logic, args, kwargs)" in prompt  # contract 2
     meta = metadata(version)
-    assert meta["generator"] == "llm-1" and meta["model"] == "openai/fake-coder"
+    assert meta["generator"] == LLM and meta["model"] == "openai/fake-coder"
     assert meta["tokens"] == {"prompt": 100, "completion": 50} and meta["latency_ms"] > 0
-    assert meta["checks"] == ["syntax", "structure", "signature", "compile", "static_policy", "probe"]
+    assert meta["checks"] == ["syntax", "structure", "signature", "hygiene", "compile", "static_policy", "probe"]
+    assert "transformed" not in meta
     assert meta["probe"]["agreed"] >= 3 and meta["attempts"][0]["result"] == "accepted"
     assert len(meta["prompt_hash"]) == 64
 
@@ -135,16 +158,16 @@ def test_valid_answer_is_stored_with_its_metadata(env):
 def test_unfenced_answer_with_prose_around_it(env):
     env.server.script(Answer(lambda r: "Sure, here it is:\n" + example(r) + "\nHope this helps, it is better now."))
     version = env.generate()
-    assert metadata(version)["generator"] == "llm-1"
+    assert metadata(version)["generator"] == LLM
     assert "Hope this helps" not in version.code()
 
 
 def test_async_function_is_probed(env):
-    env.server.script(fenced(lambda code: code.replace("    return x * 2\n", "    return x * 3\n")), VALID)
+    env.server.script(fenced(enforce_returns("result * 3")), VALID)
     version = env.generate("double")
     meta = metadata(version)
     assert meta["attempts"][0]["reason"] == "probe_mismatch"
-    assert meta["generator"] == "llm-1" and meta["checks"][-1] == "probe" and meta["is_async"] is True
+    assert meta["generator"] == LLM and meta["checks"][-1] == "probe" and meta["is_async"] is True
 
 
 def test_when_the_builtin_generator_cannot_either_nothing_is_asked(env):
@@ -152,7 +175,7 @@ def test_when_the_builtin_generator_cannot_either_nothing_is_asked(env):
 
     env.server.script(VALID)
     with pytest.raises(GenerationError) as failed:
-        env.generate("count_up")
+        env.generate("ticks")  # an async generator function
     assert failed.value.reason == "unsupported" and env.server.requests == []
 
 
@@ -160,23 +183,32 @@ def test_objective_reaches_the_prompt(env):
     env.server.script(VALID)
     version = env.generate(optimize_for="latency")
     prompt = env.server.requests[0]["messages"][1]["content"]
-    assert "Objective: latency" in prompt and "def train(perceived, result, metrics)" in prompt
-    assert metadata(version)["generator"] == "llm-1"
+    assert "Objective: latency" in prompt and "def train(call, result, metrics)" in prompt
+    assert metadata(version)["generator"] == LLM
 
 
-BAD_ANSWERS = {
-    "syntax": lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, b=UNSET)"),
-    "structure": lambda code: code.replace("def enforce(result):", "def enforce_result(result):"),
-    "signature": lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, c=UNSET):"),
-    "static_policy": lambda code: "import subprocess\n" + code,
-    "probe_mismatch": lambda code: code.replace("    return a + b\n", "    return a + b + 1\n"),
-    "probe_timeout": lambda code: code.replace("def enforce(result):\n", "def enforce(result):\n    while True:\n        pass\n"),
+BAD_ANSWERS = {  # case -> (the check that refuses it, how the valid answer is spoiled)
+    "syntax": ("syntax", lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, b=UNSET)")),
+    "missing function": ("structure", lambda code: code.replace("def enforce(result):", "def enforce_result(result):")),
+    "signature": ("signature", lambda code: code.replace("def perceive(a, b=UNSET):", "def perceive(a, c=UNSET):")),
+    "static_policy": ("static_policy", lambda code: "import subprocess\n" + code),
+    "probe_mismatch": ("probe_mismatch", enforce_returns("result + 1")),
+    "probe_timeout": ("probe_timeout", lambda code: code.replace(
+        "def enforce(result):\n", "def enforce(result):\n    while True:\n        pass\n")),
+    "logic run twice": ("probe_logic", lambda code: code.replace(
+        "result = logic(*args, **kwargs)", "result = logic(*args, **kwargs)\n            logic(*args, **kwargs)")),
+    # Contract 1: the user's logic pasted into the module.
+    "contract 1": ("structure", lambda code: code + "\n\ndef add(a, b=2):\n    return a + b\n"),
+    # A re-implementation under the tests' trusted policy, which runs generated code in-process.
+    "transformed in-process": ("transformed", operate_returns(
+        "args[0] + (args[1] if len(args) > 1 else kwargs.get('b', 2))")),
 }
 
 
-@pytest.mark.parametrize("reason", list(BAD_ANSWERS))
-def test_refused_answer_is_asked_again_with_its_reason(env, reason, caplog):
-    env.server.script(fenced(BAD_ANSWERS[reason]), VALID)
+@pytest.mark.parametrize("case", list(BAD_ANSWERS))
+def test_refused_answer_is_asked_again_with_its_reason(env, case, caplog):
+    reason, change = BAD_ANSWERS[case]
+    env.server.script(fenced(change), VALID)
     with caplog.at_level(logging.INFO, logger="poet_runtime"):
         version = env.generate()
     assert len(env.server.requests) == 2
@@ -184,38 +216,68 @@ def test_refused_answer_is_asked_again_with_its_reason(env, reason, caplog):
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert f"rejected by the check `{reason}`" in second[-1]["content"]
     meta = metadata(version)
-    assert meta["generator"] == "llm-1"
+    assert meta["generator"] == LLM
     assert [a["result"] for a in meta["attempts"]] == ["refused", "accepted"]
     assert meta["attempts"][0]["reason"] == reason
     assert f"answer 1 refused ({reason})" in caplog.text
-    code = version.code()
-    assert "import subprocess" not in code and "a + b + 1" not in code and "while True:\n        pass" not in code
+    assert version.code() == example(env.server.requests[0])  # the valid answer, not the refused one
 
 
 def test_restricted_backend_compile_is_checked(env, monkeypatch):
     monkeypatch.setenv("POET_POLICY", "default")  # the shipped default runs generated code restricted
-    private = fenced(lambda code: code.replace("    return result\n", "    return result if result != 'x' else a._x\n"))
+    private = fenced(enforce_returns("result if result != 'x' else result._x"))
     env.server.script(private, VALID)
     version = env.generate()
     meta = metadata(version)
     assert meta["attempts"][0]["reason"] == "compile" and "restricted backend" in meta["attempts"][0]["detail"]
-    assert meta["generator"] == "llm-1" and "compile_restricted" in meta["checks"]
+    assert meta["generator"] == LLM and "compile_restricted" in meta["checks"]
 
 
 def test_three_refusals_fall_back_to_the_builtin_version(env, caplog):
-    bad = fenced(BAD_ANSWERS["probe_mismatch"])
+    bad = fenced(BAD_ANSWERS["probe_mismatch"][1])
     env.server.script(bad, bad, bad)
     with caplog.at_level(logging.WARNING, logger="poet_runtime"):
         version = env.generate()
     assert len(env.server.requests) == 3
     meta = metadata(version)
-    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "answers_refused"
+    assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "answers_refused"
     assert [a["reason"] for a in meta["attempts"]] == ["probe_mismatch"] * 3
-    assert "a + b + 1" not in version.code()
+    assert "result + 1" not in version.code()
     assert "3 answers refused" in caplog.text
     # Refused answers are cached too, and the version is kept under the model's key: no more calls.
     again = env.generate()
     assert again.number == version.number and len(env.server.requests) == 3
+
+
+# -- transformed answers (operate_prime re-implements the logic) -------------------------------
+
+TRANSFORMED_ADD = operate_returns("args[0] + (args[1] if len(args) > 1 else kwargs.get('b', 2))")
+
+
+def test_transformed_answer_for_a_pure_function_runs_in_the_sandbox(env, monkeypatch, capsys):
+    monkeypatch.setenv("POET_POLICY", "default")  # generated code runs in restricted workers
+    env.server.script(fenced(TRANSFORMED_ADD))
+    version = env.generate()
+    meta = metadata(version)
+    assert meta["generator"] == LLM and meta["transformed"] is True
+    assert "purity" in meta["checks"] and meta["checks"][-1] == "probe"
+    assert meta["probe"]["transformed"] is True and meta["probe"]["state_checked"] == meta["probe"]["samples"] >= 3
+    from poet_runtime.cli import main
+
+    assert main(["versions", "llm_gen_target:add"]) == 0
+    assert f"{LLM} (transformed)" in capsys.readouterr().out
+
+
+def test_transformed_answer_for_a_function_that_mutates_is_refused(env, monkeypatch):
+    monkeypatch.setenv("POET_POLICY", "default")
+    env.server.script(fenced(operate_returns("len(args[0]) + 1")), VALID)
+    version = env.generate("push")
+    meta = metadata(version)
+    first = meta["attempts"][0]
+    assert first["reason"] == "transformed" and "not shown to be pure" in first["detail"]
+    assert "calls .append() on the argument items" in first["detail"]
+    assert "call logic(*args, **kwargs)" in env.server.requests[1]["messages"][-1]["content"]
+    assert meta["generator"] == LLM and "transformed" not in meta
 
 
 # -- transport -------------------------------------------------------------------------------
@@ -225,14 +287,14 @@ def test_429_then_success(env):
     version = env.generate()
     assert len(env.server.requests) == 2
     meta = metadata(version)
-    assert meta["generator"] == "llm-1"
+    assert meta["generator"] == LLM
     assert meta["attempts"][0]["transport_errors"][0]["status"] == 429
 
 
 def test_garbage_json_is_retried(env):
     env.server.script(Garbage(), VALID)
     version = env.generate()
-    assert len(env.server.requests) == 2 and metadata(version)["generator"] == "llm-1"
+    assert len(env.server.requests) == 2 and metadata(version)["generator"] == LLM
 
 
 def test_500_until_the_end_falls_back_and_asks_again_next_time(env):
@@ -240,12 +302,12 @@ def test_500_until_the_end_falls_back_and_asks_again_next_time(env):
     version = env.generate(generator=env.generator(transport_tries=3))
     assert len(env.server.requests) == 3
     meta = metadata(version)
-    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "llm_unavailable"
+    assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_unavailable"
     assert [e["status"] for e in meta["attempts"][0]["transport_errors"]] == [500, 500, 500]
     # Stored under the built-in generator's key: the next process asks the model again.
     env.server.script(VALID)
     again = env.generate()
-    assert len(env.server.requests) == 1 and metadata(again)["generator"] == "llm-1"
+    assert len(env.server.requests) == 1 and metadata(again)["generator"] == LLM
 
 
 def test_400_is_not_retried(env):
@@ -261,7 +323,7 @@ def test_timeout(env):
     version = env.generate(generator=env.generator(request_timeout_s=0.2, transport_tries=2))
     assert time.perf_counter() - started < 1.5
     meta = metadata(version)
-    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "llm_unavailable"
+    assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_unavailable"
     assert [e["error"] for e in meta["attempts"][0]["transport_errors"]] == ["Timeout", "Timeout"]
 
 
@@ -269,7 +331,7 @@ def test_refused_connection(env):
     settings.override(api_base=f"http://127.0.0.1:{refused_port()}/v1")
     version = env.generate(generator=env.generator(transport_tries=2))
     meta = metadata(version)
-    assert meta["generator"] == "builtin-1" and meta["fallback"]["reason"] == "llm_unavailable"
+    assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_unavailable"
     assert len(meta["attempts"][0]["transport_errors"]) == 2
     assert env.server.requests == []
 
@@ -327,7 +389,7 @@ def test_sync_mode_first_call_is_enhanced(env, write_module):
     add = _enhanced(env, write_module, "llm_sync_mod")
     assert add(1, 2) == 3
     state = state_of(add)
-    assert state.version_number == 1 and metadata(state.version)["generator"] == "llm-1"
+    assert state.version_number == 1 and metadata(state.version)["generator"] == LLM
     assert state.stats.enhanced_calls == 1
 
 
@@ -377,11 +439,11 @@ def test_off_mode_uses_only_stored_versions(env, write_module):
 
 def test_fallback_version_serves_calls(env, write_module):
     settings.override(generate="sync")
-    bad = fenced(BAD_ANSWERS["syntax"])
+    bad = fenced(BAD_ANSWERS["syntax"][1])
     env.server.script(bad, bad, bad)
     add = _enhanced(env, write_module, "llm_fallback_mod")
     assert add(5, 6) == 11
     state = state_of(add)
-    assert metadata(state.version)["generator"] == "builtin-1" and state.stats.enhanced_calls == 1
+    assert metadata(state.version)["generator"] == BUILTIN and state.stats.enhanced_calls == 1
     store = FunctionStore.open("llm_fallback_mod", "add", state.original.__globals__["__file__"])
-    assert [v.metadata["generator"] for v in store.versions()] == ["builtin-1"]
+    assert [v.metadata["generator"] for v in store.versions()] == [BUILTIN]

@@ -327,11 +327,10 @@ def test_sample_inputs_from_doctest_and_hints():
 
 
 def _load_in_process(code, original):
-    from poet_runtime.resolve import load_code
+    from poet_runtime.backends import load_code
 
-    return lambda: load_code(code, filename="<probe test>", version=0, logic_name=original.__name__, params={},
-                             is_async=False, function_id=f"m:{original.__name__}", original=original,
-                             user_globals=original.__globals__, package=None, policy=None)
+    return lambda: load_code(code, filename="<probe test>", version=0, params={}, is_async=False,
+                             function_id=f"m:{original.__name__}", original=original, policy=None)
 
 
 @pytest.fixture

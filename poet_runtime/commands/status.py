@@ -2,7 +2,8 @@
 
 "Up to date" means the current version's key equals the key the function has now
 (its source, decorator arguments, generator and domain template): the next call would
-use it without generating. Found statically; nothing is imported or generated.
+use it without generating. Found statically; nothing is imported or generated. A current version that is an LLM
+re-implementation of the logic (metadata ``"transformed": true``) is marked ``(transformed)``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def run(args) -> int:
             state = _state(item, store, current)
         except Exception as error:
             state = f"error: {type(error).__name__}: {error}"
-        rows.append([item.function_id, f"{item.file}:{item.lineno}", current.name if current else "-", state])
+        name = current.name if current else "-"
+        if current is not None and current.metadata.get("transformed"):
+            name += " (transformed)"  # an LLM re-implementation of the logic, run in the sandbox
+        rows.append([item.function_id, f"{item.file}:{item.lineno}", name, state])
     for problem in problems:
         rows.append([problem.file, "-", "-", f"error: {problem.message}"])
     _render.table("poet status", ["function", "where", "current", "state"], rows)

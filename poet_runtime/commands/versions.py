@@ -1,5 +1,9 @@
 """``versions MODULE:QUALNAME`` and ``rollback MODULE:QUALNAME [N]``: list and switch stored versions.
 
+A version whose metadata says ``"transformed": true`` (an LLM answer that re-implements
+a pure function's logic instead of calling it; it always runs in the policy's sandbox)
+is marked ``(transformed)`` after its generator.
+
 Rollback only moves the ``current`` pointer (``FunctionStore.rollback``); no version is
 deleted, so rolling forward again is ``rollback MODULE:QUALNAME <newer N>``.
 """
@@ -45,7 +49,7 @@ def run_versions(args) -> int:
         rows.append([
             ("* " if version.number == current else "  ") + version.name,
             meta.get("created_at", "?"),
-            meta.get("generator", "?"),
+            meta.get("generator", "?") + (" (transformed)" if meta.get("transformed") else ""),
             store.status_of(version),
             str(meta.get("key", ""))[:12],
         ])

@@ -111,7 +111,7 @@ def _probe(code, spec, config, baseline, parameters, policy, hints, filename, ti
     import sys
 
     from poet_runtime.generate import probes
-    from poet_runtime.resolve import load_code
+    from poet_runtime.backends import load_code
 
     original = hints.get("original") or probes.find_original(spec)
     if original is None:
@@ -120,16 +120,20 @@ def _probe(code, spec, config, baseline, parameters, policy, hints, filename, ti
     if not samples:
         return {"skipped": "no sample inputs (no recorded calls, doctest examples or usable type hints)"}
     module = sys.modules.get(spec.module)
-    common = dict(version=0, logic_name=getattr(baseline, "logic_name", spec.name), is_async=spec.is_async,
-                  function_id=spec.function_id, original=original, user_globals=getattr(original, "__globals__", {}),
-                  package=getattr(module, "__package__", None), policy=policy)
+    common = dict(version=0, is_async=spec.is_async, function_id=spec.function_id, original=original,
+                  user_globals=getattr(original, "__globals__", {}), package=getattr(module, "__package__", None),
+                  policy=policy)
+    # The built-in version runs where it will run: in-process under a policy that trusts the
+    # built-in generator (it is verified there), else in the policy's backend like the answer.
+    baseline_policy = None if policy is None or "builtin" in getattr(policy, "trust", ()) else policy
     limits = getattr(policy, "limits", None)
     wall_ms = getattr(limits, "wall_ms", None)
     report = probes.run_probes(
         candidate_loader=lambda: load_code(code, filename=filename, params={k: v["default"] for k, v in parameters.items()},
                                            **common),
         baseline_loader=lambda: load_code(baseline.code, filename=filename + " (built-in)",
-                                          params={k: v["default"] for k, v in baseline.parameters.items()}, **common),
+                                          params={k: v["default"] for k, v in baseline.parameters.items()},
+                                          **{**common, "policy": baseline_policy}),
         original=original,
         is_async=spec.is_async,
         samples=samples,

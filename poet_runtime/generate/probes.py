@@ -33,6 +33,8 @@ import ast
 import asyncio
 import copy
 import doctest
+import inspect
+import itertools
 import math
 import sys
 import threading
@@ -45,6 +47,7 @@ from poet_runtime.generate.parsing import parse
 
 PROBE_CALL_TIMEOUT_S = 2.0  # per call when the policy sets no wall_ms
 MAX_SAMPLES = 8
+MAX_STREAM_ITEMS = 1000  # items of a generator's stream compared per probe call
 _NAMED = {
     "int": [3, 0, -7],
     "float": [2.5, 0.0, -1.25],
@@ -52,6 +55,10 @@ _NAMED = {
     "bool": [True, False, True],
     "bytes": [b"abc", b"", b"\x00\xff"],
 }
+
+
+class Stream(list):
+    """What a generator yielded (up to ``MAX_STREAM_ITEMS``), compared as a list."""
 
 
 class ProbeTimeout(BaseException):
@@ -324,6 +331,8 @@ def _call(deadline: _Deadline, seconds: float, function, is_async: bool, phase_e
     deadline.at = time.perf_counter() + seconds
     try:
         value = asyncio.run(function()) if is_async else function()
+        if inspect.isgenerator(value):  # a generator function's stream: compared by what it yields
+            value = Stream(itertools.islice(value, MAX_STREAM_ITEMS))
         return Outcome("ok", value)
     except ProbeTimeout:
         return Outcome("timeout", detail=f"did not finish within {seconds:g}s")
