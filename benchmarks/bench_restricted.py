@@ -6,8 +6,10 @@ claims only mean something next to a baseline measured on the same machine in th
 same minute, so this script measures:
 
 1. per-call latency of a tiny enhanced function: plain call, restricted in-process,
-   restricted in a worker; and two process-hop baselines: a worker reached through
-   ``concurrent.futures.ProcessPoolExecutor`` and a raw pipe with a JSON loop (the floor);
+   restricted in a worker (contract 2: every call is the call line plus one logic
+   round trip back to the host, where the user's function runs); and two process-hop
+   baselines: a worker reached through ``concurrent.futures.ProcessPoolExecutor`` and
+   a raw pipe with a JSON loop (the floor: one round trip);
 2. the cost of restricted execution on typical dict/list/attribute code: native,
    ours in-process, and RestrictedPython with its stock guards.
 
@@ -34,16 +36,16 @@ from poet_runtime.backends.restricted import harness_module  # noqa: E402
 
 TINY = """
 FUNCTION = "bench:add"
-LOGIC = "add"
+DOMAIN = "base"
+OBJECTIVE = None
 PARAMETERS = {}
-def configure(params):
+PARAMS = {}
+def configure(params, defaults=None):
     pass
-def add(a, b):
-    return a + b
 def perceive(a, b):
-    return (a, b)
-def operate_prime(*perceived):
-    return add(*perceived)
+    return None
+def operate_prime(logic, args, kwargs):
+    return logic(*args, **kwargs)
 def enforce(result):
     return result
 """
@@ -103,7 +105,7 @@ def timed(fn, n, warmup=200):
 
 
 def load(limits):
-    request = LoadRequest(function_id="bench:add", version=1, code=TINY, filename="<bench>", logic_name="add",
+    request = LoadRequest(function_id="bench:add", version=1, code=TINY, filename="<bench>", logic_name="",
                           params={}, user_globals={}, limits=limits)
     return get_backend("restricted").load(request)
 
@@ -122,16 +124,19 @@ for line in os.fdopen(0, "rb", buffering=65536):
 """
 
 
-def pipe_baseline(n):
+def pipe_baseline(n, trips=1):
+    """A child answering JSON lines; ``trips`` round trips per call (contract 2 needs two:
+    the call, and the logic's answer)."""
     proc = subprocess.Popen([sys.executable, "-I", "-c", PIPE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     w, r = proc.stdin.fileno(), proc.stdout.fileno()
     poller = select.poll()
     poller.register(r, select.POLLIN)
 
     def once():
-        os.write(w, (json.dumps({"op": "call", "args": [1, 2]}) + "\n").encode())
-        poller.poll(1000)
-        json.loads(os.read(r, 65536))
+        for _ in range(trips):
+            os.write(w, (json.dumps({"op": "call", "args": [1, 2]}) + "\n").encode())
+            poller.poll(1000)
+            json.loads(os.read(r, 65536))
 
     try:
         return timed(once, n, warmup=100)
@@ -185,10 +190,11 @@ def main():
     worker = load(Limits(wall_ms=1000, cpu_ms=500, memory_mb=128))
     rows = [
         ("plain call", timed(lambda: add(1, 2), n_fast)),
-        ("restricted in-process", timed(lambda: in_process.call((1, 2), {}), n_fast)),
-        ("restricted worker", timed(lambda: worker.call((1, 2), {}), n_slow)),
+        ("restricted in-process", timed(lambda: in_process.call(add, (1, 2), {}), n_fast)),
+        ("restricted worker", timed(lambda: worker.call(add, (1, 2), {}), n_slow)),
         ("ProcessPoolExecutor worker", pool_baseline(n_slow)),
         ("raw pipe + JSON (floor)", pipe_baseline(n_slow)),
+        ("raw pipe, two round trips", pipe_baseline(n_slow, trips=2)),
     ]
     get_backend("restricted").close()
     floor = rows[4][1][0]
@@ -196,7 +202,8 @@ def main():
     print(f"  {'':30s} {'median':>9s} {'p95':>9s}  vs floor")
     for name, (median, p95) in rows:
         print(f"  {name:30s} {median:9.2f} {p95:9.2f}  {median / floor:6.2f}x")
-    print(f"  worker vs ProcessPoolExecutor: {rows[2][1][0] / rows[3][1][0]:.2f}x")
+    print(f"  worker vs ProcessPoolExecutor: {rows[2][1][0] / rows[3][1][0]:.2f}x; "
+          f"vs two raw round trips (the call and the logic's): {rows[2][1][0] / rows[5][1][0]:.2f}x")
     cost = execution_cost(n_exec)
     native = cost["native"][0]
     print("typical dict/list/attribute code, per call (us)")

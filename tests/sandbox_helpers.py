@@ -6,6 +6,7 @@ are imported explicitly by the tests that need them.
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -15,30 +16,43 @@ from poet_runtime.backends.base import Limits
 CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/escapes"
 
 
-def module_text(body: str, *, logic_args: str = "", function_id: str = "tests.probe:probe", prelude: str = "",
-                logic_name: str = "probe") -> str:
-    """A generated module per CONTRACTS.md whose logic function has ``body``."""
-    indented = textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") or "    pass"
+def module_text(body: str = "return logic(*args, **kwargs)", *, params: str = "", prelude: str = "",
+                function_id: str = "tests.probe:probe", is_async: bool = False, perceive: str = "return None",
+                enforce: str = "return result") -> str:
+    """A generated module per CONTRACTS.md (contract 2) whose ``operate_prime`` has ``body``.
+
+    ``logic``, ``args`` and ``kwargs`` are in scope of ``body``; ``params`` is the
+    parameter list of ``perceive`` (the original's); the logic itself is the
+    function the test passes to ``call``, never part of the module.
+    """
+    def block(text: str) -> str:
+        return textwrap.indent(textwrap.dedent(text).strip("\n"), "    ") or "    pass"
+
+    keyword = "async def" if is_async else "def"
     return (
         f"{prelude}\n"
         f"FUNCTION = {function_id!r}\n"
-        f"LOGIC = {logic_name!r}\n"
-        "PARAMETERS = {}\n\n"
-        "def configure(params):\n    pass\n\n"
-        f"def {logic_name}({logic_args}):\n{indented}\n\n"
-        f"def perceive({logic_args}):\n    return ({logic_args}{',' if logic_args else ''})\n\n"
-        f"def operate_prime(*perceived):\n    return {logic_name}(*perceived)\n\n"
-        "def enforce(result):\n    return result\n"
+        "DOMAIN = 'base'\n"
+        "OBJECTIVE = None\n"
+        "PARAMETERS = {}\n"
+        "PARAMS = {}\n\n"
+        "def configure(params, defaults=None):\n    pass\n\n"
+        f"def perceive({params}):\n{block(perceive)}\n\n"
+        f"{keyword} operate_prime(logic, args, kwargs):\n{block(body)}\n\n"
+        f"def enforce(result):\n{block(enforce)}\n"
     )
 
 
-def load(code: str, limits: Limits, *, user_globals: dict | None = None, params: dict | None = None,
-         function_id: str = "tests.probe:probe", logic_name: str = "probe"):
-    request = LoadRequest(
-        function_id=function_id, version=1, code=code, filename="<generated>", logic_name=logic_name,
-        params=params or {}, user_globals=user_globals or {}, limits=limits,
-    )
-    return get_backend("restricted").load(request)
+def load(code: str, limits: Limits, *, params: dict | None = None, function_id: str = "tests.probe:probe",
+         is_async: bool = False):
+    """Load ``code`` in the restricted backend (only the LoadRequest fields contract 2 uses)."""
+    fields = {f.name for f in dataclasses.fields(LoadRequest)}
+    request = dict(function_id=function_id, version=1, code=code, filename="<generated>", params=params or {},
+                   limits=limits, is_async=is_async)
+    for name, value in (("logic_name", "probe"), ("user_globals", {})):  # contract 1 fields, while they exist
+        if name in fields:
+            request[name] = value
+    return get_backend("restricted").load(LoadRequest(**request))
 
 
 def escape_files() -> list[Path]:

@@ -1,8 +1,10 @@
 """Hostile generated code under the restricted backend: the shared escape corpus, run in place,
-plus escapes aimed at our own guards (computed attribute names, format strings, module walks).
+plus escapes aimed at our own guards (computed attribute names, format strings, module walks) and
+at the crossing (the logic proxy and the values left in the host, which expose nothing).
 
-Each corpus body becomes the user's logic (and so the Operate' body) of a generated module. It runs
-under the shipped default policy (restricted in a worker), a tighter worker policy, and in-process
+Each corpus body becomes the body of a generated module's ``operate_prime`` (contract 2: the user's
+logic is not in the module; the body is what an LLM-written or tampered version could contain). It
+runs under the shipped default policy (restricted in a worker), a tighter worker policy, and in-process
 restricted (no resource limits: payloads whose effect is `hang` or `memory` are skipped there, since
 such a policy states no limit that could stop them).
 """
@@ -55,14 +57,18 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_payload(code: str, limits: Limits):
+def host_logic(*args, **kwargs):
+    return "the logic's result"
+
+
+def run_payload(code: str, limits: Limits, args: tuple = ()):
     """(outcome, value): outcome is 'refused-load', 'violation', 'phase', 'error' or 'returned'."""
     try:
         loaded = load(code, limits)
     except (PoetViolation, PhaseError) as error:
         return "refused-load", error
     try:
-        return "returned", loaded.call((), {})[0]
+        return "returned", loaded.call(host_logic, args, {})[0]
     except PoetViolation as error:
         return "violation", error
     except PhaseError as error:
@@ -75,7 +81,8 @@ def run_payload(code: str, limits: Limits):
 
 def assert_host_responsive(limits: Limits):
     started = time.monotonic()
-    assert load(module_text("return x * 2", logic_args="x"), limits).call((21,), {})[0] == 42
+    loaded = load(module_text("return logic(*args, **kwargs)", params="x"), limits)
+    assert loaded.call(lambda x: x * 2, (21,), {})[0] == 42
     assert time.monotonic() - started < 5.0
 
 
@@ -157,6 +164,95 @@ def test_guard_escape_is_a_violation(name, limits):
     assert math.pi > 3.14 and (1).bit_length() == 1
 
 
+class UserThing:
+    """A value that is not data: it stays in the host and the worker sees a HostRef."""
+
+    secret = SECRET
+
+
+CROSSING_ESCAPES = {
+    "proxy-session": "return logic.session",
+    "proxy-session-send": "return logic.session.send({'status': 'logic', 'args': [], 'kwargs': {}})",
+    "proxy-getattr": "return getattr(logic, 'sess' + 'ion')",
+    "proxy-hasattr": "return hasattr(logic, 'session')",
+    "proxy-with-timeout": "return logic.with_timeout",
+    "proxy-write": "logic.session = None\nreturn 1",
+    "proxy-class-descriptor": "return type(logic).session",
+    "proxy-base-class": "from poet_sandbox import crossing\nreturn crossing.LogicProxy.session",
+    "proxy-update-wrapper": ("import functools\nclass H:\n    pass\nh = H()\n"
+                             "functools.update_wrapper(h, logic, assigned=('session',), updated=())\n"
+                             "return h.session.send({'status': 'logic', 'args': [], 'kwargs': {}})"),
+    "proxy-update-wrapper-write": ("import functools\nclass H:\n    pass\nh = H()\nh.session = None\n"
+                                   "functools.update_wrapper(logic, h, assigned=('session',), updated=())\n"
+                                   "return logic(*args)"),
+    "proxy-reduce": "import functools\nreturn functools.reduce(getattr, ['session'], logic)",
+    "hostref-type-names": "return args[0].type_names",
+    "hostref-getattr": "return getattr(args[0], 'type_' + 'names')",
+}
+
+
+class NamedByAModule:
+    """A user object whose ``__name__`` is not a name but a module (in-process, generated
+    code holds the caller's real objects)."""
+
+    __name__ = os
+
+
+@pytest.mark.parametrize("body", ["return args[0].__name__.getcwd()", "return getattr(args[0], '__name__')"])
+def test_name_attributes_give_only_names(body):
+    outcome, value = run_payload(module_text(body, params="thing"), IN_PROCESS, args=(NamedByAModule(),))
+    assert outcome == "violation", f"{outcome}: {value!r}"
+    assert run_payload(module_text("return [type(args[0]).__name__, type(args[0]).__qualname__]", params="thing"),
+                       IN_PROCESS, args=(NamedByAModule(),)) == ("returned", ["NamedByAModule", "NamedByAModule"])
+
+
+@pytest.mark.parametrize("name", list(CROSSING_ESCAPES))
+def test_crossing_objects_expose_nothing(name):
+    """In a worker, ``logic`` is a proxy whose session is the door to the host's protocol, and a
+    value that is not data is a HostRef: generated code can call the one and pass the other on,
+    nothing else."""
+    outcome, value = run_payload(module_text(CROSSING_ESCAPES[name], params="thing"), DEFAULT, args=(UserThing(),))
+    assert outcome == "violation" and value.limit in ("attribute", "write"), f"{name}: {outcome}: {value!r}"
+    assert SECRET not in repr(value)
+    assert_host_responsive(DEFAULT)
+
+
+def test_a_value_left_in_the_host_has_nothing_in_the_worker():
+    body = ("import functools\nclass H:\n    pass\nh = H()\nh.secret = 'none'\n"
+            "functools.update_wrapper(h, args[0], assigned=('secret',), updated=())\nreturn h.secret")
+    outcome, value = run_payload(module_text(body, params="thing"), DEFAULT, args=(UserThing(),))
+    assert (outcome, value) == ("returned", "none")  # the object's attributes never crossed
+
+
+ASYNC_ESCAPES = {
+    "awaitable-internals": "call = logic()\nreturn call.run",
+    "awaitable-getattr": "call = logic()\nreturn getattr(call, 'run')",
+    "async-proxy-session": "return logic.session",
+}
+
+
+@pytest.mark.parametrize("name", list(ASYNC_ESCAPES))
+def test_async_crossing_objects_expose_nothing(name):
+    import asyncio
+
+    loaded = load(module_text(ASYNC_ESCAPES[name], is_async=True), TIGHT, is_async=True)
+
+    async def logic():
+        return 1
+
+    with pytest.raises(PoetViolation):
+        asyncio.run(loaded.call_async(logic, (), {}))
+
+
+def test_the_proxy_still_works_for_the_facility():
+    """What the guards refuse to generated code, poet_sandbox's own code may use."""
+    body = ("from poet_sandbox.timeouts import call_with_timeout\n"
+            "first = call_with_timeout(logic, args, kwargs, 5)\n"
+            "return [first, logic(*args, **kwargs), type(logic).__name__]")
+    outcome, value = run_payload(module_text(body, params="thing"), TIGHT, args=(UserThing(),))
+    assert (outcome, value) == ("returned", ["the logic's result", "the logic's result", "LogicProxy"])
+
+
 @pytest.mark.parametrize("limits", [IN_PROCESS, TIGHT], ids=["in-process", "worker"])
 @pytest.mark.parametrize("body", ["return type('X', (), {'y': 1})", "import math\nimport json\nreturn type(math)(json)"],
                          ids=["three-argument-type", "construct-module-view"])
@@ -184,8 +280,18 @@ def detect_drift(current: list[float], reference: list[float], threshold: float 
     gap = abs(statistics.fmean(current) - statistics.fmean(reference))
     return {"drift_detected": gap > threshold, "score": gap}
 '''
-LOGIC_BODY = ('    gap = abs(statistics.fmean(current) - statistics.fmean(reference))\n'
-              '    return {"drift_detected": gap > threshold, "score": gap}\n')
+# The default policy's limits, trusting no generator: even the built-in version runs in the worker.
+UNTRUSTING = '''\
+version = 1
+[defaults]
+backend = "restricted"
+wall_ms = 2000
+cpu_ms = 1000
+memory_mb = 256
+max_output_kb = 64
+imports = ["math", "statistics", "json", "time", "random", "collections"]
+trust = []
+'''
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"escape corpus not found at {CORPUS}")
@@ -197,7 +303,9 @@ def test_escape_through_call_path_falls_back_with_event(payload, poet_home, writ
     from poet_runtime import events
     from poet_runtime.store import FunctionStore
 
-    monkeypatch.setenv("POET_POLICY", "default")
+    policy = tmp_path / "untrusting.toml"
+    policy.write_text(UNTRUSTING)
+    monkeypatch.setenv("POET_POLICY", str(policy))
     name = f"drift_escape_{payload[:2]}"
     module = write_module(name, DRIFT)
     assert module.detect_drift([1.0], [1.0])["score"] == 0.0
@@ -206,8 +314,10 @@ def test_escape_through_call_path_falls_back_with_event(payload, poet_home, writ
     marker = tmp_path / "escaped"
     body = fill((CORPUS / f"{payload}.py").read_text(), marker=marker, secret_path="/nonexistent", port=1)
     text = code.read_text()
-    assert LOGIC_BODY in text
-    code.write_text(text.replace(LOGIC_BODY, textwrap.indent(body, "    ") + "\n"))
+    signature = "def operate_prime(logic, args, kwargs):\n"
+    assert signature in text
+    # The payload runs first thing in operate_prime (a tampered version: it runs in the worker).
+    code.write_text(text.replace(signature, signature + textwrap.indent(body, "    ") + "\n", 1))
     seen = []
     unsubscribe = events.subscribe(lambda event: seen.append(event))
     try:

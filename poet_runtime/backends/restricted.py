@@ -10,52 +10,50 @@ builtins, writes) but cannot stop a loop, a sleep or an allocation. So:
 silently ignored. The guards and the rule generated code must follow are in
 ``sandbox/harness/worker_restrict.py``.
 
-Outcomes (backends/base.py): a guard refusal, a limit hit or printing past
-``max_output_kb`` raises ``PoetViolation`` (even if the code caught the guard's
-exception); compile refusals raise ``PoetViolation(limit="restricted_code")``
-from ``load``. In a worker, the user's own exceptions come back as text only, so
-they raise ``PhaseError`` and the host re-runs the original, which raises it for real.
+The user's logic never runs as restricted code (contract 2, docs/CONTRACTS.md): the
+generated module holds only the phases, and ``operate_prime`` is given the logic.
+In-process, that is the user's function object itself (a plain call); in a worker
+it is a proxy, and each call of it crosses back here (``restricted_worker.py``),
+where the function runs in the caller's thread on the caller's own objects.
+So the generated module needs none of the user's globals and gets none: it
+imports only the stdlib (the policy's ``imports``) and ``poet_sandbox``.
 
-The user's module globals: only names the code reads as globals and does not
-define itself are given; data is deep-copied (a worker gets a copy as JSON),
-modules only when allowlisted (as read-only views), and, in-process only,
-functions and classes defined in the user's own module (they are the user's code;
-they run unrestricted when called, so they are capabilities the generated code
-holds, as are the call's arguments). A worker cannot receive functions or
-objects: such a load raises ``PhaseError`` and the original runs.
+Outcomes of ``call(logic, args, kwargs)``: ``(result, t0, t1, t2, t3, notes)``;
+``PhaseError`` before the logic ran (the host runs the original once);
+``poet_sandbox.driver.AfterLogic`` after it ran (the host returns the logic's own
+result); the user's own exception object when the logic raised it; and
+``PoetViolation`` for a guard refusal, a limit hit or printing past
+``max_output_kb`` (even if the code caught the guard's exception). Compile
+refusals raise ``PoetViolation(limit="restricted_code")`` from ``load``.
 
 Limits, per mode:
-- ``max_output_kb``: bytes printed by one call (collected, written to the host's
-  stdout only when the call succeeds); in a worker, the encoded result and the
-  output together (the worker refuses a larger reply; the host stops reading
-  64 KB past the limit and kills a worker that sends more).
+- ``max_output_kb``: bytes printed by one call's generated code (collected, written
+  to the host's stdout only when the call succeeds; the user's logic prints as it
+  always does); in a worker, the encoded final reply, result and output together
+  (the worker refuses a larger reply; the host kills a worker that sends more).
 - worker only: ``memory_mb`` is the address space one call may add to the worker
   (``RLIMIT_AS`` over its size after loading); ``cpu_ms`` is CPU time of one call
-  (``ITIMER_PROF``, then SIGXCPU); ``wall_ms`` is elapsed time seen by the host,
-  which kills the worker when it passes.
+  in the worker (``ITIMER_PROF``, then SIGXCPU); ``wall_ms`` is elapsed time seen
+  by the host while it waits for the worker, not while the logic runs here; the
+  host kills the worker when it passes. None of them applies to the user's logic.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import itertools
 import sys
 import threading
 import time
-import types
 from functools import cache
 
 from poet_runtime.backends.base import LoadRequest
-from poet_runtime.backends.inprocess import original_defaults
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility, sandbox_dir
 
 PhaseError = load_facility().PhaseError
 
-_IMMUTABLE = (str, int, float, bool, type(None), bytes, complex, frozenset, tuple, range)
-_COPYABLE = (list, dict, set, bytearray)
 _keys = itertools.count(1)
 
 
@@ -97,44 +95,17 @@ class RestrictedBackend:
         code, errors = restrict.compile_module(request.code, request.filename)
         if errors:
             raise PoetViolation(request.function_id, "restricted_code", "; ".join(errors))
-        names = restrict.global_names(code)
         if uses_workers(request.limits):
             from poet_runtime.backends.restricted_worker import WorkerEnhancement
 
-            return WorkerEnhancement(self.pool(), request, names)
-        return InProcessEnhancement(request, code, names)
+            return WorkerEnhancement(self.pool(), request)
+        return InProcessEnhancement(request, code)
 
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-
-
-def select_globals(request: LoadRequest, names: set, allowed, in_process: bool):
-    """Split the user's globals the code reads into (data, modules, objects)."""
-    restrict = harness_module("worker_restrict")
-    data, modules, objects = {}, {}, {}
-    user_module = request.function_id.partition(":")[0]
-    for name in sorted(names):
-        if name not in request.user_globals or name.startswith("_"):
-            continue
-        value = request.user_globals[name]
-        if isinstance(value, types.ModuleType):
-            if not restrict.module_allowed(value.__name__, allowed):
-                raise PoetViolation(
-                    request.function_id, "imports",
-                    f"global {name!r} is module {value.__name__!r}, which is not in the policy's imports")
-            modules[name] = value.__name__
-        elif isinstance(value, _IMMUTABLE) or isinstance(value, _COPYABLE):
-            data[name] = value
-        elif in_process and getattr(value, "__module__", None) == user_module and (
-                isinstance(value, type) or isinstance(value, types.FunctionType)):
-            objects[name] = value
-        else:
-            where = "in-process" if in_process else "to a worker"
-            raise PhaseError(f"global {name!r} ({type(value).__name__}) cannot be given to restricted code {where}")
-    return data, modules, objects
 
 
 class InProcessEnhancement:
@@ -147,41 +118,26 @@ class InProcessEnhancement:
 
     backend = "restricted"
 
-    def __init__(self, request: LoadRequest, code, names: set):
+    def __init__(self, request: LoadRequest, code):
         from poet_sandbox.driver import Enhancement
 
         restrict = harness_module("worker_restrict")
         self.function_id = request.function_id
         limits = request.limits
-        data, modules, objects = select_globals(request, names, frozenset(limits.imports), True)
-        user_types = [v for v in objects.values() if isinstance(v, type)]
         try:
-            self.sandbox = restrict.Sandbox(limits.imports, limits.builtins, limits.max_output_kb, user_types)
+            self.sandbox = restrict.Sandbox(limits.imports, limits.builtins, limits.max_output_kb)
         except ValueError as error:
             raise PoetViolation(request.function_id, "builtins", str(error)) from None
-        given = {k: copy.deepcopy(v) if isinstance(v, _COPYABLE) else v for k, v in data.items()}
-        given.update(objects)
-        for name, module_name in modules.items():
-            given[name] = self._guarded(lambda: self.sandbox.module_view(module_name))
-        self.namespace = self.sandbox.namespace(f"poet_enhanced.{request.function_id}", given)
+        self.namespace = self.sandbox.namespace(f"poet_enhanced.{request.function_id}", {})
         try:
             self._guarded(lambda: exec(code, self.namespace))
         except (PoetViolation, PhaseError):
             raise
         except Exception as error:  # the module body itself failed: not the user's error
             raise PhaseError(f"generated module failed to load: {type(error).__name__}: {error}") from error
-        if not callable(self.namespace.get(request.logic_name)):
-            raise PhaseError(f"generated module defines no logic function {request.logic_name!r}")
-        defaults = original_defaults(request.original)
-        configure = self.namespace.get("configure")
-        if callable(configure):
-            if defaults:  # the original's argument defaults, as backend none gives them
-                copied = copy.deepcopy(defaults)
-                self._guarded(lambda: configure(dict(request.params or {}), copied))
-            else:
-                self._guarded(lambda: configure(dict(request.params or {})))
+        self._configure(request.params)
         try:
-            self._phases = Enhancement(self.namespace, request.logic_name)
+            self._phases = Enhancement(self.namespace)
         except ValueError as error:
             raise PhaseError(str(error)) from None
 
@@ -202,32 +158,47 @@ class InProcessEnhancement:
             limit, detail = violations[mark]
             raise PoetViolation(self.function_id, limit, detail) from error
 
-    def configure(self, params: dict) -> None:
+    def _configure(self, params) -> None:
         configure = self.namespace.get("configure")
         if callable(configure):
-            self._guarded(lambda: configure(dict(params or {})))
+            try:
+                self._guarded(lambda: configure(dict(params or {})))
+            except (PoetViolation, PhaseError):
+                raise
+            except Exception as error:
+                raise PhaseError(f"configure failed: {type(error).__name__}: {error}") from None
 
-    def call(self, args: tuple, kwargs: dict) -> tuple:
+    def configure(self, params: dict) -> None:
+        self._configure(params)
+
+    def call(self, logic, args: tuple, kwargs: dict) -> tuple:
+        """The logic is the user's function itself: generated code calls it directly."""
         mark = self.sandbox.begin_call()
+        failure = None
         try:
-            outcome = self._phases.call(args, kwargs)
-        except BaseException as error:
-            self._check(mark, error)
-            raise
+            outcome = self._phases.call(logic, args, kwargs)
+        except BaseException as error:  # noqa: B902 - re-raised below, outside the handler
+            failure = error
+        if failure is not None:
+            self._check(mark, failure)
+            raise failure  # the user's exception as the logic raised it: nothing chained
         self._check(mark, None)
         self._flush()
         return outcome
 
-    async def call_async(self, args: tuple, kwargs: dict) -> tuple:
+    async def call_async(self, logic, args: tuple, kwargs: dict) -> tuple:
         mark = self.sandbox.begin_call()
+        failure = None
         try:
             if self._phases.is_async:
-                outcome = await self._phases.call_async(args, kwargs)
+                outcome = await self._phases.call_async(logic, args, kwargs)
             else:
-                outcome = self._phases.call(args, kwargs)
-        except BaseException as error:
-            self._check(mark, error)
-            raise
+                outcome = self._phases.call(logic, args, kwargs)
+        except BaseException as error:  # noqa: B902
+            failure = error
+        if failure is not None:
+            self._check(mark, failure)
+            raise failure
         self._check(mark, None)
         self._flush()
         return outcome

@@ -8,7 +8,9 @@ worker cannot give itself: a call that exceeds ``wall_ms`` gets its worker kille
 a fresh one is started in the background so the next call finds one warm.
 
 Messages are JSON lines (``sandbox/harness/worker_codec.py``); replies are bounded
-in size, so a flooding worker cannot exhaust the host's memory.
+in size, so a flooding worker cannot exhaust the host's memory. A call may take
+several lines each way (the worker asks for the user's logic, which runs in the
+host); ``restricted_worker`` holds the worker for the whole conversation.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class WorkerDied(Exception):
 class SendFailed(WorkerDied):
     """The worker was already gone before the request reached it: nothing ran, so
     the caller may safely try another worker."""
+
+
+class MalformedReply(WorkerDied):
+    """The worker wrote a line that is not a protocol message; it has been killed."""
 
 
 class ReplyTimeout(Exception):
@@ -67,6 +73,7 @@ class Worker:
         self.poller = select.poll()
         self.poller.register(self.rfd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self.buffer = b""
+        self.last_size = 0  # bytes of the last line read
         self.loaded: dict[str, int] = {}  # enhancement key -> configuration generation
         self.alive = True
         hello = self.codec.loads(self.read_line(time.monotonic() + READY_TIMEOUT_S, 4096))
@@ -87,6 +94,7 @@ class Worker:
             end = self.buffer.find(b"\n")
             if end >= 0:
                 line, self.buffer = self.buffer[: end + 1], self.buffer[end + 1 :]
+                self.last_size = end + 1
                 return line
             if len(self.buffer) > max_bytes:
                 raise ReplyTooLarge(f"reply larger than {max_bytes} bytes")
@@ -107,7 +115,26 @@ class Worker:
 
     def request(self, message: bytes, deadline: float | None, max_bytes: int) -> dict:
         self.send(message)
-        return self.codec.loads(self.read_line(deadline, max_bytes))
+        return self.reply(deadline, max_bytes)
+
+    def reply(self, deadline: float | None, max_bytes: int) -> dict:
+        """The next message from the worker (``max_bytes`` bounds the line)."""
+        line = self.read_line(deadline, max_bytes)
+        try:
+            return self.codec.loads(line)
+        except ValueError as error:  # not JSON, not UTF-8, not an object
+            self.kill()
+            raise MalformedReply(f"worker sent a malformed line ({error})", self.proc.returncode) from None
+
+    def interrupt(self) -> None:
+        """SIGKILL only, from any thread: a thread blocked reading this worker then
+        sees it exit and cleans up (the pipes are closed there, never under a reader)."""
+        self.alive = False
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def kill(self) -> None:
         self.alive = False

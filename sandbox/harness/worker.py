@@ -7,18 +7,30 @@ the whole process past ``wall_ms``. The worker starts with an empty environment,
 no core dumps, no file writes (``RLIMIT_FSIZE`` 0) and its protocol on private fds
 (0 and 1 point at /dev/null), so stray output cannot corrupt the protocol.
 
+The user's logic never runs here (contract 2): ``operate_prime`` gets a logic proxy,
+and each call of it is a request to the host, which runs the real function in the
+caller's thread and answers, all inside one call (``poet_sandbox.crossing``). While
+the worker waits for that answer it uses no CPU, so ``cpu_ms`` does not count the
+logic; the host pauses its ``wall_ms`` clock meanwhile.
+
 Protocol: one JSON object per line (see ``worker_codec``); never pickle.
-  -> {"op": "load", "key", "code", "filename", "logic", "params", "globals", "modules",
-      "imports", "builtins", "max_output_kb", "cpu_ms", "memory_mb", "module"}
-  -> {"op": "call", "key", "args", "kwargs", "cpu_ms", "memory_mb", "max_output_kb"}
-  -> {"op": "configure", "key", "params"}   -> {"op": "unload", "key"}
-  <- {"ok": true, ...} or {"ok": false, "kind": "violation"|"phase"|"user", "limit", "detail"}
+  -> {"op": "load", "key", "code", "filename", "params", "imports", "builtins",
+      "max_output_kb", "cpu_ms", "memory_mb", "module"}
+  -> {"op": "call", "key", "args": [item], "kwargs": {name: item}, "cpu_ms", "memory_mb", "max_output_kb"}
+     item: ["d", data] or ["r", [type names]] (a value the host keeps; a HostRef here)
+     <- {"status": "logic", "args", "kwargs", "timeout"}   the logic, please (any number of times)
+     -> {"op": "logic_return", "token", "result": item} | {"op": "logic_raise", "token", "builtin", ...}
+  <- {"ok": true, "result": ["h", token] | ["d", data], "t": [t0, t1, t2, t3], "notes": [[kind, field, detail]]}
+  <- {"ok": false, "status": "logic_raised", "token"}     the host raises its own exception object
+  <- {"ok": false, "status": "after_logic", "reason", "detail"}   the host returns the logic's result
+  <- {"ok": false, "kind": "raise", "class": "TimeoutError"|"CircuitOpenError", "detail"}  generated code's own
+  <- {"ok": false, "kind": "violation"|"phase", "limit", "detail"}
+  -> {"op": "configure", "key", "params"}   -> {"op": "unload", "key"}   -> {"op": "observations", "key"}
 A reply with "retire": true asks the host to replace this worker (state may be dirty).
 
 Imports nothing from poet_runtime; stdlib and RestrictedPython only.
 """
 
-import asyncio
 import importlib.util
 import math
 import os
@@ -53,12 +65,17 @@ class Worker:
         _load_by_path("poet_sandbox", os.path.join(facility, "__init__.py"), facility)
         self.restrict = _load_by_path("poet_worker_restrict", os.path.join(HERE, "worker_restrict.py"))
         self.codec = _load_by_path("poet_worker_codec", os.path.join(HERE, "worker_codec.py"))
-        from poet_sandbox.driver import Enhancement
-        from poet_sandbox.errors import PhaseError
+        from poet_sandbox import crossing
+        from poet_sandbox.driver import AfterLogic, Enhancement
+        from poet_sandbox.errors import CircuitOpenError, PhaseError
 
         self.Enhancement = Enhancement
         self.PhaseError = PhaseError
+        self.AfterLogic = AfterLogic
+        self.CircuitOpenError = CircuitOpenError
+        self.crossing = crossing
         self.loaded = {}  # key -> (Enhancement, Sandbox, namespace)
+        self.calling = False  # a call is in progress: the logic may be asked for
         self.in_call = False
         self.cpu_hit = False
         self.base_threads = threading.active_count()
@@ -121,15 +138,17 @@ class Worker:
         if errors:
             return {"ok": False, "kind": "violation", "limit": "restricted_code", "detail": "; ".join(errors)}
         sandbox = restrict.Sandbox(message.get("imports", ()), message.get("builtins", ()), message.get("max_output_kb"))
-        given = {name: self.codec.decode(value) for name, value in message.get("globals", {}).items()}
-        for name, module_name in message.get("modules", {}).items():
-            given[name] = sandbox.module_view(module_name)
-        namespace = sandbox.namespace(message.get("module", "poet_enhanced"), given)
+        # No user globals: the generated module does not contain the user's logic.
+        namespace = sandbox.namespace(message.get("module", "poet_enhanced"), {})
         mark = sandbox.begin_call()
         reply = self._guarded(message, sandbox, mark, lambda: self._init(code, namespace, message))
         if reply is not None:
             return reply
-        self.loaded[message["key"]] = (self.Enhancement(namespace, message["logic"]), sandbox, namespace)
+        try:
+            enhancement = self.Enhancement(namespace)
+        except ValueError as error:
+            return {"ok": False, "kind": "phase", "detail": str(error)}
+        self.loaded[message["key"]] = (enhancement, sandbox, namespace)
         self._rebase()
         return {"ok": True}
 
@@ -137,13 +156,7 @@ class Worker:
         exec(code, namespace)
         configure = namespace.get("configure")
         if callable(configure):
-            defaults = message.get("defaults")
-            if defaults:
-                configure(message.get("params") or {}, self.codec.decode(defaults))
-            else:
-                configure(message.get("params") or {})
-        if not callable(namespace.get(message["logic"])):
-            raise self.PhaseError(f"generated module defines no logic function {message['logic']!r}")
+            configure(message.get("params") or {})
 
     def op_configure(self, message):
         enhancement, sandbox, namespace = self.loaded[message["key"]]
@@ -167,38 +180,69 @@ class Worker:
         if entry is None:
             return {"ok": False, "kind": "phase", "detail": "not loaded"}
         enhancement, sandbox, _ = entry
-        decode = self.codec.decode
-        args = tuple(decode(message["args"]))
-        kwargs = decode(message["kwargs"])
+        session = self.crossing.Session(self._ask_host, self.codec.encode, self.codec.decode)
+        try:
+            args, kwargs = session.take_call(message["args"], message["kwargs"])
+        except Exception as error:  # the host sent something this worker cannot read
+            return {"ok": False, "kind": "phase", "detail": f"arguments: {type(error).__name__}: {error}"}
+        logic = sandbox.logic_proxy(session, enhancement.is_async)
         memory_mb = message.get("memory_mb")
         cpu_ms = message.get("cpu_ms")
         mark = sandbox.begin_call()
         error = outcome = None
         # Written out (not through _guarded) because this is the hot path.
+        self.calling = True
         self._arm(memory_mb, cpu_ms)
         try:
             if enhancement.is_async:
-                outcome = asyncio.run(enhancement.call_async(args, kwargs))
+                outcome = _drive(enhancement.call_async(logic, args, kwargs), self.PhaseError)
             else:
-                outcome = enhancement.call(args, kwargs)
+                outcome = enhancement.call(logic, args, kwargs)
         except BaseException as caught:  # noqa: B902 - everything is reported
             error = caught
         finally:
             self._disarm(cpu_ms)
+            self.calling = False
         if error is not None or self.cpu_hit or len(sandbox.violations) > mark:
-            return self._failure(message, sandbox, mark, error)
-        result, t0, t1, t2, t3 = outcome
+            return self._failure(message, sandbox, mark, error, session)
+        result, t0, t1, t2, t3, notes = outcome
         try:
-            encoded = self.codec.encode(result)
-        except TypeError as error:
-            return {"ok": False, "kind": "phase", "detail": str(error)}
-        reply = {"ok": True, "result": encoded, "t": [t0, t1, t2, t3]}
+            item = session.give(result)
+        except Exception as error:  # Enforce returned something that is not data
+            detail = f"the result cannot go back to the host: {type(error).__name__}: {error}"[:2000]
+            if session.logic_calls:
+                return {"ok": False, "status": "after_logic", "reason": "result_not_data", "detail": detail}
+            return {"ok": False, "kind": "phase", "detail": detail}
+        reply = {"ok": True, "result": item, "t": [t0, t1, t2, t3]}
+        if notes:
+            reply["notes"] = [[str(part)[:2000] for part in note] for note in notes]
         if sandbox.output:
             reply["out"] = sandbox.take_output()
         if enhancement.train_error is not None:
             reply["train_error"] = f"{type(enhancement.train_error).__name__}: {enhancement.train_error}"
             enhancement.train_error = None
         return reply
+
+    def _ask_host(self, message):
+        """The session's door: one logic request to the host, and its answer.
+
+        SIGPROF and SIGALRM are held back meanwhile, so a limit cannot cut a line in
+        half or leave the answer unread (the protocol stays in step); a limit that
+        expired is raised as soon as the answer is in.
+        """
+        if not self.calling or type(message) is not dict or message.get("status") != "logic":
+            raise self.crossing.CrossingError("only a logic request can go to the host, during a call")
+        data = self.codec.dumps(message)
+        held = {signal.SIGPROF, signal.SIGALRM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self._send_bytes(data)
+            line = self.rfile.readline()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        if not line:
+            os._exit(0)  # the host is gone
+        return self.codec.loads(line)
 
     def _guarded(self, message, sandbox, mark, action):
         """Run untrusted code (module body, configure) under the message's limits."""
@@ -215,7 +259,7 @@ class Worker:
             return None
         return self._failure(message, sandbox, mark, error)
 
-    def _failure(self, message, sandbox, mark, error):
+    def _failure(self, message, sandbox, mark, error, session=None):
         if self.cpu_hit or isinstance(error, CpuLimit):
             return {"ok": False, "kind": "violation", "limit": "cpu_ms",
                     "detail": f"used more than {message.get('cpu_ms')} ms of CPU", "retire": True}
@@ -225,8 +269,18 @@ class Worker:
         if _is_memory(error) and message.get("memory_mb"):
             return {"ok": False, "kind": "violation", "limit": "memory_mb",
                     "detail": f"needed more than {message['memory_mb']} MB", "retire": True}
-        kind = "phase" if isinstance(error, self.PhaseError) else "user"
-        return {"ok": False, "kind": kind, "detail": f"{type(error).__name__}: {error}"[:2000]}
+        detail = f"{type(error).__name__}: {error}"[:2000]
+        if session is not None and error is not None:
+            token = session.token_of(error)
+            if token is not None:  # the logic's own exception (in the host): raise that one
+                return {"ok": False, "status": "logic_raised", "token": token}
+            if isinstance(error, self.AfterLogic):
+                return {"ok": False, "status": "after_logic", "reason": str(error.reason)[:60],
+                        "detail": str(error)[:2000]}
+            if isinstance(error, (self.CircuitOpenError, TimeoutError)):  # generated code's own, for the caller
+                name = "CircuitOpenError" if isinstance(error, self.CircuitOpenError) else "TimeoutError"
+                return {"ok": False, "kind": "raise", "class": name, "detail": str(error)[:2000]}
+        return {"ok": False, "kind": "phase", "detail": detail}
 
     def serve(self):
         self._send({"ready": True, "pid": os.getpid()})
@@ -257,6 +311,18 @@ class Worker:
         while view:
             written = os.write(self.wfd, view)
             view = view[written:]
+
+
+def _drive(coroutine, PhaseError):
+    """Run a coroutine without an event loop: the logic proxy's awaitable never
+    suspends (the host awaits the real coroutine meanwhile), and neither does
+    ``poet_sandbox.timeouts.sleep_async`` where there is no loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise PhaseError("async generated code awaited something that needs an event loop")
 
 
 def _is_memory(error):

@@ -5,7 +5,8 @@ host would let it construct any object (and run any callable) in the host. This
 codec only ever builds a fixed set of plain types, so a hostile worker can at
 worst send wrong data. Types are kept (tuple stays tuple, int keys stay int), so
 a result looks the same as it would in the host. Anything else (user classes,
-functions) cannot cross: ``encode`` raises ``TypeError`` and the host falls back.
+functions, Counters, arrays) is not data: ``encode`` raises ``TypeError``, and the
+host keeps such a value and sends a reference instead (``poet_sandbox.crossing``).
 """
 
 from __future__ import annotations

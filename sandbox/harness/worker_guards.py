@@ -23,10 +23,18 @@ from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 ALWAYS_IMPORTABLE = "poet_sandbox"
 
+# Public attribute names of the crossing's objects (``poet_sandbox.crossing``: the logic
+# proxy, values left in the host). Literal reads of these names go through the runtime
+# guard, which refuses them on those objects; the proxy refuses them by itself as well.
+CROSSING_NAMES = frozenset({"session", "with_timeout", "type_names"})
+
 # Attribute names refused on any object, even when reached through getattr() with a
 # computed name (RestrictedPython refuses them only when written literally).
 DENIED_NAMES = frozenset(INSPECT_ATTRIBUTES) | {"mro", "f_trace_lines", "f_trace_opcodes", "tb_lasti"}
 FORMAT_NAMES = ("format", "format_map")
+# The only names starting with "_" that generated code may read (``type(error).__name__``):
+# through the runtime guard, and only when the value is a str.
+NAME_ATTRIBUTES = frozenset({"__name__", "__qualname__"})
 # Objects whose attributes lead to interpreter internals; generators keep their
 # protocol methods, nothing else.
 BLOCKED_TYPES = (types.FrameType, types.TracebackType, types.CodeType)
@@ -144,6 +152,8 @@ class Sandbox:
     """
 
     def __init__(self, imports=(), extra_builtins=(), max_output_kb=None, writable_types=()):
+        self.sealed = _crossing_types()  # objects that expose nothing to generated code
+        self.proxy_types = None  # (sync, async) logic proxies, made on first use
         self.allowed = frozenset(imports)
         self.violations: list = []
         self.classes: set = set()  # classes the generated code defined
@@ -174,16 +184,22 @@ class Sandbox:
         """The full check, for computed names and the slow path."""
         if type(name) is not str:
             raise TypeError("attribute name must be a string")
-        if name[:1] == "_" or name in DENIED_NAMES:
+        if (name[:1] == "_" and name not in NAME_ATTRIBUTES) or name in DENIED_NAMES:
             self.refuse("attribute", f"{name!r} is out of reach")
         if isinstance(obj, BLOCKED_TYPES):
             self.refuse("attribute", f"{type(obj).__name__} objects are out of reach")
+        sealed = self.sealed
+        if sealed and (isinstance(obj, sealed) or (
+                isinstance(obj, type) and issubclass(obj, sealed) and name not in NAME_ATTRIBUTES)):
+            self.refuse("attribute", f"{type(obj).__name__} objects expose nothing to generated code")
         if isinstance(obj, GENERATOR_TYPES) and name not in GENERATOR_METHODS:
             self.refuse("attribute", f"{type(obj).__name__}.{name} is out of reach")
         if isinstance(obj, types.ModuleType):  # a real module should never get here; views do
             return getattr(self.view(obj), name) if module_allowed(obj.__name__, self.allowed) else \
                 self.refuse("imports", f"module {obj.__name__!r} is not in the policy's imports")
         value = getattr(obj, name)
+        if name in NAME_ATTRIBUTES and type(value) is not str:
+            self.refuse("attribute", f"{name!r} of a {type(obj).__name__} is not a name")
         if isinstance(value, types.ModuleType):
             if not module_allowed(value.__name__, self.allowed):
                 self.refuse("imports", f"module {value.__name__!r} is not in the policy's imports")
@@ -210,6 +226,7 @@ class Sandbox:
 
     def make_guards(self) -> dict:
         fast = FAST_TYPES
+        names = NAME_ATTRIBUTES
         classes = self.classes
         slow = self.checked_getattr
         writable = self.writable
@@ -221,6 +238,8 @@ class Sandbox:
         # harmless. Written for speed: it runs on every `a.b`.
         def _getattr_(obj, name, getattr=getattr, type=type):
             t = type(obj)
+            if name in names:  # __name__, __qualname__
+                return slow(obj, name)
             if t in fast:
                 return getattr(obj, name)
             # Instances of the code's own classes: their attributes are what the code
@@ -396,6 +415,14 @@ class Sandbox:
         refused.__name__ = name
         return refused
 
+    def logic_proxy(self, session, is_async: bool = False):
+        """What ``operate_prime`` gets as ``logic`` in a worker: a ``crossing.LogicProxy``
+        that generated code can call (or await) and nothing else."""
+        if self.proxy_types is None:
+            self.proxy_types = _sealed_proxies(self.refuse)
+            self.sealed = self.sealed + self.proxy_types[2:]
+        return self.proxy_types[1 if is_async else 0](session)
+
     def namespace(self, module_name: str, given: dict) -> dict:
         """A fresh module namespace: guards, builtins and the user's names."""
         ns = dict(given)
@@ -403,6 +430,91 @@ class Sandbox:
         ns["__builtins__"] = self.builtins
         ns["__name__"] = module_name
         return ns
+
+
+# --- the crossing's objects: callable, awaitable, and nothing more ----------------------------
+
+def _crossing():
+    try:
+        from poet_sandbox import crossing
+    except ImportError:  # a process that never loaded the facility has no crossing objects
+        return None
+    return crossing
+
+
+def _crossing_types() -> tuple:
+    crossing = _crossing()
+    if crossing is None:
+        return ()
+    found = [crossing.HostRef, crossing.LogicProxy, crossing.Session]
+    immediate = getattr(crossing, "_Immediate", None)
+    if isinstance(immediate, type):
+        found.append(immediate)
+    return tuple(found)
+
+
+def _trusted(frame) -> bool:
+    """Code of the facility library (the driver, timeouts, the crossing itself)."""
+    name = frame.f_globals.get("__name__")
+    return type(name) is str and (name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + "."))
+
+
+def _sealed_proxies(refuse):
+    """``(proxy, async proxy, awaitable)`` types whose attributes only the facility
+    library can read or write.
+
+    Why a hook on the object and not only the guard: literal attribute reads run
+    natively, and a native helper (``functools.update_wrapper`` with a chosen name)
+    can read an attribute for restricted code. The session behind the proxy is the
+    door to the host's protocol, so the proxy itself answers only callers in
+    ``poet_sandbox`` (the driver reads ``session``, timeouts call ``with_timeout``);
+    anyone else asking is a violation. Calling it works through the type's slots, and
+    so does awaiting what the async proxy returns (the crossing's own awaitable keeps
+    the session in a public attribute; this one keeps only a closure).
+    """
+    crossing = _crossing()
+    getframe = sys._getframe
+    get = object.__getattribute__
+    put = object.__setattr__
+
+    def __getattribute__(self, name):
+        if name == "__class__" or _trusted(getframe(1)):
+            return get(self, name)
+        refuse("attribute", f"the logic offers nothing to generated code but calling it (asked for {name!r})")
+
+    def __setattr__(self, name, value):
+        if _trusted(getframe(1)):
+            return put(self, name, value)
+        refuse("write", "the logic cannot be changed by generated code")
+
+    def __delattr__(self, name):
+        refuse("write", "the logic cannot be changed by generated code")
+
+    hooks = {"__slots__": (), "__getattribute__": __getattribute__, "__setattr__": __setattr__,
+             "__delattr__": __delattr__}
+    sync = type("LogicProxy", (crossing.LogicProxy,), dict(hooks, __module__=__name__))
+
+    def __await__(self):
+        return get(self, "run")()
+        yield  # noqa: unreachable; makes this a generator
+
+    def __init__(self, run):
+        put(self, "run", run)
+
+    awaitable = type("LogicCall", (), dict(hooks, __slots__=("run",), __init__=__init__, __await__=__await__,
+                                           __module__=__name__))
+
+    def call(self, *args, **kwargs):
+        session = get(self, "session")
+        return awaitable(lambda: session.call_logic(args, kwargs))
+
+    def with_timeout(self, args, kwargs, seconds):
+        session = get(self, "session")
+        return awaitable(lambda: session.call_logic(args, kwargs, seconds))
+
+    asynchronous = type("AsyncLogicProxy", (crossing.AsyncLogicProxy,),
+                        dict(hooks, __call__=call, with_timeout=with_timeout, __module__=__name__))
+    return sync, asynchronous, awaitable
 
 
 def one_argument_type(obj):

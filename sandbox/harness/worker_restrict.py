@@ -8,7 +8,8 @@ on ``sys.path``). This is the compile-time half; ``worker_guards`` is the runtim
 
 The rule generated code must follow (generators read this):
 - No name, attribute, argument or imported name may start with ``_`` (the single
-  name ``_`` is allowed). Dunder methods in class bodies are limited to
+  name ``_`` is allowed; so are reads of ``__name__`` and ``__qualname__``, as in
+  ``type(error).__name__``, which give a str or are refused at run time). Dunder methods in class bodies are limited to
   ``__init__``, ``__contains__`` and the six comparisons. RestrictedPython
   refuses anything else at compile time, so the whole module is refused.
 - ``exec``, ``eval``, ``compile``, ``open``, ``globals``, ``vars``, ``dir`` and
@@ -22,9 +23,13 @@ The rule generated code must follow (generators read this):
   ``decimal.setcontext`` left out, asking for them is a violation). ``str.format``
   /``format_map`` and computed names (``getattr``, ``hasattr``) go through the
   runtime guard, which also refuses frame, code, traceback and generator internals.
-- Attributes and items may be written only on plain containers (dict, list, ...),
-  on classes the generated code defined and their instances, and on instances of
-  the user's own classes that the code reads as globals (in-process only).
+- Attributes and items may be written only on plain containers (dict, list, ...)
+  and on classes the generated code defined and their instances.
+- The generated module gets none of the user's globals (contract 2: it never
+  contains the user's logic). ``operate_prime``'s ``logic`` is, in a worker, a
+  proxy that can be called (or awaited) and exposes nothing else; values the host
+  did not send as data are ``HostRef``s, which expose nothing either (the checks of
+  ``poet_sandbox.validate`` read them). Asking either for an attribute is a violation.
 - ``print`` output is collected (not written at once) and counted against
   ``max_output_kb``; the host writes it out when the call succeeds.
 - ``x += y`` works on names, attributes and items (RestrictedPython itself
@@ -40,10 +45,9 @@ import ast
 import importlib.util
 import os
 import sys
-import types
 
 from RestrictedPython import compile_restricted_exec
-from RestrictedPython.transformer import RestrictingNodeTransformer
+from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locations
 
 
 def _sibling(name: str):
@@ -65,6 +69,9 @@ ModuleView = _guards.ModuleView
 module_allowed = _guards.module_allowed
 DENIED_NAMES = _guards.DENIED_NAMES
 FORMAT_NAMES = _guards.FORMAT_NAMES
+CROSSING_NAMES = _guards.CROSSING_NAMES
+NAME_ATTRIBUTES = _guards.NAME_ATTRIBUTES
+GUARDED_NAMES = frozenset(FORMAT_NAMES) | CROSSING_NAMES  # literal reads that go through _getattr_
 
 
 class Policy(RestrictingNodeTransformer):
@@ -90,11 +97,20 @@ class Policy(RestrictingNodeTransformer):
         harmless-looking name dangerous is made safe by construction: modules are
         ``ModuleView``s (filtered, read-only, no unlisted submodules, copied
         containers), and the one name that walks attributes by itself, str's
-        ``format``/``format_map``, still goes through ``_getattr_``. Computed names
+        ``format``/``format_map``, still goes through ``_getattr_``, as do the
+        names of the crossing's objects (``session``, ``type_names``, ...: a logic
+        proxy or a value left in the host exposes nothing). Computed names
         (``getattr``/``hasattr``) always go through the full runtime check. This is
         what keeps guarded code within a small factor of native speed.
         """
-        if isinstance(node.ctx, ast.Load) and node.attr not in FORMAT_NAMES:
+        if isinstance(node.ctx, ast.Load) and node.attr in NAME_ATTRIBUTES:
+            # ``type(error).__name__``: read through the guard, which gives only a str.
+            node = self.node_contents_visit(node)
+            call = ast.Call(func=ast.Name("_getattr_", ast.Load()), args=[node.value, ast.Constant(node.attr)],
+                            keywords=[])
+            copy_locations(call, node)
+            return call
+        if isinstance(node.ctx, ast.Load) and node.attr not in GUARDED_NAMES:
             if node.attr.startswith("_") and node.attr != "_":
                 self.error(node, f'"{node.attr}" is an invalid attribute name because it starts with "_".')
             elif node.attr.endswith("__roles__") or node.attr in DENIED_NAMES:
@@ -122,21 +138,3 @@ def compile_module(source: str, filename: str):
     if result.errors:
         return None, list(result.errors)
     return result.code, []
-
-
-def global_names(code) -> set:
-    """Names a module's code (and every function in it) reads as globals but does not
-    define itself: the names the user's module globals may have to supply."""
-    import dis
-
-    names, bound = set(), set()
-    stack = [code]
-    while stack:
-        current = stack.pop()
-        for instruction in dis.get_instructions(current):
-            if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-                names.add(instruction.argval)
-            elif instruction.opname == "STORE_GLOBAL" or (current is code and instruction.opname == "STORE_NAME"):
-                bound.add(instruction.argval)
-        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return names - bound
