@@ -47,13 +47,22 @@ def cache_file(source_path: str, prefix: str | None = None) -> str:
     return os.path.join(head, "__pycache__", name)
 
 
+def spec_index_file(cached: str) -> str:
+    """Beside a module's pyc (``cache_file``): what ``generate.spec`` read from the module's AST."""
+    return (cached[:-4] if cached.endswith(".pyc") else cached) + ".spec"
+
+
 def key(source: bytes, module: str) -> bytes:
     """What a cached file must match: the source text and the module name baked into it."""
     return source_hash(source + b"\0" + module.encode("utf-8", "surrogatepass"))
 
 
-def load(path: str, expected_key: bytes):
-    """The cached code object, or None when missing, foreign or stale."""
+def load(path: str, expected_key: bytes, source_path: str | None = None):
+    """The cached code object, or None when missing, foreign or stale.
+
+    With ``source_path``, the code's filenames are set to it, as importlib does for a
+    standard pyc: a tree copied or moved elsewhere reports (and is found by) its real path.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -62,9 +71,14 @@ def load(path: str, expected_key: bytes):
     if len(data) < _HEADER or data[:4] != MAGIC_NUMBER or data[4:8] != _FLAGS or data[8:16] != expected_key:
         return None
     try:
-        return marshal.loads(memoryview(data)[_HEADER:])
+        code = marshal.loads(memoryview(data)[_HEADER:])
     except (ValueError, EOFError, TypeError):
         return None
+    if source_path is not None and getattr(code, "co_filename", source_path) != source_path:
+        import _imp
+
+        _imp._fix_co_filename(code, source_path)
+    return code
 
 
 def store(path: str, key_bytes: bytes, code, source_mode: int | None = None) -> bool:

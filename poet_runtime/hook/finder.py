@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from importlib.machinery import PathFinder, SourceFileLoader
 
+from poet_runtime.generate.sources import remember_module_source
 from poet_runtime.hook import cache, scan
 
 
@@ -31,10 +32,17 @@ class PoetLoader(SourceFileLoader):
         data = self.get_data(path)
         cached = cache.cache_file(path)
         key = cache.key(data, self.name)
-        code = cache.load(cached, key)
-        if code is None:
+        code = cache.load(cached, key, path)
+        # The text the code comes from is remembered: a spec (and its version key) is read from
+        # it at the first call, never from the file as it is then (it may have been edited since).
+        stored = (cache.spec_index_file(cached), key)
+        if code is not None:
+            remember_module_source(path, data, stored=stored)
+        else:
+            from poet_runtime.hook.transform import compile_module
+
             try:
-                code = self.source_to_code(data, path)
+                code = compile_module(data, path, self.name, remember=True, stored=stored)
             except SyntaxError as error:
                 # Drop our compile frames from the traceback; the error names the file and line.
                 raise error.with_traceback(None) from None

@@ -107,7 +107,7 @@ def run_path(script: str, args: list[str]) -> None:
         _set_path0(os.path.dirname(os.path.realpath(path)))
     identity = module_name_for_path(path)
     try:
-        code = compile_module(data, path, identity)
+        code = compile_module(data, path, identity, remember=True)  # remembers the script's text as compiled
     except (SyntaxError, ValueError) as error:  # python prints these without any traceback lines
         _install_trimming_hook(error)
         raise

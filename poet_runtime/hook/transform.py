@@ -175,16 +175,41 @@ def rewrite(tree: ast.Module, module: str, text: str) -> int:
     return len(functions)
 
 
-def compile_module(data: bytes, filename: str, module: str, optimize: int = -1):
+def compile_module(data: bytes, filename: str, module: str, optimize: int = -1, *, remember: bool = False,
+                   stored=None):
     """Source bytes -> code object, rewritten when the module holds ``@poet`` functions.
 
     Without the marker the source goes straight to ``compile`` (no parse of ours), so
     the code object is the one Python would build itself.
+
+    ``remember``: the module is being loaded from ``filename`` (the loader, the runner):
+    its text is remembered as the one its functions' specs are read from
+    (``generate.sources``), with what a spec needs from the AST parsed here, so a first
+    call neither reads the file again nor parses the module again. ``stored``: where
+    that may be kept for later processes (``sources.remember_module_source``).
     """
     if MARKER not in data:
+        if remember:
+            _remember(filename, data, None, stored)
         return compile(data, filename, "exec", dont_inherit=True, optimize=optimize)
     tree = compile(data, filename, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True, optimize=optimize)
+    if remember:
+        _remember(filename, data, tree, stored)  # before the rewrite adds its decorators
     from importlib.util import decode_source
 
     rewrite(tree, module, decode_source(data))
     return compile(tree, filename, "exec", dont_inherit=True, optimize=optimize)
+
+
+def _remember(filename: str, data: bytes, tree, stored) -> None:
+    from poet_runtime.generate.sources import remember_module_source
+
+    if tree is not None:
+        try:
+            from poet_runtime.generate.spec import remember_parsed
+
+            remember_parsed(filename, data, tree, stored)
+            return
+        except Exception:  # never fail an import over this: the text alone will do
+            pass
+    remember_module_source(filename, data, stored=stored)
