@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,7 +41,7 @@ POLICIES = ("trusted", "default", "strict")
 ENHANCED_TARGET = 95.0  # percent of calls that must run enhanced under every policy (issue 15)
 MIN_CASES = 120  # issue 15 asks for at least this many cases
 MAX_POET_FRAMES = 1  # POET frames a user's exception may carry in its traceback (issue 15, point 10)
-RUN_TIMEOUT_S = 600  # all the runs together
+RUN_TIMEOUT_S = 600  # all the runs together, on a loaded machine too (each case has its own limit in run_fidelity.py)
 # Processes per run: the strict run (a WASM guest per enhancement) is the long one, so it is split by case module.
 SHARDS = {"strict": max(1, min(4, os.cpu_count() or 1))}
 
@@ -110,11 +109,20 @@ def compare_case(base: dict, other: dict | None) -> dict:
     return differences
 
 
+def _narrow(expected, actual):
+    """Two differing dicts reduced to the keys that differ (the facts of a case are a dict of facts)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        keys = [key for key in {**expected, **actual} if expected.get(key, "<absent>") != actual.get(key, "<absent>")]
+        return ({key: expected.get(key, "<absent>") for key in keys}, {key: actual.get(key, "<absent>") for key in keys})
+    return expected, actual
+
+
 def summarize(baseline: dict, run: dict) -> dict:
     """One policy's run against the baseline: enhanced share, fallbacks, divergences."""
     by_name = {case["case"]: case for case in run.get("cases", ())}
     divergences, fallbacks = [], []
     calls = enhanced = 0
+    backends = Counter()
     for base in baseline["cases"]:
         other = by_name.get(base["case"])
         differences = compare_case(base, other)
@@ -123,7 +131,7 @@ def summarize(baseline: dict, run: dict) -> dict:
                 "case": base["case"],
                 "note": base.get("note", ""),
                 "differs": {
-                    field: {"baseline": expected, "enhanced": actual}
+                    field: dict(zip(("baseline", "enhanced"), _narrow(expected, actual)))
                     for field, (expected, actual) in differences.items()
                 },
             })
@@ -132,6 +140,7 @@ def summarize(baseline: dict, run: dict) -> dict:
         for call in (other or {}).get("calls", ())[: len(base["calls"])]:
             if call["enhanced"]:
                 enhanced += 1
+                backends[call["record"]["backend"]] += 1
             else:
                 record = call["record"] or {}
                 fallbacks.append({
@@ -150,22 +159,25 @@ def summarize(baseline: dict, run: dict) -> dict:
         "divergences": divergences,
         "fallbacks": fallbacks,
         "fallback_reasons": dict(Counter(f["reason"] for f in fallbacks).most_common()),
+        "backends": dict(backends.most_common()),  # where the enhanced calls ran, by their records
     }
 
 
 def format_table(summaries: dict, cases: int) -> str:
     lines = [
         f"fidelity: {cases} cases, target 0 divergences and >= {ENHANCED_TARGET:g} % enhanced",
-        f"{'policy':<9} {'calls':>6} {'enhanced':>9} {'percent':>8} {'divergent':>10}  fallback reasons",
+        f"{'policy':<9} {'calls':>6} {'enhanced':>9} {'percent':>8} {'divergent':>10}  "
+        f"{'backends':<22} not enhanced (reason x calls)",
     ]
     for policy, summary in summaries.items():
         if "skipped" in summary:
             lines.append(f"{policy:<9} skipped: {summary['skipped']}")
             continue
         reasons = ", ".join(f"{reason} x{count}" for reason, count in summary["fallback_reasons"].items())
+        backends = ", ".join(f"{name} x{count}" for name, count in summary["backends"].items())
         lines.append(
             f"{policy:<9} {summary['calls']:>6} {summary['enhanced']:>9} {summary['percent']:>7.1f}% "
-            f"{len(summary['divergences']):>10}  {reasons or '-'}"
+            f"{len(summary['divergences']):>10}  {backends or '-':<22} {reasons or '-'}"
         )
         if summary.get("crashed"):
             lines.append(f"{'':<9} the run died: {summary['crashed']}")

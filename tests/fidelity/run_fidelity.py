@@ -13,6 +13,7 @@ that crashes still tells how far it got (``tests/test_fidelity.py`` reads the li
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import json
 import os
@@ -21,6 +22,7 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CASE_LIMIT_S = 60  # a case still running after this is stuck: dump every thread's stack and exit
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
@@ -65,7 +67,10 @@ def main(argv=None) -> int:
             if options.only and entry.name not in options.only:
                 continue
             emit("start", case=entry.name)
-            emit("observation", observation=fidelity_kit.observe(entry))
+            faulthandler.dump_traceback_later(CASE_LIMIT_S, exit=True)
+            observation = fidelity_kit.observe(entry)
+            faulthandler.cancel_dump_traceback_later()
+            emit("observation", observation=observation)
         emit("end", wall_s=round(time.perf_counter() - started, 3))
     return 0
 
