@@ -12,9 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 
 
+def drain_notes():
+    """Drop what the checks noted in this thread and nobody took, so no test reads another's notes
+    in ``last_execution().notes`` (a call whose logic raised after a retry leaves its notes behind)."""
+    from poet_runtime.resources import load_facility
+
+    load_facility()
+    from poet_sandbox import validate
+
+    validate.take_notes()
+
+
 @pytest.fixture
 def poet_home(tmp_path, monkeypatch):
-    """Runtime on, store and cache in tmp, in-process backend unless a test asks for another policy."""
+    """Runtime on, store and cache in tmp, policy trusted (in-process) unless a test asks for another."""
     import poet_runtime
     from poet_runtime import runtime, settings
 
@@ -27,11 +38,13 @@ def poet_home(tmp_path, monkeypatch):
     monkeypatch.setenv("POET_CACHE_DIR", str(cache))
     monkeypatch.setenv("POET_POLICY", "trusted")
     settings.reset()
+    drain_notes()
     poet_runtime.enable(hook=False)
     yield home
     poet_runtime.disable()
     settings.reset()
     runtime.reset_stats()
+    drain_notes()
     from poet_runtime import cache as code_cache
 
     code_cache.close()

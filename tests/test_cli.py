@@ -88,19 +88,29 @@ def test_enhance_status_show_versions_rollback(project):
     shown = poet(["show", "app:fetch"], project, **home)
     assert shown.returncode == 0 and "def perceive" in shown.stdout
 
-    # Change the function: status says stale, enhance makes v2, diff and rollback work.
+    assert "url.upper()" not in shown.stdout  # contract 2: the logic is not copied into the module
+
+    # Change the function's body: status says stale and enhance makes v2, whose code is v1's (the
+    # module holds only the phases; operate_prime calls the function itself).
     source = project / "app.py"
     source.write_text(source.read_text().replace("url.upper()", "url.lower()"))
     assert "stale" in poet(["status"], project, **home).stdout
     assert "generated" in poet(["enhance", "app.py"], project, **home).stdout
+    same = poet(["show", "app:fetch", "--diff"], project, **home)
+    assert same.returncode == 0 and "(no difference between v1 and v2)" in same.stdout
+    # Change what the phases depend on (a decorator argument): v3 differs, diff and rollback work.
+    source.write_text(source.read_text().replace("retries=2", "retries=4"))
+    assert "stale" in poet(["status"], project, **home).stdout
+    assert "generated" in poet(["enhance", "app.py"], project, **home).stdout
     diff = poet(["show", "app:fetch", "--diff"], project, **home)
-    assert diff.returncode == 0 and "-" in diff.stdout and "v1" in diff.stdout and "v2" in diff.stdout
+    assert diff.returncode == 0 and "v2" in diff.stdout and "v3" in diff.stdout
+    assert "-    'retries': {'default': 2" in diff.stdout and "+    'retries': {'default': 4" in diff.stdout
     versions = poet(["versions", "app:fetch"], project, **home)
-    assert "* v2" in versions.stdout and "v1" in versions.stdout
+    assert "* v3" in versions.stdout and "v2" in versions.stdout and "v1" in versions.stdout
     back = poet(["rollback", "app:fetch"], project, **home)
-    assert back.returncode == 0 and "v1" in back.stdout
-    assert "* v1" in poet(["versions", "app.py:fetch"], project, **home).stdout
-    assert poet(["show", "app:fetch", "--version", "2"], project, **home).returncode == 0
+    assert back.returncode == 0 and "v2" in back.stdout
+    assert "* v2" in poet(["versions", "app.py:fetch"], project, **home).stdout
+    assert poet(["show", "app:fetch", "--version", "3"], project, **home).returncode == 0
 
 
 def test_store_commands_report_problems(project):

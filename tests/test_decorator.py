@@ -35,6 +35,7 @@ def test_off_returns_the_very_same_function():
         ({"timeout": 0}, "timeout", "> 0"),
         ({"timeout": -2.0}, "timeout", "> 0"),
         ({"policy": ""}, "policy", "default, strict, trusted"),
+        ({"repair": "magic"}, "repair", "'coerce'"),
     ],
 )
 def test_bad_arguments_name_function_argument_and_allowed_values(kwargs, argument, allowed):
@@ -109,12 +110,45 @@ def test_methods_static_and_class_methods(poet_home):
             return cls.base * x
 
     counter = Counter()
-    assert counter.add(5) == 15 and counter.add("6") == 16  # "6" repaired losslessly to 6
+    assert counter.add(5) == 15
+    assert poet_runtime.last_execution().status == "ok" and poet_runtime.last_execution().notes == ()
+    # "6" for an int hint is not converted: the method gets it as the caller passed it, as the
+    # original would, and its own error reaches the caller (the logic ran once).
+    with pytest.raises(TypeError, match="unsupported operand"):
+        counter.add("6")
+    assert poet_runtime.last_execution().status == "error"
     assert counter.calls == 2
     assert Counter.double(4) == 8 and counter.double(4) == 8
     assert Counter.make(3) == 30
     assert isinstance(Counter.__dict__["make"], classmethod)
     assert poet_runtime.last_execution().status == "ok"
+
+
+def test_methods_with_repair_coerce_get_the_lossless_repair(poet_home):
+    class Counter:
+        base = 10
+
+        def __init__(self):
+            self.calls = 0
+
+        @poet(repair="coerce")
+        def add(self, x: int) -> int:
+            self.calls += 1
+            return self.base + x
+
+        @staticmethod
+        @poet(repair="coerce")
+        def double(x: int) -> int:
+            return 2 * x
+
+    counter = Counter()
+    assert counter.add("6") == 16  # "6" repaired losslessly to 6, and the repair reported
+    record = poet_runtime.last_execution()
+    assert record.status == "ok" and record.notes == (("repair", "x", "str '6' -> int 6"),)
+    assert counter.add(5) == 15 and poet_runtime.last_execution().notes == ()
+    assert counter.calls == 2
+    assert Counter.double("4") == 8
+    assert poet_runtime.last_execution().notes == (("repair", "x", "str '4' -> int 4"),)
 
 
 def test_async_functions_stay_coroutine_functions(poet_home):
@@ -131,4 +165,11 @@ def test_async_functions_stay_coroutine_functions(poet_home):
 
     result, record = asyncio.run(main())
     assert result == {"status": "success", "url": "https://example.test"}
-    assert record.status == "ok" and not record.fell_back
+    assert record.status == "ok" and not record.fell_back and record.notes == ()
+
+    async def odd():
+        return await fetch(42), poet_runtime.last_execution()
+
+    result, record = asyncio.run(odd())  # 42 for a str hint: passed on as it is, reported
+    assert result == {"status": "success", "url": 42} and record.status == "ok"
+    assert record.notes == (("mismatch", "url", "expected str, got int 42"),)

@@ -219,8 +219,11 @@ def test_a_candidate_whose_code_answers_worse_is_rejected_in_shadow_on_live_call
     _drive(module, rng, 60, lambda s, r: s > 0.4)
     engine = engine_for(module.detect)
     current = engine.store.current()
-    # Same parameters (the replay screen passes), but the logic answers the opposite.
-    flipped = current.code().replace('return {"drift_detected": score > threshold', 'return {"drift_detected": score <= threshold')
+    # Same parameters (the replay screen passes), but the candidate's code answers the opposite: its
+    # operate_prime turns the logic's answer around (as a transformed or tampered version might).
+    flipped = current.code().replace(
+        "    return logic(*args, **kwargs)",
+        "    answer = logic(*args, **kwargs)\n    return {**answer, 'drift_detected': not answer['drift_detected']}")
     assert flipped != current.code()
     candidate = engine.store.create(flipped, current.params(), {"observations": {}, "audit": []},
                                     {**current.metadata, "status": "candidate"}, make_current=False)

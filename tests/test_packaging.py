@@ -34,8 +34,15 @@ def test_wheel_ships_the_sandbox_library_policies_and_domains(tmp_path):
     for required in (
         "poet_runtime/_data/sandbox/poet_sandbox/driver.py",
         "poet_runtime/_data/sandbox/poet_sandbox/validate.py",
+        # contract 2: generated code imports timeouts; validate and the harnesses need crossing and wire
+        "poet_runtime/_data/sandbox/poet_sandbox/timeouts.py",
+        "poet_runtime/_data/sandbox/poet_sandbox/crossing.py",
+        "poet_runtime/_data/sandbox/poet_sandbox/wire.py",
         "poet_runtime/domains/ml_monitoring/domain.toml",
     ):
         assert required in names, required
+    for folder in ("poet_sandbox", "harness"):  # every module of the facility and of the sandboxes' harness
+        for module in sorted((REPO / "sandbox" / folder).glob("*.py")):
+            assert f"poet_runtime/_data/sandbox/{folder}/{module.name}" in names, module.name
     for policy in sorted((REPO / "policies").glob("*.toml")):
         assert f"poet_runtime/_data/policies/{policy.name}" in names, policy.name

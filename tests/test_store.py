@@ -42,6 +42,9 @@ def test_layout_beside_the_module(poet_home, write_module, tmp_path, monkeypatch
     for field in ("key", "generator", "domain", "objective", "created_at", "parent", "checks"):
         assert field in metadata, field
     assert metadata["domain"] == "ml_monitoring" and metadata["checks"][-1] == "compile"
+    assert metadata["generator"] == "builtin-2" and "hygiene" in metadata["checks"]
+    code = (folder / "v1" / "code.py").read_text()
+    assert "def operate_prime(logic, args, kwargs):" in code and "statistics" not in code  # no copy of the body
     assert json.loads((folder / "v1" / "params.json").read_text()) == {}
 
 
@@ -57,10 +60,11 @@ def test_changed_source_makes_a_new_version_and_unchanged_makes_none(poet_home, 
     assert [v.number for v in store.versions()] == [1]
 
     module = write_module("drift_versions", DRIFT.replace("gap > 0.5", "gap > 0.25"))
-    assert module.detect_drift([1.0], [1.5])["drift_detected"] is True
+    assert module.detect_drift([1.0], [1.5])["drift_detected"] is True  # the new body is what runs
     assert store.current().number == 2
     assert store.current().metadata["parent"] == 1
     assert store.current().metadata["key"] != first.metadata["key"]
+    assert store.current().code() == first.code()  # the body is not in code.py: same phases, new key
 
     module = write_module("drift_versions", DRIFT.replace('domain="ml_monitoring"', 'domain="base"'))
     module.detect_drift([1.0], [1.5])
