@@ -268,6 +268,20 @@ def test_transformed_answer_for_a_pure_function_runs_in_the_sandbox(env, monkeyp
     assert f"{LLM} (transformed)" in capsys.readouterr().out
 
 
+def test_transformed_version_serves_calls_from_the_sandbox(env, monkeypatch, write_module):
+    import poet_runtime
+
+    monkeypatch.setenv("POET_POLICY", "default")
+    settings.override(generate="sync")
+    env.server.script(fenced(TRANSFORMED_ADD))
+    add = _enhanced(env, write_module, "llm_transformed_mod")
+    assert add(1, 2) == 3 and add(5) == 7
+    state = state_of(add)
+    assert metadata(state.version)["transformed"] is True
+    record = poet_runtime.last_execution()
+    assert record.status == "ok" and not record.fell_back and record.backend == "restricted"
+
+
 def test_transformed_answer_for_a_function_that_mutates_is_refused(env, monkeypatch):
     monkeypatch.setenv("POET_POLICY", "default")
     env.server.script(fenced(operate_returns("len(args[0]) + 1")), VALID)

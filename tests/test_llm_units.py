@@ -361,7 +361,7 @@ def _run(module, spec, baseline, code, timeout=0.3, name="add", transformed=Fals
     return run_probes(candidate_loader=_load_in_process(code, original),
                       baseline_loader=_load_in_process(baseline.code, original),
                       original=original, is_async=False, samples=sample_inputs(spec), call_timeout_s=timeout,
-                      transformed=transformed, parameters=[p.name for p in spec.params])
+                      transformed=transformed, parameters=[p.name for p in spec.params], load_timeout_s=timeout)
 
 
 def _refused(module, spec, baseline, code, reason, **options):

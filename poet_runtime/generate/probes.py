@@ -46,6 +46,7 @@ from poet_runtime.generate.spec import KEYWORD_ONLY, VAR_KEYWORD, VAR_POSITIONAL
 from poet_runtime.generate.parsing import parse
 
 PROBE_CALL_TIMEOUT_S = 2.0  # per call when the policy sets no wall_ms
+PROBE_LOAD_TIMEOUT_S = 5.0  # per load at least: a sandbox may start a worker or a guest first
 MAX_SAMPLES = 8
 MAX_STREAM_ITEMS = 1000  # items of a generator's stream compared per probe call
 _NAMED = {
@@ -379,14 +380,16 @@ def _run(deadline, seconds, target, original, args, kwargs, is_async, phase_erro
 
 def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, samples: list,
                call_timeout_s: float = PROBE_CALL_TIMEOUT_S, transformed: bool = False,
-               parameters=()) -> ProbeReport:
+               parameters=(), load_timeout_s: float = PROBE_LOAD_TIMEOUT_S) -> ProbeReport:
     """Call the candidate, the built-in version and the original on ``samples``; raise on disagreement.
 
     ``*_loader`` are zero-argument callables that load a module into its backend (they
     run in the probe thread, under the deadline: module-level code can loop too).
     ``transformed``: the candidate re-implements the logic (see the module docstring).
     ``parameters``: the function's parameter names (a repair note names one of them).
+    ``load_timeout_s``: how long one load may take (at least ``call_timeout_s``).
     """
+    load_s = max(call_timeout_s, load_timeout_s)
     from poet_runtime.resources import load_facility
 
     load_facility()
@@ -399,7 +402,7 @@ def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, s
         sys.settrace(deadline.tracer)
         try:
             box["report"] = _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples,
-                                       call_timeout_s, PhaseError, transformed, frozenset(parameters))
+                                       call_timeout_s, PhaseError, transformed, frozenset(parameters), load_s)
         except BaseException as error:  # reported to the caller's thread, never lost
             box["error"] = error
         finally:
@@ -407,7 +410,7 @@ def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, s
 
     thread = threading.Thread(target=work, name="poet-probe", daemon=True)
     thread.start()
-    thread.join(call_timeout_s * (3 * len(samples) + 2) + 1.0)
+    thread.join(call_timeout_s * 3 * len(samples) + load_s * 2 + 1.0)
     if thread.is_alive():
         # Blocked where the trace function cannot reach (C code, a sleep): the thread is
         # abandoned as a daemon and the candidate refused.
@@ -437,15 +440,16 @@ def _load(deadline: _Deadline, loader, seconds: float, what: str):
 
 
 def _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples, seconds, phase_error,
-               transformed=False, parameters=frozenset()):
+               transformed=False, parameters=frozenset(), load_s=None):
     report = ProbeReport(transformed=transformed)
     baseline = None
+    load_s = load_s or seconds
     try:
-        baseline = _load(deadline, baseline_loader, seconds, "built-in version") if baseline_loader else None
+        baseline = _load(deadline, baseline_loader, load_s, "built-in version") if baseline_loader else None
     except CheckFailed as error:  # the reference failing is not the candidate's fault
         report.notes.append(f"baseline unavailable: {error.detail}")
     try:
-        candidate = _load(deadline, candidate_loader, seconds, "module")
+        candidate = _load(deadline, candidate_loader, load_s, "module")
     except CheckFailed as error:
         if transformed or baseline_loader is None or baseline is not None or error.reason == "probe_timeout":
             raise
