@@ -314,6 +314,8 @@ class FunctionState:
                 reason, detail, outcome = state._outcome_of(failure)
                 if reason is None:
                     raise outcome
+                if outcome is _RUN_ORIGINAL and detail.startswith("perceive: TypeError"):
+                    return state._original_for_error(args, kwargs, detail)
                 state._note_fallback(reason, detail, warn=True)
                 if outcome is _RUN_ORIGINAL:
                     return state.original(*args, **kwargs)
@@ -366,6 +368,20 @@ class FunctionState:
             return reason, detail, _RUN_ORIGINAL
         self._note_error(error)
         return None, None, error
+
+    def _original_for_error(self, args, kwargs, detail: str):
+        """Run the original for a call that does not bind; its exception is the caller's
+        own error (recorded as such), and only if it returns is this a fallback."""
+        failure = None
+        try:
+            result = self.original(*args, **kwargs)
+        except BaseException as error:
+            failure = error
+        if failure is not None:
+            self._note_error(failure)
+            raise failure
+        self._note_fallback("perceive_error", detail, warn=True)
+        return result
 
     def _refusal(self, error) -> tuple[str, str]:
         """(reason, detail) of a phase refusal or a violation; raises when the policy says so."""
@@ -428,12 +444,17 @@ class FunctionState:
             """Perceive failed: the original runs once, as if POET were not there."""
             if not isinstance(error, Exception):
                 raise error
+            if isinstance(error, TypeError) and phase == "perceive" and error.__traceback__.tb_next is None:
+                # The call itself does not bind (wrong arguments): the caller's error, which
+                # the original raises as it would without POET.
+                return state._original_for_error(args, kwargs, f"perceive: TypeError: {error}")
             if not isinstance(error, PhaseError):
                 error = InternalError(phase, error)
             return state._fallback(args, kwargs, _reason_for(error), str(error))
 
         def operate_failed(error, args, kwargs):
             if not isinstance(error, Exception):
+                state._note_error(error)  # SystemExit, KeyboardInterrupt: the caller's to see
                 raise error
             circuit_open = isinstance(error, CircuitOpenError)  # its cause is the logic's, but it is ours
             own = None if circuit_open else logic_exception(error, logic)
@@ -613,19 +634,29 @@ _POET_FILES: tuple[str, ...] | None = None
 
 def _is_poet_frame(code) -> bool:
     filename = code.co_filename
-    return filename.startswith(_POET_FILES) or filename in runtime.generated_files
+    return (filename.startswith(_POET_FILES) or filename in runtime.generated_files
+            or code in runtime.wrapper_codes)
 
 
 def _clean(error: BaseException) -> BaseException:
-    """The user's exception as it left their code: the frames of POET's call path that
-    lie between the caller and the user's logic are dropped from its traceback, so a
-    printed traceback shows one line of ours (the wrapper the caller called)."""
+    """The user's exception as it left their code: the frames of POET's call path
+    (wrappers, the fast path, generated phases, the facility) are taken out of its
+    traceback wherever they are, so a printed traceback shows one line of ours: the
+    wrapper the caller called, whose ``raise`` puts it back on top."""
     global _POET_FILES
     if _POET_FILES is None:
         _POET_FILES = _poet_file_prefixes()
     tb = error.__traceback__
     while tb is not None and _is_poet_frame(tb.tb_frame.f_code):
         tb = tb.tb_next
+    kept = tb
+    while kept is not None:
+        following = kept.tb_next
+        while following is not None and _is_poet_frame(following.tb_frame.f_code):
+            following = following.tb_next
+        if following is not kept.tb_next:
+            kept.tb_next = following
+        kept = following
     return error.with_traceback(tb)
 
 
@@ -636,74 +667,103 @@ def _innermost_code(original):
     return getattr(target, "__code__", original.__code__)
 
 
-def _positional_wrapper(original, cell):
-    """For ``def f(a, b)`` (no defaults, no */**): ``def f(a, b): ... cell[0]((a, b), {})``.
+_INLINE_SCOPES = frozenset({"<genexpr>", "<listcomp>", "<dictcomp>", "<setcomp>"})
 
-    Skipping ``*args, **kwargs`` packing saves a good part of the per-call overhead,
-    and keyword calls (``f(b=2, a=1)``) still arrive in order. Other signatures use
-    the generic wrapper.
+
+def _own_codes(code) -> tuple:
+    """``code`` and the comprehensions inside it: a call from any of them is recursion."""
+    found = [code]
+    stack = [code]
+    while stack:
+        for const in stack.pop().co_consts:
+            if isinstance(const, type(code)) and const.co_name in _INLINE_SCOPES:
+                found.append(const)
+                stack.append(const)
+    return tuple(found)
+
+
+def _relocated(source: str, filename: str, lineno: int):
+    """Compile ``source`` so that every instruction reports ``filename:lineno`` (the
+    function's first line, its ``@poet``): the wrapper's one traceback line points at
+    the decorator, and ``inspect.getsourcefile`` names the user's file."""
+    import ast
+    import linecache
+
+    tree = ast.parse(source)
+    width = len(linecache.getline(filename, lineno).rstrip("\n")) or 1
+    for node in ast.walk(tree):
+        if hasattr(node, "lineno"):
+            node.lineno = node.end_lineno = lineno
+            node.col_offset, node.end_col_offset = 0, width
+    return compile(tree, filename, "exec", dont_inherit=True)
+
+
+def _wrapper(original, state):
+    """The enhanced callable: a function with the original's signature shape.
+
+    ``def f(a, b)`` (no defaults, no */**) gets ``def f(a, b)`` and passes a tuple
+    (no ``*args`` packing: a good part of the per-call overhead), anything else
+    ``(*args, **kwargs)``. Every form: a call from the function's own body (recursion
+    through its name) goes straight to the logic; any exception leaves with POET's
+    frames taken out of its traceback. Its globals are the user's module's, and its
+    code reports the user's file at the function's first line.
     """
+    import types
+
     code = original.__code__
-    if (code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS | inspect.CO_COROUTINE)
-            or code.co_kwonlyargcount or code.co_posonlyargcount or original.__defaults__):
-        return None
+    kind = ("generator" if inspect.isgeneratorfunction(original)
+            else "async" if state.is_async else "sync")
     names = code.co_varnames[: code.co_argcount]
-    reserved = ("cell", "empty", "original", "own_code", "getframe", "clean")
-    if any(not name.isidentifier() or name in reserved for name in names):
-        return None
-    params = ", ".join(names)
-    packed = f"({params}{',' if len(names) == 1 else ''})"
+    reserved = ("cell", "empty", "original", "own", "getframe", "clean", "stream", "error")
+    positional = (kind == "sync" and not (code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS))
+                  and not code.co_kwonlyargcount and not code.co_posonlyargcount and not original.__defaults__
+                  and all(name.isidentifier() and name not in reserved for name in names))
+    if positional:
+        params = ", ".join(names)
+        call_args = f"({params}{',' if len(names) == 1 else ''}), empty"
+        direct = f"original({params})"
+    else:
+        params, call_args, direct = "*args, **kwargs", "args, kwargs", "original(*args, **kwargs)"
+    own = _own_codes(_innermost_code(original))
+    test = "getframe(1).f_code is own" if len(own) == 1 else "getframe(1).f_code in own"
+    if kind == "async":
+        head, direct, body = "async def", f"await {direct}", f"return await cell[0]({call_args})"
+    elif kind == "generator":
+        # Stays a generator function; the body runs at the first next(), as the original's does.
+        head, direct, body = "def", f"(yield from {direct})", f"stream = cell[0]({call_args})"
+    else:
+        head, body = "def", f"return cell[0]({call_args})"
+    lines = [
+        "def make(cell, empty, original, own, getframe, clean):",
+        f"    {head} enhanced({params}):",
+        f"        if {test}:  # recursion: straight to the logic",
+        f"            return {direct}",
+        "        try:",
+        f"            {body}",
+        "        except BaseException as error:",
+        "            raise clean(error)",
+    ]
+    if kind == "generator":
+        lines.append("        return (yield from stream)")
+    lines.append("    return enhanced")
+    filename = code.co_filename or f"<poet_runtime wrapper of {original.__qualname__}>"
     namespace: dict = {}
-    source = (f"def make(cell, empty, original, own_code, getframe, clean):\n"
-              f"    def enhanced({params}):\n"
-              f"        if getframe(1).f_code is own_code:  # recursion: straight to the logic\n"
-              f"            return original({params})\n"
-              f"        try:\n"
-              f"            return cell[0]({packed}, empty)\n"
-              f"        except BaseException as error:\n"
-              f"            raise clean(error)\n"
-              f"    return enhanced\n")
-    exec(compile(source, f"<poet_runtime wrapper of {original.__qualname__}>", "exec"), namespace)
-    return namespace["make"](cell, _NO_KEYWORDS, original, _innermost_code(original), _getframe, _clean)
+    exec(_relocated("\n".join(lines) + "\n", filename, code.co_firstlineno or 1), namespace)
+    made = namespace["make"](state.cell, _NO_KEYWORDS, original, own[0] if len(own) == 1 else own, _getframe, _clean)
+    wrapper_code = made.__code__.replace(co_name=original.__name__,
+                                         co_qualname=f"<poet wrapper of {original.__qualname__}>")
+    runtime.wrapper_codes.add(wrapper_code)
+    enhanced = types.FunctionType(wrapper_code, original.__globals__, original.__name__, None, made.__closure__)
+    # Introspection answers as for the original (the wrapper has no parameters they would apply to).
+    enhanced.__defaults__ = None if positional else original.__defaults__
+    enhanced.__kwdefaults__ = original.__kwdefaults__
+    return enhanced
 
 
 def enhance_function(original, config):
     """Build the enhanced callable for ``original`` (the decorator calls this when the runtime is on)."""
     state = FunctionState(original, config)
-    cell = state.cell
-    own_code = _innermost_code(original)
-    getframe = _getframe
-    specialised = None if inspect.isgeneratorfunction(original) else _positional_wrapper(original, cell)
-    if specialised is not None:
-        enhanced = specialised
-    elif inspect.isgeneratorfunction(original):
-        # A generator function stays one (inspect answers as for the original); the body
-        # runs at the first next(), as the original's does: Perceive, then the logic's own
-        # generator, delegated to with yield from (send, throw and close pass through).
-        def enhanced(*args, **kwargs):
-            if getframe(1).f_code is own_code:
-                return (yield from original(*args, **kwargs))
-            try:
-                stream = cell[0](args, kwargs)
-            except BaseException as error:
-                raise _clean(error)
-            return (yield from stream)
-    elif state.is_async:
-        async def enhanced(*args, **kwargs):
-            if getframe(1).f_code is own_code:  # recursion: straight to the logic
-                return await original(*args, **kwargs)
-            try:
-                return await cell[0](args, kwargs)
-            except BaseException as error:
-                raise _clean(error)
-    else:
-        def enhanced(*args, **kwargs):
-            if getframe(1).f_code is own_code:  # recursion: straight to the logic
-                return original(*args, **kwargs)
-            try:
-                return cell[0](args, kwargs)
-            except BaseException as error:
-                raise _clean(error)
+    enhanced = _wrapper(original, state)
     functools.update_wrapper(enhanced, original)
     enhanced.__poet__ = state
     try:  # the source as imported: a later edit of the file must not change what runs

@@ -48,6 +48,8 @@ _stats: dict[str, FunctionStats] = {}
 # The file names of generated modules loaded in this process (their frames are POET's
 # own: a user's traceback does not show them).
 generated_files: set[str] = set()
+# The code objects of enhanced callables' wrappers (they report the user's file and line).
+wrapper_codes: set = set()
 
 # Set by the import hook while it is installed: called with a module's name when one of
 # its @poet functions reaches the call path without the hook having bound it.

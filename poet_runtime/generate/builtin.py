@@ -217,6 +217,9 @@ def _number(value) -> str:
     return repr(float(value)) if isinstance(value, float) else repr(value)
 
 
+_BUILTINS_PERCEIVE_USES = frozenset({"type", "int", "float", "str", "bool", "list", "dict"})
+
+
 class _Names:
     """Module-level names of the generated code, none equal to a parameter of the function."""
 
@@ -331,6 +334,12 @@ class BuiltinGenerator:
             w.add(f"{n['RETRYABLE']} = ({', '.join(retryable)},)")
             w.add(f"{n['BREAKER']} = {n['CircuitBreaker']}({n['PARAMS']}['breaker_threshold'], "
                   f"{n['PARAMS']}['breaker_reset_s'])")
+        shadowed = [(alias, base) for base, alias in sorted(n.chosen.items())
+                    if alias != base and base in _BUILTINS_PERCEIVE_USES]
+        if shadowed:
+            w.add("# Builtins perceive uses, under names no parameter of the function has.")
+            for alias, base in shadowed:
+                w.add(f"{alias} = {base}")
         for name, expression in h.module_checks:
             w.add(f"{name} = {expression}")
         if train:
@@ -447,7 +456,7 @@ class BuiltinGenerator:
             if (domain.missing == "default" and param.has_literal_default and not allows_none
                     and param.literal_default is not None):
                 body.append(f"    if {name} is None:  # missing: the {domain.name} domain uses the default")
-                body.append(f"        {V}.note('repair', {name!r}, 'None -> the default {param.literal_default!r}')")
+                body.append(f"        {V}.note('repair', {name!r}, {'None -> the default ' + repr(param.literal_default)!r})")
                 body += repair(name, repr(param.literal_default), "        ")
                 repairs = True
                 notes.append(f"None is replaced by its default {param.literal_default!r}")
@@ -466,7 +475,7 @@ class BuiltinGenerator:
             guard = f"{name} is not {U} and " if param.has_default else ""
             scalar = h.scalar_type(inner)
             if scalar and not drop:
-                test = f"type({name}) is not {scalar}"
+                test = f"{n['type']}({name}) is not {n[scalar]}"  # builtins a parameter may shadow
                 if allows_none:
                     test = f"{name} is not None and {test}"
                 head = f"    if {guard}{test}:"

@@ -146,7 +146,7 @@ class LogicProxy:
     def __init__(self, session):
         self.session = session
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, /, *args, **kwargs):  # a keyword named "self" is the logic's
         return self.session.call_logic(args, kwargs)
 
     def with_timeout(self, args, kwargs, seconds):
@@ -160,7 +160,7 @@ class AsyncLogicProxy(LogicProxy):
 
     __slots__ = ()
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, /, *args, **kwargs):  # a keyword named "self" is the logic's
         return _Immediate(self.session, args, kwargs, None)
 
     def with_timeout(self, args, kwargs, seconds):
