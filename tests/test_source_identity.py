@@ -196,3 +196,19 @@ def test_snapshot_source_reads_once_per_file(tmp_path, monkeypatch):
     assert reads == [str(path)]
     assert sources.remembered_source(str(path)) == "def a():\n    return 1\n\ndef b():\n    return 2\n"
     assert len(sources._texts) == 1  # one text per file
+
+
+@pytest.mark.parametrize("ending", ["no-final-newline", "crlf"])
+def test_a_version_made_ahead_of_time_has_the_key_the_runtime_looks_for(tmp_path, ending):
+    """``enhance`` (CI) reads a file as the runtime does: with generation off, the first call finds the version."""
+    text = "from poet_runtime import poet\n\n@poet\ndef half(x: float) -> float:\n    return x / 2"
+    data = text.encode() if ending == "no-final-newline" else (text + "\n").replace("\n", "\r\n").encode()
+    (tmp_path / "lastline.py").write_bytes(data)
+    (tmp_path / "app.py").write_text(
+        "import json, lastline, poet_runtime\n"
+        "print('OUT=' + json.dumps({'result': lastline.half(3.0), 'reason': poet_runtime.last_execution().reason}))\n")
+    env = environment(tmp_path)
+    done = poet(["enhance", "lastline.py"], tmp_path, write_bytecode=False, **env)
+    assert done.returncode == 0, done.stderr
+    out = outcome(poet(["app.py"], tmp_path, write_bytecode=False, **dict(env, POET_GENERATE="off")))
+    assert out == {"result": 1.5, "reason": None}

@@ -77,10 +77,10 @@ def scan_file(path: str) -> tuple[list[Found], list[Problem]]:
         return [], [Problem(path, f"cannot read: {error.strerror}")]
     if MARKER not in data:
         return [], []
-    from importlib.util import decode_source
+    from poet_runtime.generate.sources import decode  # the text the runtime reads (as linecache): same keys
 
     try:
-        text = decode_source(data)
+        text = decode(data)
         tree = ast.parse(text, path)
     except (SyntaxError, ValueError, UnicodeDecodeError) as error:
         return [], [Problem(path, f"cannot parse: {error}")]
