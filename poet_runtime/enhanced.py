@@ -78,6 +78,7 @@ class FunctionState:
         # accepts (entry, result, args, kwargs); _emit_execution passes them only then.
         self.recorder = None
         self.records_inputs = False  # the policy lets calls' inputs be stored (set at resolution)
+        self.verified = False  # the loaded version is the built-in generator's own code (resolve.verified_builtin)
         self.cell = [self._first_call_async if self.is_async else self._first_call]
 
     # -- resolution ----------------------------------------------------------------------
@@ -109,8 +110,11 @@ class FunctionState:
         self.policy = effective_policy(self.config, self.function_id)
         self.records_inputs = bool(getattr(self.policy, "record_inputs", False))
         version = ensure_version(spec, self.config, module_file=module_file, generate=generate)
+        from poet_runtime.resolve import verified_builtin
+
+        self.verified = verified_builtin(version, spec, self.config)
         loaded = load_version(version, function_id=self.function_id, original=self.original,
-                              policy=self.policy, spec=spec, config=self.config)
+                              policy=self.policy, spec=spec, config=self.config, verified=self.verified)
         self.loaded, self.version, self.version_number = loaded, version, version.number
         self.backend_name = getattr(loaded, "backend", None)
         self.stats.version, self.stats.backend = version.number, self.backend_name
@@ -427,7 +431,10 @@ class FunctionState:
 
         perceive, operate, enforce = phases.perceive, phases.operate_prime, phases.enforce
         train = phases.train
-        logic = self.original
+        # Our own (verified) code calls the logic once and fails only through it; other code
+        # running in-process gets a logic that remembers it returned, so that a failure after
+        # it never runs the user's code a second time.
+        logic = self.original if self.verified else _Remembering(self.original)
         clock = records.clock
         stats = self.stats
         set_last = records.last.set
@@ -462,13 +469,16 @@ class FunctionState:
                 own = own if own is not None else error
                 state._note_error(own)
                 raise own
+            if getattr(logic, "returned", False):
+                # Generated code failed after the logic returned: its result is the answer.
+                state._note_fallback("operate_prime_error", f"{type(error).__name__}: {error}", warn=True)
+                return logic.result
             return before_logic(error, "operate_prime", args, kwargs)
 
         def enforce_failed(error, result):
             """Enforce refused or failed after the logic ran: its own result is the answer."""
             if not isinstance(error, Exception):
                 raise error
-            take_notes()
             if isinstance(error, PhaseError):
                 reason = "enforce_rejected" if getattr(error, "phase", "") == "enforce" else _reason_for(error)
             else:
@@ -489,6 +499,8 @@ class FunctionState:
                 failure = error
             notes = take_notes() if notes_list else None
             if failure is not None:
+                if notes:
+                    noted(notes)
                 return before_logic(failure, "perceive", args, kwargs)
             t1 = clock()
             try:
@@ -496,6 +508,9 @@ class FunctionState:
             except BaseException as error:
                 failure = error
             if failure is not None:
+                more = take_notes() if notes_list else None  # retries: this call's, not the next one's
+                if notes or more:
+                    noted((notes or ()) + (more or ()))
                 return operate_failed(failure, args, kwargs)
             t2 = clock()
             try:
@@ -503,6 +518,9 @@ class FunctionState:
             except BaseException as error:
                 failure = error
             if failure is not None:
+                more = take_notes() if notes_list else None
+                if notes or more:
+                    noted((notes or ()) + (more or ()))
                 return enforce_failed(failure, result)
             if train is not None:
                 state._train(call_args, call_kwargs, checked, t2 - t1)
@@ -587,6 +605,24 @@ class _Reports:
 
 
 _reports = _Reports()
+
+
+class _Remembering:
+    """The logic, for generated code not verified as ours: remembers that it returned."""
+
+    __slots__ = ("logic", "returned", "result", "__code__")
+
+    def __init__(self, logic):
+        self.logic = logic
+        self.__code__ = logic.__code__  # the driver finds the logic's exceptions by its code
+        self.returned = False
+        self.result = None
+
+    def __call__(self, /, *args, **kwargs):
+        self.returned = False
+        result = self.logic(*args, **kwargs)
+        self.result, self.returned = result, True
+        return result
 _RUN_ORIGINAL = object()
 
 

@@ -192,7 +192,8 @@ def verified_builtin(version: StoredVersion, spec: FunctionSpec | None, config) 
 
 
 def load_version(version: StoredVersion, *, function_id: str, original, user_globals: dict | None = None,
-                 package: str | None = None, policy=None, spec: FunctionSpec | None = None, config=None):
+                 package: str | None = None, policy=None, spec: FunctionSpec | None = None, config=None,
+                 verified: bool | None = None):
     """Load ``version`` where it may run; returns the loaded enhancement.
 
     A verified built-in version runs in-process under any policy that trusts
@@ -200,7 +201,7 @@ def load_version(version: StoredVersion, *, function_id: str, original, user_glo
     and ``package`` are contract 1's and not needed: the logic is the original itself.
     """
     if (policy is not None and policy.backend != "none" and "builtin" in getattr(policy, "trust", ())
-            and verified_builtin(version, spec, config)):
+            and (verified if verified is not None else verified_builtin(version, spec, config))):
         policy = None  # the project's own code: in-process, no sandbox needed
     return load_code(
         version.code(),

@@ -157,7 +157,7 @@ def fenced(change=lambda code: code):
 
 
 # Agrees with the original everywhere except on the recorded call add(4242, 1).
-WRONG_ON_RECORDED = fenced(lambda code: code.replace("    return a + b\n", "    return a + b if a != 4242 else -1\n"))
+WRONG_ON_RECORDED = fenced(lambda code: code.replace("\n    return result\n", "\n    return result if result != 4243 else -1\n"))
 
 
 def generate_with_model(fake, module, name: str, policy: str):
@@ -199,7 +199,7 @@ def test_recorded_calls_are_probe_samples_and_catch_a_wrong_answer(learn_env, mo
     assert all("4242" not in attempt.get("detail", "") for attempt in meta["attempts"])
     ours = [m["content"] for r in fake.requests for m in r["messages"] if m["role"] != "assistant"]
     assert ours and all("4242" not in text for text in ours)
-    assert second["result"] == "accepted" and meta["generator"] == "llm-1" and meta["checks"][-1] == "probe"
+    assert second["result"] == "accepted" and meta["generator"] == "llm-2" and meta["checks"][-1] == "probe"
     assert meta["probe"]["agreed"] >= 4  # the 2 recorded calls, the doctest example and the hint samples
 
 

@@ -473,6 +473,8 @@ class BuiltinGenerator:
             changes = drop or coerce
             call_args = f"{name}, {name!r}" + (", coerce=True" if coerce else "")
             guard = f"{name} is not {U} and " if param.has_default else ""
+            if any(note.startswith("None is replaced") for note in notes):
+                guard += f"{name} is not None and "  # repaired above: not a mismatch too
             scalar = h.scalar_type(inner)
             if scalar and not drop:
                 test = f"{n['type']}({name}) is not {n[scalar]}"  # builtins a parameter may shadow
