@@ -803,7 +803,7 @@ def enhance_function(original, config):
     functools.update_wrapper(enhanced, original)
     enhanced.__poet__ = state
     try:  # the source as imported: a later edit of the file must not change what runs
-        from poet_runtime.generate.spec import snapshot_source
+        from poet_runtime.generate.sources import snapshot_source
 
         snapshot_source(original)
     except ImportError:

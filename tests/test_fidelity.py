@@ -45,6 +45,14 @@ RUN_TIMEOUT_S = 600  # all the runs together, on a loaded machine too (each case
 # Processes per run: the strict run (a WASM guest per enhancement) is the long one, so it is split by case module.
 SHARDS = {"strict": max(1, min(4, os.cpu_count() or 1))}
 
+# Differences no wrapper can avoid, each stated in the README (the text below must be there):
+# they are listed in the report but do not fail the suite. Anything else different does.
+DOCUMENTED = {
+    # warnings.warn(stacklevel=2) inside the function counts frames, and the wrapper is one.
+    "cases_output.deprecation_warning_stacklevel_2": "`warnings.warn(..., stacklevel=2)`",
+}
+README = Path(__file__).resolve().parents[1] / "README.md"
+
 # What is compared between the baseline and an enhanced run, for every case.
 COMPARED = ("facts", "error", "stdout", "stderr", "logs", "warnings", "runs", "calls")
 
@@ -399,9 +407,13 @@ def test_enhanced_calls_behave_like_the_original(fidelity, policy):
     problems = []
     if policy in fidelity["failures"]:
         problems.append(f"the {policy} run did not finish: {fidelity['failures'][policy]}")
-    if summary["divergences"]:
-        problems.append(f"{len(summary['divergences'])} divergent cases under {policy}:\n"
-                        + format_divergences(summary["divergences"]))
+    readme = README.read_text(encoding="utf-8")
+    documented = [d for d in summary["divergences"] if d["case"] in DOCUMENTED and DOCUMENTED[d["case"]] in readme]
+    divergent = [d for d in summary["divergences"] if d not in documented]
+    if documented:
+        print(f"documented differences under {policy}:\n" + format_divergences(documented))
+    if divergent:
+        problems.append(f"{len(divergent)} divergent cases under {policy}:\n" + format_divergences(divergent))
     if summary["percent"] < ENHANCED_TARGET:
         reasons = ", ".join(f"{reason} x{count}" for reason, count in summary["fallback_reasons"].items())
         problems.append(f"only {summary['percent']} % of {summary['calls']} calls ran enhanced under {policy} "

@@ -101,7 +101,15 @@ def where(filename: str) -> str:
 
 
 def frames(tb) -> list:
-    return [[where(frame.filename), frame.name] for frame in traceback.extract_tb(tb)]
+    """(where, function) per traceback entry. An enhanced callable's wrapper reports the
+    user's file at the ``@poet`` line, and names itself POET's in its code's qualname."""
+    found = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        poet_wrapper = getattr(code, "co_qualname", "").startswith("<poet wrapper")
+        found.append(["<poet>" if poet_wrapper else where(code.co_filename), code.co_name])
+        tb = tb.tb_next
+    return found
 
 
 def describe_exception(error: BaseException, depth: int = 0) -> dict:
