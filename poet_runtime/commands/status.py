@@ -3,7 +3,8 @@
 "Up to date" means the current version's key equals the key the function has now
 (its source, decorator arguments, generator and domain template): the next call would
 use it without generating. Found statically; nothing is imported or generated. A current version that is an LLM
-re-implementation of the logic (metadata ``"transformed": true``) is marked ``(transformed)``.
+re-implementation of the logic (metadata ``"transformed": true``) is marked ``(transformed)``. The
+"reported" column sums what the checks of every process's calls reported (``reports.json``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ def _state(item, store, current) -> str:
     return "up to date" if same else "stale (source or arguments changed)"
 
 
+def _reported(store) -> str:
+    """What calls' checks reported over all runs (reports.json): hint mismatches left as
+    they were, repairs the domain or repair="coerce" made, retries; by kind, then field."""
+    parts = []
+    for kind, fields in sorted(store.reports().items()):
+        if not isinstance(fields, dict) or not fields:
+            continue
+        total = sum(int(n) for n in fields.values() if isinstance(n, int))
+        top = sorted(fields.items(), key=lambda item: -int(item[1]) if isinstance(item[1], int) else 0)[:3]
+        parts.append(f"{kind} {total} (" + ", ".join(f"{field} {count}" for field, count in top)
+                     + (", ..." if len(fields) > 3 else "") + ")")
+    return "; ".join(parts) or "-"
+
+
 def run(args) -> int:
     from poet_runtime.commands import _render
     from poet_runtime.hook.discover import discover
@@ -57,8 +72,8 @@ def run(args) -> int:
         name = current.name if current else "-"
         if current is not None and current.metadata.get("transformed"):
             name += " (transformed)"  # an LLM re-implementation of the logic, run in the sandbox
-        rows.append([item.function_id, f"{item.file}:{item.lineno}", name, state])
+        rows.append([item.function_id, f"{item.file}:{item.lineno}", name, state, _reported(store)])
     for problem in problems:
-        rows.append([problem.file, "-", "-", f"error: {problem.message}"])
-    _render.table("poet status", ["function", "where", "current", "state"], rows)
+        rows.append([problem.file, "-", "-", f"error: {problem.message}", "-"])
+    _render.table("poet status", ["function", "where", "current", "state", "reported"], rows)
     return 1 if problems else 0
