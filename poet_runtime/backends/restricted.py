@@ -152,11 +152,21 @@ class InProcessEnhancement:
         self._check(mark, None)
         return result
 
-    def _check(self, mark: int, error):
+    def _check(self, mark: int, error, outcome=None):
+        """A violation recorded since ``mark`` wins over any outcome (even if the code
+        caught the guard's exception). Once the logic ran (a result, or AfterLogic), the
+        violation carries ``after_logic``, as in a worker."""
         violations = self.sandbox.violations
         if len(violations) > mark:
             limit, detail = violations[mark]
-            raise PoetViolation(self.function_id, limit, detail) from error
+            violation = PoetViolation(self.function_id, limit, detail)
+            from poet_sandbox.driver import AfterLogic
+
+            if isinstance(error, AfterLogic):
+                violation.after_logic = AfterLogic(f"violation:{limit}", detail, error.result, error.error)
+            elif outcome is not None:
+                violation.after_logic = AfterLogic(f"violation:{limit}", detail, outcome[0])
+            raise violation from error
 
     def _configure(self, params) -> None:
         configure = self.namespace.get("configure")
@@ -182,7 +192,7 @@ class InProcessEnhancement:
         if failure is not None:
             self._check(mark, failure)
             raise failure  # the user's exception as the logic raised it: nothing chained
-        self._check(mark, None)
+        self._check(mark, None, outcome)
         self._flush()
         return outcome
 
@@ -199,7 +209,7 @@ class InProcessEnhancement:
         if failure is not None:
             self._check(mark, failure)
             raise failure
-        self._check(mark, None)
+        self._check(mark, None, outcome)
         self._flush()
         return outcome
 

@@ -25,7 +25,6 @@ process; a worker that is retired takes its copy with it.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import threading
@@ -262,9 +261,8 @@ class WorkerEnhancement:
             raise crossing.after_logic("operate_prime_error", str(failure))
         raise failure
 
-    @staticmethod
-    def _dumps(value) -> bytes:
-        return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    def _dumps(self, value) -> bytes:
+        return self.codec.dumps_value(value)
 
     # -- LoadedEnhancement -------------------------------------------------------------
     def configure(self, params: dict) -> None:

@@ -89,9 +89,17 @@ def decode(value):
     return value
 
 
+_encoder = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one per call
+
+
 def dumps(message: dict) -> bytes:
     """One protocol line."""
-    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+    return _encoder.encode(message).encode("utf-8") + b"\n"
+
+
+def dumps_value(value) -> bytes:
+    """A JSON value, no newline (parts of a line the host assembles)."""
+    return _encoder.encode(value).encode("utf-8")
 
 
 def loads(line: bytes) -> dict:
