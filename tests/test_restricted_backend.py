@@ -834,6 +834,18 @@ def tally(words: list[str]) -> dict[str, int]:
 def shout(x: int) -> int:
     print("shout", x)
     return x
+
+
+ATTEMPTS = []
+
+
+@poet(domain="api_operations", timeout=5.0)
+async def lookup(key: str, seen: list) -> dict:
+    ATTEMPTS.append(key)
+    if len(ATTEMPTS) == 1:
+        raise ConnectionResetError("flaky")
+    seen.append(key)
+    return {"status": "success", "key": key}
 '''
 
 
@@ -861,3 +873,23 @@ def test_generated_code_runs_restricted_end_to_end(mode, poet_home, write_module
     capsys.readouterr()
     assert module.shout(3) == 3 and poet_runtime.last_execution().backend == "restricted"
     assert capsys.readouterr().out == "shout 3\n"  # printed once, by the logic itself
+    seen = []
+    assert asyncio.run(module.lookup("k", seen)) == {"status": "success", "key": "k"}
+    record = poet_runtime.last_execution()
+    assert (record.backend, record.fell_back) == ("restricted", False), record
+    assert module.ATTEMPTS == ["k", "k"] and seen == ["k"]  # retried once, in the generated loop
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_the_builtins_generated_code_names_exist(limits):
+    """A builtin missing in the sandbox would be a NameError the original never raises."""
+    import builtins
+
+    names = sorted(name for name in dir(builtins) if not name.startswith("_") and name not in (
+        "copyright", "credits", "license", "print", "exit", "quit", "help", "input", "breakpoint", "open",
+        "exec", "eval", "compile", "globals", "locals", "vars", "dir", "memoryview", "getattr", "hasattr",
+        "setattr", "delattr", "type"))
+    body = "return [" + ", ".join(f"{name!r} if {name} is {name} else 0" for name in names) + "]"
+    assert load(module_text(body), limits).call(constant(1), (), {})[0] == names
+    converted = load(module_text("return tuple(logic(*args, **kwargs))", params="x"), limits)
+    assert converted.call(identity, ([1, 2],), {})[0] == (1, 2)

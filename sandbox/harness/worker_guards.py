@@ -68,7 +68,13 @@ EXTRA_BUILTINS = (
     "list", "dict", "set", "frozenset", "enumerate", "zip", "map", "filter", "min", "max", "sum", "any",
     "all", "sorted", "reversed", "iter", "next", "bytes", "bytearray", "object", "super", "property",
     "staticmethod", "classmethod", "format", "bin", "ascii", "NotImplemented", "StopAsyncIteration",
-    "RecursionError", "TimeoutError", "ConnectionError", "LookupError", "ExceptionGroup",
+    "RecursionError", "TimeoutError", "ConnectionError", "LookupError", "ExceptionGroup", "tuple", "aiter",
+    "anext", "BaseExceptionGroup", "ModuleNotFoundError", "EncodingWarning", "ResourceWarning",
+    # Every builtin exception class: generated code names what the logic may raise
+    # (the crossing hands it the nearest builtin class of the logic's exception).
+    "BlockingIOError", "BrokenPipeError", "ChildProcessError", "ConnectionAbortedError",
+    "ConnectionRefusedError", "ConnectionResetError", "FileExistsError", "FileNotFoundError",
+    "InterruptedError", "IsADirectoryError", "NotADirectoryError", "PermissionError", "ProcessLookupError",
 )
 # Builtins a policy may never add: they open files, run code or reach the interpreter.
 NEVER_BUILTINS = frozenset(
