@@ -893,3 +893,44 @@ def test_the_builtins_generated_code_names_exist(limits):
     assert load(module_text(body), limits).call(constant(1), (), {})[0] == names
     converted = load(module_text("return tuple(logic(*args, **kwargs))", params="x"), limits)
     assert converted.call(identity, ([1, 2],), {})[0] == (1, 2)
+
+
+def test_a_logic_calling_other_enhanced_functions_does_not_wait_for_workers():
+    """Each level holds a worker while its logic runs; nesting deeper than the pool must not
+    wait for one to come free (it never would, before a timeout)."""
+    pool = settle()
+    levels = [load(module_text(PASS_THROUGH, params="n"), WORKER) for _ in range(pool.size + 3)]
+
+    def logic(n):
+        if n + 1 == len(levels):
+            return [n]
+        return [n] + levels[n + 1].call(logic, (n + 1,), {})[0]
+
+    for _ in range(3):
+        started = time.monotonic()
+        assert levels[0].call(logic, (0,), {})[0] == list(range(len(levels)))
+        assert time.monotonic() - started < 10.0
+    deadline = time.monotonic() + 10
+    while pool.count > pool.size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.count == pool.size and pool.parked == 0  # the extras were retired
+
+
+def test_concurrent_async_calls_do_not_queue_behind_logics_awaiting_io():
+    loaded = load(module_text(ASYNC_PASS, params="x", is_async=True), WORKER, is_async=True)
+    pool = settle()
+    in_flight = [0, 0]  # now, most
+
+    async def waits(x):
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        await asyncio.sleep(1.0)
+        in_flight[0] -= 1
+        return x
+
+    async def main():
+        results = await asyncio.gather(*(loaded.call_async(waits, (i,), {}) for i in range(6)))
+        return [r[0] for r in results]
+
+    assert asyncio.run(main()) == list(range(6))
+    assert in_flight[1] > pool.size  # more logics awaited at once than there are workers

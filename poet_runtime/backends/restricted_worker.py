@@ -175,10 +175,16 @@ class WorkerEnhancement:
         crossing, data = self._start(logic, args, kwargs)
         talk = _Conversation(self)
         failure = None
+        pool = self.pool
         try:
             reply = talk.leg(talk.open, data)
             while reply.get("status") == "logic":
-                reply = talk.leg(talk.answer, crossing.run_logic(reply))
+                pool.park()  # the worker waits for the logic: it does not hold a place meanwhile
+                try:
+                    answer = crossing.run_logic(reply)
+                finally:
+                    pool.unpark()
+                reply = talk.leg(talk.answer, answer)
         except BaseException as error:  # noqa: B902 - a KeyboardInterrupt in the logic, too
             talk.abandon()
             failure = error
@@ -190,12 +196,17 @@ class WorkerEnhancement:
     async def call_async(self, logic, args: tuple, kwargs: dict) -> tuple:
         crossing, data = self._start(logic, args, kwargs)
         talk = _Conversation(self)
+        pool = self.pool
         failure = None
         try:
             # The worker's legs block on a pipe: a thread each; the logic is awaited here.
             reply = await asyncio.to_thread(talk.leg, talk.open, data)
             while reply.get("status") == "logic":
-                answer = await crossing.run_logic_async(reply)
+                pool.park()
+                try:
+                    answer = await crossing.run_logic_async(reply)
+                finally:
+                    pool.unpark()
                 reply = await asyncio.to_thread(talk.leg, talk.answer, answer)
         except BaseException as error:  # noqa: B902 - cancellation, too: the worker is mid-call
             talk.abandon()

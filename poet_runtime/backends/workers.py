@@ -155,17 +155,41 @@ class Worker:
 
 
 class WorkerPool:
-    """Up to ``size`` workers; ``acquire`` blocks while all are busy."""
+    """Up to ``size`` workers computing at once; ``acquire`` blocks while all are busy.
+
+    A worker whose call waits for the host (the user's logic runs there: ``park``)
+    does not count against ``size``: while it waits, another may be started (up to
+    ``MAX_PARKED_EXTRA`` more), so that a logic that calls another enhanced function,
+    or many concurrent async calls awaiting I/O in their logic, neither deadlock nor
+    queue behind each other. Extra workers are retired as they come back.
+    """
+
+    MAX_PARKED_EXTRA = 16
 
     def __init__(self, codec, size: int = 2):
         self.codec = codec
         self.size = size
         self.idle: list[Worker] = []
         self.count = 0  # workers that exist or are being started
+        self.parked = 0  # workers in a call that waits for the host's logic
         self.cond = threading.Condition()
         self.closed = False
         self.errors = 0
         self.waiters = 0
+
+    def capacity(self) -> int:
+        return self.size + min(self.parked, self.MAX_PARKED_EXTRA)
+
+    def park(self) -> None:
+        """A worker's call now waits for the host: one more may be started meanwhile."""
+        with self.cond:
+            self.parked += 1
+            if self.waiters:
+                self.cond.notify_all()
+
+    def unpark(self) -> None:
+        with self.cond:
+            self.parked -= 1
 
     def prestart(self) -> None:
         """Start workers up to ``size`` in the background."""
@@ -208,7 +232,7 @@ class WorkerPool:
                         raise RuntimeError("worker pool is closed")
                     if self.idle:
                         return self.idle.pop()
-                    if self.count < self.size:
+                    if self.count < self.capacity():
                         self.count += 1
                         break
                     remaining = deadline - time.monotonic()
@@ -233,6 +257,12 @@ class WorkerPool:
                 self.cond.notify_all()
             if not self.closed:
                 self.prestart()  # a warm replacement for the next call
+            return
+        if self.count > self.capacity():  # an extra, started while others waited for the host
+            worker.kill()
+            with self.cond:
+                self.count -= 1
+                self.cond.notify_all()
             return
         self.idle.append(worker)
         if self.waiters:
