@@ -1,6 +1,11 @@
 """Per-call latency of a tiny enhanced function under the wasm backend, in one run:
 
-(a) ours: a warm guest per enhancement, one JSON request through the host import;
+(a) ours: a warm guest per enhancement, the user's logic called once back in the
+    host (contract 2: one JSON request, one intermediate "logic" reply, the host
+    runs the logic, one resume, the final reply);
+(a') the same warm guest when generated code does not call the logic (a
+    transformed version): one request, one reply; (a) - (a') is the price of one
+    logic round trip;
 (b) a fresh interpreter per call with the same binary and mounts (what other WASM
     sandboxes do): instantiate, run the generated module, answer, exit; and, for
     reference, a fresh interpreter that runs nothing (the floor of that approach);
@@ -27,26 +32,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GENERATED = '''
 FUNCTION = "bench:add"
-LOGIC = "add"
+DOMAIN = "base"
+OBJECTIVE = None
 PARAMETERS = {}
+PARAMS = {}
 from poet_sandbox import validate
-def configure(params):
+def configure(params, defaults=None):
     pass
-def add(x, y):
-    return x + y
 def perceive(x, y):
-    if type(x) is not int:
-        x = validate.as_int(x, "x")
-    if type(y) is not int:
-        y = validate.as_int(y, "y")
-    return (x, y)
-def operate_prime(x, y):
-    return add(x, y)
+    validate.as_int(x, "x")
+    validate.as_int(y, "y")
+    return None
+def operate_prime(logic, args, kwargs):
+    return logic(*args, **kwargs)
 def enforce(result):
-    if type(result) is not int:
-        result = validate.as_int(result, "result")
-    return result
+    return validate.as_int(result, "result", error=validate.EnforceError)
 '''
+
+# Generated code that computes the result itself: no logic round trip.
+TRANSFORMED = GENERATED.replace("return logic(*args, **kwargs)", "return args[0] + args[1]")
 
 # The fresh-interpreter baseline: the same module and driver, one interpreter per call.
 FRESH = '''
@@ -56,12 +60,23 @@ from poet_sandbox.driver import Enhancement
 namespace = {{"__name__": "bench"}}
 exec(compile({code!r}, "code.py", "exec"), namespace)
 args = json.loads({args!r})
-print(json.dumps(Enhancement(namespace, "add").call(tuple(args), {{}})[0]))
+print(json.dumps(Enhancement(namespace).call(lambda x, y: x + y, tuple(args), {{}})[0]))
 '''
 
 
 def plain(x: int, y: int) -> int:
     return x + y
+
+
+def request(LoadRequest, function_id: str, code: str, limits):
+    """A LoadRequest with the fields it has (contract 1's ``logic_name`` and
+    ``user_globals`` may still be required while the call path is rewritten)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(LoadRequest)}
+    extra = {name: value for name, value in (("logic_name", ""), ("user_globals", {})) if name in fields}
+    return LoadRequest(function_id=function_id, version=1, code=code, filename="code.py", params={}, limits=limits,
+                       **extra)
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -85,17 +100,20 @@ def main(argv=None) -> int:
     limits = Limits(wall_ms=2000, cpu_ms=1000, memory_mb=128, max_output_kb=64)
     backend = WasmBackend()
     started = time.perf_counter()
-    loaded = backend.load(LoadRequest("bench:add", 1, GENERATED, "code.py", "add", {}, {}, limits=limits))
+    loaded = backend.load(request(LoadRequest, "bench:add", GENERATED, limits))
     print(f"guest started and module loaded in {(time.perf_counter() - started) * 1000:.1f} ms")
+    transformed = backend.load(request(LoadRequest, "bench:add_transformed", TRANSFORMED, limits))
 
-    for i in range(50):  # warm up both sides
-        loaded.call((i, 1), {})
-    warm = []
-    for i in range(options.calls):
-        t = time.perf_counter()
-        result = loaded.call((i, 2), {})[0]
-        warm.append(time.perf_counter() - t)
-        assert result == i + 2
+    warm, alone = [], []
+    for enhancement, samples in ((loaded, warm), (transformed, alone)):
+        for i in range(50):  # warm up both sides
+            enhancement.call(plain, (i, 1), {})
+    for i in range(options.calls):  # interleaved, so that both see the same machine
+        for enhancement, samples in ((loaded, warm), (transformed, alone)):
+            t = time.perf_counter()
+            result = enhancement.call(plain, (i, 2), {})[0]
+            samples.append(time.perf_counter() - t)
+            assert result == i + 2
 
     preopens = wasm_mounts.preopens(limits.imports)
     fresh = []
@@ -118,10 +136,12 @@ def main(argv=None) -> int:
         plain(i, 2)
         direct.append(time.perf_counter() - t)
     loaded.close()
+    transformed.close()
     backend.close()
 
     rows = [
-        ("wasm, warm guest", warm),
+        ("wasm, warm guest, one logic call", warm),
+        ("wasm, warm guest, no logic call", alone),
         ("wasm, fresh interpreter per call", fresh),
         ("  (fresh interpreter, empty program)", floor),
         ("plain call", direct),
@@ -136,6 +156,7 @@ def main(argv=None) -> int:
     print(f"\nfresh / warm: {fresh50 / warm50:.1f}x at the median, {fresh95 / warm95:.1f}x at p95")
     print(f"empty fresh interpreter / warm: {summary(floor)[0] / warm50:.1f}x at the median")
     print(f"warm / plain: {warm50 / direct50:.0f}x at the median")
+    print(f"one logic round trip: +{(warm50 - summary(alone)[0]) * 1e6:.1f} us at the median")
     print(f"fuel per ms of guest CPU here: {wasm_fresh.calibrate() / 1e6:.1f} M "
           f"(FUEL_PER_MS = {wasm_instance.FUEL_PER_MS / 1e6:.1f} M)")
     ok = warm50 <= 0.002 and fresh50 / warm50 >= 10

@@ -1,7 +1,7 @@
 """Every escape in the shared corpus, run in place under the wasm backend.
 
-Each file's body becomes the body of the user's logic (called by Operate'), its
-placeholders filled in; afterwards the effect it names must not have happened, the
+Each file's body becomes the body of generated code (``operate_prime``: the part
+that runs in the guest; the user's logic never does), its placeholders filled in; afterwards the effect it names must not have happened, the
 host must be alive and well, and the call must have raised ``PoetViolation`` or
 ``PhaseError`` (the host then falls back) or returned nothing secret. New corpus
 files are picked up without a change here.
@@ -25,6 +25,10 @@ from wasm_helpers import ESCAPES, generated_module, load_request, wasm_backend  
 PhaseError = load_facility().PhaseError
 SECRET = "poet-secret-7f3a9c"
 HANG_MARGIN_S = 1.5
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("an escape body called the logic")
 
 
 # The harness's own layer (import allowlist, reduced builtins) turned off: what
@@ -85,8 +89,8 @@ def test_escape_is_contained(path, policy, wasm_backend, tmp_path, monkeypatch):
     outcome = None
     started = time.monotonic()
     try:
-        loaded = wasm_backend.load(load_request(generated_module(body, logic_args=""), limits=limits))
-        outcome = ("returned", loaded.call((), {})[0])
+        loaded = wasm_backend.load(load_request(generated_module(body, parameters=""), limits=limits))
+        outcome = ("returned", loaded.call(_never, (), {})[0])
     except (PoetViolation, PhaseError) as error:
         outcome = ("raised", error)
     elapsed = time.monotonic() - started
@@ -114,10 +118,78 @@ def test_escape_is_contained(path, policy, wasm_backend, tmp_path, monkeypatch):
                 load_request(generated_module("return len([1, 2, 3])"), limits=limits, function="tests:later")
             )
             try:
-                assert later.call((0,), {})[0] == 3
+                assert later.call(_never, (0,), {})[0] == 3
             finally:
                 later.close()
     finally:
         listener.close()
         if loaded is not None:
             loaded.close()
+
+
+# What the crossing hands generated code (the logic proxy, its session, host
+# references, stand-ins for the logic's exceptions) leads to the harness's and the
+# facility's globals, and so to the real builtins: here WASI must still hold.
+THROUGH_THE_PROXY = {
+    "proxy_globals_open": """
+        real = type(logic).__call__.__globals__["builtins"]
+        return real.open("{secret_path}").read()
+    """,
+    "session_globals_host": """
+        harness = type(logic.session)._ask.__globals__
+        return harness["_host"].call(b'{{"status": "ok", "result": ["d", "forged"], "marks": [0, 0, 0, 0]}}')
+    """,
+    "proxy_import_os": """
+        real = type(logic).__call__.__globals__["builtins"]
+        real.__import__("os").system("touch {marker}")
+        return real.__import__("os").environ.get("POET_TEST_SECRET")
+    """,
+    "hostref_write": """
+        try:
+            logic(1)
+        except Exception as error:
+            pass
+        ref = logic(2)
+        try:
+            ref.type_names = ("builtins.dict",)
+        except AttributeError:
+            pass
+        return [type(ref).__name__, sorted(n for n in dir(ref) if not n.startswith("__"))]
+    """,
+}
+
+
+class _Opaque:
+    pass
+
+
+@pytest.mark.parametrize("name", sorted(THROUGH_THE_PROXY))
+def test_the_crossing_objects_lead_nowhere_outside_the_guest(name, wasm_backend, tmp_path, monkeypatch):
+    marker = tmp_path / "escaped-marker"
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(SECRET)
+    monkeypatch.setenv("POET_TEST_SECRET", SECRET)
+    body = THROUGH_THE_PROXY[name].format(marker=marker, secret_path=secret_file)
+    opaque = _Opaque()
+    runs = []
+
+    def logic(k):
+        runs.append(k)
+        if k == 1:
+            raise ValueError("the user's")
+        return opaque
+
+    loaded = wasm_backend.load(load_request(generated_module(body, parameters=""), limits=WALL_ONLY))
+    try:
+        try:
+            outcome = ("returned", loaded.call(logic, (), {})[0])
+        except (PoetViolation, PhaseError) as error:
+            outcome = ("raised", error)
+        assert SECRET not in repr(outcome[1])
+        assert not marker.exists()
+        if name == "hostref_write":
+            assert outcome == ("returned", ["HostRef", ["type_names"]]) and runs == [1, 2]
+        if name == "session_globals_host":
+            assert outcome[0] == "raised"  # the forged reply desynchronised only its own guest
+    finally:
+        loaded.close()

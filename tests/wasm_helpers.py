@@ -7,6 +7,7 @@ reason when the ``wasm`` extra is not installed.
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -22,41 +23,69 @@ TEST_LIMITS = Limits(
 )
 
 
-def generated_module(logic_body: str, *, params: str = "", logic_args: str = "x", function: str = "tests:logic") -> str:
-    """A generated module as CONTRACTS.md describes it, with ``logic_body`` as the body
-    of the user's logic (``logic(x)``); perceive passes the args, enforce the result."""
-    body = textwrap.indent(textwrap.dedent(logic_body).strip("\n"), "    ")
-    perceived = f"({logic_args},)" if logic_args else "()"
+def generated_module(
+    body: str | None = None,
+    *,
+    params: str = "",
+    parameters: str = "x",
+    function: str = "tests:logic",
+    is_async: bool = False,
+    perceive: str = "return None",
+    enforce: str = "return result",
+) -> str:
+    """A generated module to contract 2 (docs/CONTRACTS.md), written by hand.
+
+    ``body`` is generated code's own work: the body of ``operate_prime(logic, args,
+    kwargs)``, where ``x`` is the first argument (when ``parameters`` names one); by
+    default it calls the logic it is given. ``perceive`` and ``enforce`` are the
+    bodies of those phases (default: change nothing)."""
+    if body is None:
+        body = "return await logic(*args, **kwargs)" if is_async else "return logic(*args, **kwargs)"
+    body = textwrap.dedent(body).strip("\n")
+    if parameters:
+        first = parameters.split(",")[0].strip()
+        body = f"{first} = args[0] if args else kwargs.get({first!r})\n{body}"
+    keyword = "async def" if is_async else "def"
     return (
         f"FUNCTION = {function!r}\n"
-        'LOGIC = "logic"\n'
+        "DOMAIN = 'base'\n"
+        "OBJECTIVE = None\n"
         "PARAMETERS = {}\n"
         "from poet_sandbox import validate\n"
         f"{params}\n"
         "PARAMS = {}\n"
-        "def configure(params):\n"
+        "def configure(params, defaults=None):\n"
         "    PARAMS.update(params)\n"
-        f"def logic({logic_args}):\n"
-        f"{body}\n"
-        f"def perceive({logic_args}):\n"
-        f"    return {perceived}\n"
-        f"def operate_prime({logic_args}):\n"
-        f"    return logic({logic_args})\n"
+        f"def perceive({parameters}):\n"
+        f"{_indent(perceive)}\n"
+        f"{keyword} operate_prime(logic, args, kwargs):\n"
+        f"{_indent(body)}\n"
         "def enforce(result):\n"
-        "    return result\n"
+        f"{_indent(enforce)}\n"
     )
 
 
-def load_request(code: str, *, limits: Limits = TEST_LIMITS, user_globals=None, params=None, function="tests:logic"):
+def _indent(text: str) -> str:
+    return textwrap.indent(textwrap.dedent(text).strip("\n"), "    ")
+
+
+def load_request(code: str, *, limits: Limits = TEST_LIMITS, params=None, function="tests:logic", is_async=False):
+    fields = {f.name for f in dataclasses.fields(LoadRequest)}
+    extra = {}
+    # Fields of contract 1 that the call path may still pass while it is rewritten.
+    for name, value in (("logic_name", ""), ("user_globals", {})):
+        if name in fields:
+            extra[name] = value
+    if "is_async" in fields:
+        extra["is_async"] = is_async
     return LoadRequest(
         function_id=function,
         version=1,
         code=code,
         filename=f"/store/{function.replace(':', '.')}/v1/code.py",
-        logic_name="logic",
         params=dict(params or {}),
-        user_globals=user_globals if user_globals is not None else {},  # live, as the call path passes it
         limits=limits,
+        **extra,
     )
 
 

@@ -6,6 +6,20 @@ network, no process, no environment, and every call is bounded in CPU (fuel),
 wall time (epoch deadline + a deadline-aware ``poll_oneoff``), memory (store
 limits) and output (a capped stdout).
 
+The user's logic never runs in the guest (contract 2, docs/CONTRACTS.md). The
+generated module (Perceive, the retry policy of Operate', Enforce, Train) runs
+there; when ``operate_prime`` calls the logic it was given (a
+``poet_sandbox.crossing.LogicProxy``), the guest answers its request with an
+intermediate reply, ``{"status": "logic", ...}``, and the host runs the user's own
+function object in the caller's thread on the caller's own objects
+(``backends/crossing.HostCall``), then resumes the guest with the logic's result
+or exception. A call is therefore a short conversation, all of it in the caller's
+thread (``call_async``: the guest's turns in a worker thread, the logic awaited in
+the caller's task). What the guest passes back unchanged is the host's own object
+again, by token: mutations of an argument land in the caller's object, a result
+Enforce left alone is the logic's own object, and the logic's own exception object
+reaches the caller.
+
 Design, and why:
 - One warm guest per loaded enhancement (``WasmEnhancement``). A call is a JSON
   request through a blocking host import: 0.2-0.4 ms here, against 20-50 ms for a
@@ -13,27 +27,38 @@ Design, and why:
   code leaves behind (globals, patched builtins, imported modules) can reach
   another's call; within one function, state persists across calls as it does
   in-process, which the generated breaker and train phases rely on.
-- A guest is replaced after any violation, after a crash, and after
-  ``MAX_CALLS_PER_GUEST`` calls (bounding slow leaks). The replacement starts on
-  the next call.
+- One call at a time per guest: a second caller of the same function waits for
+  the guest, also while the first caller's logic runs in the host.
+- A guest is replaced after any violation, after a crash, when a call is
+  abandoned mid-way (the logic raised ``KeyboardInterrupt``, an async caller was
+  cancelled), and after ``MAX_CALLS_PER_GUEST`` calls (bounding slow leaks). The
+  replacement starts on the next call.
 - Each live guest costs about 9 MB of resident memory and a thread, so at most
   ``MAX_LIVE_GUESTS`` stay up: starting one more stops the least recently used
   idle guest (its function's next call starts it again, ~0.1 s).
-- Results are data: a result that is not JSON-able plain data, or any exception in
-  the guest, makes the call raise ``PhaseError`` (``PerceiveError``/``EnforceError``
-  when a phase refused) and the host runs the original function, which then
-  returns or raises for real. One exception crosses as itself: the breaker's
-  ``CircuitOpenError``, which must fail fast as it does in-process.
+- Values that are not plain data (user objects, a ``Counter``, arrays) stay in the
+  host; the guest sees a ``crossing.HostRef`` with their type's names. Nothing of
+  the user's module is sent: the generated module does not contain the logic.
+
+Outcomes of ``call(logic, args, kwargs)`` (and ``call_async``): returns
+``(result, t0, t1, t2, t3, notes)``; raises ``PhaseError`` when the call failed
+before the logic ran (the host runs the original once), ``driver.AfterLogic`` when
+something failed after it ran (it carries the host's logic result or exception),
+``PoetViolation`` for a limit (with ``after_logic`` set to such an ``AfterLogic``
+when the logic had run, else None), the logic's own exception object, or the
+breaker's ``CircuitOpenError`` / a ``TimeoutError`` of the generated code.
 
 Limits come from ``LoadRequest.limits`` and apply to every call (the policy file's
 meanings, ``policy_schema.py``): ``cpu_ms`` (fuel, see ``wasm_instance.FUEL_PER_MS``),
 ``wall_ms``, ``memory_mb`` (what one call may add to the guest's memory; the
-interpreter itself takes 40 MB), ``max_output_kb`` (stdout plus the encoded result,
+interpreter itself takes 40 MB), ``max_output_kb`` (stdout plus the encoded reply,
 per call), ``imports`` (top-level modules generated code may import, plus
 ``poet_sandbox``; none stated means ``poet_sandbox`` only, as in the restricted
 backend) and ``builtins`` (added to the
 harness's safe set: every builtin but ``open``/``exec``/``eval``/``compile``/
-``globals``/``vars``/...). A limit that is ``None`` is not enforced.
+``globals``/``vars``/...). A limit that is ``None`` is not enforced. CPU and wall
+time count the guest's own time in a call, not the host's time in the logic: each
+time the guest resumes after a logic call it gets what was left of its budgets.
 """
 
 from __future__ import annotations
@@ -44,16 +69,29 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from poet_runtime.backends import wasm_engine, wasm_mounts, wasm_wire
 from poet_runtime.backends.base import Limits, LoadRequest
+from poet_runtime.backends.crossing import HostCall, type_names
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
+
+_facility = load_facility()
+from poet_sandbox.driver import AfterLogic, InternalError  # noqa: E402
 
 __all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "MAX_CALLS_PER_GUEST", "MAX_LIVE_GUESTS"]
 
 MAX_CALLS_PER_GUEST = 1000
 MAX_LIVE_GUESTS = int(os.environ.get("POET_WASM_MAX_GUESTS") or 32)
+MAX_NOTES = 200  # notes one call may report
+_IN_CALL = ("call", "logic_return", "logic_raise")  # the requests of one call's conversation
+_CONVERSATION = ("ok", "logic", "logic_raised", "after_logic")  # replies a call may get
+_PHASES = frozenset({"perceive", "operate_prime", "enforce", "train", "internal"})
+
+PhaseError = _facility.PhaseError
+_legs = None  # the threads that wait for a guest on behalf of async callers
+_legs_lock = threading.Lock()
 
 
 def warmup(progress=None):
@@ -78,22 +116,15 @@ def ready() -> bool:
         return False
 
 
-def _data_defaults(original) -> dict:
-    """The original's argument defaults that are plain data (configure's second
-    argument, as the in-process backend passes it); the others cannot cross."""
-    import inspect
-
-    if original is None:
-        return {}
-    try:
-        parameters = inspect.signature(original, follow_wrapped=False).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {
-        name: p.default
-        for name, p in parameters.items()
-        if p.default is not inspect.Parameter.empty and wasm_wire.is_data(p.default)
-    }
+def _leg_executor() -> ThreadPoolExecutor:
+    """Our own pool, not the loop's: a leg's completion must release its guest even
+    when the loop that asked for it is gone. Legs never wait for one another, so a
+    full pool only queues them."""
+    global _legs
+    with _legs_lock:
+        if _legs is None:
+            _legs = ThreadPoolExecutor(max_workers=max(4, MAX_LIVE_GUESTS), thread_name_prefix="poet-wasm-leg")
+        return _legs
 
 
 class _LiveGuests:
@@ -164,6 +195,15 @@ class WasmBackend:
             enhancement.join(timeout=2.0)
 
 
+class _Leg:
+    """An async call's worker-thread turn that its caller stopped waiting for."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self):
+        self.pending = None  # the concurrent future still running, if any
+
+
 class WasmEnhancement:
     """One generated module loaded into its own guest; ``call`` runs one call there."""
 
@@ -172,88 +212,110 @@ class WasmEnhancement:
     def __init__(self, request: LoadRequest):
         self.function_id = request.function_id
         self.limits: Limits = request.limits
-        facility = load_facility()
-        self._phase_error = facility.PhaseError
         # Phase refusals keep their class across the boundary (the call path reports them).
-        self._errors = {"PerceiveError": facility.PerceiveError, "EnforceError": facility.EnforceError}
-        self._user_error = facility.UserLogicError
-        self._circuit_open = facility.CircuitOpenError
+        self._errors = {"PerceiveError": _facility.PerceiveError, "EnforceError": _facility.EnforceError}
+        self._circuit_open = _facility.CircuitOpenError
         imports = tuple(request.limits.imports)
-        data, modules = wasm_wire.split_globals(
-            request.user_globals or {}, wasm_wire.referenced_names(request.code)
-        )
         self._load_message = {
             "op": "load",
             "code": request.code,
             "filename": request.filename,
-            "logic": request.logic_name,
-            "module_name": request.function_id.partition(":")[0],
+            "module_name": "poet_generated." + request.function_id.replace(":", "."),
             "params": wasm_wire.encode(dict(request.params or {})),
-            "defaults": wasm_wire.encode(_data_defaults(request.original)),
-            "data": wasm_wire.encode(data),
-            "modules": modules,
             "imports": list(imports),
             "builtins": list(request.limits.builtins),
         }
-        self._user_globals = request.user_globals if request.user_globals is not None else {}
-        self._sent_globals = data  # name -> the value last sent, to see rebinding cheaply
         self._preopens = wasm_mounts.preopens(imports)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for a whole call (all its legs)
+        self._owner_thread = None  # the thread in a call (an async call: its loop's thread)
+        self._owner_task = None  # the task in an async call
         self._guest = None
+        self._call_guest = None  # the guest the current call started on
         self._retired = []
         self._closed = False
+        self._reconfigure = False  # params changed while a call held the guest
         self._train_error = None
+        self._loaded_bytes = 0
         with self._lock:
             self._guest = self._start()
 
     # --- the LoadedEnhancement interface -------------------------------------------------
 
-    def call(self, args: tuple, kwargs: dict) -> tuple:
-        try:
-            message = {"op": "call", "args": wasm_wire.encode(list(args)), "kwargs": wasm_wire.encode(dict(kwargs))}
-        except (wasm_wire.NotData, RecursionError) as error:
-            raise self._phase_error(f"arguments cannot enter the sandbox: {error}") from None
-        limits = self.limits
+    def call(self, logic, args: tuple, kwargs: dict) -> tuple:
+        """One call: the guest runs the phases, the logic runs here, in this thread."""
+        host = HostCall(logic, wasm_wire.encode, wasm_wire.decode)
+        message = self._call_message(host, args, kwargs, False)
+        if self._owner_thread == threading.get_ident():
+            raise self._reentered()
+        failure = None
         with self._lock:
-            if self._closed or not wasm_engine.usable():
-                raise self._phase_error("the wasm sandbox is closed, or this process was forked after it started")
-            changed = wasm_wire.rebound(self._user_globals, self._sent_globals) if self._sent_globals else None
-            if changed:
-                # The user's module rebound a global the logic reads: the live guest gets
-                # it with this call, a future guest with its load.
-                message["globals"] = wasm_wire.encode(changed)
-                self._load_message["data"] = wasm_wire.encode(self._sent_globals)
-            guest = self._guest if self._guest is not None and self._guest.alive else self._start()
-            _live.touch(self)
-            reply = self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)
-            if guest.calls >= MAX_CALLS_PER_GUEST or self._grown(guest):
-                self._retire()  # not a violation: the next call starts a fresh guest
-        if reply.get("train_error"):
-            self._train_error = RuntimeError(str(reply["train_error"])[:500])
-        try:
-            result = wasm_wire.decode(reply.get("result"))
-            marks = [int(m) for m in reply["marks"]]
-            if len(marks) != 4:
-                raise ValueError("four marks expected")
-        except (wasm_wire.NotData, KeyError, TypeError, ValueError, RecursionError) as error:
-            raise self._phase_error(f"the sandbox answered with malformed data: {error}") from None
-        return (result, *marks)
+            self._owner_thread = threading.get_ident()
+            try:
+                reply = self._first_leg(host, message)
+                while reply.get("status") == "logic":
+                    answer = self._run_logic(host, reply)
+                    reply = self._next_leg(host, answer)
+                self._after_call()
+            except (PoetViolation, PhaseError) as error:
+                failure = error
+            finally:
+                self._owner_thread = self._call_guest = None
+        if failure is not None:  # raised outside the handler: nothing of ours as context
+            raise self._settled(host, failure)
+        outcome = self._outcome(host, reply)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    async def call_async(self, args: tuple, kwargs: dict) -> tuple:
-        # The guest is single-threaded and the wait is a blocking queue: off the loop.
-        return await asyncio.to_thread(self.call, args, kwargs)
+    async def call_async(self, logic, args: tuple, kwargs: dict) -> tuple:
+        """The guest's turns in a worker thread; the logic awaited in the caller's task
+        (its context variables, its event loop, ``asyncio.timeout`` for a timeout)."""
+        host = HostCall(logic, wasm_wire.encode, wasm_wire.decode)
+        message = self._call_message(host, args, kwargs, True)
+        me, task = threading.get_ident(), asyncio.current_task()
+        if (task is not None and self._owner_task is task) or (self._owner_task is None and self._owner_thread == me):
+            raise self._reentered()
+        await self._acquire_async()
+        self._owner_thread, self._owner_task = me, task
+        leg = _Leg()
+        failure = None
+        try:
+            reply = await self._in_thread(leg, self._first_leg, host, message)
+            while reply.get("status") == "logic":
+                try:
+                    answer = await host.run_logic_async(reply)
+                except BaseException:
+                    self._retire()  # the guest waits for an answer that will never come
+                    raise
+                reply = await self._in_thread(leg, self._next_leg, host, answer)
+            self._after_call()
+        except (PoetViolation, PhaseError) as error:
+            failure = error
+        finally:
+            self._owner_thread = self._owner_task = self._call_guest = None
+            if leg.pending is None:
+                self._lock.release()
+            else:  # a turn still runs in its thread: the guest is free once it ends
+                leg.pending.add_done_callback(self._abandoned)
+        if failure is not None:
+            raise self._settled(host, failure)
+        outcome = self._outcome(host, reply)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def configure(self, params: dict) -> None:
         """New tuned values: applied in the live guest, and kept for any later guest.
-        Never raises for the guest's sake: a guest that fails here is replaced."""
+        Never raises for the guest's sake (a guest that fails here is replaced) and
+        never waits for a call in progress: then the next call applies them first."""
         self._load_message["params"] = wasm_wire.encode(dict(params))
-        with self._lock:
-            if self._guest is not None and self._guest.alive:
-                message = {"op": "configure", "params": self._load_message["params"]}
-                try:
-                    self._request(self._guest, message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
-                except (PoetViolation, self._phase_error):
-                    self._retire()
+        if not self._lock.acquire(blocking=False):
+            self._reconfigure = True
+            return
+        try:
+            self._apply_params()
+        finally:
+            self._lock.release()
 
     @property
     def train_error(self):
@@ -263,15 +325,20 @@ class WasmEnhancement:
     def observations(self) -> dict:
         """What train() has observed in the current guest (its ``STATS``); {} if unknown.
         A guest replaced after a violation or N calls starts its counters again."""
-        with self._lock:
+        inside = self._owner_thread == threading.get_ident()  # asked from within a call: never wait
+        if not (self._lock.acquire(blocking=False) if inside else self._lock.acquire(timeout=2.0)):
+            return {}
+        try:
             guest = self._guest
             if guest is None or not guest.alive:
                 return {}
             try:
                 reply = self._request(guest, {"op": "observe"}, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
                 observed = wasm_wire.decode(reply.get("result"))
-            except (PoetViolation, self._phase_error, wasm_wire.NotData):
+            except (PoetViolation, PhaseError, wasm_wire.NotData):
                 return {}
+        finally:
+            self._lock.release()
         return observed if isinstance(observed, dict) else {}
 
     def close(self) -> None:
@@ -287,7 +354,142 @@ class WasmEnhancement:
             guest.join(timeout)
         self._retired = [g for g in self._retired if not g.join(0)]
 
+    # --- one call's conversation -----------------------------------------------------------
+
+    def _call_message(self, host: HostCall, args, kwargs, is_async: bool) -> dict:
+        sent_args, sent_kwargs = host.start(args, kwargs)
+        return {"op": "call", "args": sent_args, "kwargs": sent_kwargs, "async": is_async}
+
+    def _reentered(self):
+        return PhaseError(
+            f"{self.function_id} was called again from inside its own call (its guest is busy with the outer one)"
+        )
+
+    def _first_leg(self, host: HostCall, message: dict) -> dict:
+        """Send the call to the guest (starting one if needed); its first reply."""
+        if self._closed or not wasm_engine.usable():
+            raise PhaseError("the wasm sandbox is closed, or this process was forked after it started")
+        guest = self._guest if self._guest is not None and self._guest.alive else self._start()
+        if self._reconfigure:
+            self._apply_params()
+            guest = self._guest if self._guest is not None and self._guest.alive else self._start()
+        self._call_guest = guest
+        _live.touch(self)
+        limits = self.limits
+        try:
+            return self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)
+        except wasm_wire.NotData:
+            pass  # some argument's data is no JSON text (a huge int): it stays in the host
+        _refs_where_text_fails(host, message)
+        try:
+            return self._request(guest, message, wall_ms=limits.wall_ms, cpu_ms=limits.cpu_ms)
+        except wasm_wire.NotData as error:
+            raise PhaseError(f"arguments cannot enter the sandbox: {error}") from None
+
+    def _run_logic(self, host: HostCall, reply: dict) -> dict:
+        """The user's logic, here and now; the answer for the guest."""
+        try:
+            return host.run_logic(reply)
+        except BaseException:
+            # KeyboardInterrupt, SystemExit from the logic (or a malformed request): the
+            # guest waits mid-call for an answer that will never come.
+            self._retire()
+            raise
+
+    def _next_leg(self, host: HostCall, answer: dict) -> dict:
+        """Resume the guest with the logic's outcome; its next reply."""
+        guest = self._call_guest
+        try:
+            return self._request(guest, answer, resume=True)
+        except wasm_wire.NotData:
+            pass
+        if answer.get("op") == "logic_return":  # a result JSON cannot carry stays in the host
+            answer["result"] = ["r", type_names(host.values[answer["token"]])]
+        try:
+            return self._request(guest, answer, resume=True)
+        except wasm_wire.NotData as error:
+            self._retire()
+            raise PhaseError(f"the logic's outcome cannot enter the sandbox: {error}") from None
+
+    def _after_call(self) -> None:
+        guest = self._call_guest
+        if guest is not None and guest is self._guest and (guest.calls >= MAX_CALLS_PER_GUEST or self._grown(guest)):
+            self._retire()  # not a violation: the next call starts a fresh guest
+
+    def _settled(self, host: HostCall, failure):
+        """A failure, as the caller must see it: once the logic has run, never a plain
+        ``PhaseError`` (that would run the original, so the logic, a second time)."""
+        if isinstance(failure, PoetViolation):
+            failure.after_logic = host.after_logic(f"violation:{failure.limit}", failure.detail) if host.runs else None
+            return failure
+        if host.runs == 0 or isinstance(failure, AfterLogic):
+            return failure
+        return host.after_logic("sandbox_failed", str(failure))
+
+    def _outcome(self, host: HostCall, reply: dict):
+        """The call's final reply: ``(result, t0, t1, t2, t3, notes)``, or the exception
+        to raise (the logic's own, or ``AfterLogic``)."""
+        status = reply.get("status")
+        try:
+            if status == "logic_raised":
+                return host.raised(reply.get("token"))
+            if status == "after_logic":
+                if not host.runs:
+                    raise PhaseError(f"the sandbox reported a failure after the logic, which never ran: "
+                                     f"{str(reply.get('detail'))[:500]}")
+                return host.after_logic(str(reply.get("reason") or "after_logic"), str(reply.get("detail") or ""))
+            result = host.result(reply.get("result"))
+            marks = reply.get("marks")
+            if type(marks) is not list or len(marks) != 4 or any(type(m) is not int for m in marks):
+                raise PhaseError("the sandbox answered without its four time marks")
+            notes = _notes(reply.get("notes"))
+        except PhaseError as error:
+            return self._settled(host, error)
+        if reply.get("train_error"):
+            self._train_error = RuntimeError(str(reply["train_error"])[:500])
+        return (result, marks[0], marks[1], marks[2], marks[3], notes)
+
+    # --- async helpers ----------------------------------------------------------------------
+
+    async def _acquire_async(self) -> None:
+        """The guest, without blocking the event loop (another task may hold it while
+        its logic is awaited on this very loop) and without tying up a thread."""
+        delay = 0.0002
+        while not self._lock.acquire(blocking=False):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    async def _in_thread(self, leg: _Leg, fn, *args):
+        future = _leg_executor().submit(fn, *args)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            if not future.done():
+                leg.pending = future
+                self._retire()  # the caller is gone: cut the guest's turn short
+            elif not future.cancelled() and future.exception() is None and future.result().get("status") == "logic":
+                self._retire()
+            raise
+
+    def _abandoned(self, future) -> None:
+        """A cancelled async call's last turn ended: free the guest (retired if it was
+        left waiting for a logic answer)."""
+        try:
+            if not future.cancelled() and future.exception() is None and future.result().get("status") == "logic":
+                self._retire()
+        finally:
+            self._lock.release()
+
     # --- internals -------------------------------------------------------------------------
+
+    def _apply_params(self) -> None:
+        self._reconfigure = False
+        if self._guest is not None and self._guest.alive:
+            message = {"op": "configure", "params": self._load_message["params"]}
+            try:
+                self._request(self._guest, message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
+            except (PoetViolation, PhaseError, wasm_wire.NotData):
+                self._retire()
 
     def _start(self):
         """A new guest with the generated module loaded; the old one (if any) retired."""
@@ -305,7 +507,11 @@ class WasmEnhancement:
         except GuestFailure as failure:
             raise PoetViolation(self.function_id, failure.limit, failure.detail) from None
         self._guest = guest
-        self._request(guest, self._load_message, wall_ms=START_WALL_MS, cpu_ms=START_CPU_MS, limited=False)
+        try:
+            self._request(guest, self._load_message, wall_ms=START_WALL_MS, cpu_ms=START_CPU_MS, limited=False)
+        except wasm_wire.NotData as error:
+            self._retire()
+            raise PhaseError(f"loading: {error}") from None
         self._loaded_bytes = guest.memory_bytes
         _live.touch(self)
         _live.evict_beyond(MAX_LIVE_GUESTS, keep=self)
@@ -323,39 +529,80 @@ class WasmEnhancement:
             guest.kill()
             self._retired = [g for g in self._retired if not g.join(0)] + [guest]
 
-    def _request(self, guest, message: dict, *, wall_ms, cpu_ms, limited=True) -> dict:
-        """One round trip; a violation or failure retires the guest and raises."""
+    def _request(self, guest, message: dict, *, wall_ms=None, cpu_ms=None, limited=True, resume=False) -> dict:
+        """One round trip; a violation or failure retires the guest and raises.
+        ``NotData`` (nothing could be sent; the guest is fine) is the caller's to handle."""
         from poet_runtime.backends.wasm_instance import GuestFailure
 
         try:
-            reply = guest.request(message, wall_ms=wall_ms, cpu_ms=cpu_ms, limited=limited)
+            if resume:
+                reply = guest.resume(message)
+            else:
+                reply = guest.request(message, wall_ms=wall_ms, cpu_ms=cpu_ms, limited=limited)
         except GuestFailure as failure:
             self._retire()
             raise PoetViolation(self.function_id, failure.limit, failure.detail) from None
-        except wasm_wire.NotData as error:  # nothing was sent: the guest is fine
-            raise self._phase_error(str(error)) from None
+        op = message.get("op")
+        in_call = op in _IN_CALL
         status = reply.get("status")
-        if status == "ok":
+        if status == "ok" or (in_call and status in _CONVERSATION):
             return reply
         if status == "violation":
             self._retire()
             limit = str(reply.get("limit") or "crash")[:40]  # the guest's word: bounded
             raise PoetViolation(self.function_id, limit, str(reply.get("detail") or "")[:500])
-        where = "loading" if message.get("op") == "load" else "the call"
+        where = "loading" if op == "load" else "the call" if in_call else op
         kind = str(reply.get("type"))[:100]
-        if status == "error" and kind == "CircuitOpenError" and message.get("op") == "call":
-            raise self._circuit_open(str(reply.get("message"))[:2000])
-        if status == "error":
-            # The user's logic raised inside the guest. Exceptions do not cross as
-            # objects: the host runs the original, which raises it for real.
-            text = f"{where} raised {kind}: {reply.get('message')}"
-            if message.get("op") == "call":
-                raise self._user_error(text[:2000])
-        elif status == "phase":
-            text = f"{where}: {kind}: {reply.get('message')}"
+        text = str(reply.get("message"))[:2000]
+        if status == "error" and in_call and kind == "CircuitOpenError":
+            raise self._circuit_open(text)
+        if status == "error" and in_call and kind == "TimeoutError":
+            raise TimeoutError(text)  # generated code's own timeout, as in-process
+        if status in ("error", "phase"):
+            # Generated code failed on its own (the user's logic never runs here): a
+            # sandbox failure, never the user's error.
+            text = f"{where}: {kind}: {text}"
         else:
             self._retire()
             text = f"unexpected reply from the sandbox: {json.dumps(reply)[:200]}"
-        if message.get("op") == "load":
+        if op == "load":
             self._retire()
-        raise self._errors.get(kind, self._phase_error)(text[:2000])
+        if kind == "InternalError" and status == "phase":
+            raise _internal_error(str(reply.get("phase"))[:40], text[:2000])
+        raise self._errors.get(kind, PhaseError)(text[:2000])
+
+
+def _internal_error(phase: str, text: str):
+    """Generated code failed on its own in ``phase``, as the driver says in-process
+    (the call path reports it as ``<phase>_error``)."""
+    error = InternalError.__new__(InternalError)
+    PhaseError.__init__(error, text)
+    error.phase = phase if phase in _PHASES else "internal"
+    return error
+
+
+def _refs_where_text_fails(host: HostCall, message: dict) -> None:
+    """Send as references the arguments whose data JSON text cannot hold."""
+    args, kwargs = message["args"], message["kwargs"]
+    for token, item in enumerate(args):
+        if item[0] == "d" and not wasm_wire.fits_json(item[1]):
+            args[token] = ["r", type_names(host.values[token])]
+    for offset, name in enumerate(kwargs):
+        item = kwargs[name]
+        if item[0] == "d" and not wasm_wire.fits_json(item[1]):
+            kwargs[name] = ["r", type_names(host.values[len(args) + offset])]
+
+
+def _notes(raw):
+    """The guest's notes as ``((kind, field, detail), ...)`` or None; bounded."""
+    if not raw:
+        return None
+    if type(raw) is not list:
+        raise PhaseError("the sandbox sent notes that are not a list")
+    notes = []
+    for item in raw[:MAX_NOTES]:
+        if type(item) is not list or len(item) != 3:
+            raise PhaseError("the sandbox sent a malformed note")
+        kind, field, detail = item
+        notes.append((str(kind)[:40], str(field)[:200], str(detail)[:2000]))
+    return tuple(notes)

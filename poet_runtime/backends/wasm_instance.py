@@ -3,20 +3,28 @@
 Why a thread per guest: the guest stays inside its ``run`` export for its whole
 life, looping in ``sandbox/harness/wasm_guest.py``; each time it wants work it
 calls the host import ``host.call`` (the door), which hands its previous reply to
-the waiting caller and blocks until the next request. Per call that is two queue
-hand-offs instead of a fresh interpreter (~20 ms).
+the waiting caller and blocks until the next request. Per request that is two
+queue hand-offs instead of a fresh interpreter (~20 ms).
 
-Limits, armed in the door for each request (so they are per call, not per guest):
-- CPU: fuel, refilled to the request's budget (cpu_ms x FUEL_PER_MS);
+A call may take several requests: when generated code calls the user's logic, the
+guest's intermediate reply asks the host to run it, and the host's next request
+(``resume``) answers; the call's limits then go on where they were, so they count
+the guest's own time in the call and not the host's time in the logic.
+
+Limits, armed in the door for each call's first request (so they are per call, not
+per guest) and carried over by every request that resumes it:
+- CPU: fuel, refilled to the call's budget (cpu_ms x FUEL_PER_MS); a resumed
+  request has what was left;
 - wall time: the epoch callback (``wasm_epoch``; the shared ticker advances the
   epoch) stops a running guest once the request's deadline has passed, and our own
   ``poll_oneoff`` never sleeps past it, so a blocking ``time.sleep`` ends too; the
-  caller also stops waiting shortly after the deadline, whatever the guest does;
-- memory: ``store.set_limits`` re-armed per request to the guest's current size
+  caller also stops waiting shortly after the deadline, whatever the guest does; a
+  resumed request gets the wall time that was left when the guest asked the host;
+- memory: ``store.set_limits`` re-armed per call to the guest's current size
   plus what one call may add (the policy's ``memory_mb`` is per call); surfaces as
   MemoryError in the guest, which the harness reports. Wasm memory never shrinks,
   so the caller also replaces a guest that has grown by more than that overall;
-- output: per call, stdout plus the encoded reply. stdout goes to a callback that
+- output: per call, stdout plus each encoded reply. stdout goes to a callback that
   fails writes past the cap (the guest sees EIO) and flags the violation; stderr is
   not connected, it goes nowhere (a sink: costs the guest CPU, nothing else).
 
@@ -27,6 +35,7 @@ wasmtime-py (its exception slot is process-wide): errors become WASI errno value
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -101,12 +110,14 @@ class Guest:
         self.memory_mb = memory_mb  # what one call may add to the guest's memory
         self.memory_bytes = 0  # the guest's linear memory when it last answered
         self.deadline = None  # monotonic seconds at which the current request's wall time ends
+        self.wall_left_s = None  # what was left of it when the guest last answered
         self.failure = None  # GuestFailure once the guest has died
         self.wall_exceeded = False  # set by the epoch callback when it stops the guest
         self.calls = 0  # calls served (not counting load/configure)
         self._sent = 0  # requests sent; each reply must carry its request's id
         self._armed = False
         self._closed = False
+        self._memory = self._alloc = None  # the guest's exports, found at its first door call
 
         self._store = wt.Store(wasm_engine.engine())
         wasi = wt.WasiConfig()
@@ -127,7 +138,7 @@ class Guest:
                 self._store.set_limits(memory_size=(START_MEMORY_MB + memory_mb) * MIB)
             self._watched = wasm_epoch.watch(self._store, _current_guest)
             self._thread = threading.Thread(target=self._main, name="poet-wasm-guest", daemon=True)
-            self._start = (fuel_for(START_CPU_MS), start_wall_ms, None)
+            self._start = (fuel_for(START_CPU_MS), start_wall_ms, None, False)
             self._thread.start()
         except BaseException:
             with _table_lock:  # never left to the garbage collector (see _table_lock)
@@ -145,6 +156,20 @@ class Guest:
 
         ``limited=False`` (loading) gives the request the start-up memory budget and
         no output cap."""
+        memory = self.memory_mb if limited else (None if self.memory_mb is None else START_MEMORY_MB + self.memory_mb)
+        self.calls += message.get("op") == "call"
+        return self._exchange(message, (fuel_for(cpu_ms), wall_ms, memory, False), wall_ms, limited)
+
+    def resume(self, message: dict) -> dict:
+        """Answer the guest's intermediate reply (a logic request) within the same call.
+
+        The call's budgets go on where the guest left them when it asked: the fuel it
+        has left, the wall time it had left (the host's time in between is not the
+        guest's), the memory limit and the output count of the call's first request."""
+        wall_ms = None if self.wall_left_s is None else max(0.0, self.wall_left_s * 1000)
+        return self._exchange(message, (None, wall_ms, None, True), wall_ms, True)
+
+    def _exchange(self, message: dict, budget: tuple, wall_ms, capped: bool) -> dict:
         if self.failure is not None:
             raise self.failure
         try:
@@ -152,11 +177,9 @@ class Guest:
         except (ValueError, TypeError, RecursionError) as error:  # e.g. an int too long for text
             raise NotData(f"cannot be sent to the sandbox: {error}") from None
         self._sent += 1
-        self.calls += message.get("op") == "call"
-        memory = self.memory_mb if limited else (None if self.memory_mb is None else START_MEMORY_MB + self.memory_mb)
-        self._requests.put((frame, fuel_for(cpu_ms), wall_ms, memory))
+        self._requests.put((frame, *budget))
         try:
-            reply = self._wait(wall_ms, capped=limited)
+            reply = self._wait(wall_ms, capped=capped)
         except GuestFailure:
             raise
         except BaseException:
@@ -265,9 +288,10 @@ class Guest:
         if self.failure is None:  # the first cause wins (a kill or a timeout came first)
             self.failure = GuestFailure(limit, detail)
 
-    def _arm(self, fuel: int, wall_ms, memory_mb) -> None:
-        self._store.set_fuel(fuel)
-        self.output_len = 0
+    def _arm(self, fuel, wall_ms, memory_mb, resumed=False) -> None:
+        if not resumed:  # a resumed request keeps the fuel left and the output counted
+            self._store.set_fuel(fuel)
+            self.output_len = 0
         if memory_mb is not None:
             self._store.set_limits(memory_size=self.memory_bytes + int(memory_mb * MIB))
         self.deadline = None if wall_ms is None else time.monotonic() + wall_ms / 1000
@@ -288,9 +312,21 @@ class Guest:
         self.deadline = None
 
     def door(self, caller, ptr, length, out_ptr_ptr, out_len_ptr) -> int:
-        """The guest hands over its reply and gets the next request (blocking)."""
+        """The guest hands over its reply and gets the next request (blocking).
+
+        Guest memory is read and written through its raw pointer (bounds-checked
+        here), and the guest's ``memory`` and ``host_alloc`` exports are looked up
+        once per guest: wasmtime-py's general accessors cost ~100 us a request."""
+        deadline = self.deadline
+        self.wall_left_s = None if deadline is None else deadline - time.monotonic()
         self._disarm()
-        memory = caller.get("memory")
+        if self._memory is None:
+            self._memory, alloc = caller.get("memory"), caller.get("host_alloc")
+            if self._memory is None or alloc is None:
+                self._replies.put(None)
+                return HOST_FAULT
+            self._alloc = _i32_to_i32(alloc, caller)
+        memory = self._memory
         ptr, length = ptr & MASK32, length & MASK32
         out_ptr_ptr, out_len_ptr = out_ptr_ptr & MASK32, out_len_ptr & MASK32
         size = memory.data_len(caller)
@@ -298,20 +334,22 @@ class Guest:
         if ptr + length > size or out_ptr_ptr + 4 > size or out_len_ptr + 4 > size or length > MAX_FRAME:
             self._replies.put(None)
         else:
-            self._replies.put(bytes(memory.read(caller, ptr, ptr + length)))
+            self._replies.put(ctypes.string_at(_address(memory, caller) + ptr, length))
         if self._closed:
             return NO_HOST  # killed while running: the harness ends its loop on this
         item = self._requests.get()
         if item is _QUIT:
             return NO_HOST
-        frame, fuel, wall_ms, memory_mb = item
-        self._arm(fuel, wall_ms, memory_mb)
-        address = caller.get("host_alloc")(caller, len(frame)) & MASK32
+        frame, fuel, wall_ms, memory_mb, resumed = item
+        self._arm(fuel, wall_ms, memory_mb, resumed)
+        address = self._alloc(caller, len(frame)) & MASK32
+        # The allocation may have grown (and so moved) the memory: size and base again.
         if not address or address + len(frame) > memory.data_len(caller):
             return HOST_FAULT
-        memory.write(caller, frame, address)
-        memory.write(caller, struct.pack("<I", address), out_ptr_ptr)
-        memory.write(caller, struct.pack("<I", len(frame)), out_len_ptr)
+        base = _address(memory, caller)
+        ctypes.memmove(base + address, frame, len(frame))
+        ctypes.memmove(base + out_ptr_ptr, struct.pack("<I", address), 4)
+        ctypes.memmove(base + out_len_ptr, struct.pack("<I", len(frame)), 4)
         return 0
 
     def poll_oneoff(self, caller, in_ptr, out_ptr, count, nevents_ptr) -> int:
@@ -353,6 +391,46 @@ class Guest:
             return -EIO  # the guest's write fails; the caller reports the violation
         self.output_len += len(data)
         return None
+
+
+def _address(memory, caller) -> int:
+    """Where the guest's linear memory starts in this process, now."""
+    return ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value
+
+
+def _i32_to_i32(func, caller):
+    """A faster way to call an exported ``(i32) -> i32`` function from a host call.
+
+    wasmtime-py's ``Func.__call__`` reads the function's type again and builds its
+    argument arrays on every call (~40 us of a request here); this makes the same
+    call through the private binding ``wasm_epoch`` already relies on, with arrays
+    made once. Without that binding, or for another type, the public call it is."""
+    try:
+        import wasmtime
+        from wasmtime import _ffi as ffi
+        from wasmtime._func import enter_wasm
+
+        kind = func.type(caller)
+        if [str(t) for t in kind.params] != ["i32"] or [str(t) for t in kind.results] != ["i32"]:
+            return func
+        params, results = (ffi.wasmtime_val_t * 1)(), (ffi.wasmtime_val_t * 1)()
+        target = ctypes.byref(func._func)
+        call_raw, error_from = ffi.wasmtime_func_call, wasmtime.WasmtimeError._from_ptr
+        i32 = getattr(ffi.WASMTIME_I32, "value", ffi.WASMTIME_I32)
+    except (ImportError, AttributeError, TypeError):
+        return func
+
+    def call(caller, value):
+        params[0].kind = i32
+        params[0].of.i32 = value
+        with enter_wasm(caller) as trap:  # raises the guest's trap, as Func.__call__ does
+            error = call_raw(caller._context(), target, params, 1, results, 1, trap)
+            if error:
+                raise error_from(error)
+        return results[0].of.i32
+
+    call.func = func  # keeps the export alive as long as the call
+    return call
 
 
 def _current_guest():

