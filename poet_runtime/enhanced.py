@@ -368,7 +368,13 @@ class FunctionState:
                 return error.reason, str(error), error.result
             return error.reason, str(error), _RUN_ORIGINAL
         if isinstance(error, (_phase_error_class(), PoetViolation)):
-            reason, detail = self._refusal(error)
+            reason, detail = self._refusal(error)  # raises when the policy says on_violation = "raise"
+            after = getattr(error, "after_logic", None)  # a limit hit after the logic ran
+            if isinstance(after, AfterLogic):
+                if after.error is not None:
+                    return reason, detail, _Raise(after.error)
+                if after.result is not AfterLogic.NOTHING:
+                    return reason, detail, after.result
             return reason, detail, _RUN_ORIGINAL
         self._note_error(error)
         return None, None, error
