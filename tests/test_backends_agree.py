@@ -23,12 +23,20 @@ def load_app(name: str):
     return module
 
 
-def answers(policy: str, monkeypatch, tmp_path):
+def answers(policy: str, monkeypatch, tmp_path, edit=False):
+    """The demo's answers under ``policy``; with ``edit``, its stored version is first edited by
+    hand (one comment line), so that it is not verified and runs in the policy's sandbox."""
     from poet_runtime import settings
 
     monkeypatch.setenv("POET_POLICY", policy)
     settings.reset()
-    module = load_app(f"app_{policy}")
+    name = f"app_{policy}{'_edited' if edit else ''}"
+    module = load_app(name)
+    if edit:
+        version = poet_runtime.enhance(module.detect_drift)
+        code = version.path / "code.py"
+        code.write_text(code.read_text() + "# reviewed by hand\n")
+        module = load_app(name)
     results = []
     for _, current, reference in module.batches():
         results.append(module.detect_drift(current, reference))
@@ -43,7 +51,9 @@ def answers(policy: str, monkeypatch, tmp_path):
 def test_every_backend_answers_like_none(poet_home, monkeypatch, tmp_path, wasm_backend):  # noqa: F811
     expected, backend = answers("trusted", monkeypatch, tmp_path)
     assert backend == "none"
-    for policy, name in (("default", "restricted"), ("strict", "wasm")):
-        got, backend = answers(policy, monkeypatch, tmp_path)
-        assert backend == name
-        assert got == expected, policy
+    # default trusts the built-in generator: its verified version runs in-process; edited by
+    # hand it runs in the restricted worker; strict trusts nothing and runs it in WASM.
+    for policy, edit, name in (("default", False, "none"), ("default", True, "restricted"), ("strict", False, "wasm")):
+        got, backend = answers(policy, monkeypatch, tmp_path, edit)
+        assert backend == name, (policy, edit)
+        assert got == expected, (policy, edit)
