@@ -270,15 +270,18 @@ class FunctionState:
 
     # -- fallback ------------------------------------------------------------------------
 
-    def _note_fallback(self, reason: str, detail: str, warn: bool) -> None:
+    def _note_fallback(self, reason: str, detail: str, warn: bool, logic_ran: bool = False) -> None:
+        """Record a call that did not complete enhanced: the original ran instead, or (with
+        ``logic_ran``) the logic had run and the caller got its own result."""
         self.stats.fallbacks[reason] += 1
         records.last.set((self, records.next_number(), FALLBACK, reason, detail, None, None, None, None))
         if warn and reason not in self.warned:
             self.warned.add(reason)
+            what = "the caller got the logic's own result" if logic_ran else "fell back to the original function"
             log.log(logging.INFO if reason == USER_ERROR_RERUN else logging.WARNING,
-                    "poet_runtime: %s fell back to the original function (%s): %s", self.function_id, reason, detail)
+                    "poet_runtime: %s %s (%s): %s", self.function_id, what, reason, detail)
         events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
-                    detail=detail)
+                    detail=detail, logic_ran=logic_ran)
 
     def _fallback(self, args, kwargs, reason: str, detail: str, warn: bool = True):
         self._note_fallback(reason, detail, warn)
@@ -320,7 +323,7 @@ class FunctionState:
                     raise outcome
                 if outcome is _RUN_ORIGINAL and detail.startswith("perceive: TypeError"):
                     return state._original_for_error(args, kwargs, detail)
-                state._note_fallback(reason, detail, warn=True)
+                state._note_fallback(reason, detail, warn=True, logic_ran=outcome is not _RUN_ORIGINAL)
                 if outcome is _RUN_ORIGINAL:
                     return state.original(*args, **kwargs)
                 if isinstance(outcome, _Raise):
@@ -345,7 +348,7 @@ class FunctionState:
                 reason, detail, outcome = state._outcome_of(failure)
                 if reason is None:
                     raise outcome
-                state._note_fallback(reason, detail, warn=True)
+                state._note_fallback(reason, detail, warn=True, logic_ran=outcome is not _RUN_ORIGINAL)
                 if outcome is _RUN_ORIGINAL:
                     return await state.original(*args, **kwargs)
                 if isinstance(outcome, _Raise):
@@ -477,7 +480,8 @@ class FunctionState:
                 raise own
             if getattr(logic, "returned", False):
                 # Generated code failed after the logic returned: its result is the answer.
-                state._note_fallback("operate_prime_error", f"{type(error).__name__}: {error}", warn=True)
+                state._note_fallback("operate_prime_error", f"{type(error).__name__}: {error}", warn=True,
+                                     logic_ran=True)
                 return logic.result
             return before_logic(error, "operate_prime", args, kwargs)
 
@@ -489,7 +493,7 @@ class FunctionState:
                 reason = "enforce_rejected" if getattr(error, "phase", "") == "enforce" else _reason_for(error)
             else:
                 reason = "enforce_error"
-            state._note_fallback(reason, f"{type(error).__name__}: {error}", warn=True)
+            state._note_fallback(reason, f"{type(error).__name__}: {error}", warn=True, logic_ran=True)
             return result
 
         def fast(args, kwargs):
