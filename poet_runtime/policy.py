@@ -242,3 +242,9 @@ def policy_name_for(explicit: str | None) -> str:
 
 __all__ = ["EffectivePolicy", "Policy", "PolicyError", "Rule", "Settings", "load_policy", "parse_policy",
            "policy_name_for", "SHIPPED"]
+
+
+def effective_policy(config, function_id: str):
+    """The policy settings for one function (a ``PoetConfig``'s ``policy``, or the
+    configured default): backend, limits, trust, on_violation."""
+    return load_policy(policy_name_for(config.policy)).effective_for(function_id)

@@ -8,12 +8,12 @@ hands that version to the backend its policy names.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 
 from poet_runtime.backends import load_code
+from poet_runtime.generate.identity import version_key  # noqa: F401  (part of this module's API)
+from poet_runtime.policy import effective_policy  # noqa: F401  (part of this module's API)
 from poet_runtime.domains import get_domain
 from poet_runtime.errors import GenerationError
 from poet_runtime.generate.checks import check_generated
@@ -35,19 +35,6 @@ def select_generator():
     from poet_runtime.generate.builtin import BuiltinGenerator
 
     return BuiltinGenerator()
-
-
-def version_key(spec: FunctionSpec, config, generator, template_version: int) -> str:
-    data = {
-        "source": spec.source_hash(),
-        "config": config.key_data(),
-        "generator": f"{generator.id}-{generator.version}",
-        "template": template_version,
-    }
-    extra = getattr(generator, "key_data", None)
-    if extra is not None:
-        data["generator_config"] = extra()
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def ensure_version(spec: FunctionSpec, config, *, module_file: str | None, generate: bool = True,
@@ -150,13 +137,6 @@ def _with_recorded_samples(hints: dict | None, store: FunctionStore, spec: Funct
                     type(error).__name__, error)
         return hints
     return {**(hints or {}), "samples": samples} if samples else hints
-
-
-def effective_policy(config, function_id: str):
-    """The policy settings for this function: backend, limits, on_violation."""
-    from poet_runtime.policy import load_policy, policy_name_for
-
-    return load_policy(policy_name_for(config.policy)).effective_for(function_id)
 
 
 def _builtin_hints(hints: dict | None) -> dict | None:

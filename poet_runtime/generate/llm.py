@@ -164,7 +164,7 @@ class LLMGenerator:
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, spec, config, domain, hints: dict | None = None) -> GeneratedCode:
-        from poet_runtime.resolve import effective_policy
+        from poet_runtime.policy import effective_policy
 
         started = time.perf_counter()
         baseline = BuiltinGenerator().generate(spec, config, domain, hints)
@@ -231,7 +231,7 @@ class LLMGenerator:
             # The model could not be reached: store the built-in version under the key the
             # built-in generator would give it, so the next process asks the model again
             # instead of finding this version under the model's key.
-            from poet_runtime.resolve import version_key
+            from poet_runtime.generate.identity import version_key
 
             details["key"] = version_key(spec, config, BuiltinGenerator(), domain.version)
         baseline.notes = [*baseline.notes, f"LLM {self.model}: {reason}: {detail[:300]}"]

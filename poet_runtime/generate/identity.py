@@ -1,0 +1,24 @@
+"""A version's key: what a stored version must match to serve a function as it is now.
+
+Its own module, below both ``resolve`` (which looks versions up by it) and the
+generators (the LLM generator stores a fallback under the built-in key), so that
+neither has to import the other for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+
+def version_key(spec: FunctionSpec, config, generator, template_version: int) -> str:
+    data = {
+        "source": spec.source_hash(),
+        "config": config.key_data(),
+        "generator": f"{generator.id}-{generator.version}",
+        "template": template_version,
+    }
+    extra = getattr(generator, "key_data", None)
+    if extra is not None:
+        data["generator_config"] = extra()
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
