@@ -240,7 +240,7 @@ def policy_name_for(explicit: str | None) -> str:
     return "default"
 
 
-__all__ = ["EffectivePolicy", "Policy", "PolicyError", "Rule", "Settings", "load_policy", "parse_policy",
+__all__ = ["EffectivePolicy", "Policy", "PolicyError", "Rule", "Settings", "effective_policy", "load_policy", "parse_policy",
            "policy_name_for", "SHIPPED"]
 
 
