@@ -179,7 +179,9 @@ class _Writer:
         return "\n".join(self.lines).rstrip() + "\n"
 
 
-def _param_list(params: tuple[Param, ...], defaults: dict[str, str]) -> str:
+def param_list(params: tuple[Param, ...], defaults: dict[str, str]) -> str:
+    """``a, b=UNSET, *rest, c, **more``: a def's parameter list with ``defaults`` filled in
+    (the generator's ``perceive``, and the contract the LLM prompt shows)."""
     parts = []
     seen_star = False
     for index, param in enumerate(params):
@@ -432,7 +434,7 @@ class BuiltinGenerator:
                   coerce: bool) -> str:
         V, U, P, R, C = n["validate"], n["UNSET"], n["PARAMS"], n["repairs"], n["checked"]
         defaults = {p.name: U for p in spec.params if p.has_default}
-        lines = [f"def perceive({_param_list(spec.params, defaults)}):"]
+        lines = [f"def perceive({param_list(spec.params, defaults)}):"]
         doc = [f'    """Check the inputs of {spec.qualname}; return the arguments to replace, or None.', ""]
         body = [f"    {R} = None"]
         repairs = False

@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from poet_runtime.generate.spec import FunctionSpec
+
 
 def version_key(spec: FunctionSpec, config, generator, template_version: int) -> str:
     data = {

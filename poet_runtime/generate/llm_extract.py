@@ -8,7 +8,6 @@ say whether it is any good, each with its own reason.
 
 from __future__ import annotations
 
-import ast
 import re
 from poet_runtime.generate.parsing import parse
 

@@ -15,8 +15,8 @@ import string
 from dataclasses import dataclass
 
 from poet_runtime.domains import Domain
-from poet_runtime.generate.builtin import GeneratedCode
-from poet_runtime.generate.spec import KEYWORD_ONLY, POSITIONAL_ONLY, VAR_KEYWORD, VAR_POSITIONAL, FunctionSpec
+from poet_runtime.generate.builtin import GeneratedCode, param_list
+from poet_runtime.generate.spec import FunctionSpec
 
 SYSTEM = (
     "You write Python modules for the POET runtime. You follow the output contract exactly, "
@@ -87,25 +87,6 @@ def prompt_fields(spec: FunctionSpec, config, domain: Domain, example: Generated
     }
 
 
-def _param_list(params, defaults: dict[str, str]) -> str:
-    """``a, b=UNSET, *rest, c, **more``: a def's parameter list with ``defaults`` filled in."""
-    parts = []
-    seen_star = False
-    for index, param in enumerate(params):
-        if param.kind == VAR_POSITIONAL:
-            parts.append(f"*{param.name}")
-            seen_star = True
-        elif param.kind == VAR_KEYWORD:
-            parts.append(f"**{param.name}")
-        else:
-            if param.kind == KEYWORD_ONLY and not seen_star:
-                parts.append("*")
-                seen_star = True
-            default = defaults.get(param.name)
-            parts.append(f"{param.name}={default}" if default else param.name)
-        if param.kind == POSITIONAL_ONLY and (index + 1 == len(params) or params[index + 1].kind != POSITIONAL_ONLY):
-            parts.append("/")
-    return ", ".join(parts)
 
 
 def _signature(spec: FunctionSpec) -> str:
@@ -203,7 +184,7 @@ def output_contract(spec: FunctionSpec, config, example: GeneratedCode) -> str:
         f"- FUNCTION = {spec.function_id!r}, DOMAIN, OBJECTIVE; no LOGIC.",
         "- PARAMETERS: dict name -> {'default', 'min', 'max', 'description'}; PARAMS: the values in force.",
         "- def configure(params, defaults=None): applies params within their ranges; ignores defaults.",
-        f"- def perceive({_param_list(spec.params, defaults)}): checks the arguments (UNSET: not passed);"
+        f"- def perceive({param_list(spec.params, defaults)}): checks the arguments (UNSET: not passed);"
         " returns None, or a dict {parameter: new value} of repairs; validate.note('mismatch' or 'repair',"
         " field, detail) for each.",
         f"- {keyword} operate_prime(logic, args, kwargs): returns {call}"
