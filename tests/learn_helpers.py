@@ -59,7 +59,7 @@ def detector_source(objective: str = "accuracy", threshold: float = 0.9) -> str:
 
 
 def events_of(home: Path, kind: str | None = None) -> list[dict]:
-    from poet_runtime.learn import journal
+    from poet_runtime import journal
 
     return [e for e in journal.read(journal.events_root(home)) if kind is None or e["type"] == kind]
 

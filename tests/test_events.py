@@ -12,7 +12,7 @@ import time
 import pytest
 
 from learn_helpers import REPO, detector_source, events_of, learn_env, module_dir, run_child  # noqa: F401
-from poet_runtime.learn import journal
+from poet_runtime import journal
 
 
 def test_lines_round_trip_and_torn_or_damaged_lines_are_skipped(tmp_path):

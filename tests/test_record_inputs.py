@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from learn_helpers import REPO, events_of, learn_env, module_dir  # noqa: F401
-from poet_runtime.learn import config, journal, sink
+from poet_runtime import journal
+from poet_runtime.learn import config, sink
 
 MODULE = '''\
 from poet_runtime import poet
