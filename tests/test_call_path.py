@@ -240,8 +240,9 @@ def test_enforce_rejection_returns_the_originals_result(poet_home, write_module,
     assert len(module.CALLS) == 2 and result is module.CALLS[0][1]
     assert poet_runtime.last_execution().reason == "enforce_rejected"
     assert "9.0 is above 1.0" in poet_runtime.last_execution().detail
-    warnings = [r for r in caplog.records if "fell back" in r.getMessage()]
+    warnings = [r for r in caplog.records if "(enforce_rejected)" in r.getMessage()]
     assert len(warnings) == 1, "warned once per function and reason"
+    assert "the caller got the logic's own result" in warnings[0].getMessage()  # not "fell back": it ran
     assert [event["reason"] for event in fallbacks] == ["enforce_rejected", "enforce_rejected"]
 
 
