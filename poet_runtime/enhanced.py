@@ -772,6 +772,9 @@ def _wrapper(original, state):
         params, call_args, direct = "*args, **kwargs", "args, kwargs", "original(*args, **kwargs)"
     own = _own_codes(_innermost_code(original))
     test = "getframe(1).f_code is own" if len(own) == 1 else "getframe(1).f_code in own"
+    # Only a body that names the function (a global, or an attribute: self.method) can call it
+    # again by that name: the others pay nothing for the recursion test.
+    recursive = any(original.__name__ in code_.co_names for code_ in own)
     if kind == "async":
         head, direct, body = "async def", f"await {direct}", f"return await cell[0]({call_args})"
     elif kind == "generator":
@@ -782,8 +785,8 @@ def _wrapper(original, state):
     lines = [
         "def make(cell, empty, original, own, getframe, clean):",
         f"    {head} enhanced({params}):",
-        f"        if {test}:  # recursion: straight to the logic",
-        f"            return {direct}",
+        *([f"        if {test}:  # recursion: straight to the logic",
+           f"            return {direct}"] if recursive else []),
         "        try:",
         f"            {body}",
         "        except BaseException as error:",
