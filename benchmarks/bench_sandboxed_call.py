@@ -116,7 +116,8 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        os.environ.update(POET_HOME=str(home / "store"), POET_CACHE_DIR=str(home / "cache"), POET_GENERATE="sync")
+        # The default cache: the WASM interpreter compiled once per machine is reused.
+        os.environ.update(POET_HOME=str(home / "store"), POET_GENERATE="sync")
         import poet_runtime
 
         poet_runtime.enable(hook=False)
