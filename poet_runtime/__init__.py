@@ -111,5 +111,24 @@ def feedback(execution_id: str, **fields: "Any") -> str:
     return _feedback(execution_id, **fields)
 
 
+def _activate_from_environment() -> None:
+    """``POET_ENABLED`` is set: turn POET on, honouring ``POET_LOG``; never raise into the program.
+
+    A bad setting prints one line naming the variable or key (``settings.report_activation_error``)
+    and the program runs without POET. ``enable()`` called by the program itself still raises.
+    """
+    from poet_runtime import settings as _settings
+
+    try:
+        current = _settings.get_settings()
+        if not current.enabled:
+            return
+        _settings.apply_log_setting(current.log)
+        enable()
+    except PoetConfigError as error:
+        _settings.report_activation_error(error)
+        _runtime.set_enabled(False)
+
+
 if _os.environ.get("POET_ENABLED", "").strip().lower() in ("1", "true", "yes", "on"):
-    enable()
+    _activate_from_environment()

@@ -108,4 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(handler(args) or 0)
+    from poet_runtime import settings
+    from poet_runtime.errors import PoetConfigError
+
+    try:
+        settings.load_settings()  # a bad POET_* variable or [tool.poet] key: say which, exit 2
+        return int(handler(args) or 0)
+    except PoetConfigError as error:
+        print(f"poet_runtime: error: {error}", file=sys.stderr)
+        return 2

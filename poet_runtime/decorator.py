@@ -172,6 +172,16 @@ def _apply(function, kwargs: dict):
         logging.getLogger("poet_runtime").info(
             "poet_runtime: %s is an async generator function; it runs as written, not enhanced", function_id)
         return function
+    if config.policy is not None:
+        from poet_runtime.settings import check_policy_exists
+
+        try:  # found now, once, not as a config_error fallback on every call
+            check_policy_exists(config.policy, f"@poet on {function_id}: policy")
+        except PoetConfigError as error:
+            import logging
+
+            logging.getLogger("poet_runtime").warning("poet_runtime: %s; it runs without POET", error)
+            return function
     from poet_runtime.enhanced import enhance_function
 
     enhanced = enhance_function(inner, config)

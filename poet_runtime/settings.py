@@ -8,6 +8,7 @@ pyproject key, raised at start-up, not at the first call.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,9 @@ from poet_runtime.errors import PoetConfigError
 
 GENERATE_MODES = ("sync", "background", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error", "quiet")
+SHIPPED_POLICIES = ("default", "strict", "trusted")  # policy.SHIPPED, without importing pydantic
+MAX_GENERATION_TIMEOUT = 86_400.0  # a day: longer is a typo, not a wish
+MAX_CONCURRENT_GENERATIONS = 10_000
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -75,6 +79,29 @@ class Settings:
         return Path(base) / "poet_runtime"
 
 
+def _number(raw, *, integer: bool):
+    """A finite number from an environment string or a TOML value; None when it is not one.
+
+    TOML booleans are not numbers here, a whole number must be written as one (``2``, not
+    ``2.5`` or ``true``), and NaN or infinity never passes.
+    """
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            return None
+    elif isinstance(raw, int) or (isinstance(raw, float) and not integer):
+        value = raw if integer else float(raw)
+    else:
+        return None
+    if not integer and not math.isfinite(value):
+        return None
+    return value
+
+
 def _parse(name: str, raw, where: str):
     """Convert one raw value (str from the environment, or a TOML value) for ``name``."""
 
@@ -111,20 +138,14 @@ def _parse(name: str, raw, where: str):
             fail("a folder path")
         return Path(text).expanduser()
     if name == "generation_timeout":
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            fail("a number of seconds > 0")
-        if not value > 0:
-            fail("a number of seconds > 0")
+        value = _number(raw, integer=False)
+        if value is None or not 0 < value <= MAX_GENERATION_TIMEOUT:
+            fail(f"a number of seconds > 0 and <= {MAX_GENERATION_TIMEOUT:g}")
         return value
     if name == "max_concurrent_generations":
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            fail("a whole number >= 1")
-        if value < 1:
-            fail("a whole number >= 1")
+        value = _number(raw, integer=True)
+        if value is None or not 1 <= value <= MAX_CONCURRENT_GENERATIONS:
+            fail(f"a whole number >= 1 and <= {MAX_CONCURRENT_GENERATIONS}")
         return value
     text = str(raw).strip()
     if not text:
@@ -162,7 +183,27 @@ def _from_pyproject(path: Path) -> dict:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PoetConfigError(f"{path}: [tool.poet] {key}: unknown setting{hint}")
         values[name] = _parse(name, raw, f"{path}: [tool.poet] {key}")
+    if "policy" in values:
+        check_policy_exists(values["policy"], f"{path}: [tool.poet] policy", path.parent)
     return values
+
+
+def check_policy_exists(value: str, where: str, folder: Path | None = None) -> None:
+    """A policy named by a setting must be shipped or an existing file (found at start-up, not per call).
+
+    Cheap on purpose (no policy parsing, no pydantic): the file's contents are checked when it loads.
+    A relative path is relative to ``folder`` (the pyproject's folder) or the current directory.
+    """
+    if value in SHIPPED_POLICIES:
+        return
+    path = Path(value).expanduser()
+    if not path.is_absolute() and folder is not None:
+        path = folder / path
+    if not path.is_file():
+        raise PoetConfigError(
+            f"{where}: {value!r} is not valid: expected a shipped policy ({', '.join(SHIPPED_POLICIES)}) "
+            "or the path of a policy file, and there is no such file"
+        )
 
 
 def load_settings(environ=None, cwd: Path | None = None) -> Settings:
@@ -176,6 +217,8 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
         if raw is None or (raw == "" and name != "enabled"):
             continue
         values[name] = _parse(name, raw, variable)
+        if name == "policy":
+            check_policy_exists(values[name], variable)
     return Settings(pyproject=pyproject, **values)
 
 
@@ -198,6 +241,64 @@ def override(**changes) -> Settings:
     with _settings_lock:
         _settings = replace(_settings or load_settings(), **changes)
         return _settings
+
+
+_activation_reported = False
+
+
+def report_activation_error(error: BaseException) -> None:
+    """An activated process (``POET_ENABLED``) met a bad setting: one line on stderr per process.
+
+    The program then runs without POET; only the runner and the CLI exit with status 2.
+    """
+    global _activation_reported
+    import sys
+
+    if _activation_reported or getattr(sys, "_poet_pth_reported", False) or _is_our_command_line():
+        return
+    _activation_reported = True
+    sys._poet_pth_reported = True  # the .pth line's own last-resort report stays quiet too
+    message = " ".join(str(error).split())  # one line, whatever the error holds
+    print(f"poet_runtime: {message}; continuing without POET", file=sys.stderr, flush=True)
+
+
+def _is_our_command_line() -> bool:
+    """``python -m poet_runtime ...`` or the ``poet`` script: the CLI itself reports and exits with 2."""
+    import sys
+
+    argv = list(getattr(sys, "orig_argv", None) or ())[1:]
+    for index, arg in enumerate(argv):
+        if arg == "-m":
+            return index + 1 < len(argv) and argv[index + 1] == "poet_runtime"
+        if arg.startswith("-m"):
+            return arg == "-mpoet_runtime"
+        if arg in ("-c", "-") or not arg.startswith("-"):
+            return os.path.basename(arg) == "poet"
+    return False
+
+
+LOG_LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "quiet": 51}
+
+
+def apply_log_setting(level_name: str) -> None:
+    """Honour ``POET_LOG`` for the ``poet_runtime`` logger in an activated process.
+
+    ``quiet`` silences our log whatever handlers exist; ``info``/``debug`` add a stderr
+    handler when nobody configured one (Python's last-resort handler shows warnings only).
+    A logger the user configured keeps its handlers.
+    """
+    import logging
+
+    logger = logging.getLogger("poet_runtime")
+    level = LOG_LEVEL_NUMBERS.get(level_name, logging.WARNING)
+    logger.setLevel(level)
+    if level < logging.WARNING and not logger.handlers:
+        import sys
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def reset() -> None:

@@ -37,22 +37,12 @@ def from_pth() -> None:
     if _activated:
         return
     _activated = True
-    from poet_runtime.errors import PoetConfigError
-    from poet_runtime.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except PoetConfigError as error:
-        print(f"poet_runtime: {error}; continuing without POET", file=sys.stderr)
-        return
-    if not settings.enabled:
-        return
     import poet_runtime
 
-    enable = getattr(poet_runtime, "enable", None)
-    if enable is not None:
-        enable()
-    else:
-        from poet_runtime import hook
+    activate = getattr(poet_runtime, "_activate_from_environment", None)
+    if activate is not None:
+        activate()  # importing the package has normally done it already; a second call is harmless
+        return
+    from poet_runtime import hook  # an older core without it: the hook alone
 
-        hook.install()
+    hook.install()

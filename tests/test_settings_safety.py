@@ -1,0 +1,180 @@
+"""Settings never kill the program (issue 12, items 3 and 13), in real activated processes.
+
+With ``POET_ENABLED=1`` (the ``.pth`` activation, then ``import poet_runtime``), one bad
+value prints ONE line naming the variable or key, and the program runs to its own exit
+status with POET off. Only ``python -m poet_runtime`` and the CLI exit with status 2.
+A policy that does not exist is found at start-up or decoration, once, not on every
+call. ``POET_LOG`` is honoured in an activated process, not only by the runner.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hook_helpers import pth_python, run, write_tree
+
+pytestmark = pytest.mark.slow
+
+APP = """
+import sys
+import poet_runtime
+print("ran", poet_runtime.is_enabled())
+sys.exit(5)
+"""
+
+
+@pytest.fixture(scope="module")
+def python(tmp_path_factory):
+    return pth_python(tmp_path_factory.mktemp("pth"))
+
+
+def _in_parallel(function, cases) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(function, cases))
+
+
+def _one_line_about(stderr: str, name: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert name in lines[0], stderr
+    return lines[0]
+
+
+BAD_ENVIRONMENT = [
+    ("POET_LOG", "verbose"),
+    ("POET_GENERATE", "x"),
+    ("POET_GENERATION_TIMEOUT", "abc"),
+    ("POET_GENERATION_TIMEOUT", "nan"),
+    ("POET_GENERATION_TIMEOUT", "inf"),
+    ("POET_GENERATION_TIMEOUT", "-1"),
+    ("POET_MAX_CONCURRENT_GENERATIONS", "0"),
+    ("POET_MAX_CONCURRENT_GENERATIONS", "2.5"),
+    ("POET_MAX_CONCURRENT_GENERATIONS", "1e999"),
+    ("POET_POLICY", "nosuch"),
+    ("POET_POLICY", "missing/policy.toml"),
+]
+
+
+def test_a_bad_environment_value_is_one_line_and_the_program_runs_without_poet(tmp_path, python):
+    write_tree(tmp_path, {"app.py": APP})
+    results = _in_parallel(lambda case: run(["app.py"], tmp_path, python=python, POET_ENABLED="1",
+                                            **{case[0]: case[1]}), BAD_ENVIRONMENT)
+    for (variable, value), result in zip(BAD_ENVIRONMENT, results):
+        assert result.returncode == 5, (variable, value, result.stderr)
+        assert result.stdout.strip() == "ran False", (variable, value, result.stderr)
+        line = _one_line_about(result.stderr, variable)
+        assert repr(value) in line and "continuing without POET" in line, line
+
+
+BAD_PYPROJECT = [
+    ("genrate = 'sync'", "genrate"),  # unknown key
+    ("generate = 3", "generate"),  # wrong type
+    ("log = 'verbose'", "log"),
+    ("max_concurrent_generations = true", "max_concurrent_generations"),
+    ("max_concurrent_generations = 2.5", "max_concurrent_generations"),
+    ("generation_timeout = nan", "generation_timeout"),
+    ("generation_timeout = inf", "generation_timeout"),
+    ("generation_timeout = 0", "generation_timeout"),
+    ("policy = 'policies/missing.toml'", "policy"),
+    ("policy = [1, 2", "pyproject.toml"),  # not TOML at all
+]
+
+
+def test_a_bad_pyproject_key_or_type_is_one_line_and_the_program_runs_without_poet(tmp_path, python):
+    def case(index: int):
+        folder = write_tree(tmp_path / str(index), {"app.py": APP})
+        (folder / "pyproject.toml").write_text(f"[tool.poet]\n{BAD_PYPROJECT[index][0]}\n")
+        return run(["app.py"], folder, python=python, POET_ENABLED="1")
+
+    for (text, name), result in zip(BAD_PYPROJECT, _in_parallel(case, range(len(BAD_PYPROJECT)))):
+        assert result.returncode == 5, (text, result.stderr)
+        assert result.stdout.strip() == "ran False", (text, result.stderr)
+        assert "continuing without POET" in _one_line_about(result.stderr, name)
+
+
+def test_good_settings_still_turn_poet_on(tmp_path, python):
+    write_tree(tmp_path, {"app.py": APP, "policies/mine.toml": '[defaults]\nbackend = "none"\n'})
+    (tmp_path / "pyproject.toml").write_text("[tool.poet]\npolicy = 'policies/mine.toml'\ngeneration_timeout = 30\n")
+    result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_GENERATION_TIMEOUT="1e3")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (5, "ran True", "")
+    result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_POLICY="strict")
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (5, "ran True", "")
+
+
+def test_the_runner_and_the_cli_exit_with_2_naming_the_variable(tmp_path, python):
+    write_tree(tmp_path, {"app.py": APP})
+    for args in (["app.py"], ["status"]):
+        for extra in ({"POET_ENABLED": "1"}, {}):
+            result = run(["-m", "poet_runtime", *args], tmp_path, python=python, POET_LOG="verbose", **extra)
+            assert result.returncode == 2, (args, extra, result.stderr)
+            assert result.stdout == ""
+            _one_line_about(result.stderr, "POET_LOG")
+    (tmp_path / "pyproject.toml").write_text("[tool.poet]\ngenrate = 'sync'\n")
+    result = run(["-m", "poet_runtime", "status"], tmp_path, python=python)
+    assert result.returncode == 2 and "genrate" in _one_line_about(result.stderr, "did you mean")
+
+
+def test_a_missing_decorator_policy_is_one_line_at_decoration_not_a_fallback_per_call(tmp_path, python):
+    write_tree(tmp_path, {"app.py": """
+        import poet_runtime
+        from poet_runtime import poet
+
+        @poet(policy="nosuch")
+        def add_one(x):
+            return x + 1
+
+        print([add_one(i) for i in range(5)], hasattr(add_one, "__poet__"), poet_runtime.is_enabled())
+    """})
+    result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1, 2, 3, 4, 5] False True"
+    line = _one_line_about(result.stderr, "@poet on __main__:add_one")
+    assert "'nosuch'" in line and "default, strict, trusted" in line
+    # With POET off the decorator returns the function untouched and checks nothing.
+    result = run(["app.py"], tmp_path, python=python)
+    assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "[1, 2, 3, 4, 5] False False", "")
+
+
+LOGGING_APP = """
+import logging
+import poet_runtime
+from poet_runtime import poet
+
+@poet
+async def numbers():  # an async generator: left as it is, said at info level
+    yield 1
+
+logging.getLogger("poet_runtime").warning("poet_runtime: a warning of ours")
+print("ran", poet_runtime.is_enabled())
+"""
+
+
+def test_poet_log_is_honoured_in_an_activated_process(tmp_path, python):
+    write_tree(tmp_path, {"app.py": LOGGING_APP})
+    quiet = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_LOG="quiet")
+    assert (quiet.returncode, quiet.stdout.strip(), quiet.stderr) == (0, "ran True", "")
+    default = run(["app.py"], tmp_path, python=python, POET_ENABLED="1")
+    assert default.stderr.splitlines() == ["poet_runtime: a warning of ours"]
+    info = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_LOG="info")
+    assert info.returncode == 0, info.stderr
+    assert "async generator function" in info.stderr and "a warning of ours" in info.stderr
+    error = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_LOG="error")
+    assert error.stderr == ""
+
+
+def test_numeric_settings_reject_nan_infinity_and_out_of_range(tmp_path):
+    from poet_runtime.errors import PoetConfigError
+    from poet_runtime.settings import load_settings
+
+    for variable, value in [("POET_GENERATION_TIMEOUT", v) for v in ("nan", "inf", "-inf", "0", "-1", "1e9")] + [
+        ("POET_MAX_CONCURRENT_GENERATIONS", v) for v in ("0", "-3", "2.5", "nan", "10000000", "true")
+    ]:
+        with pytest.raises(PoetConfigError, match=variable):
+            load_settings({variable: value}, cwd=tmp_path)
+    settings = load_settings({"POET_GENERATION_TIMEOUT": "2.5", "POET_MAX_CONCURRENT_GENERATIONS": "8"}, cwd=tmp_path)
+    assert settings.generation_timeout == 2.5 and settings.max_concurrent_generations == 8
+    assert math.isfinite(load_settings({}, cwd=tmp_path).generation_timeout)
