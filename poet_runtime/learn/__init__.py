@@ -28,10 +28,20 @@ def attach(state) -> None:
     root = journal.events_root(Path(state.version.path).parent.parent)
     info = sink.register(state.function_id, root, objective, needs_output=objective in LABELLED)
     info.state = state
-    if getattr(state.policy, "record_inputs", False):  # the policy lets this function's inputs be stored
-        state.recorder = sink.recorder_with_inputs(info)
-    else:
-        state.recorder = sink.recorder_for(info)
+    on_disk = bool(getattr(state.policy, "record_inputs", False))  # the policy lets its inputs be stored
+    recorder = sink.recorder_with_inputs(info) if on_disk else sink.recorder_for(info)
+    if objective in LABELLED and replay_blocker(state) is None:
+        # Replay needs the inputs of the calls that get labelled: recent ones stay in memory
+        # (bounded), whatever the policy; to disk only where it allows (the recorder above).
+        import inspect
+
+        try:
+            width = len(inspect.signature(state.original).parameters)
+        except (TypeError, ValueError):
+            width = 1
+        recorder = sink.remembering_inputs(info, recorder, config.get().replay_inputs, width)
+        sink.watch_train(state)
+    state.recorder = recorder
     if not objective:
         return
     if info.engine is None:
@@ -41,6 +51,37 @@ def attach(state) -> None:
         info.engine.catch_up()
     elif info.engine.state is not state or info.engine.version != state.version_number:
         info.engine.version_loaded(state)
+
+
+_purity: dict = {}  # function id -> (version it was judged for, reason or None)
+
+
+def replay_blocker(state) -> str | None:
+    """Why this function's labelled calls cannot be replayed to tune its parameters (None: they can).
+
+    Replaying runs the user's function again: only where calls have no side effects (a pure
+    domain, or the static purity check finds the function pure), and only for synchronous ones.
+    """
+    if not config.get().replay:
+        return "replay is off (learning settings)"
+    if state.is_async:
+        return "async function"
+    from poet_runtime.domains import get_domain
+
+    if get_domain(state.config.domain).pure:
+        return None
+    cached = _purity.get(state.function_id)
+    if cached is None or cached[0] is not state.version:
+        try:
+            from poet_runtime.generate.purity import check_purity
+
+            purity = check_purity(state.spec())
+            reason = None if purity.pure else f"not pure: {purity.explain()}"
+        except Exception as error:  # no source to read: not shown to be pure
+            reason = f"purity unknown: {type(error).__name__}"
+        cached = (state.version, reason)
+        _purity[state.function_id] = cached
+    return cached[1]
 
 
 def recorded_samples(store_root, function_id: str, limit: int | None = None) -> list[tuple[list, dict]]:

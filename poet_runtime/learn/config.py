@@ -54,6 +54,9 @@ class LearnSettings:
     alert_rate_penalty: float = 0.1
     auto_regenerate: bool = True
     shadow_samples: int = 20  # labelled live calls a candidate runs in shadow before it is judged (0: no shadow)
+    replay: bool = True  # tune a pure function's own parameters by replaying labelled calls (False: output-only)
+    replay_inputs: int = 2000  # recent calls' inputs kept in memory (pure functions with an objective) for replay
+    held_back: float = 0.3  # share of labelled calls kept out of tuning, to judge a candidate value on
     environment: str = "development"
     service: str = ""
 

@@ -49,6 +49,8 @@ class Learning:
         self.pure = get_domain(state.config.domain).pure
         self.decisions: list[str] = []  # event types, in order (tests and the bench read it)
         self.learner = None
+        self.tuner = None  # replay.ReplayTuner, where labelled calls can be replayed through the function
+        self.not_learnable: dict = {}  # parameter -> why replay cannot tune it (status shows it)
         self.version_loaded(state)
 
     # -- versions ----------------------------------------------------------------------------
@@ -64,6 +66,49 @@ class Learning:
             self.measured = hasattr(self.learner, "observe_execution")  # learns from executions, not labels
             if old is not None and hasattr(old, "samples") and hasattr(self.learner, "samples"):
                 self.learner.samples.extend(old.samples)
+            self._replay_setup(state)
+
+    def _replay_setup(self, state) -> None:
+        """Tune the function's own parameters by replay where that is safe; else say what is not learnable."""
+        from poet_runtime.learn import replay_blocker
+        from poet_runtime.learn.replay import ReplayTuner, replayable_names
+
+        if self.objective not in LABELLED or not self.settings.replay:  # replay off: output-only, as before
+            self.tuner, self.not_learnable = None, {}
+            return
+        names = replayable_names(state.original, self.parameters)
+        blocker = replay_blocker(state) if names else None
+        if names and blocker is None:
+            if self.tuner is None:
+                self.tuner = ReplayTuner(state.original, self.parameters, self.objective, self.settings, self.beta)
+            else:  # the same logic: its samples stay valid
+                self.tuner.retarget(self.parameters)
+            self.not_learnable = {}
+        else:
+            self.tuner = None
+            self.not_learnable = {name: f"not learnable without inputs ({blocker})" for name in names}
+        self._note_learning({"replay": self.tuner is not None, "not_learnable": self.not_learnable})
+
+    def _note_learning(self, learning: dict) -> None:
+        """What learning can do, and the last tuning's evidence, in the version's state.json."""
+        try:
+            with self.store.lock():
+                version = self.store.get(self.version)
+                if version is None:
+                    return
+                state = version.state()
+                merged = {**(state.get("learning") or {}), **learning}
+                if state.get("learning") == merged:
+                    return
+                state["learning"] = merged
+                self.store.update_json(self.version, "state.json", state)
+        except (OSError, ValueError) as error:
+            log.warning("poet_runtime: %s: could not note learning state: %s", self.info.function_id, error)
+
+    def _owned_by_replay(self, name) -> bool:
+        """Whether the output-only learner must leave this parameter alone (replay tunes it, or nothing may)."""
+        return name is not None and (name in self.not_learnable
+                                     or (self.tuner is not None and name in self.tuner.names))
 
     def _decide(self, event_type: str, payload: dict, causation_id: str | None = None) -> dict:
         self.decisions.append(event_type)
@@ -111,9 +156,12 @@ class Learning:
             self.failures.append({"execution_id": payload["execution_id"], "output": output, "label": label,
                                   "version": execution.get("version")})
         self.learner.observe(output, label)
-        changes = self.learner.propose(self._params())
-        if changes:
-            self.apply(changes, {"samples": self.learner.seen, "objective_now": self._value()}, event["id"])
+        if self.tuner is not None:
+            self._replay(payload, execution, label, event["id"])
+        if not self._owned_by_replay(getattr(self.learner, "parameter", None)):
+            changes = self.learner.propose(self._params())
+            if changes:
+                self.apply(changes, {"samples": self.learner.seen, "objective_now": self._value()}, event["id"])
         if self.shadow is not None and self.shadow.label(payload["execution_id"], output, label):
             self._finish_shadow(event["id"])
         verdict = self.monitor.add(bool(prediction_of(output)), bool(label))
@@ -122,6 +170,22 @@ class Learning:
         elif verdict == "recovered":
             self._decide("learning.recovered", {"function": self.info.function_id, "version": self.version,
                                                 "objective": self.objective, "rolling": self.monitor.rolling()})
+
+    def _replay(self, payload: dict, execution: dict, label, cause: str | None) -> None:
+        """Add the labelled call's inputs (memory, else its recorded event) as a sample; tune."""
+        execution_id = payload["execution_id"]
+        inputs = sink.remembered_inputs(self.info, execution_id)
+        if inputs is None and isinstance(execution.get("inputs"), dict):
+            recorded = execution["inputs"]
+            inputs = recorded.get("args", []), recorded.get("kwargs", {})
+        if inputs is None or not self.tuner.add(execution_id, inputs[0], inputs[1] or {}, label):
+            return
+        changes, evidence = self.tuner.tune(self._params())
+        if evidence is None:
+            return
+        if changes:
+            self.apply(changes, evidence, cause)
+        self._note_learning({"last_tuning": evidence})
 
     def on_executions(self, payloads: list[dict]) -> None:
         """Measured objectives learn from the execution events themselves (flusher thread)."""
@@ -236,16 +300,28 @@ class Learning:
         name = self.learner.parameter
         current = self._params().get(name, self.parameters.get(name, {}).get("default"))
         proposed = candidate.params().get(name, current)
+        tuner = self.tuner
+        if tuner is not None and tuner.names and len(tuner.samples) >= self.settings.min_samples:
+            # Replayed through the function itself: both versions call the same logic with these values.
+            live = self._params()
+            mine = {n: live.get(n, tuner.parameters[n]["default"]) for n in tuner.names}
+            theirs = {n: candidate.params().get(n, mine[n]) for n in tuner.names}
+            return tuner.value_for(mine), tuner.value_for(theirs)
+        if name is None:
+            return 0.0, 0.0
         return self.learner.value_for(current), self.learner.value_for(proposed)
 
     def evaluate(self, candidate) -> bool | None:
         """Screen the candidate on the recorded labelled executions; then shadow it on live calls
         where that is safe (True promoted, False rejected, None: in shadow, decided later)."""
-        if getattr(self.learner, "parameter", None) is None or not hasattr(self.learner, "value_for"):
+        if (getattr(self.learner, "parameter", None) is None or not hasattr(self.learner, "value_for")) and (
+                self.tuner is None or not self.tuner.names):
             return self._reject(candidate, "no decision parameter to compare on", {})
         current, proposed = self.shadow_scores(candidate)
         scores = {"current": round(current, 6), "candidate": round(proposed, 6),
                   "samples": len(self.learner.samples), "evaluated_on": "recorded labelled executions"}
+        if self.tuner is not None and len(self.tuner.samples) >= self.settings.min_samples:
+            scores["replayed"] = len(self.tuner.samples)
         if proposed + 1e-9 < current:
             return self._reject(candidate, "worse than the current version on recorded labelled executions", scores)
         if self._can_shadow():

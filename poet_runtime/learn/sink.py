@@ -54,6 +54,7 @@ class FunctionInfo:
         self.engine = None  # learn.engine.Learning when the function has an objective
         self.state = None  # the FunctionState, when the function lives in this process
         self.record_inputs = False  # set (for good) once its policy let this process record its calls' inputs
+        self.inputs = None  # deque of (number, args, kwargs): recent calls' inputs kept in memory for replay
 
     @property
     def last_execution(self) -> str | None:
@@ -148,6 +149,92 @@ def recorder_with_inputs(info: FunctionInfo):
     info.direct = True
     info.record_inputs = True
     return record
+
+
+_calls = threading.local()  # .call: (args, kwargs) the logic just got, from the train phase (this thread)
+
+
+def watch_train(state) -> None:
+    """Let the in-process train phase hand over the call's (args, kwargs) as the logic got them.
+
+    The generated ``train(call, result, metrics)`` runs in the caller's thread right before
+    the call is recorded, so the recorder (``remembering_inputs``) pairs what it saw with
+    the execution's number. The enhancement's own ``train`` runs as before.
+    """
+    enhancement = getattr(state.loaded, "enhancement", None)
+    train = getattr(enhancement, "train", None)
+    if train is None or getattr(train, "poet_watched", False):
+        return
+    local = _calls
+
+    def watched(call, result, metrics):
+        local.call = call
+        return train(call, result, metrics)
+
+    watched.poet_watched = True
+    try:
+        enhancement.train = watched
+    except AttributeError:
+        pass
+
+
+def remembering_inputs(info: FunctionInfo, inner, cap: int, width: int = 1):
+    """A recorder that keeps recent calls' inputs in memory (about the last ``cap``) for replay,
+    then hands the call to ``inner``. The inputs are what the logic got (from the train phase,
+    ``watch_train``), else the caller's when the call path passes them (policy ``record_inputs``);
+    they go on to ``inner`` (and so to disk) only when ``inner`` takes them, i.e. only where the
+    policy allows. The returned recorder takes inputs exactly when ``inner`` does.
+
+    Kept flat, like ``_buffer``: per call ``number, *args, kwargs or None, len(args)`` go
+    into one bounded deque, read back from its right end (``remembered_inputs``); so a call
+    leaves no container of its own for the cyclic GC (a tuple per call would).
+    """
+    kept = info.inputs = deque(maxlen=max(cap, 1) * (3 + max(width, 1)))
+    extend = kept.extend
+    local = _calls
+
+    def remember(number, args, kwargs) -> None:
+        call = getattr(local, "call", None)
+        if call is not None:
+            local.call = None
+            args, kwargs = call
+        if args is not None:
+            extend((number, *args, kwargs or None, len(args)))
+
+    if getattr(inner, "takes_inputs", False):
+        def record(entry, result, args=None, kwargs=None) -> bool:
+            remember(entry[1], args, kwargs)
+            return inner(entry, result, args, kwargs)
+
+        record.takes_inputs = True
+    else:
+        def record(entry, result) -> bool:
+            remember(entry[1], None, None)
+            return inner(entry, result)
+
+    return record
+
+
+def remembered_inputs(info: FunctionInfo, execution_id: str):
+    """(args, kwargs) of a recent execution of this process whose inputs were kept in memory, or None."""
+    process, _, number = execution_id.rpartition("-")
+    kept = info.inputs
+    if not kept or process != records.PROCESS_ID or not number.isdigit():
+        return None
+    number = int(number)
+    flat = list(kept)  # a copy: calls append meanwhile
+    end = len(flat)
+    while end >= 3:
+        count = flat[end - 1]
+        first = end - 3 - count  # where this call's number is
+        if type(count) is not int or first < 0:
+            return None
+        if flat[first] == number:
+            return tuple(flat[first + 1:end - 2]), dict(flat[end - 2] or {})
+        if flat[first] < number:
+            return None  # numbers only grow towards the right end
+        end = first
+    return None
 
 
 def register(function_id: str, root: Path, objective: str | None, needs_output: bool) -> FunctionInfo:
