@@ -232,7 +232,17 @@ def test_check_command(tmp_path, capsys):
     assert len(lines) == 1 and ":5: defaults.memry_mb: unknown field; did you mean 'memory_mb'?" in lines[0]
 
 
-def test_explain_command(tmp_path, capsys):
+def app_package(tmp_path, monkeypatch):
+    """``policy explain`` names functions that exist: an ``app`` package with ``f`` in app, app.other, app.safe."""
+    package = tmp_path / "src" / "app"
+    package.mkdir(parents=True)
+    for name in ("__init__", "other", "safe"):
+        (package / f"{name}.py").write_text("def f(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+
+
+def test_explain_command(tmp_path, capsys, monkeypatch):
+    app_package(tmp_path, monkeypatch)
     path = write(tmp_path, 'version = 1\n[defaults]\nbackend = "restricted"\nwall_ms = 100\n'
                            '[[rule]]\nmatch = "app:*"\nwall_ms = 300\n')
     code, out = run_handler(["policy", "explain", "app:f", "--policy", str(path)], capsys)
@@ -324,7 +334,8 @@ def trust_lines(out):
     return row, meaning[0]
 
 
-def test_explain_shows_trust_and_its_meaning(tmp_path, capsys):
+def test_explain_shows_trust_and_its_meaning(tmp_path, capsys, monkeypatch):
+    app_package(tmp_path, monkeypatch)
     path = write(tmp_path, 'version = 1\n[defaults]\nbackend = "restricted"\nwall_ms = 100\n'
                            '[[rule]]\nmatch = "app.safe:*"\ntrust = []\n')
     code, out = run_handler(["policy", "explain", "app.other:f", "--policy", str(path)], capsys)
@@ -339,7 +350,8 @@ def test_explain_shows_trust_and_its_meaning(tmp_path, capsys):
     assert "every version, even a verified built-in one, runs in restricted" in meaning
 
 
-def test_explain_strict_and_trusted(capsys):
+def test_explain_strict_and_trusted(tmp_path, capsys, monkeypatch):
+    app_package(tmp_path, monkeypatch)
     code, out = run_handler(["policy", "explain", "app:f", "--policy", "strict"], capsys)
     row, meaning = trust_lines(out)
     assert code == 0 and "(none)" in row and "<- defaults" in row

@@ -38,6 +38,29 @@ def default_roots(given=None) -> list:
     return [journal.events_root(c) for c in candidates if c is not None]
 
 
+# Every event type the runtime writes; a --type must name one of them, a family of them
+# (``learning``, ``learning.*``) or a type found in the journal read.
+KNOWN_TYPES = (
+    "function.enhanced", "function.execution", "function.fallback", "function.feedback",
+    "function.mismatch", "function.repair", "function.retry",
+    "learning.updated", "learning.degraded", "learning.recovered",
+    "version.candidate", "version.shadow", "version.promoted", "version.rejected", "version.rolled_back",
+    "version.regeneration_failed",
+)
+
+
+def unknown_types(types, seen=()) -> list[str]:
+    """The ``--type`` values that name no known event type nor family of them."""
+    known = set(KNOWN_TYPES) | {t for t in seen if t}
+    families = {t.split(".", 1)[0] for t in known}
+    bad = []
+    for wanted in types or ():
+        stem = wanted[:-2] if wanted.endswith(".*") else wanted
+        if stem not in known and stem not in families:
+            bad.append(wanted)
+    return bad
+
+
 def _matches(event: dict, types, function) -> bool:
     kind = event.get("type", "")
     if types and not any(kind == t or kind.startswith(t.rstrip(".*") + ".") for t in types):
@@ -90,17 +113,24 @@ def run(args) -> int:
     import time
 
     roots = [r for r in default_roots(args.root) if r.is_dir()]
+    seen: dict = {}
+    initial = _read_all(roots, seen)
+    bad = unknown_types(args.type, {e.get("type") for e in initial})
+    if bad:
+        families = sorted({t.split(".", 1)[0] for t in KNOWN_TYPES})
+        print(f"events: unknown event type {', '.join(map(repr, bad))}; known: {', '.join(KNOWN_TYPES)} "
+              f"(or a family: {', '.join(families)})", file=sys.stderr)
+        return 2
     if not roots and not args.follow:
         print("no events yet (looked in: " + ", ".join(map(str, default_roots(args.root))) + ")", file=sys.stderr)
         return 0
-    seen: dict = {}
 
     def show(events) -> None:
         for event in events:
             if _matches(event, args.type, args.function):
                 print(json.dumps(event, default=str) if args.json else _line(event), flush=True)
 
-    events = [e for e in _read_all(roots, seen) if _matches(e, args.type, args.function)]
+    events = [e for e in initial if _matches(e, args.type, args.function)]
     show(events[-args.limit:] if args.limit else events)
     try:
         while args.follow:

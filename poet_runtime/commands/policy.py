@@ -61,6 +61,10 @@ def explain_command(args) -> int:
     if ":" not in args.function:
         print(f"{args.function!r}: expected MODULE:QUALNAME (e.g. app.billing:total)", file=sys.stderr)
         return 2
+    unknown = unknown_function(args.function)
+    if unknown:
+        print(f"policy explain: {unknown}", file=sys.stderr)
+        return 2
     try:
         policy = load_policy(policy_name_for(args.policy))
         effective = policy.effective_for(args.function)
@@ -97,6 +101,66 @@ def explain_command(args) -> int:
         print(f"  sandboxed code runs: {where}; poet_sandbox is always importable")
     print(f"  trust: {trust_meaning(effective)}")
     return 0
+
+
+def _defined_qualnames(tree) -> set[str]:
+    """Every function and class qualname a module's source defines (``C.m``, ``f.<locals>.g``)."""
+    import ast
+
+    names: set[str] = set()
+
+    def walk(body, prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + node.name
+                names.add(name)
+                inner = name + (".<locals>." if not isinstance(node, ast.ClassDef) else ".")
+                walk(node.body, inner)
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.AsyncWith, ast.For, ast.While)):
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    walk(getattr(node, field, []) or [], prefix)
+            elif isinstance(node, ast.ExceptHandler):
+                walk(node.body, prefix)
+
+    walk(tree.body, "")
+    return names
+
+
+def _listing(names, limit: int = 12) -> str:
+    names = sorted(names)
+    if not names:
+        return "none"
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def unknown_function(target: str) -> str | None:
+    """None when ``MODULE:QUALNAME`` names a function that exists; else the error, naming the known ones.
+
+    Found statically, as ``status`` does: nothing of the user's is imported or run.
+    """
+    import ast
+    import os
+
+    from poet_runtime.hook.discover import discover, resolve_target, scan_file
+
+    try:
+        module, qualname, file = resolve_target(target)
+    except ValueError as error:
+        return str(error)
+    if not file or not os.path.isfile(file):
+        found, _ = discover(["."])
+        return (f"{target!r}: no module {module!r} here; known @poet functions under "
+                f"{os.getcwd()}: {_listing(item.function_id for item in found)}")
+    try:
+        with open(file, "rb") as handle:
+            tree = ast.parse(handle.read(), file)
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"{target!r}: cannot read {file}: {error}"
+    if qualname in _defined_qualnames(tree):
+        return None
+    found, _ = scan_file(file)
+    return (f"{target!r}: {module} ({file}) defines no {qualname!r}; its @poet functions: "
+            f"{_listing(item.qualname for item in found)}")
 
 
 def trust_meaning(effective) -> str:
