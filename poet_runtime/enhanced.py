@@ -283,13 +283,19 @@ class FunctionState:
         events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
                     detail=detail, logic_ran=logic_ran)
 
+    # The record is written after the original ran, so that enhanced calls it made itself
+    # do not leave theirs as the caller's last_execution().
     def _fallback(self, args, kwargs, reason: str, detail: str, warn: bool = True):
-        self._note_fallback(reason, detail, warn)
-        return self.original(*args, **kwargs)
+        try:
+            return self.original(*args, **kwargs)
+        finally:
+            self._note_fallback(reason, detail, warn)
 
     async def _fallback_async(self, args, kwargs, reason: str, detail: str, warn: bool = True):
-        self._note_fallback(reason, detail, warn)
-        return await self.original(*args, **kwargs)
+        try:
+            return await self.original(*args, **kwargs)
+        finally:
+            self._note_fallback(reason, detail, warn)
 
     def _violation(self, violation: PoetViolation) -> tuple[str, str]:
         reason = f"violation:{violation.limit}"
@@ -323,9 +329,9 @@ class FunctionState:
                     raise outcome
                 if outcome is _RUN_ORIGINAL and detail.startswith("perceive: TypeError"):
                     return state._original_for_error(args, kwargs, detail)
-                state._note_fallback(reason, detail, warn=True, logic_ran=outcome is not _RUN_ORIGINAL)
                 if outcome is _RUN_ORIGINAL:
-                    return state.original(*args, **kwargs)
+                    return state._fallback(args, kwargs, reason, detail)
+                state._note_fallback(reason, detail, warn=True, logic_ran=True)
                 if isinstance(outcome, _Raise):
                     raise outcome.error
                 return outcome
@@ -348,9 +354,9 @@ class FunctionState:
                 reason, detail, outcome = state._outcome_of(failure)
                 if reason is None:
                     raise outcome
-                state._note_fallback(reason, detail, warn=True, logic_ran=outcome is not _RUN_ORIGINAL)
                 if outcome is _RUN_ORIGINAL:
-                    return await state.original(*args, **kwargs)
+                    return await state._fallback_async(args, kwargs, reason, detail)
+                state._note_fallback(reason, detail, warn=True, logic_ran=True)
                 if isinstance(outcome, _Raise):
                     raise outcome.error
                 return outcome

@@ -483,3 +483,29 @@ def test_enhance_ahead_of_time(poet_home, write_module):
     version = poet_runtime.enhance(module.detect_drift)
     assert version.number == 1 and (version.path / "code.py").is_file()
     assert module.detect_drift.__poet__.loaded is not None
+
+
+def test_last_execution_is_the_outermost_call_when_the_original_ran_as_fallback(poet_home):
+    @poet
+    def inner(x: int) -> int:
+        return x + 1
+
+    namespace = {"poet": poet, "inner": inner}
+    exec("@poet\ndef outer(x):\n    return inner(x) * 2\n", namespace)  # no source: falls back every call
+    assert namespace["outer"](1) == 4
+    record = poet_runtime.last_execution()
+    assert record.function.endswith(":outer") and record.reason == "no_source", record
+
+
+def test_exit_summary_does_not_count_a_function_that_never_ran_enhanced():
+    from collections import Counter
+
+    from poet_runtime.hook.summary import format_summary
+    from poet_runtime.runtime import FunctionStats
+
+    ok = FunctionStats("app:ok", version=1, backend="none", enhanced_calls=3)
+    never = FunctionStats("app:never", fallbacks=Counter({"no_source": 2}))
+    lines = format_summary({"app:ok": ok, "app:never": never})
+    assert lines[0].startswith("poet: 1 of 2 functions enhanced, 5 calls (3 enhanced, 2 fell back: no_source x2)")
+    assert any("app:never" in line and "never ran enhanced" in line for line in lines[1:])
+    assert format_summary({"app:ok": ok})[0].startswith("poet: 1 function enhanced, 3 calls")

@@ -39,10 +39,15 @@ def format_summary(stats: dict) -> list[str]:
             f"  {function_id}  v{version if version is not None else '-'}"
             f"{' [' + backend + ']' if backend else ''}  calls {calls}, enhanced {enhanced_calls}"
             + (f", fell back: {detail}" if detail else "")
+            + (" (never ran enhanced)" if calls and not enhanced_calls else "")
             + (f", reported: {reported}" if reported else "")
         )
     fell_back = sum(reasons.values())
-    head = f"poet: {len(stats)} function{'s' if len(stats) != 1 else ''} enhanced, {total_calls} call{'s' if total_calls != 1 else ''}"
+    ran = sum(1 for entry in stats.values() if int(getattr(entry, "enhanced_calls", 0) or 0) > 0)
+    # A function none of whose calls ran enhanced is not counted as enhanced: its row says why.
+    counted = (f"{len(stats)} function{'s' if len(stats) != 1 else ''}" if ran == len(stats)
+               else f"{ran} of {len(stats)} functions")
+    head = f"poet: {counted} enhanced, {total_calls} call{'s' if total_calls != 1 else ''}"
     head += f" ({enhanced} enhanced, {fell_back} fell back"
     if reasons:
         head += ": " + ", ".join(f"{reason} x{count}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
