@@ -1,18 +1,28 @@
 """Learning: does feedback make an enhanced function better, and how close to the best fixed setting?
 
+Shapes (issue 14): four ml_monitoring functions whose decision parameter lives on a scale only
+the function knows (a threshold on a z-score whose output reports 1 - e^-z; an alpha on a
+p-value, positive when *below* it, the output reporting 1 - p; a count threshold; a threshold
+on a distance the output reports rescaled), each fed 200 labelled calls with 10 % of the
+labels flipped; accuracy on a fresh, clean test set at the start and after 50, 100 and 200
+feedbacks, against the oracle (the best fixed value: the true boundary, by construction),
+for the replay learner (parameters tuned through the function) and for the output-only
+learner (``replay=False``, what learning did before) as the baseline, in one run.
+
 Accuracy: an ml_monitoring drift detector (optimize_for="accuracy") whose starting
 threshold is poor, fed labelled batches; accuracy on a held-out stream before learning
 and after 50, 100 and 200 feedback events, against the oracle (the best fixed threshold
 on the held-out stream). Latency: an api_operations call to a dependency whose latency
 has a slow tail (optimize_for="latency"): p95 before and after learning.
 
-    python benchmarks/bench_learning.py [--seeds 3]
+    python benchmarks/bench_learning.py [--seeds 3] [--only shapes]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import random
 import statistics
 import sys
@@ -50,6 +60,129 @@ def fetch(key: str) -> dict:
     time.sleep(0.04 if RNG.random() < 0.15 else 0.001)  # the dependency: 15% of answers are slow
     return {{"status": "success", "key": key}}
 '''
+
+
+SHAPES_SOURCE = '''\
+import math
+import statistics
+
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def drift_z(current: list[float], reference: list[float], threshold: float = 0.9) -> dict:
+    spread = statistics.pstdev(reference) or 1.0
+    z = abs(statistics.fmean(current) - statistics.fmean(reference)) / spread
+    return {"drift_detected": z > threshold, "score": 1.0 - math.exp(-z)}
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def drift_p(current: list[float], reference: list[float], alpha: float = 0.001) -> dict:
+    spread = statistics.pstdev(reference) or 1.0
+    z = abs(statistics.fmean(current) - statistics.fmean(reference)) / (spread * math.sqrt(2.0 / len(current)))
+    p = math.erfc(z / math.sqrt(2.0))
+    return {"drift_detected": p < alpha, "score": 1.0 - p}
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def burst(values: list[float], window: int = 40) -> dict:
+    count = sum(1 for value in values if value > 2.5)
+    return {"drift_detected": count >= window, "score": count / len(values)}
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def drift_distance(current: list[list[float]], reference: list[list[float]], drift_threshold: float = 0.2) -> dict:
+    dx = statistics.fmean(p[0] for p in current) - statistics.fmean(p[0] for p in reference)
+    dy = statistics.fmean(p[1] for p in current) - statistics.fmean(p[1] for p in reference)
+    distance = math.hypot(dx, dy)
+    return {"drift_detected": distance > drift_threshold, "score": min(distance / 4.0, 1.0)}
+'''
+
+
+def _pair(rng: random.Random, n: int = 30):
+    shift = rng.uniform(0.0, 1.0)
+    return [rng.gauss(shift, 1.0) for _ in range(n)], [rng.gauss(0.0, 1.0) for _ in range(n)]
+
+
+def _counts(rng: random.Random):
+    values = [rng.gauss(0.0, 1.0) for _ in range(200)]
+    for index in rng.sample(range(200), rng.randint(0, 30)):
+        values[index] = rng.uniform(2.6, 4.0)
+    return (values,)
+
+
+def _points(rng: random.Random):
+    angle, size = rng.uniform(0, 6.283), rng.uniform(0.0, 1.2)
+    current = [[rng.gauss(size * math.cos(angle), 1.0), rng.gauss(size * math.sin(angle), 1.0)] for _ in range(40)]
+    reference = [[rng.gauss(0.0, 1.0), rng.gauss(0.0, 1.0)] for _ in range(40)]
+    return current, reference
+
+
+# name: (function, parameter, true boundary, inputs, what it is)
+SHAPES = {
+    "z-score": ("drift_z", "threshold", 0.45, _pair, "threshold on a z-score, output 1 - e^-z"),
+    "p-value": ("drift_p", "alpha", 0.02, _pair, "alpha on a p-value (drift when below), output 1 - p"),
+    "count": ("burst", "window", 12, _counts, "count threshold (window), output a fraction"),
+    "distance": ("drift_distance", "drift_threshold", 0.6, _points, "threshold on a distance, output rescaled /4"),
+}
+
+
+def shape_run(shape: str, seed: int, folder: Path, replay: bool, noise: float = 0.1) -> dict:
+    import poet_runtime
+    from poet_runtime import settings
+    from poet_runtime.learn import config, engine_for, sink
+
+    name, parameter, boundary, inputs, _ = SHAPES[shape]
+    tag = f"{shape.replace('-', '_')}_{seed}_{'replay' if replay else 'output'}"
+    settings.override(home=folder / f"home-{tag}", cache_dir=folder / "cache")
+    config.override(replay=replay)
+    module = fresh(folder, f"bench_shape_{tag}", SHAPES_SOURCE)
+    function = getattr(module, name)
+    original = function.__poet__.original if function.__poet__ is not None else function
+    rng = random.Random(1000 + seed)
+    truth = lambda args: bool(original(*args, **{parameter: boundary})["drift_detected"])  # noqa: E731
+    test = [(args, truth(args)) for args in (inputs(rng) for _ in range(300))]
+
+    def evaluate() -> float:
+        return sum(bool(function(*args)["drift_detected"]) == label for args, label in test) / len(test)
+
+    row = {"start": evaluate(), "oracle": sum(truth(args) == label for args, label in test) / len(test)}
+    start = time.perf_counter()
+    for count in range(1, 201):
+        args = inputs(rng)
+        function(*args)
+        label = truth(args) != (rng.random() < noise)
+        function.feedback(label=label)
+        if count in (50, 100, 200):
+            row[f"after {count}"] = evaluate()
+    row["feedback_s"] = time.perf_counter() - start
+    engine = engine_for(function)
+    row["learned"] = engine.store.current().params().get(parameter) if engine is not None else None
+    row["replays"] = engine.tuner.replays if engine is not None and engine.tuner is not None else 0
+    sink.shutdown()
+    config.reset()
+    poet_runtime.disable()
+    poet_runtime.enable(hook=False)
+    return row
+
+
+def shapes_report(seeds: int, folder: Path) -> None:
+    med = statistics.median
+    keys = ("start", "after 50", "after 100", "after 200", "oracle")
+    print(f"issue 14 shapes: accuracy objective, 10 % label noise, {seeds} seeds (medians); clean test set of 300")
+    print(f"  {'shape':<9} {'learner':<12} " + " ".join(f"{k:>9}" for k in keys) + "   gap@100  learned")
+    for shape, (_, parameter, boundary, _, what) in SHAPES.items():
+        for replay in (True, False):
+            rows = [shape_run(shape, seed, folder, replay) for seed in range(seeds)]
+            gap = med(r["oracle"] - r["after 100"] for r in rows) * 100
+            learned = med(r["learned"] for r in rows if r["learned"] is not None) if any(
+                r["learned"] is not None for r in rows) else None
+            print(f"  {shape:<9} {'replay' if replay else 'output-only':<12} "
+                  + " ".join(f"{med(r[k] for r in rows):9.3f}" for k in keys)
+                  + f"   {gap:+5.1f}    {parameter}={learned if learned is None else round(learned, 4)}"
+                  + (f" (true {boundary}; {med(r['feedback_s'] for r in rows):.1f} s for 200 feedbacks, "
+                     f"{med(r['replays'] for r in rows):.0f} replayed calls)" if replay else ""))
+        print(f"  {'':<9} ({what})")
 
 
 def batch(rng: random.Random):
@@ -141,12 +274,17 @@ def latency_run(seed: int, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", choices=("shapes",), help="run only the issue 14 shapes")
     args = parser.parse_args()
     import poet_runtime
 
     folder = Path(tempfile.mkdtemp(prefix="poet-bench-learning-"))
     poet_runtime.enable(hook=False)
     med = statistics.median
+    shapes_report(args.seeds, folder)
+    if args.only == "shapes":
+        poet_runtime.disable()
+        return
     rows = [accuracy_run(seed, folder) for seed in range(args.seeds)]
     print(f"accuracy objective, ml_monitoring drift detector, starting threshold 0.9, {args.seeds} seeds (medians)")
     for key in ("before", "after 50", "after 100", "after 200", "oracle"):

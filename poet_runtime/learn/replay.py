@@ -196,6 +196,22 @@ class ReplayTuner:
             more_best, more = self._best(name, values, finer, train)
             scored.update(more)
             best = max(scored, key=scored.get)
+        # The middle of the best plateau (the run of equally good neighbours around the best),
+        # not its edge: the boundary lies somewhere between the samples on either side.
+        ordered = sorted(scored)
+        top = scored[best][0]
+        low = high = ordered.index(best)
+        while low > 0 and scored[ordered[low - 1]][0] == top:
+            low -= 1
+        while high < len(ordered) - 1 and scored[ordered[high + 1]][0] == top:
+            high += 1
+        a, b = ordered[low], ordered[high]
+        middle = math.sqrt(a * b) if a > 0 and b / a > 3 else (a + b) / 2
+        middle = self._shape([middle], spec)[0]
+        if middle not in scored:
+            scored.update(self._best(name, values, [middle], train)[1])
+        if scored[middle][0] == top:
+            best = middle
         return best, len(scored)
 
     def tune(self, current: dict) -> tuple[dict, dict | None]:
@@ -210,15 +226,25 @@ class ReplayTuner:
             return {}, None
         start = {n: self.parameters[n]["default"] for n in self.names}
         values = {n: current.get(n, start[n]) for n in self.names}
-        proposed = dict(values)
-        tried = 0
-        for name in self.names:  # one parameter at a time, each with the others at their proposed values
-            proposed[name], count = self._tune_one(name, proposed, train)
-            tried += count
-        held_start, held_current, held_new = (self.value(v, held) for v in (start, values, proposed))
+        def search(on):
+            found, tried = dict(values), 0
+            for name in self.names:  # one parameter at a time, each with the others at their proposed values
+                found[name], count = self._tune_one(name, found, on)
+                tried += count
+            return found, tried
+
+        chosen, tried = search(train)  # chosen without the held-back labels, judged on them
+        held_start, held_current, held_chosen = (self.value(v, held) for v in (start, values, chosen))
+        # It generalises: refit on every label (more of them near the boundary), judged on the same gate.
+        proposed, more = search(samples)
+        tried += more
+        held_new = self.value(proposed, held)
+        if not (held_chosen > held_start + 1e-9 and held_new > held_start + 1e-9):
+            proposed, held_new = chosen, held_chosen
         evidence = {
             "method": "replay", "objective": self.objective, "samples": len(samples), "train": len(train),
             "held_back": len(held), "candidates": tried, "start": start, "current": values, "candidate": proposed,
+            "tuned_on_share": chosen, "held_back_tuned_on_share": round(held_chosen, 4),
             "train_candidate": round(self.value(proposed, train), 4), "held_back_start": round(held_start, 4),
             "held_back_current": round(held_current, 4), "held_back_candidate": round(held_new, 4)}
         changes: dict = {}
