@@ -41,6 +41,18 @@ def _state(item, store, current) -> str:
     return "up to date" if same else "stale (source or arguments changed)"
 
 
+def _learning(current) -> str:
+    """What learning cannot tune for this version (written by the learner in state.json): a
+    parameter of a function whose labelled calls cannot be replayed (impure, async) is "not
+    learnable without inputs"; only what is observable (retries, timeouts) is learned."""
+    try:
+        learning = (current.state().get("learning") or {}) if current is not None else {}
+    except (OSError, ValueError, AttributeError):
+        return ""
+    names = sorted(learning.get("not_learnable") or {})
+    return "".join(f"; {name}: not learnable without inputs" for name in names)
+
+
 def _reported(store) -> str:
     """What calls' checks reported over all runs (reports.json): hint mismatches left as
     they were, repairs the domain or repair="coerce" made, retries; by kind, then field."""
@@ -69,6 +81,7 @@ def run(args) -> int:
             state = _state(item, store, current)
         except Exception as error:
             state = f"error: {type(error).__name__}: {error}"
+        state += _learning(current)
         name = current.name if current else "-"
         if current is not None and current.metadata.get("transformed"):
             name += " (transformed)"  # an LLM re-implementation of the logic, run in the sandbox
