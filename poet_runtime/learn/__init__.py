@@ -30,7 +30,8 @@ def attach(state) -> None:
     info.state = state
     on_disk = bool(getattr(state.policy, "record_inputs", False))  # the policy lets its inputs be stored
     recorder = sink.recorder_with_inputs(info) if on_disk else sink.recorder_for(info)
-    if objective in LABELLED and replay_blocker(state) is None:
+    info.inputs = None
+    if objective in LABELLED and replay_blocker(state) is None and (sink.watch_train(state) or on_disk):
         # Replay needs the inputs of the calls that get labelled: recent ones stay in memory
         # (bounded), whatever the policy; to disk only where it allows (the recorder above).
         import inspect
@@ -40,7 +41,6 @@ def attach(state) -> None:
         except (TypeError, ValueError):
             width = 1
         recorder = sink.remembering_inputs(info, recorder, config.get().replay_inputs, width)
-        sink.watch_train(state)
     state.recorder = recorder
     if not objective:
         return

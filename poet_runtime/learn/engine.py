@@ -78,6 +78,8 @@ class Learning:
             return
         names = replayable_names(state.original, self.parameters)
         blocker = replay_blocker(state) if names else None
+        if names and blocker is None and self.info.inputs is None:
+            blocker = "inputs not kept: the phases run in a sandbox and the policy has no record_inputs"
         if names and blocker is None:
             if self.tuner is None:
                 self.tuner = ReplayTuner(state.original, self.parameters, self.objective, self.settings, self.beta)

@@ -154,17 +154,19 @@ def recorder_with_inputs(info: FunctionInfo):
 _calls = threading.local()  # .call: (args, kwargs) the logic just got, from the train phase (this thread)
 
 
-def watch_train(state) -> None:
+def watch_train(state) -> bool:
     """Let the in-process train phase hand over the call's (args, kwargs) as the logic got them.
 
     The generated ``train(call, result, metrics)`` runs in the caller's thread right before
     the call is recorded, so the recorder (``remembering_inputs``) pairs what it saw with
     the execution's number. The enhancement's own ``train`` runs as before.
     """
-    enhancement = getattr(state.loaded, "enhancement", None)
+    enhancement = getattr(state.loaded, "enhancement", None)  # None: the phases run in a sandbox
     train = getattr(enhancement, "train", None)
-    if train is None or getattr(train, "poet_watched", False):
-        return
+    if train is None:
+        return False
+    if getattr(train, "poet_watched", False):
+        return True
     local = _calls
 
     def watched(call, result, metrics):
@@ -175,7 +177,8 @@ def watch_train(state) -> None:
     try:
         enhancement.train = watched
     except AttributeError:
-        pass
+        return False
+    return True
 
 
 def remembering_inputs(info: FunctionInfo, inner, cap: int, width: int = 1):
