@@ -23,10 +23,9 @@ def _feed(tuner, rng, n, make, truth, noise=0.1):
         tuner.add(f"abc-{i + 1}", args, {}, truth(*args) != (rng.random() < noise))
 
 
-def _tune_until(tuner, n):
-    values, changes = {}, {}
-    for name in tuner.names:
-        values[name] = tuner.parameters[name]["default"]
+def _tune(tuner):
+    """One tuning from the declared defaults: (the values it would put in force, its evidence)."""
+    values = {name: tuner.parameters[name]["default"] for name in tuner.names}
     changes, evidence = tuner.tune(values)
     return {**values, **changes}, evidence
 
@@ -38,7 +37,7 @@ def test_the_parameter_is_learned_on_the_scale_the_function_compares_it_on():
 
     tuner = _tuner(detect, {"threshold": {"default": 0.25, "min": 0.0, "max": 1.0}})
     _feed(tuner, random.Random(3), 100, lambda r: (r.uniform(0, 1),), lambda s: s > 0.45)
-    learned, evidence = _tune_until(tuner, 100)
+    learned, evidence = _tune(tuner)
     assert abs(learned["threshold"] - 0.45) < 0.04  # not 0.36, the boundary in the score's scale
     assert evidence["method"] == "replay" and evidence["held_back"] >= 20 and evidence["train"] >= 60
     assert evidence["held_back_candidate"] > evidence["held_back_start"]
@@ -53,7 +52,7 @@ def test_a_reversed_direction_and_a_log_scale_range_are_found():
     boundary = math.erfc(3.0 / math.sqrt(2))  # 0.0027: far below a linear grid's first step over [1e-4, 0.5]
     tuner = _tuner(drift, {"alpha": {"default": 0.3, "min": 0.0001, "max": 0.5}})
     _feed(tuner, random.Random(5), 120, lambda r: (r.uniform(0, 5),), lambda z: z > 3.0)
-    learned, _ = _tune_until(tuner, 120)
+    learned, _ = _tune(tuner)
     assert 0.0015 < learned["alpha"] < 0.005, (learned, boundary)
     assert drift(3.2, **learned)["drift_detected"] and not drift(2.8, **learned)["drift_detected"]
 
@@ -64,7 +63,7 @@ def test_an_integer_count_is_tuned_as_an_integer():
 
     tuner = _tuner(burst, {"window": {"default": 50, "min": 1, "max": 100000}})
     _feed(tuner, random.Random(7), 100, lambda r: (r.randint(0, 40),), lambda c: c >= 12)
-    learned, _ = _tune_until(tuner, 100)
+    learned, _ = _tune(tuner)
     assert learned["window"] == 12 and isinstance(learned["window"], int)
 
 
@@ -164,7 +163,7 @@ def test_an_enhanced_function_learns_through_itself_and_replays_leave_no_trace(l
     assert module.detect_drift(learned + 0.02)["drift_detected"] is True
 
 
-def test_pure_by_the_purity_check_replays_impure_does_not_and_status_says_so(learn_env, module_dir, capsys):
+def test_pure_by_the_purity_check_replays_impure_does_not_and_status_says_so(learn_env, module_dir):
     from poet_runtime.commands.status import _learning
     from poet_runtime.learn import engine_for
     from poet_runtime.store import FunctionStore

@@ -193,8 +193,7 @@ class ReplayTuner:
             finer = [c for c in self._shape(finer, spec) if c not in scored]
             if not finer:
                 break
-            more_best, more = self._best(name, values, finer, train)
-            scored.update(more)
+            scored.update(self._best(name, values, finer, train)[1])
             best = max(scored, key=scored.get)
         # The middle of the best plateau (the run of equally good neighbours around the best),
         # not its edge: the boundary lies somewhere between the samples on either side.
