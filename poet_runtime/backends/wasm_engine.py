@@ -255,6 +255,11 @@ def _release() -> None:
             pass
     from poet_runtime.backends import wasm_instance
 
+    # Every store is closed now (its guest thread joined): wait for wasmtime's tokio
+    # threads to drop their stdouts, which runs Python; once the interpreter finalizes,
+    # a thread entering Python there aborts the process (see wasm_instance._outputs).
+    wasm_instance.settle_outputs()
+    ticker.stop()
     wasm_instance.release_linker()
     with _lock:
         for handle in (_module, _engine):
@@ -274,6 +279,7 @@ class Ticker:
         self._cond = threading.Condition()
         self._active = 0
         self._thread = None
+        self._stopped = False
 
     def __enter__(self):
         with self._cond:
@@ -288,13 +294,27 @@ class Ticker:
         with self._cond:
             self._active -= 1
 
+    def stop(self, timeout: float = 1.0) -> None:
+        """At exit, before the engine is closed: the thread ends instead of ticking a closed engine."""
+        with self._cond:
+            self._stopped = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _run(self):
         eng = engine()
         while True:
             with self._cond:
-                while self._active == 0:
+                while self._active == 0 and not self._stopped:
                     self._cond.wait()
+                if self._stopped:
+                    return
             time.sleep(TICK_S)
+            with self._cond:
+                if self._stopped:
+                    return
             eng.increment_epoch()
 
 

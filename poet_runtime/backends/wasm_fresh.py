@@ -12,7 +12,8 @@ import math
 import time
 
 from poet_runtime.backends import wasm_engine
-from poet_runtime.backends.wasm_instance import MIB, NO_DEADLINE_TICKS, UNLIMITED_FUEL, _table_lock, fuel_for, linker
+from poet_runtime.backends.wasm_instance import (MIB, NO_DEADLINE_TICKS, UNLIMITED_FUEL, _table_lock, fuel_for, linker,
+                                                 tracked_output)
 
 
 def run_snippet(code: str, preopens=(), *, wall_ms=30_000, cpu_ms=None, memory_mb=None) -> str:
@@ -32,7 +33,7 @@ def run_snippet(code: str, preopens=(), *, wall_ms=30_000, cpu_ms=None, memory_m
         wasi.preopen_dir(host_path, guest_path, False)
     try:
         with _table_lock:
-            wasi.stdout_custom = lambda data: out.extend(data)
+            wasi.stdout_custom = tracked_output(out.extend)  # waited for at exit (wasm_instance)
             store.set_wasi(wasi)
         if memory_mb is not None:
             store.set_limits(memory_size=int(memory_mb * MIB))

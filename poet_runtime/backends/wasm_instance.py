@@ -41,8 +41,10 @@ import math
 import os
 import queue
 import struct
+import sys
 import threading
 import time
+import weakref
 
 from poet_runtime.backends import wasm_engine, wasm_epoch, wasm_poll
 from poet_runtime.backends.wasm_wire import NotData
@@ -81,6 +83,62 @@ _local = threading.local()
 # when they are configured and closed; we do both under this lock.
 _table_lock = threading.Lock()
 _linker = None
+# Every custom stdout wasmtime still holds. wasmtime-wasi drops a store's stdout on one
+# of its tokio worker threads, some time after the store is closed, and calls our
+# finalizer (Python) there: if the interpreter is finalizing by then, that thread is
+# ended by pthread_exit inside Rust code that cannot unwind, and the process aborts
+# (SIGABRT, "panic in a function that cannot unwind"). So at exit we wait for these.
+_outputs: "weakref.WeakSet" = weakref.WeakSet()
+
+
+class _Output:
+    """A custom stdout callback, tracked until wasmtime has finalized (dropped) it.
+
+    Nothing but wasmtime's table may hold it (a reference from the guest would make a
+    cycle, freed only by the garbage collector, so ``settle_outputs`` would wait for it)."""
+
+    __slots__ = ("write", "__weakref__")
+
+    def __init__(self, write):
+        self.write = write
+
+    def __call__(self, data: bytes):
+        return self.write(data)
+
+
+def tracked_output(write) -> _Output:
+    """``write`` as a custom stdout (``WasiConfig.stdout_custom``) that ``settle_outputs`` waits for."""
+    output = _Output(write)
+    _outputs.add(output)
+    return output
+
+
+def _in_wasmtime_callback(own: int) -> bool:
+    """True while a thread other than ``own`` runs one of wasmtime-py's output callbacks."""
+    for ident, frame in sys._current_frames().items():
+        if ident == own:
+            continue
+        while frame.f_back is not None:
+            frame = frame.f_back
+        code = frame.f_code
+        if code.co_name in ("custom_call", "custom_finalize") and "wasmtime" in code.co_filename:
+            return True
+    return False
+
+
+def settle_outputs(timeout: float = 2.0) -> bool:
+    """Wait until wasmtime has finalized every custom stdout of a closed store and no
+    thread of its runs our callbacks any more; False if that took longer than ``timeout``.
+
+    Call after the guests' stores are closed (their threads joined), before the
+    interpreter finalizes."""
+    own = threading.get_ident()
+    deadline = time.monotonic() + timeout
+    while len(_outputs) or _in_wasmtime_callback(own):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)  # lets the tokio worker take the GIL and finish
+    return True
 
 
 class GuestFailure(Exception):
@@ -128,7 +186,7 @@ class Guest:
         for host_path, guest_path in preopens:
             wasi.preopen_dir(host_path, guest_path, False)  # read-only
         with _table_lock:
-            wasi.stdout_custom = self._write_stdout
+            wasi.stdout_custom = tracked_output(self._write_stdout)  # the guest does not keep it: no cycle
             # wasmtime's monotonic clock for the guest counts from about here: the
             # origin turns the guest's absolute sleeps (clock_nanosleep) into waits.
             self._origin_ns = time.perf_counter_ns()
