@@ -205,3 +205,45 @@ def test_with_replay_off_the_output_only_learner_runs_as_before(learn_env, modul
     assert engine.tuner is None and engine.not_learnable == {}
     learned = params(learn_env, "rp_issue.detect_drift")["threshold"]
     assert abs(learned - (1 - math.exp(-0.45))) < 0.05  # the boundary in the score's scale: the old way
+
+
+def _policy(tmp_path, record_inputs: bool) -> str:
+    path = tmp_path / f"policy_{record_inputs}.toml"
+    path.write_text(f'version = 1\n[defaults]\nbackend = "none"\nrecord_inputs = {str(record_inputs).lower()}\n',
+                    encoding="utf-8")
+    return str(path)
+
+
+DISK = '''\
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy={policy!r})
+def detect(shift: float, threshold: float = 0.9) -> dict:
+    return {{"drift_detected": shift > threshold, "score": shift / 3}}
+'''
+
+
+def test_inputs_lost_from_memory_are_replayed_from_disk_only_where_record_inputs_allows(learn_env, module_dir,
+                                                                                        tmp_path):
+    from poet_runtime.learn import engine_for, sink
+
+    for allowed in (True, False):
+        name = f"rp_disk_{str(allowed).lower()}"
+        module = module_dir(name, DISK.format(policy=_policy(tmp_path, allowed)))
+        rng = random.Random(19)
+        engine = None
+        for _ in range(30):
+            shift = rng.uniform(0, 1)
+            module.detect(shift)
+            engine = engine or engine_for(module.detect)
+            sink.flush()
+            engine.info.inputs.clear()  # as if the call were made by another process
+            module.detect.feedback(label=shift > 0.5)
+        assert engine.tuner is not None and engine.learner.seen == 30
+        assert len(engine.tuner.samples) == (30 if allowed else 0)
+        learned = params(learn_env, f"{name}.detect").get("threshold", 0.9)
+        if allowed:
+            assert abs(learned - 0.5) < 0.1
+        else:
+            assert learned == 0.9  # nothing to replay: nothing learned, and no value from the output's look
