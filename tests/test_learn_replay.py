@@ -247,3 +247,17 @@ def test_inputs_lost_from_memory_are_replayed_from_disk_only_where_record_inputs
             assert abs(learned - 0.5) < 0.1
         else:
             assert learned == 0.9  # nothing to replay: nothing learned, and no value from the output's look
+
+
+def test_a_tuning_out_of_time_keeps_the_best_so_far_behind_the_same_gate():
+    def detect(x, threshold=0.9):
+        return {"drift_detected": x > threshold}
+
+    tuner = _tuner(detect, {"threshold": {"default": 0.9, "min": 0.0, "max": 1.0}}, replay_seconds=0.0)
+    rng = random.Random(23)
+    for i in range(50):
+        x = rng.random()
+        tuner.add(f"abc-{i + 1}", (x,), {}, x > 0.4)
+    changes, evidence = tuner.tune({"threshold": 0.9})
+    assert evidence["out_of_time"] is True and evidence["candidates"] < 20
+    assert not changes or evidence["held_back_candidate"] > evidence["held_back_start"]

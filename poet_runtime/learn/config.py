@@ -57,6 +57,7 @@ class LearnSettings:
     replay: bool = True  # tune a pure function's own parameters by replaying labelled calls (False: output-only)
     replay_inputs: int = 2000  # recent calls' inputs kept in memory (pure functions with an objective) for replay
     held_back: float = 0.3  # share of labelled calls kept out of tuning, to judge a candidate value on
+    replay_seconds: float = 2.0  # a tuning's search stops after this (it runs in the thread that gave feedback)
     environment: str = "development"
     service: str = ""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 import zlib
 from collections import deque
 
@@ -78,6 +79,8 @@ class ReplayTuner:
         self.seen = 0
         self.replays = 0  # calls of the function made by tuning (the cost of learning)
         self.last: dict | None = None  # evidence of the last tuning
+        self.deadline = math.inf  # a tuning stops searching then (settings.replay_seconds)
+        self.out_of_time = False
 
     def retarget(self, parameters: dict) -> None:
         """A new version was loaded: same logic, perhaps other declared defaults and ranges."""
@@ -169,7 +172,13 @@ class ReplayTuner:
             value = self.value({**values, name: candidate}, train)
             return round(value, 9), -abs(candidate - current) / span  # equals: the nearest to the current
 
-        scored = {c: score(c) for c in candidates}
+        scored = {current: score(current)} if current in candidates else {}
+        for candidate in candidates:
+            if candidate not in scored:
+                if time.monotonic() > self.deadline and scored:
+                    self.out_of_time = True  # the best so far; the next tuning goes on from the cache
+                    break
+                scored[candidate] = score(candidate)
         return max(scored, key=scored.get), scored
 
     def _tune_one(self, name: str, values: dict, train: list) -> tuple:
@@ -223,6 +232,7 @@ class ReplayTuner:
         held = [s for s in samples if s.held]
         if len(train) < 5 or len(held) < 3:
             return {}, None
+        self.deadline, self.out_of_time = time.monotonic() + settings.replay_seconds, False
         start = {n: self.parameters[n]["default"] for n in self.names}
         values = {n: current.get(n, start[n]) for n in self.names}
         def search(on):
@@ -245,7 +255,8 @@ class ReplayTuner:
             "held_back": len(held), "candidates": tried, "start": start, "current": values, "candidate": proposed,
             "tuned_on_share": chosen, "held_back_tuned_on_share": round(held_chosen, 4),
             "train_candidate": round(self.value(proposed, train), 4), "held_back_start": round(held_start, 4),
-            "held_back_current": round(held_current, 4), "held_back_candidate": round(held_new, 4)}
+            "held_back_current": round(held_current, 4), "held_back_candidate": round(held_new, 4),
+            "out_of_time": self.out_of_time}
         changes: dict = {}
         if proposed != values and held_new > held_start + 1e-9 and held_new + 1e-9 >= held_current:
             changes = {n: v for n, v in proposed.items() if v != values[n]}
