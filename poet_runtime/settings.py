@@ -41,6 +41,13 @@ ENV_VARS = {
     "max_concurrent_generations": "POET_MAX_CONCURRENT_GENERATIONS",
 }
 
+# Tuning variables read by the backends themselves (environment only): checked here too,
+# so a bad one is found at start-up like the others. Name -> (lowest, highest) whole number.
+TUNING_VARS = {
+    "POET_WASM_MAX_GUESTS": (1, 10_000),
+    "POET_WASM_FUEL_PER_MS": (1, 10**12),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -219,6 +226,13 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
         values[name] = _parse(name, raw, variable)
         if name == "policy":
             check_policy_exists(values[name], variable)
+    for variable, (low, high) in TUNING_VARS.items():
+        raw = environ.get(variable)
+        if raw is None or not raw.strip():
+            continue
+        value = _number(raw, integer=True)
+        if value is None or not low <= value <= high:
+            raise PoetConfigError(f"{variable}: {raw!r} is not valid: expected a whole number >= {low} and <= {high}")
     return Settings(pyproject=pyproject, **values)
 
 

@@ -56,6 +56,8 @@ BAD_ENVIRONMENT = [
     ("POET_MAX_CONCURRENT_GENERATIONS", "1e999"),
     ("POET_POLICY", "nosuch"),
     ("POET_POLICY", "missing/policy.toml"),
+    ("POET_WASM_MAX_GUESTS", "abc"),
+    ("POET_WASM_FUEL_PER_MS", "0"),
 ]
 
 
@@ -178,3 +180,37 @@ def test_numeric_settings_reject_nan_infinity_and_out_of_range(tmp_path):
     settings = load_settings({"POET_GENERATION_TIMEOUT": "2.5", "POET_MAX_CONCURRENT_GENERATIONS": "8"}, cwd=tmp_path)
     assert settings.generation_timeout == 2.5 and settings.max_concurrent_generations == 8
     assert math.isfinite(load_settings({}, cwd=tmp_path).generation_timeout)
+
+
+def test_backend_tuning_variables_are_checked_at_start_up_and_never_raise_at_import(tmp_path, monkeypatch):
+    from poet_runtime.backends.wasm_instance import env_int
+    from poet_runtime.errors import PoetConfigError
+    from poet_runtime.settings import load_settings
+
+    for variable in ("POET_WASM_MAX_GUESTS", "POET_WASM_FUEL_PER_MS"):
+        for value in ("abc", "0", "-5", "nan", "1e999", "2.5"):
+            with pytest.raises(PoetConfigError, match=variable):
+                load_settings({variable: value}, cwd=tmp_path)
+            monkeypatch.setenv(variable, value)
+            assert env_int(variable, 7, 1, 100) == 7  # the backend keeps its default
+        monkeypatch.setenv(variable, "12")
+        assert env_int(variable, 7, 1, 100) == 12
+        assert load_settings({variable: "12"}, cwd=tmp_path).enabled is False
+
+
+def test_the_wasm_compile_notice_honours_a_quiet_log(capsys):
+    import logging
+
+    from poet_runtime.backends import wasm_engine
+
+    logger = logging.getLogger("poet_runtime")
+    previous = logger.level
+    try:
+        logger.setLevel(51)  # POET_LOG=quiet
+        wasm_engine._stderr_progress("poet_runtime: compiling the WASM sandbox")
+        assert capsys.readouterr().err == ""
+        logger.setLevel(logging.WARNING)
+        wasm_engine._stderr_progress("poet_runtime: compiling the WASM sandbox")
+        assert "compiling" in capsys.readouterr().err
+    finally:
+        logger.setLevel(previous)

@@ -65,13 +65,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from poet_runtime.backends import wasm_engine, wasm_mounts, wasm_wire
+from poet_runtime.backends import wasm_engine, wasm_instance, wasm_mounts, wasm_wire
 from poet_runtime.backends.base import Limits, LoadRequest
 from poet_runtime.backends.crossing import HostCall, type_names
 from poet_runtime.errors import PoetViolation
@@ -83,7 +82,7 @@ from poet_sandbox.driver import AfterLogic, InternalError  # noqa: E402
 __all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "MAX_CALLS_PER_GUEST", "MAX_LIVE_GUESTS"]
 
 MAX_CALLS_PER_GUEST = 1000
-MAX_LIVE_GUESTS = int(os.environ.get("POET_WASM_MAX_GUESTS") or 32)
+MAX_LIVE_GUESTS = wasm_instance.env_int("POET_WASM_MAX_GUESTS", 32, 1, 10_000)
 MAX_NOTES = 200  # notes one call may report
 _IN_CALL = ("call", "logic_return", "logic_raise")  # the requests of one call's conversation
 _CONVERSATION = ("ok", "logic", "logic_raised", "after_logic")  # replies a call may get

@@ -234,6 +234,10 @@ class _compile_lock:
 
 
 def _stderr_progress(message: str) -> None:
+    import logging
+
+    if logging.getLogger("poet_runtime").getEffectiveLevel() > logging.WARNING:
+        return  # POET_LOG=error or quiet: not even the one-time compile notice
     print(message, file=sys.stderr, flush=True)
 
 

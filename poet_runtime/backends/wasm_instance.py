@@ -60,7 +60,16 @@ MIB = 1 << 20
 # of typical code, so that a call is stopped at 0.4-1.1 x its cpu_ms: a limit that
 # is met, seldom overshot. Override with POET_WASM_FUEL_PER_MS after calibrating
 # other hardware.
-FUEL_PER_MS = int(os.environ.get("POET_WASM_FUEL_PER_MS") or 5_000_000)
+def env_int(variable: str, default: int, low: int, high: int) -> int:
+    """A whole-number tuning variable; ``default`` when unset or bad (settings.py reports a bad one at start-up)."""
+    try:
+        value = int((os.environ.get(variable) or "").strip() or default)
+    except ValueError:
+        return default
+    return value if low <= value <= high else default
+
+
+FUEL_PER_MS = env_int("POET_WASM_FUEL_PER_MS", 5_000_000, 1, 10**12)
 UNLIMITED_FUEL = (1 << 63) - 1
 NO_DEADLINE_TICKS = 1 << 40
 # Starting a guest and loading the generated module: a budget of its own, since it

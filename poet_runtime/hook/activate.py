@@ -19,7 +19,6 @@ checks ``os.environ`` itself before importing anything, so a process without
 
 from __future__ import annotations
 
-import sys
 
 PTH_NAME = "poet_runtime_hook.pth"
 PTH_LINE = (
