@@ -419,12 +419,19 @@ def test_buffered_calls_leave_no_container_for_the_gc_to_track(learn_env, module
     module = module_dir("ev_gc", detector_source())
     module.detect(0.1)
     sink.flush()
-    gc.collect()
-    before = len(gc.get_objects())
-    for i in range(5000):
-        module.detect(i / 5000)
-    assert len(sink._buffer) == 5000 * sink._WIDTH
-    assert len(gc.get_objects()) - before < 500  # a tuple per buffered call would add 5000
-    assert sink.flush() == 5000
+    grown = []
+    # Twice: a tuple per buffered call would add 5000 tracked objects both times, while
+    # another thread of the test process (a pool, a guest) allocating meanwhile is transient.
+    for attempt in range(2):
+        gc.collect()
+        before = len(gc.get_objects())
+        for i in range(5000):
+            module.detect(i / 5000)
+        assert len(sink._buffer) == 5000 * sink._WIDTH
+        grown.append(len(gc.get_objects()) - before)
+        assert sink.flush() == 5000
+        if grown[-1] < 500:
+            break
+    assert min(grown) < 500, grown
     outputs = [e["payload"]["output"]["score"] for e in events_of(learn_env, "function.execution")]
-    assert outputs == [0.1] + [i / 5000 for i in range(5000)]
+    assert outputs == [0.1] + [i / 5000 for i in range(5000)] * len(grown)
