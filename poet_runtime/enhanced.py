@@ -415,13 +415,19 @@ class FunctionState:
         entry = (self, records.next_number(), OK, None, notes, t0, t1, t2, t3)
         records.last.set(entry)
         if notes:
-            self._noted(notes)
+            self._noted(notes, entry[1])
         if events._listeners:
             self._emit_execution(entry, result, args, kwargs)
         return result
 
-    def _noted(self, notes) -> None:
-        """Count what the checks reported, and say it once per kind and field."""
+    def _noted(self, notes, number: int | None = None) -> None:
+        """Count what the checks reported, and say it once per kind and field.
+
+        A plain kind ("mismatch", "repair", "retry") is emitted as ``function.<kind>``; a kind
+        with a dot (``domain.advisory``, ``domain.evidence``: what a domain's generated code
+        reports) is emitted as that exact type, with the execution's id when the call
+        completed (``number``), and the event sink writes it to the journal.
+        """
         counts = self.stats.notes
         if not counts:
             _reports.remember(self)
@@ -431,8 +437,13 @@ class FunctionState:
             if counts[key] == 1 and kind != "retry":
                 log.info("poet_runtime: %s: %s of %s: %s", self.function_id, kind, field, detail)
             if events._listeners:
-                events.emit(f"function.{kind}", function=self.function_id, version=self.version_number,
-                            field=field, detail=detail)
+                if "." in kind:
+                    events.emit(kind, function=self.function_id, version=self.version_number, field=field,
+                                detail=detail,
+                                execution_id=None if number is None else records.execution_id(number))
+                else:
+                    events.emit(f"function.{kind}", function=self.function_id, version=self.version_number,
+                                field=field, detail=detail)
 
     def _make_inline(self, phases):
         """The in-process fast path: the driver's steps inlined, so a call pays for no extra frames.
@@ -548,7 +559,7 @@ class FunctionState:
             entry = (state, next_number(), OK, None, notes, t0, t1, t2, t3)
             set_last(entry)
             if notes:
-                noted(notes)
+                noted(notes, entry[1])
             if listeners:
                 emit_execution(entry, checked, args, kwargs)
             return checked

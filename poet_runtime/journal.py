@@ -355,6 +355,11 @@ def expand(row: list, header: dict, batch: list | None) -> dict:
         "fell_back": status == "fallback", "fallback_reason": reason if status == "fallback" else None,
         "phase_ms": phases, "objective": row[12], "pid": header.get("pid", 0),
     }
+    if status == "ok" and type(row[11]) is list:  # an ok call's notes ride in the detail column
+        evidence = [{"kind": note[0], "field": note[1], "detail": note[2]} for note in row[11]
+                    if type(note) is list and len(note) == 3 and type(note[0]) is str and "." in note[0]]
+        if evidence:
+            payload["evidence"] = evidence
     if row[13] == 1:
         payload["output"] = row[14]
     elif row[13] == 2:

@@ -44,6 +44,17 @@ class ExecutionRecord:
     def duration_ms(self) -> float:
         return sum(self.phase_ms.values())
 
+    @property
+    def evidence(self) -> list:
+        """What the domain's checks reported with a dotted kind (``domain.advisory``, ...), as dicts."""
+        return evidence_of(self.notes)
+
+
+def evidence_of(notes) -> list:
+    """``[{kind, field, detail}]`` of the notes whose kind has a dot (a domain's own reports)."""
+    return [{"kind": kind, "field": field, "detail": detail}
+            for kind, field, detail in notes or () if type(kind) is str and "." in kind]
+
 
 def execution_id(number: int) -> str:
     return f"{PROCESS_ID}-{number}"

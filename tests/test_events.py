@@ -435,3 +435,67 @@ def test_buffered_calls_leave_no_container_for_the_gc_to_track(learn_env, module
     assert min(grown) < 500, grown
     outputs = [e["payload"]["output"]["score"] for e in events_of(learn_env, "function.execution")]
     assert outputs == [0.1] + [i / 5000 for i in range(5000)] * len(grown)
+
+
+ADVISING = '''\
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy")
+def detect(score: float, threshold: float = 0.9) -> dict:
+    return {"drift_detected": score > threshold, "score": score}
+'''
+
+
+@pytest.mark.parametrize("policy", ["trusted", "default"])
+def test_a_dotted_note_of_generated_code_is_its_own_event_and_the_executions_evidence(learn_env, module_dir,
+                                                                                         monkeypatch, policy):
+    """A domain's generated code reports through validate.note(kind, field, detail); a dotted kind is
+    emitted as that exact type, written to the journal, attached to the execution, counted."""
+    import poet_runtime
+    from poet_runtime import events, runtime, settings
+    from poet_runtime.learn import sink
+
+    monkeypatch.setenv("POET_POLICY", policy)
+    settings.reset()
+    # The restricted worker passes a note's parts back as text (poet_runtime/backends): a dict detail
+    # arrives as its str() there, so under default the detail is text from the start.
+    detail = {"why": "score is high", "limit": 0.9} if policy == "trusted" else "score is high"
+    module = module_dir("ev_advice", ADVISING)
+    module.detect(0.1)
+    code = learn_env / "ev_advice.detect" / "v1" / "code.py"
+    text = code.read_text()
+    marker = "def enforce(result):\n"
+    assert marker in text
+    body = text.index('"""', text.index('"""', text.index(marker)) + 3) + 3  # after enforce's docstring
+    text = (text[:body] + f"\n    validate.note('domain.advisory', 'result', {detail!r})"
+            + "\n    validate.note('domain.audit', 'score', 'checked')" + text[body:])
+    code.write_text(text)
+    sink.shutdown()
+    module = module_dir("ev_advice", ADVISING)
+    seen = []
+    unsubscribe = events.subscribe(lambda event: seen.append(event) if event["type"].startswith("domain.") else None)
+    try:
+        assert module.detect(0.95) == {"drift_detected": True, "score": 0.95}
+    finally:
+        unsubscribe()
+    record = poet_runtime.last_execution()
+    assert record.status == "ok", record
+    assert record.evidence == [{"kind": "domain.advisory", "field": "result", "detail": detail},
+                               {"kind": "domain.audit", "field": "score", "detail": "checked"}]
+    assert [e["type"] for e in seen] == ["domain.advisory", "domain.audit"]
+    assert seen[0]["function"] == "ev_advice:detect" and seen[0]["version"] == 1 and seen[0]["field"] == "result"
+    assert seen[0]["detail"] == detail
+    assert seen[0]["execution_id"] == record.execution_id
+    assert runtime.stats()["ev_advice:detect"].notes[("domain.advisory", "result")] == 1
+    sink.flush()
+    advisory = events_of(learn_env, "domain.advisory")
+    assert len(advisory) == 1 and advisory[0]["correlation_id"] == record.execution_id
+    assert advisory[0]["payload"] == {"function": "ev_advice:detect", "version": 1, "field": "result",
+                                      "detail": detail,
+                                      "execution_id": record.execution_id}
+    assert len(events_of(learn_env, "domain.audit")) == 1
+    execution = [e for e in events_of(learn_env, "function.execution") if e["correlation_id"] == record.execution_id]
+    assert execution[0]["payload"]["evidence"] == record.evidence
+    first = [e for e in events_of(learn_env, "function.execution") if e["correlation_id"] != record.execution_id]
+    assert first and "evidence" not in first[0]["payload"]

@@ -43,6 +43,8 @@ def default_roots(given=None) -> list:
 KNOWN_TYPES = (
     "function.enhanced", "function.execution", "function.fallback", "function.feedback",
     "function.mismatch", "function.repair", "function.retry",
+    # What a domain's generated code reports (validate.note with a dotted kind), written as is.
+    "domain.advisory", "domain.warning", "domain.audit", "domain.evidence",
     "learning.updated", "learning.degraded", "learning.recovered",
     "version.candidate", "version.shadow", "version.promoted", "version.rejected", "version.rolled_back",
     "version.regeneration_failed",

@@ -88,9 +88,21 @@ def _metadata() -> dict:
     return {"version": SCHEMA_VERSION, "environment": settings.environment, "service": service}
 
 
+# Events a domain's generated code reported (``validate.note`` with a dotted kind such as
+# ``domain.advisory``): (type, function, version, field, detail, execution id, wall time, info),
+# written by the flusher ahead of its batch line, in the same fsync.
+_notes: list = []
+
+
 def _listener(event: dict) -> None:
-    """Bus path: fallbacks (and executions of functions without the direct hook)."""
+    """Bus path: fallbacks (and executions of functions without the direct hook), domain notes."""
     kind = event["type"]
+    if "." in kind and "field" in event and "execution_id" in event and not kind.startswith("function."):
+        info = _functions.get(event.get("function"))
+        if info is not None:
+            _notes.append((kind, event["function"], event.get("version"), event["field"], event.get("detail"),
+                           event["execution_id"], time.time(), info))
+        return
     if kind == "function.execution" or kind == "function.fallback":
         entry = records.last.get()  # set by the call path just before it emitted, in this thread
         info = _functions.get(entry[0].function_id) if entry is not None else None
@@ -340,38 +352,45 @@ def flush() -> int:
     started = time.thread_time()
     with _flush_lock:
         size = len(_buffer)  # always a multiple of _WIDTH: each call extends it by _WIDTH at once
-        if not size:
+        if not size and not _notes:
             return 0
-        count = size // _WIDTH
-        if size % _WIDTH or type(_buffer[size - 1]) is not FunctionInfo:  # the entry's shape changed in ``enhanced``
-            del _buffer[:size]
-            raise RuntimeError(f"poet_runtime: execution buffer of {size} values is not {_WIDTH} per call")
-        columns = [_buffer[field:size:_WIDTH] for field in range(_WIDTH)]  # one list per field, in call order
-        del _buffer[:size]  # calls appended meanwhile stay for the next round
         settings = config.get()
-        now, cpu = time.monotonic(), time.process_time()
-        cpu_percent = round(100.0 * (cpu - _cpu_mark[1]) / max(now - _cpu_mark[0], 1e-6), 1)
-        _cpu_mark = (now, cpu)
-        batch = ["C", _memory_mb(), cpu_percent]
+        noted = _note_lines(settings)
+        count = size // _WIDTH
         by_root: dict[Path, list] = {}
         learned: list = []
-        cap = settings.recent_executions
-        for info, state, columns in _groups(columns, count):
-            group = _group(info, state, columns, settings)
-            rows = by_root.get(info.root)
-            if rows is None:
-                rows = by_root[info.root] = []
-            rows.append(group)
-            if info.objective:  # only executions that may get feedback are kept for it in memory
-                _remember(info, group, batch, cap)
-            if info.engine is not None and info.engine.measured:
-                learned.append((info, group))
-        for root, groups in by_root.items():
+        batch = None
+        if size:
+            if size % _WIDTH or type(_buffer[size - 1]) is not FunctionInfo:  # the entry's shape changed
+                del _buffer[:size]
+                raise RuntimeError(f"poet_runtime: execution buffer of {size} values is not {_WIDTH} per call")
+            columns = [_buffer[field:size:_WIDTH] for field in range(_WIDTH)]  # one list per field, in call order
+            del _buffer[:size]  # calls appended meanwhile stay for the next round
+            now, cpu = time.monotonic(), time.process_time()
+            cpu_percent = round(100.0 * (cpu - _cpu_mark[1]) / max(now - _cpu_mark[0], 1e-6), 1)
+            _cpu_mark = (now, cpu)
+            batch = ["C", _memory_mb(), cpu_percent]
+            cap = settings.recent_executions
+            for info, state, columns in _groups(columns, count):
+                group = _group(info, state, columns, settings)
+                rows = by_root.get(info.root)
+                if rows is None:
+                    rows = by_root[info.root] = []
+                rows.append(group)
+                if info.objective:  # only executions that may get feedback are kept for it in memory
+                    _remember(info, group, batch, cap)
+                if info.engine is not None and info.engine.measured:
+                    learned.append((info, group))
+        for root in {**noted, **by_root}:
             segment = _segments.get(root)
             if segment is None:
                 segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header)
+            groups = by_root.get(root)
+            data = b"".join(noted.get(root, ()))
+            if groups:
+                data += journal.encode_columns(batch, groups)
             try:
-                segment.write(journal.encode_columns(batch, groups))
+                segment.write(data)
                 segment.sync()
             except OSError:
                 _segments.pop(root, None)  # a half-written batch ends this file; the next batch starts another
@@ -384,6 +403,30 @@ def flush() -> int:
                                        for row in journal.group_rows(group)])
     flush_cpu_s += time.thread_time() - started
     return count
+
+
+def _note_lines(settings) -> dict:
+    """root -> encoded lines of the domain notes buffered so far (see ``_notes``), oldest first."""
+    size = len(_notes)
+    if not size:
+        return {}
+    taken = _notes[:size]
+    del _notes[:size]
+    lines: dict = {}
+    metadata = _metadata()
+    for kind, function, version, field, detail, execution_id, wall, info in taken:
+        payload = {"function": function, "version": version, "field": field, "detail": detail,
+                   "execution_id": execution_id}
+        event = {"id": new_event_id(), "type": kind, "timestamp": wall, "correlation_id": execution_id,
+                 "causation_id": None, "metadata": metadata, "payload": payload}
+        line = journal.encode(event, settings.max_event_bytes)
+        if line is None:  # a detail over the size of one event: the note stays, its detail is cut
+            payload["detail"] = str(detail)[:_MAX_DETAIL] + "..."
+            payload["detail_truncated"] = True
+            line = journal.encode(event, settings.max_event_bytes)
+        if line is not None:
+            lines.setdefault(info.root, []).append(line)
+    return lines
 
 
 def _groups(columns: list, count: int):
