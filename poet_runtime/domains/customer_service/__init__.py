@@ -1,0 +1,1 @@
+"""The customer_service domain: its rules live in domain.toml beside this file."""

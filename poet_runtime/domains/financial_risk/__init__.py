@@ -1,0 +1,1 @@
+"""The financial_risk domain: its rules live in domain.toml beside this file."""
