@@ -4,6 +4,12 @@ Read once per process (``get_settings()``), validated by hand rather than with
 pydantic so that ``import poet_runtime`` stays cheap on the path every POET-enabled
 process takes. A bad value is a ``PoetConfigError`` naming the variable or the
 pyproject key, raised at start-up, not at the first call.
+
+Who may weaken what (README, "What the store trusts"): the environment and the command
+line speak for the user and may set anything. A repository's ``[tool.poet]`` may only
+tighten: its ``policy`` is honoured where it is at least as tight as ``default``
+(``resolve.effective_policy``), and its ``home``/``cache_dir`` must stay inside the
+repository, unless the user opts in with ``POET_ALLOW_REPO_POLICY=1``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ ENV_VARS = {
     "generation_timeout": "POET_GENERATION_TIMEOUT",
     "max_concurrent_generations": "POET_MAX_CONCURRENT_GENERATIONS",
 }
+
+ALLOW_REPO_VAR = "POET_ALLOW_REPO_POLICY"  # environment only: a repository cannot opt itself in
+
+
+def repo_policy_allowed(environ=None) -> bool:
+    """True when the user lets a repository's ``[tool.poet]`` weaken the policy or name
+    folders outside itself (``POET_ALLOW_REPO_POLICY=1``)."""
+    environ = os.environ if environ is None else environ
+    return str(environ.get(ALLOW_REPO_VAR, "")).strip().lower() in _TRUE
+
 
 # Tuning variables read by the backends themselves (environment only): checked here too,
 # so a bad one is found at start-up like the others. Name -> (lowest, highest) whole number.
@@ -169,7 +185,7 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
-def _from_pyproject(path: Path) -> dict:
+def _from_pyproject(path: Path, environ=None) -> dict:
     import tomllib
 
     try:
@@ -190,9 +206,25 @@ def _from_pyproject(path: Path) -> dict:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PoetConfigError(f"{path}: [tool.poet] {key}: unknown setting{hint}")
         values[name] = _parse(name, raw, f"{path}: [tool.poet] {key}")
+        if name in ("home", "cache_dir"):
+            values[name] = _inside_repo(values[name], path, key, environ)
     if "policy" in values:
         check_policy_exists(values["policy"], f"{path}: [tool.poet] policy", path.parent)
     return values
+
+
+def _inside_repo(folder: Path, pyproject: Path, key: str, environ=None) -> Path:
+    """A folder named by ``[tool.poet]``: relative to the pyproject's folder, and inside it
+    unless the user allows otherwise (a repository must not point the store or the code
+    cache at another project's files or at a place it prepared)."""
+    base = pyproject.parent.resolve()
+    resolved = (folder if folder.is_absolute() else base / folder).resolve()
+    if resolved != base and base not in resolved.parents and not repo_policy_allowed(environ):
+        raise PoetConfigError(
+            f"{pyproject}: [tool.poet] {key}: {str(folder)!r} is outside the project folder {base}; a repository's "
+            f"settings may not name folders outside it (set POET_{key.upper().replace('-', '_')} in the environment, "
+            f"or {ALLOW_REPO_VAR}=1 to allow it)")
+    return resolved
 
 
 def check_policy_exists(value: str, where: str, folder: Path | None = None) -> None:
@@ -218,7 +250,7 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
     values: dict = {}
     pyproject = find_pyproject(cwd)
     if pyproject is not None:
-        values.update(_from_pyproject(pyproject))
+        values.update(_from_pyproject(pyproject, environ))
     for name, variable in ENV_VARS.items():
         raw = environ.get(variable)
         if raw is None or (raw == "" and name != "enabled"):

@@ -12,16 +12,30 @@ A version is written in a temporary folder and renamed into place, and ``current
 is replaced atomically after that, so a crash at any moment leaves either the old
 state or the new one: never a half-written version or a dangling ``current``.
 Readers ignore temporary folders; writers remove the ones whose writer is dead.
+
+Nothing read from here is trusted for being here (README, "What the store trusts"):
+every file is opened without following symbolic links, must be a regular file of at
+most its cap, and JSON must be an object of finite values (``DamagedFile`` names the
+file and field otherwise). ``create`` records a digest of each file in metadata.json
+(``integrity``) and, for versions the built-in generator did not write, an HMAC with
+a per-user key kept outside any repository (``store_key``); ``verify_code`` checks both.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import hmac
 import json
+import logging
+import math
 import os
 import re
 import shutil
+import stat
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +45,298 @@ MAX_VERSIONS = 10
 FILES = ("code.py", "params.json", "state.json", "metadata.json")
 _VERSION = re.compile(r"v(\d+)")
 _TEMP_PREFIX = ".tmp-"
+# Caps, checked before a file is read whole: generated modules are a few KiB; a bigger
+# code.py is not ours and would cost the host its compile and scans (issue 13, item 4).
+CODE_MAX_BYTES = 256 * 1024
+JSON_MAX_BYTES = {"params.json": 256 * 1024, "metadata.json": 1024 * 1024, "state.json": 16 * 1024 * 1024,
+                  "reports.json": 1024 * 1024}
+KEY_ENV = "POET_STORE_KEY"
+log = logging.getLogger("poet_runtime")
+
+
+class DamagedFile(ValueError):
+    """A store file that cannot be used as it is: ``path``, the ``field`` (None: the whole
+    file) and the ``reason``. Raised by the store's readers; never a reason to stop a program."""
+
+    def __init__(self, path, field: str | None, reason: str):
+        self.path = os.fspath(path)
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{self.path}: {field}: {reason}" if field else f"{self.path}: {reason}")
+
+
+_reported: set = set()
+_reported_lock = threading.Lock()
+
+
+def report_once(error: DamagedFile, what: str = "damaged") -> bool:
+    """Log ``error`` once per process (logger ``poet_runtime``) and emit ``store.<what>``;
+    True the first time."""
+    marker = (error.path, error.field, error.reason, what)
+    with _reported_lock:
+        if marker in _reported:
+            return False
+        _reported.add(marker)
+    from poet_runtime.safe_text import visible
+
+    log.warning("poet_runtime: %s: %s", what, visible(str(error), allow_newlines=False))
+    try:
+        from poet_runtime import events
+
+        events.emit(f"store.{what}", path=error.path, field=error.field, reason=error.reason)
+    except Exception:  # reporting must never be the reason a call fails
+        pass
+    return True
+
+
+def read_store_file(path: Path, limit: int) -> bytes:
+    """The bytes of a store file: a regular file (never through a symbolic link, neither the
+    file nor its version folder), at most ``limit`` bytes, checked before reading it whole.
+
+    ``FileNotFoundError`` when it is missing; ``DamagedFile`` for anything else wrong.
+    """
+    path = Path(path)
+    try:
+        parent = os.lstat(path.parent)
+    except FileNotFoundError:
+        raise
+    if stat.S_ISLNK(parent.st_mode):
+        raise DamagedFile(path.parent, None, "is a symbolic link; a version folder must be a real folder in the store")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP or (error.errno == errno.EMLINK and os.path.islink(path)):
+            raise DamagedFile(path, None, "is a symbolic link; the store holds regular files only") from None
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise DamagedFile(path, None, f"cannot be read: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DamagedFile(path, None, "is not a regular file; the store holds regular files only")
+        if info.st_size > limit:
+            raise DamagedFile(path, None, f"is {info.st_size} bytes; the cap is {limit}")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise DamagedFile(path, None, f"grew past the cap of {limit} bytes while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _non_finite(value, where: str = "") -> str | None:
+    """The dotted field of the first NaN or infinity in a JSON value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(value)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite(item, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _non_finite(item, f"{where}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def read_json(path: Path, name: str | None = None) -> dict:
+    """A store JSON file as a dict of finite values; ``DamagedFile`` naming file and field otherwise."""
+    path = Path(path)
+    raw = read_store_file(path, JSON_MAX_BYTES.get(name or path.name, 1024 * 1024))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DamagedFile(path, None, f"is not UTF-8 (byte {error.start})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        reason = "is empty" if not text.strip() else f"is not valid JSON ({error})"
+        raise DamagedFile(path, None, reason) from None
+    if not isinstance(data, dict):
+        raise DamagedFile(path, None, f"must be a JSON object, not {_json_type(data)}")
+    bad = _non_finite(data)
+    if bad:
+        raise DamagedFile(path, bad, "must be a finite number, not NaN or infinity")
+    return data
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+# metadata.json fields the runtime relies on, and the JSON types they must have.
+_METADATA_TYPES = {
+    "key": (str,), "generator": (str,), "status": (str,), "logic_name": (str,), "is_async": (bool,),
+    "transformed": (bool,), "parameters": (dict,), "integrity": (dict,), "builtin_hints": (dict,),
+    "version": (int,), "function": (str,),
+}
+
+
+def check_metadata(path: Path, data: dict) -> dict:
+    for name, types in _METADATA_TYPES.items():
+        if name in data and data[name] is not None and (not isinstance(data[name], types)
+                                                         or (bool not in types and isinstance(data[name], bool))):
+            raise DamagedFile(path, name, f"must be {_json_type(types[0]())}, not {_json_type(data[name])}")
+    for name, entry in (data.get("parameters") or {}).items():
+        if not isinstance(entry, dict) or "default" not in entry:
+            raise DamagedFile(path, f"parameters.{name}", "must be an object with a default")
+    return data
+
+
+def check_params(path: Path, data: dict, parameters: dict | None) -> list[DamagedFile]:
+    """Every problem of params.json against the module's PARAMETERS (from metadata.json):
+    each value finite, of its default's type, within ``min``/``max``; no unknown names."""
+    problems = []
+    if not parameters:
+        return problems
+    for name, value in data.items():
+        entry = parameters.get(name)
+        if entry is None:
+            problems.append(DamagedFile(path, name, "is not a parameter of this version"))
+            continue
+        default = entry.get("default")
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            if type(value) is not type(default):
+                problems.append(DamagedFile(path, name, f"must be {_json_type(default)}, not {_json_type(value)}"))
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(DamagedFile(path, name, f"must be a number, not {_json_type(value)}"))
+            continue
+        if not math.isfinite(value):
+            problems.append(DamagedFile(path, name, "must be a finite number, not NaN or infinity"))
+            continue
+        if isinstance(default, int) and not float(value).is_integer():
+            problems.append(DamagedFile(path, name, f"must be a whole number, not {value!r}"))
+            continue
+        low, high = entry.get("min"), entry.get("max")
+        if isinstance(low, (int, float)) and value < low or isinstance(high, (int, float)) and value > high:
+            problems.append(DamagedFile(path, name, f"{value!r} is outside its range [{low}, {high}]"))
+    return problems
+
+
+def _check_code_text(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DamagedFile(path, None, f"is not UTF-8 (byte {error.start})") from None
+
+
+# -- the per-user key and the integrity record ---------------------------------------------
+
+def key_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "poet_runtime" / "key"
+
+
+_key_lock = threading.Lock()
+_key_cache: dict = {}
+
+
+def store_key(create: bool = False) -> bytes | None:
+    """The per-user signing key: ``$POET_STORE_KEY``, else ``~/.config/poet_runtime/key``
+    (``$XDG_CONFIG_HOME``), created 0600 on first need when ``create``. A key file that
+    others may read or write, or that is not a regular file of ours, is not used."""
+    env = os.environ.get(KEY_ENV)
+    if env:
+        return env.encode("utf-8")
+    path = key_path()
+    with _key_lock:
+        cached = _key_cache.get(str(path))
+        if cached is not None:
+            return cached
+        key = _read_key(path)
+        if key is None and create:
+            key = _create_key(path)
+        if key is not None:
+            _key_cache[str(path)] = key
+        return key
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        log.warning("poet_runtime: %s: signing key not used: %s", path, error.strerror)
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            log.warning("poet_runtime: %s: signing key not used: it must be a regular file of yours, mode 0600 "
+                        "(chmod 600 it); versions are treated as unsigned", path)
+            return None
+        data = os.read(fd, 4096).strip()
+    finally:
+        os.close(fd)
+    return data or None
+
+
+def _create_key(path: Path) -> bytes | None:
+    import secrets
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    except OSError as error:
+        log.warning("poet_runtime: %s: cannot create the signing key: %s; versions stay unsigned", path,
+                    error.strerror)
+        return None
+    key = secrets.token_hex(32).encode("ascii")
+    try:
+        os.write(fd, key + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return key
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# What the signature covers besides the code: what decides how the code is loaded and checked.
+_SIGNED_FIELDS = ("generator", "is_async", "logic_name", "parameters", "transformed")
+
+
+def _signed_message(function_id: str, code_sha256: str, metadata: dict) -> bytes:
+    data = {"function": function_id, "code_sha256": code_sha256,
+            **{name: metadata.get(name) for name in _SIGNED_FIELDS}}
+    return json.dumps(data, sort_keys=True, default=str).encode("utf-8")
+
+
+def sign(function_id: str, code_sha256: str, metadata: dict, key: bytes) -> str:
+    return hmac.new(key, _signed_message(function_id, code_sha256, metadata), hashlib.sha256).hexdigest()
+
+
+def is_builtin_generator(generator) -> bool:
+    from poet_runtime.generate.builtin import GENERATOR_ID, GENERATOR_VERSION
+
+    return generator == f"{GENERATOR_ID}-{GENERATOR_VERSION}"
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """What ``verify_code`` found: the code as read (load exactly this text), whether its digest
+    matches the one recorded at creation (None: none recorded), and whether the signature holds
+    (None: the version carries none)."""
+
+    text: str
+    sha256: str
+    digest_ok: bool | None
+    signed: bool | None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,13 +428,51 @@ class StoredVersion:
         return f"v{self.number}"
 
     def code(self) -> str:
-        return (self.path / "code.py").read_text(encoding="utf-8")
+        """code.py's text (a regular file of at most ``CODE_MAX_BYTES``; ``DamagedFile`` otherwise)."""
+        path = self.path / "code.py"
+        return _check_code_text(path, read_store_file(path, CODE_MAX_BYTES))
 
     def params(self) -> dict:
-        return json.loads((self.path / "params.json").read_text(encoding="utf-8"))
+        """params.json, checked against this version's PARAMETERS; ``DamagedFile`` on the first problem."""
+        path = self.path / "params.json"
+        data = read_json(path)
+        problems = check_params(path, data, self.metadata.get("parameters"))
+        if problems:
+            raise problems[0]
+        return data
+
+    def params_problems(self) -> tuple[dict, list[DamagedFile]]:
+        """(the usable values, every problem): damaged values are left out (their defaults apply)."""
+        path = self.path / "params.json"
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            return {}, [DamagedFile(path, None, "is missing")]
+        except DamagedFile as error:
+            return {}, [error]
+        problems = check_params(path, data, self.metadata.get("parameters"))
+        bad = {problem.field for problem in problems}
+        return {name: value for name, value in data.items() if name not in bad}, problems
 
     def state(self) -> dict:
-        return json.loads((self.path / "state.json").read_text(encoding="utf-8"))
+        return read_json(self.path / "state.json")
+
+    def verify_code(self, function_id: str | None = None) -> CodeCheck:
+        """Read code.py once and check it against the integrity record made at creation."""
+        path = self.path / "code.py"
+        raw = read_store_file(path, CODE_MAX_BYTES)
+        text = _check_code_text(path, raw)
+        sha = digest(raw)
+        integrity = self.metadata.get("integrity") or {}
+        recorded = integrity.get("code_sha256")
+        digest_ok = None if not isinstance(recorded, str) else hmac.compare_digest(recorded, sha)
+        signature = integrity.get("hmac")
+        signed = None
+        if isinstance(signature, str):
+            key = store_key()
+            function = function_id or self.metadata.get("function") or ""
+            signed = key is not None and hmac.compare_digest(signature, sign(function, sha, self.metadata, key))
+        return CodeCheck(text, sha, digest_ok, signed)
 
 
 class FunctionStore:
@@ -154,13 +498,29 @@ class FunctionStore:
     def _load(self, number: int) -> StoredVersion | None:
         path = self.folder / f"v{number}"
         try:
-            metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # not a complete version (removed meanwhile, or damaged by hand)
+            metadata = check_metadata(path / "metadata.json", read_json(path / "metadata.json"))
+        except DamagedFile as error:  # damaged by hand or by a tool: said once, never used
+            report_once(error)
+            return None
+        except OSError:
+            return None  # not a complete version (removed meanwhile, or being written)
         return StoredVersion(number, path, metadata)
 
     def versions(self) -> list[StoredVersion]:
         return [v for n in self._numbers() if (v := self._load(n)) is not None]
+
+    def damaged(self) -> dict[int, DamagedFile]:
+        """Version folders whose metadata.json cannot be used, by number (``versions`` lists them)."""
+        found = {}
+        for number in self._numbers():
+            path = self.folder / f"v{number}" / "metadata.json"
+            try:
+                check_metadata(path, read_json(path))
+            except DamagedFile as error:
+                found[number] = error
+            except OSError:
+                continue
+        return found
 
     def current_number(self) -> int | None:
         pointer = self.folder / "current"
@@ -254,9 +614,11 @@ class FunctionStore:
                 number = (numbers[-1] if numbers else 0) + 1
                 meta = {**metadata, "version": number, "function": self.function_id,
                         "parent": self.current_number(), "created_at": _now()}
+                texts = {"code.py": code, "params.json": _json(params), "state.json": _json(state)}
+                meta["integrity"] = self._integrity(texts, meta)
                 _write_file(temp / "code.py", code)
-                _write_file(temp / "params.json", _json(params))
-                _write_file(temp / "state.json", _json(state))
+                _write_file(temp / "params.json", texts["params.json"])
+                _write_file(temp / "state.json", texts["state.json"])
                 _write_file(temp / "metadata.json", _json(meta))  # written last: marks the version complete
                 _fsync_dir(temp)
                 try:
@@ -273,6 +635,37 @@ class FunctionStore:
             self.set_current(number)
         self._retain()
         return StoredVersion(number, self.folder / f"v{number}", meta)
+
+    def _integrity(self, texts: dict, meta: dict) -> dict:
+        """The digests of a new version's files, and its HMAC unless the built-in generator wrote
+        it (that one is proven by writing it again: ``resolve.verified_builtin``)."""
+        files = {name: digest(text.encode("utf-8")) for name, text in texts.items()}
+        record = {"files": files, "code_sha256": files["code.py"]}
+        if not is_builtin_generator(meta.get("generator")) or meta.get("transformed"):
+            key = store_key(create=True)
+            if key is not None:
+                record["hmac"] = sign(self.function_id, files["code.py"], meta, key)
+        return record
+
+    def accept(self, number: int) -> StoredVersion:
+        """Sign version ``number``'s code.py as it is now (a reviewed hand edit): its digest and
+        HMAC replace the recorded ones, so it loads as a signed version (in the policy's backend)."""
+        version = self._load(number)
+        if version is None:
+            raise FileNotFoundError(f"{self.function_id}: there is no complete version v{number} in {self.folder}")
+        with self.lock(timeout=10.0):
+            check = version.verify_code(self.function_id)
+            key = store_key(create=True)
+            if key is None:
+                raise PermissionError(f"{key_path()}: no signing key (set {KEY_ENV} or make the file creatable)")
+            integrity = dict(version.metadata.get("integrity") or {})
+            history = list(integrity.get("accepted") or [])[-9:]
+            history.append({"at": _now(), "code_sha256": check.sha256, "was": integrity.get("code_sha256")})
+            integrity.update(code_sha256=check.sha256, hmac=sign(self.function_id, check.sha256, version.metadata, key),
+                             accepted=history)
+            metadata = {**version.metadata, "integrity": integrity}
+            atomic_write(version.path / "metadata.json", _json(metadata))
+        return StoredVersion(number, version.path, metadata)
 
     def set_current(self, number: int) -> None:
         if self._load(number) is None:
@@ -315,10 +708,9 @@ class FunctionStore:
         """Counts of what calls' checks reported, over every process that ran the function:
         ``{"mismatch": {field: n}, "repair": {...}, "retry": {...}}`` (``status`` shows them)."""
         try:
-            data = json.loads((self.folder / "reports.json").read_text(encoding="utf-8"))
+            return read_json(self.folder / "reports.json")
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
 
     def add_reports(self, counts: dict) -> None:
         """Add ``{(kind, field): n}`` to ``reports.json`` (under the store's lock, atomically)."""
