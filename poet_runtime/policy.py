@@ -19,6 +19,11 @@ Trust: ``EffectivePolicy.trust`` is the tuple of generators whose versions, once
 verified by regeneration (resolve.py), run in-process whatever ``backend`` says;
 ``("builtin",)`` unless a table says otherwise (``false`` in a rule: that default).
 
+OS layers: ``EffectivePolicy.os_layers`` are the worker's operating-system layers
+the policy demands; a policy listing one this machine cannot give is refused at
+load (honesty, ``policy_schema.os_layer_problems``), and once loaded the worker
+pool refuses any worker that did not apply them (``os_sandbox.demand``).
+
 Errors are ``PolicyError`` (a ``PoetConfigError``), one line per problem:
 ``policies/x.toml:12: defaults.memory_mb: must be > 0``.
 """
@@ -38,8 +43,8 @@ from pydantic import ValidationError
 from poet_runtime.backends.base import Limits
 from poet_runtime.errors import PoetConfigError
 from poet_runtime.policy_locate import clean_loc, display_path, field_name, locate, message_for
-from poet_runtime.policy_schema import (LIMIT_FIELDS, LIST_FIELDS, SETTING_FIELDS, TRUST_DEFAULT, TRUST_WHY,
-                                        PolicyFile, Rule, Settings, honesty_problems)
+from poet_runtime.policy_schema import (LIMIT_FIELDS, LIST_FIELDS, OS_LAYERS, SETTING_FIELDS, TRUST_DEFAULT,
+                                        TRUST_WHY, PolicyFile, Rule, Settings, honesty_problems)
 from poet_runtime.resources import policies_dir
 
 SHIPPED = ("default", "strict", "trusted")
@@ -70,6 +75,8 @@ class EffectivePolicy:
     # Generators whose versions, once verified by regeneration, run in-process
     # (backend none) whatever `backend` says. Under backend none everything does.
     trust: tuple[str, ...] = TRUST_DEFAULT
+    # Operating-system layers the restricted worker must have (os_sandbox.py).
+    os_layers: tuple[str, ...] = ()
 
     @property
     def uses_workers(self) -> bool:
@@ -126,8 +133,14 @@ class Policy:
             sources.setdefault(name, "not stated")
         trust = values["trust"]
         trust = TRUST_DEFAULT if trust is False else tuple(dict.fromkeys(trust))
+        layers = tuple(dict.fromkeys(values.get("os_layers") or ()))
+        sources.setdefault("os_layers", "not stated")
         result = EffectivePolicy(values["backend"], values["on_violation"], limits, bool(values["record_inputs"]),
-                                 sources, self.name, trust)
+                                 sources, self.name, trust, layers)
+        if layers:
+            from poet_runtime.backends import os_sandbox
+
+            os_sandbox.demand(layers)
         with self._lock:
             self._cache[function_id] = result
         return result
@@ -206,6 +219,9 @@ def _describe(error: ValidationError, text: str, shown: str) -> list[str]:
             message = f"must be a positive integer, or false in a rule (got {item['input']!r})"
         elif item["type"] in ("list_type", "literal_error") and name in LIST_FIELDS:
             message = f"must be a list of names, or false in a rule (got {item['input']!r})"
+        elif item["type"] in ("list_type", "literal_error") and name == "os_layers":
+            message = (f"must be a list of layer names ({', '.join(OS_LAYERS)}), or false in a rule "
+                       f"(got {item['input']!r})")
         elif item["type"] in ("list_type", "literal_error") and name == "trust":
             message = (f'must be a list of generator names (["builtin"] or []), or false in a rule '
                        f"(got {item['input']!r}); {TRUST_WHY}")

@@ -19,6 +19,7 @@ A policy file::
     builtins = []              # builtins added to the safe set
     record_inputs = false      # keep call inputs in execution records
     trust = ["builtin"]        # generators whose verified versions run in-process; see below
+    os_layers = ["rlimits"]    # OS layers the restricted worker must have; see below
     [[rule]]                   # zero or more; `match` + any field above
     match = "app.billing:*"    # glob on module:qualname; no ':' = module only
 
@@ -36,6 +37,15 @@ Only ``"builtin"`` can be verified that way, so it is the only value allowed
 rule means "not stated" here too, which for ``trust`` is that same default. A
 policy whose backend is ``none`` runs everything in-process, so it trusts
 everything in effect; that is reported (``policy explain``), not refused.
+
+``os_layers`` lists the operating-system layers the restricted worker must have
+(``OS_LAYERS``; ``backends/os_sandbox.py`` probes them): the worker always applies
+every layer the machine offers, and a policy that lists one this machine cannot
+give is refused at load, like a limit that cannot be enforced. Only the
+restricted backend's worker has them, so it is refused under ``wasm`` (the guest
+runs inside the host process: wasmtime is its isolation) and ``none``, and a
+restricted policy listing layers must state a wall, CPU or memory limit (without
+one, generated code runs in-process). ``false`` in a rule means "not stated".
 """
 
 from __future__ import annotations
@@ -47,7 +57,8 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, fi
 
 LIMIT_FIELDS = ("wall_ms", "cpu_ms", "memory_mb", "max_output_kb")
 LIST_FIELDS = ("imports", "builtins")
-SETTING_FIELDS = ("backend", "on_violation", *LIMIT_FIELDS, *LIST_FIELDS, "record_inputs", "trust")
+SETTING_FIELDS = ("backend", "on_violation", *LIMIT_FIELDS, *LIST_FIELDS, "record_inputs", "trust", "os_layers")
+OS_LAYERS = ("rlimits", "no_new_privs", "seccomp", "landlock", "namespaces")
 BACKENDS = ("restricted", "wasm", "none")
 
 # What each backend enforces. `restricted` enforces wall/cpu/memory only in its
@@ -138,6 +149,7 @@ class Settings(BaseModel):
     builtins: OptionalList = None
     record_inputs: StrictBool | None = None
     trust: OptionalList = None
+    os_layers: OptionalList = None
 
     _check_limits = field_validator(*LIMIT_FIELDS)(_positive)
 
@@ -173,6 +185,14 @@ class Settings(BaseModel):
                                  "or [] to trust none)")
         return value
 
+    @field_validator("os_layers")
+    @classmethod
+    def _check_os_layers(cls, value):
+        for name in value or ():
+            if name not in OS_LAYERS:
+                raise ValueError(f"unknown layer {name!r} (known: {', '.join(OS_LAYERS)})")
+        return value
+
     def stated(self) -> dict:
         """Fields this table sets (``false`` counts: it clears a limit)."""
         return {name: getattr(self, name) for name in SETTING_FIELDS if getattr(self, name) is not None}
@@ -198,9 +218,31 @@ class PolicyFile(BaseModel):
     rule: list[Rule] = []
 
 
+def os_layer_problems(values: dict) -> list[tuple[str, str]]:
+    """(field, message) when ``os_layers`` cannot hold: wrong backend, no worker, or
+    a layer this machine cannot give (probed once per process)."""
+    layers = values.get("os_layers")
+    if not layers:
+        return []
+    backend = values.get("backend")
+    if backend != "restricted":
+        why = ("the guest runs inside the host process; its isolation is wasmtime's" if backend == "wasm"
+               else "it runs the code unrestricted in the host process")
+        return [("os_layers", f"backend {backend!r} has no worker process to confine ({why}); "
+                              "remove os_layers or use backend \"restricted\"")]
+    if all(values.get(name) in (None, False) for name in ("wall_ms", "cpu_ms", "memory_mb")):
+        return [("os_layers", "the OS layers confine the worker process, which runs code only when "
+                              "wall_ms, cpu_ms or memory_mb is stated; state one or remove os_layers")]
+    from poet_runtime.backends import os_sandbox
+
+    return [("os_layers", f"this machine cannot give layer {name!r}: {why}")
+            for name, why in os_sandbox.missing(layers)]
+
+
 def honesty_problems(backend: str, values: dict) -> list[tuple[str, str]]:
-    """(field, message) for each stated limit that ``backend`` cannot enforce."""
-    problems = []
+    """(field, message) for each stated limit that ``backend`` cannot enforce (and
+    for ``os_layers`` that cannot hold)."""
+    problems = os_layer_problems(values)
     for name in (*LIMIT_FIELDS, *LIST_FIELDS):
         value = values.get(name)
         if value is None or value is False:

@@ -11,6 +11,17 @@ Messages are JSON lines (``sandbox/harness/worker_codec.py``); replies are bound
 in size, so a flooding worker cannot exhaust the host's memory. A call may take
 several lines each way (the worker asks for the user's logic, which runs in the
 host); ``restricted_worker`` holds the worker for the whole conversation.
+
+Confinement (``sandbox/harness/confine.py``): the worker's hello line lists the OS
+layers it applied; a worker lacking one that a loaded policy demands
+(``os_sandbox.demanded``) is refused. Workers are started from one long-lived
+thread, because the worker's ``PR_SET_PDEATHSIG`` fires when the thread that
+started it ends. A worker whose hard limits belong to another policy declines a
+request before running anything; that surfaces as ``SendFailed`` (nothing ran:
+try another worker).
+
+Fork: a forked child drops the parent's workers (they are the parent's: not
+killed, not waited for) and starts its own on demand.
 """
 
 from __future__ import annotations
@@ -22,7 +33,9 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
+from poet_runtime.backends import os_sandbox
 from poet_runtime.resources import sandbox_dir
 
 READY_TIMEOUT_S = 20.0
@@ -52,22 +65,68 @@ class ReplyTooLarge(Exception):
     pass
 
 
-class Worker:
-    """One worker process and the enhancements it has loaded."""
+class _Spawner:
+    """Starts worker processes from one thread that lives as long as the process.
 
-    def __init__(self, codec):
+    Why: a worker's parent-death signal is tied to the host thread that forked it;
+    pool threads come and go, so a worker started by one would be killed when that
+    thread ends. After a fork the child gets its own spawner on first use."""
+
+    def __init__(self):
+        self.pid = None
+        self.lock = threading.Lock()
+        self.jobs = None
+
+    def popen(self, argv):
+        with self.lock:
+            if self.pid != os.getpid():
+                import queue
+
+                self.jobs = queue.SimpleQueue()
+                self.pid = os.getpid()
+                threading.Thread(target=self._run, args=(self.jobs,), daemon=True, name="poet-worker-spawner").start()
+            jobs = self.jobs
+        done = threading.Event()
+        box = []
+        jobs.put((argv, box, done))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    @staticmethod
+    def _run(jobs):
+        while True:
+            argv, box, done = jobs.get()
+            try:
+                box.append(subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    env={"LC_ALL": "C.UTF-8"},  # nothing of the host's environment (secrets) goes in
+                    cwd="/",
+                    close_fds=True,
+                    start_new_session=True,  # the terminal's signals are the host's
+                ))
+            except BaseException as error:  # noqa: B902 - handed to the caller
+                box.append(error)
+            done.set()
+
+
+_spawner = _Spawner()
+
+
+class Worker:
+    """One worker process and the enhancements it has loaded.
+
+    ``options`` are for tests only (``--skip=layer,...``, ``--test-raw``,
+    ``--unconfined``); the pool never passes any."""
+
+    def __init__(self, codec, options=()):
         self.codec = codec
         harness = sandbox_dir() / "harness" / "worker.py"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(harness), str(sandbox_dir())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={"LC_ALL": "C.UTF-8"},  # nothing of the host's environment (secrets) goes in
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,  # the terminal's signals are the host's
-        )
+        self.proc = _spawner.popen([sys.executable, "-I", "-B", str(harness), str(sandbox_dir()), *options])
         self.wfd = self.proc.stdin.fileno()
         self.rfd = self.proc.stdout.fileno()
         self.poller = select.poll()
@@ -76,9 +135,19 @@ class Worker:
         self.last_size = 0  # bytes of the last line read
         self.loaded: dict[str, int] = {}  # enhancement key -> configuration generation
         self.alive = True
-        hello = self.codec.loads(self.read_line(time.monotonic() + READY_TIMEOUT_S, 4096))
+        try:
+            hello = self.codec.loads(self.read_line(time.monotonic() + READY_TIMEOUT_S, 16384))
+        except BaseException:
+            self.kill()
+            raise
         if not hello.get("ready"):
+            self.kill()
             raise WorkerDied("worker did not start", self.proc.poll())
+        self.layers = hello.get("layers") if isinstance(hello.get("layers"), dict) else {}
+        lacking = os_sandbox.check_worker(self.layers) if not options else None
+        if lacking:
+            self.kill()
+            raise WorkerDied(lacking, None)
 
     def send(self, data: bytes) -> None:
         view = memoryview(data)
@@ -121,10 +190,14 @@ class Worker:
         """The next message from the worker (``max_bytes`` bounds the line)."""
         line = self.read_line(deadline, max_bytes)
         try:
-            return self.codec.loads(line)
+            reply = self.codec.loads(line)
         except ValueError as error:  # not JSON, not UTF-8, not an object
             self.kill()
             raise MalformedReply(f"worker sent a malformed line ({error})", self.proc.returncode) from None
+        if reply.get("declined") is True:  # its hard limits are another policy's: nothing ran
+            self.kill()
+            raise SendFailed("the worker's hard limits belong to another policy", self.proc.returncode)
+        return reply
 
     def interrupt(self) -> None:
         """SIGKILL only, from any thread: a thread blocked reading this worker then
@@ -167,6 +240,7 @@ class WorkerPool:
     MAX_PARKED_EXTRA = 16
 
     def __init__(self, codec, size: int = 2):
+        _pools.add(self)
         self.codec = codec
         self.size = size
         self.idle: list[Worker] = []
@@ -298,3 +372,30 @@ class WorkerPool:
             self.cond.notify_all()
         for worker in idle:
             worker.kill()
+
+
+# Fork safety: a child must not use (nor kill, nor wait for) its parent's workers.
+_pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        pool.cond = threading.Condition()
+        for worker in pool.idle:
+            worker.alive = False
+            for stream in (worker.proc.stdin, worker.proc.stdout):
+                try:
+                    stream.close()  # our copies of the parent's pipe ends only
+                except OSError:
+                    pass
+            worker.proc.returncode = 0  # never waited for: it is the parent's child
+        pool.idle = []
+        pool.count = 0
+        pool.parked = 0
+        pool.waiters = 0
+    _spawner.lock = threading.Lock()
+    _spawner.pid = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

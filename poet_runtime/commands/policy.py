@@ -5,7 +5,8 @@ and prints every problem as ``file:line: field: message``; exit 1 when any file
 is invalid. ``policy explain MODULE:QUALNAME [--policy P]`` prints the effective
 settings for that function and which table of the policy gave each one, and
 what ``trust`` means for it (which versions run in-process, which in the
-backend); the policy defaults to what the function would get with no
+backend), and which operating-system layers its worker gets on this machine;
+the policy defaults to what the function would get with no
 ``@poet(policy=...)`` ($POET_POLICY, [tool.poet] policy, else "default").
 
 Also runnable as ``python -m poet_runtime.commands.policy check FILE...``.
@@ -100,6 +101,17 @@ def explain_command(args) -> int:
         where = "worker process (OS limits)" if effective.uses_workers else "in-process (no wall/cpu/memory limits)"
         print(f"  sandboxed code runs: {where}; poet_sandbox is always importable")
     print(f"  trust: {trust_meaning(effective)}")
+    if effective.backend == "restricted" and effective.uses_workers:
+        from poet_runtime.backends import os_sandbox
+
+        required = effective.os_layers
+        print(f"  os layers of the worker (required: {', '.join(required) or 'none'}; "
+              f"<- {effective.sources.get('os_layers', 'not stated')}), on this machine:")
+        for row in os_sandbox.describe_rows(os_sandbox.probe(namespaces=True), required):
+            print(f"    {row}")
+    elif effective.backend != "none":
+        print("  os layers: none (the WASM guest runs inside the host process; wasmtime is its isolation)"
+              if effective.backend == "wasm" else "  os layers: none (in-process)")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""``sandbox``: commands about the sandboxes; today ``sandbox warmup``.
+"""``sandbox``: commands about the sandboxes: ``sandbox warmup``, ``sandbox status``.
+
+``python -m poet_runtime sandbox status`` prints which operating-system layers the
+restricted worker gets on this machine (what the probe finds, and what a worker
+started now really applied) and whether the compiled WASM interpreter is cached.
 
 ``python -m poet_runtime sandbox warmup`` compiles the CPython-on-WASI module for
 this machine and caches it, so that the first call under the ``wasm`` backend does
@@ -26,6 +30,13 @@ def register(subparsers) -> None:
         "($POET_CACHE_DIR, else $XDG_CACHE_HOME/poet_runtime or ~/.cache/poet_runtime).",
     )
     warm.set_defaults(handler=run)
+    status = actions.add_parser(
+        "status",
+        help="which OS layers the restricted worker gets here; is the WASM sandbox compiled",
+        description="Print the operating-system layers of the restricted worker on this machine "
+        "(probed, and applied by a worker started now) and the state of the WASM cache.",
+    )
+    status.set_defaults(handler=status_command)
     parser.set_defaults(handler=_usage(parser))
 
 
@@ -49,3 +60,30 @@ def run(args) -> int:
         return 1
     print(f"WASM sandbox ready in {time.monotonic() - started:.1f} s: {path}")
     return 0
+
+
+def status_command(args) -> int:
+    """``sandbox status``: 0 when a worker started and applied every layer the probe found."""
+    from poet_runtime.backends import os_sandbox
+
+    probed = os_sandbox.probe(namespaces=True)
+    try:
+        applied = os_sandbox.live_worker_layers()
+        worker_error = None
+    except Exception as error:  # noqa: BLE001 - reported
+        applied, worker_error = {}, f"{type(error).__name__}: {error}"
+    print("restricted worker, operating-system layers:")
+    for row in os_sandbox.describe_rows(applied if worker_error is None else probed):
+        print(f"  {row}")
+    if worker_error:
+        print(f"  (no worker could start: {worker_error}; the rows above are the probe's)")
+    lost = [name for name in os_sandbox.LAYERS if probed.get(name) and not applied.get(name)]
+    if lost and worker_error is None:
+        print(f"  the probe found but the worker could not apply: {', '.join(lost)}")
+    try:
+        from poet_runtime.backends import wasm_engine
+
+        print(f"wasm: {wasm_engine.cache_state()}")
+    except Exception as error:  # noqa: BLE001 - wasmtime missing, no cache folder
+        print(f"wasm: unavailable ({type(error).__name__}: {error})")
+    return 0 if worker_error is None and not lost else 1

@@ -4,8 +4,22 @@ Why a process: RestrictedPython limits what code can reach, not how long it runs
 how much memory it takes. Here each call runs under ``setrlimit(RLIMIT_AS)`` (memory),
 an ``ITIMER_PROF`` timer plus an ``RLIMIT_CPU`` backstop (CPU), and the host kills
 the whole process past ``wall_ms``. The worker starts with an empty environment,
-no core dumps, no file writes (``RLIMIT_FSIZE`` 0) and its protocol on private fds
-(0 and 1 point at /dev/null), so stray output cannot corrupt the protocol.
+its protocol on private fds (0, 1 and 2 point at /dev/null, every other fd is
+closed), so stray output cannot corrupt the protocol nor reach the host's terminal.
+
+Before it reads a byte of the protocol it confines itself (``confine.py``: user and
+network namespaces, no new privileges, hard rlimits, Landlock, a seccomp
+allow-list), so that an escape from the Python layer still finds a process that
+cannot write a file, open a socket, signal or read the host, or outlive it. The
+hello line says which layers hold. Its hard address-space and CPU limits are
+fixed at its first load, to that policy's (``confine.Limiter``); a request with
+larger limits is declined before anything runs (``{"declined": true}``) and the
+host sends it to another worker.
+
+Load-time work counts against the policy: the module body and ``configure`` run
+under the message's ``cpu_ms``, ``memory_mb`` and ``wall_ms`` (an ``ITIMER_REAL``
+alarm), and memory kept by the module counts against every later call of it
+(memory is measured from before the load, never re-based after it).
 
 The user's logic never runs here (contract 2): ``operate_prime`` gets a logic proxy,
 and each call of it is a request to the host, which runs the real function in the
@@ -57,8 +71,12 @@ class CpuLimit(BaseException):
     """Raised from the SIGPROF handler; BaseException so `except Exception` misses it."""
 
 
+class WallLimit(BaseException):
+    """Raised from the SIGALRM handler while a load or configure runs past ``wall_ms``."""
+
+
 class Worker:
-    def __init__(self, rfile, wfd, sandbox_dir):
+    def __init__(self, rfile, wfd, sandbox_dir, confine=None):
         self.rfile = rfile
         self.wfd = wfd
         facility = os.path.join(sandbox_dir, "poet_sandbox")
@@ -78,16 +96,28 @@ class Worker:
         self.calling = False  # a call is in progress: the logic may be asked for
         self.in_call = False
         self.cpu_hit = False
+        self.wall_hit = False
         self.base_threads = threading.active_count()
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)  # kept: /proc is out of reach later
         self.vm_base = self._vm_bytes()
         self.memory_mb = None
+        self.applied_cap = None
+        self.limiter = confine.Limiter(self.vm_base) if confine else None
+        self.layers = {}
+        self.raw = False  # test-only: "exec" requests (a worker started with --test-raw)
         signal.signal(signal.SIGPROF, self._on_cpu)
 
+    def started(self, layers):
+        """Confinement is done: memory counts from here."""
+        self.layers = layers
+        self.base_threads = threading.active_count()
+        self.vm_base = self._vm_bytes()
+        if self.limiter is not None:
+            self.limiter.base = self.vm_base
+
     # -- limits -------------------------------------------------------------------
-    @staticmethod
-    def _vm_bytes():
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    def _vm_bytes(self):
+        return int(os.pread(self.statm, 256, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
     def _on_cpu(self, signum, frame):
         if not self.in_call:
@@ -100,19 +130,41 @@ class Worker:
         self.cpu_hit = True
         raise CpuLimit()
 
+    def _on_wall(self, signum, frame):
+        if self.in_call and not self.wall_hit:
+            self.wall_hit = True
+            raise WallLimit()
+
+    def _hard(self):
+        limiter = self.limiter
+        return (resource.RLIM_INFINITY, resource.RLIM_INFINITY) if limiter is None else \
+            (limiter.hard_as, limiter.hard_cpu)
+
     def _arm(self, memory_mb, cpu_ms):
-        if memory_mb != self.memory_mb:
-            # The call may grow the worker by memory_mb beyond its size after loading.
-            # The cap stays set between calls (the harness's own work is small).
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.fix(memory_mb, cpu_ms)  # hard limits: once, before any generated code runs
+        hard_as, hard_cpu = self._hard()
+        if limiter is not None:
+            cap = limiter.cap(self.vm_base, memory_mb)
+        else:
             cap = resource.RLIM_INFINITY if not memory_mb else self.vm_base + memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+        if cap != self.applied_cap:
+            # The call may grow the worker by memory_mb beyond its size before its
+            # enhancement was loaded (what the module keeps counts). The cap stays
+            # set between calls (the harness's own work is small).
+            resource.setrlimit(resource.RLIMIT_AS, (cap, hard_as))
+            self.applied_cap = cap
             self.memory_mb = memory_mb
         if cpu_ms:
-            used = resource.getrusage(resource.RUSAGE_SELF)
             # Backstop for code that swallows CpuLimit or sits in C: SIGXCPU ends the
             # process about a second later (RLIMIT_CPU counts whole seconds).
-            soft = math.ceil(used.ru_utime + used.ru_stime + cpu_ms / 1000.0) + 1
-            resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+            if limiter is not None:
+                soft = limiter.cpu_soft(cpu_ms)
+            else:
+                used = resource.getrusage(resource.RUSAGE_SELF)
+                soft = math.ceil(used.ru_utime + used.ru_stime + cpu_ms / 1000.0) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, hard_cpu))
             # Re-fires every 5 ms, so catching CpuLimit once does not buy more time.
             signal.setitimer(signal.ITIMER_PROF, cpu_ms / 1000.0, 0.005)
         self.cpu_hit = False
@@ -122,16 +174,31 @@ class Worker:
         self.in_call = False
         if cpu_ms:
             signal.setitimer(signal.ITIMER_PROF, 0, 0)
-            resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            hard_cpu = self._hard()[1]
+            resource.setrlimit(resource.RLIMIT_CPU, (hard_cpu, hard_cpu))
 
     def _rebase(self):
-        """After a load the worker is bigger; memory_mb counts from here."""
-        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        """Before a load: memory_mb counts from the worker's size now (never after the
+        load: what the module body kept is the module's)."""
+        hard_as = self._hard()[0]
+        resource.setrlimit(resource.RLIMIT_AS, (hard_as, hard_as))
+        self.applied_cap = None
         self.memory_mb = None
         self.vm_base = self._vm_bytes()
 
+    def _declined(self, message):
+        """A request whose limits this worker's hard limits cannot give (another policy's)."""
+        limiter = self.limiter
+        if limiter is None or limiter.fits(message.get("memory_mb"), message.get("cpu_ms")):
+            return None
+        return {"ok": False, "declined": True, "retire": True, "kind": "phase",
+                "detail": "this worker's hard limits belong to another policy"}
+
     # -- operations -----------------------------------------------------------------
     def op_load(self, message):
+        declined = self._declined(message)
+        if declined:
+            return declined
         restrict = self.restrict
         self._rebase()  # the compile below must not run under a previous call's cap
         code, errors = restrict.compile_module(message["code"], message["filename"])
@@ -149,7 +216,6 @@ class Worker:
         except ValueError as error:
             return {"ok": False, "kind": "phase", "detail": str(error)}
         self.loaded[message["key"]] = (enhancement, sandbox, namespace)
-        self._rebase()
         return {"ok": True}
 
     def _init(self, code, namespace, message):
@@ -159,6 +225,9 @@ class Worker:
             configure(message.get("params") or {})
 
     def op_configure(self, message):
+        declined = self._declined(message)
+        if declined:
+            return declined
         enhancement, sandbox, namespace = self.loaded[message["key"]]
         mark = sandbox.begin_call()
         return self._guarded(message, sandbox, mark, lambda: namespace["configure"](message.get("params") or {})) or {"ok": True}
@@ -179,6 +248,9 @@ class Worker:
         entry = self.loaded.get(message["key"])
         if entry is None:
             return {"ok": False, "kind": "phase", "detail": "not loaded"}
+        declined = self._declined(message)
+        if declined:
+            return declined
         enhancement, sandbox, _ = entry
         session = self.crossing.Session(self._ask_host, self.codec.encode, self.codec.decode)
         try:
@@ -206,6 +278,8 @@ class Worker:
         if error is not None or self.cpu_hit or len(sandbox.violations) > mark:
             return self._failure(message, sandbox, mark, error, session)
         result, t0, t1, t2, t3, notes = outcome
+        if self.limiter is not None and self.limiter.worn(cpu_ms):
+            self.retiring = True  # near its lifetime CPU budget: replaced after this reply
         try:
             item = session.give(result)
         except Exception as error:  # Enforce returned something that is not data
@@ -245,21 +319,33 @@ class Worker:
         return self.codec.loads(line)
 
     def _guarded(self, message, sandbox, mark, action):
-        """Run untrusted code (module body, configure) under the message's limits."""
+        """Run untrusted code (module body, configure) under the message's limits,
+        wall time included (a call's wall time is the host's to enforce)."""
         error = None
         cpu_ms = message.get("cpu_ms")
+        wall_ms = message.get("wall_ms")
+        self.wall_hit = False
         self._arm(message.get("memory_mb"), cpu_ms)
+        if wall_ms:
+            signal.signal(signal.SIGALRM, self._on_wall)
+            signal.setitimer(signal.ITIMER_REAL, wall_ms / 1000.0, 0.005)
         try:
             action()
         except BaseException as caught:  # noqa: B902 - everything is reported
             error = caught
         finally:
+            if wall_ms:
+                signal.setitimer(signal.ITIMER_REAL, 0, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
             self._disarm(cpu_ms)
-        if error is None and not self.cpu_hit and len(sandbox.violations) == mark:
+        if error is None and not self.cpu_hit and not self.wall_hit and len(sandbox.violations) == mark:
             return None
         return self._failure(message, sandbox, mark, error)
 
     def _failure(self, message, sandbox, mark, error, session=None):
+        if self.wall_hit or isinstance(error, WallLimit):
+            return {"ok": False, "kind": "violation", "limit": "wall_ms",
+                    "detail": f"took more than {message.get('wall_ms')} ms", "retire": True}
         if self.cpu_hit or isinstance(error, CpuLimit):
             return {"ok": False, "kind": "violation", "limit": "cpu_ms",
                     "detail": f"used more than {message.get('cpu_ms')} ms of CPU", "retire": True}
@@ -282,10 +368,26 @@ class Worker:
                 return {"ok": False, "kind": "raise", "class": name, "detail": str(error)[:2000]}
         return {"ok": False, "kind": "phase", "detail": detail}
 
+    def op_exec(self, message):
+        """Test-only (``--test-raw``): run raw Python here, with no Python-level
+        sandbox, to show what the OS layers alone hold. Never started by the host."""
+        if not self.raw:
+            return {"ok": False, "kind": "phase", "detail": "unknown op"}
+        namespace = {"__name__": "poet_raw", "WFD": self.wfd}
+        self._arm(message.get("memory_mb"), message.get("cpu_ms"))
+        try:
+            exec(compile(message["code"], "<raw>", "exec"), namespace)
+            return {"ok": True, "result": self.codec.encode(namespace.get("RESULT"))}
+        except BaseException as error:  # noqa: B902 - reported
+            return {"ok": False, "kind": "raised", "detail": f"{type(error).__name__}: {error}"[:2000]}
+        finally:
+            self._disarm(message.get("cpu_ms"))
+
     def serve(self):
-        self._send({"ready": True, "pid": os.getpid()})
+        self._send({"ready": True, "pid": os.getpid(), "layers": self.layers})
         handlers = {"load": self.op_load, "call": self.op_call, "configure": self.op_configure,
-                    "unload": self.op_unload, "observations": self.op_observations}
+                    "unload": self.op_unload, "observations": self.op_observations, "exec": self.op_exec}
+        self.retiring = False
         for line in self.rfile:
             message = None
             try:
@@ -293,8 +395,8 @@ class Worker:
                 reply = handlers[message["op"]](message)
             except Exception as error:  # a harness bug or a bad message: report, keep serving
                 reply = {"ok": False, "kind": "phase", "detail": f"worker: {type(error).__name__}: {error}"}
-            if threading.active_count() > self.base_threads:
-                reply["retire"] = True  # a timed-out thread still runs: do not reuse
+            if threading.active_count() > self.base_threads or self.retiring:
+                reply["retire"] = True  # a timed-out thread still runs, or the CPU budget is near: do not reuse
             data = self.codec.dumps(reply)
             cap = message.get("max_output_kb") if reply.get("ok") and type(message) is dict else None
             if cap and len(data) > cap * 1024:
@@ -350,22 +452,49 @@ def _watch_parent(parent):
 
 
 def main():
+    parent = os.getppid()
     sandbox_dir = sys.argv[1]
-    # The protocol moves to private fds; 0/1 become /dev/null so nothing else
-    # (a C library, a stray print) can write into it.
+    options = sys.argv[2:]
+    skip = ()
+    for option in options:
+        if option.startswith("--skip="):  # tests: show a payload works without a layer
+            skip = tuple(name for name in option[7:].split(",") if name)
+    # The protocol moves to private fds; 0/1/2 become /dev/null so nothing else
+    # (a C library, a stray print) can write into it or into the host's terminal.
     rfd, wfd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
     os.close(null)
+    for fd in _open_fds():  # nothing inherited beyond the two pipe ends
+        if fd > 2 and fd not in (rfd, wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     threading.stack_size(512 * 1024)  # thread stacks count against RLIMIT_AS
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the host's terminal is the host's
-    _watch_parent(os.getppid())
-    worker = Worker(os.fdopen(rfd, "rb", buffering=1 << 16), wfd, sandbox_dir)
     os.chdir("/")
+    confine = None if "--unconfined" in options else _load_by_path(
+        "poet_worker_confine", os.path.join(HERE, "confine.py"))
+    worker = Worker(os.fdopen(rfd, "rb", buffering=1 << 16), wfd, sandbox_dir, confine)
+    worker.raw = "--test-raw" in options
+    layers = {}
+    if confine is not None:
+        # One thread still (user namespaces need it); every later thread inherits.
+        layers = confine.apply([wfd], parent, extra_readable=[sandbox_dir], skip=skip)
+    _watch_parent(parent)
+    worker.started(layers)
     worker.serve()
+
+
+def _open_fds():
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 256))
 
 
 if __name__ == "__main__":
