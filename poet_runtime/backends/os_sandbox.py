@@ -61,7 +61,26 @@ def probe(namespaces: bool = False) -> dict:
         result.pop("namespaces:why", None)
         if why:
             result["namespaces:why"] = why
+    for name in turned_off():
+        result[name] = None
+        result[name + ":why"] = f"turned off by {OFF_VARIABLE}"
     return result
+
+
+OFF_VARIABLE = "POET_SANDBOX_LAYERS_OFF"
+
+
+def turned_off() -> tuple[str, ...]:
+    """Layers the operator turned off on this machine (``POET_SANDBOX_LAYERS_OFF=a,b``):
+    the environment may weaken the sandbox, a repository file may not."""
+    names = [name.strip() for name in (os.environ.get(OFF_VARIABLE) or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in LAYERS]
+    if unknown:
+        import logging
+
+        logging.getLogger("poet_runtime").warning("poet_runtime: %s: unknown layer(s) %s ignored (known: %s)",
+                                                  OFF_VARIABLE, ", ".join(unknown), ", ".join(LAYERS))
+    return tuple(name for name in names if name in LAYERS)
 
 
 def _cheap_probe() -> dict:
@@ -141,6 +160,12 @@ def check_worker(layers: dict) -> str | None:
         return None
     reasons = [f"{name} ({(layers or {}).get(name + ':why') or 'not applied'})" for name in sorted(lacking)]
     return "the worker could not apply " + ", ".join(reasons)
+
+
+def worker_options() -> list[str]:
+    """The worker's command-line options for this machine's settings (layers turned off)."""
+    off = turned_off()
+    return [f"--skip={','.join(off)}"] if off else []
 
 
 def live_worker_layers() -> dict:

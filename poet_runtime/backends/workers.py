@@ -126,7 +126,8 @@ class Worker:
     def __init__(self, codec, options=()):
         self.codec = codec
         harness = sandbox_dir() / "harness" / "worker.py"
-        self.proc = _spawner.popen([sys.executable, "-I", "-B", str(harness), str(sandbox_dir()), *options])
+        argv = [sys.executable, "-I", "-B", str(harness), str(sandbox_dir())]
+        self.proc = _spawner.popen([*argv, *(options or os_sandbox.worker_options())])
         self.wfd = self.proc.stdin.fileno()
         self.rfd = self.proc.stdout.fileno()
         self.poller = select.poll()
