@@ -1,0 +1,99 @@
+"""What the restricted worker's OS layers cost per call, next to the raw pipe floor.
+
+Why: the worker confines itself (``sandbox/harness/confine.py``: namespaces, no new
+privileges, hard rlimits, Landlock, a seccomp allow-list). seccomp runs a filter on
+every system call, so a call's round trip could get slower; the bar (issue 13) is
+the confined worker within 2.5x of the raw pipe floor. Measured in the same run:
+
+- raw pipe + JSON, one round trip (the floor) and two (a call under contract 2 is
+  the call line plus the logic's answer);
+- the restricted worker with every layer on (what the default policy gets), and
+  with every layer turned off (``POET_SANDBOX_LAYERS_OFF``), same code, same pool;
+- the worker's start-up time, both ways (it happens in the background).
+
+Run: ``.venv/bin/python benchmarks/bench_worker_confinement.py [--quick]``. Prints medians, p95, ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_restricted import TINY, add, percentiles, pipe_baseline, timed  # noqa: E402
+
+from poet_runtime.backends import LoadRequest, os_sandbox  # noqa: E402
+from poet_runtime.backends.base import Limits  # noqa: E402
+from poet_runtime.backends.restricted import harness_module  # noqa: E402
+from poet_runtime.backends.restricted_worker import WorkerEnhancement  # noqa: E402
+from poet_runtime.backends.workers import Worker, WorkerPool  # noqa: E402
+
+LIMITS = Limits(wall_ms=1000, cpu_ms=500, memory_mb=128)
+ALL_OFF = ",".join(os_sandbox.LAYERS)
+
+
+def worker_calls(n, layers_off: str | None):
+    """(median, p95) of a call through a fresh pool, and the layers its worker had."""
+    if layers_off:
+        os.environ[os_sandbox.OFF_VARIABLE] = layers_off
+    else:
+        os.environ.pop(os_sandbox.OFF_VARIABLE, None)
+    codec = harness_module("worker_codec")
+    pool = WorkerPool(codec, 1)
+    try:
+        request = LoadRequest(function_id="bench:add", version=1, code=TINY, filename="<bench>", logic_name="",
+                              params={}, user_globals={}, limits=LIMITS)
+        enhancement = WorkerEnhancement(pool, request)
+        worker = pool.acquire()
+        layers = sorted(name for name in os_sandbox.LAYERS if worker.layers.get(name))
+        pool.release(worker)
+        return timed(lambda: enhancement.call(add, (1, 2), {}), n), layers
+    finally:
+        pool.close()
+        os.environ.pop(os_sandbox.OFF_VARIABLE, None)
+
+
+def start_times(n, layers_off: str | None):
+    codec = harness_module("worker_codec")
+    options = [f"--skip={layers_off}"] if layers_off else []
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter_ns()
+        worker = Worker(codec, options or ["--skip="])  # options given: the hello is not checked
+        samples.append(time.perf_counter_ns() - started)
+        worker.kill()
+    return percentiles(samples)
+
+
+def main():
+    quick = "--quick" in sys.argv
+    n, starts = (1000, 5) if quick else (5000, 15)
+    floor = pipe_baseline(n)
+    floor2 = pipe_baseline(n, trips=2)
+    confined, on = worker_calls(n, None)
+    unconfined, off = worker_calls(n, ALL_OFF)
+    rows = [
+        ("raw pipe + JSON (floor)", floor),
+        ("raw pipe, two round trips", floor2),
+        ("worker, every layer on", confined),
+        ("worker, every layer off", unconfined),
+    ]
+    print(f"per-call latency (us), {os.cpu_count()} cpus; layers on: {', '.join(on) or 'none'}; "
+          f"off run: {', '.join(off) or 'none'}")
+    print(f"  {'':30s} {'median':>9s} {'p95':>9s}  vs floor")
+    for name, (median, p95) in rows:
+        print(f"  {name:30s} {median:9.2f} {p95:9.2f}  {median / floor[0]:6.2f}x")
+    print(f"  layers on vs off: {confined[0] / unconfined[0]:.2f}x; confined vs the floor: "
+          f"{confined[0] / floor[0]:.2f}x (bar: 2.5x); vs two raw round trips: {confined[0] / floor2[0]:.2f}x")
+    on_start, off_start = start_times(starts, None), start_times(starts, ALL_OFF)
+    print(f"worker start-up (ms, median of {starts}): layers on {on_start[0] / 1000:.1f}, "
+          f"off {off_start[0] / 1000:.1f}")
+
+
+if __name__ == "__main__":
+    main()
