@@ -42,10 +42,15 @@ def test_layout_beside_the_module(poet_home, write_module, tmp_path, monkeypatch
     for field in ("key", "generator", "domain", "objective", "created_at", "parent", "checks"):
         assert field in metadata, field
     assert metadata["domain"] == "ml_monitoring" and metadata["checks"][-1] == "compile"
-    assert metadata["generator"] == "builtin-2" and "hygiene" in metadata["checks"]
+    from poet_runtime.generate.builtin import GENERATOR_ID, GENERATOR_VERSION
+
+    assert metadata["generator"] == f"{GENERATOR_ID}-{GENERATOR_VERSION}" and "hygiene" in metadata["checks"]
+    assert metadata["integrity"]["code_sha256"] == metadata["integrity"]["files"]["code.py"]  # digests at creation
+    assert "hmac" not in metadata["integrity"]  # a built-in version is proven by writing it again
     code = (folder / "v1" / "code.py").read_text()
     assert "def operate_prime(logic, args, kwargs):" in code and "statistics" not in code  # no copy of the body
-    assert json.loads((folder / "v1" / "params.json").read_text()) == {}
+    declared = {name: entry["default"] for name, entry in (metadata.get("parameters") or {}).items()}
+    assert json.loads((folder / "v1" / "params.json").read_text()) == declared
 
 
 def test_changed_source_makes_a_new_version_and_unchanged_makes_none(poet_home, write_module):

@@ -5,6 +5,12 @@
 use it without generating. Found statically; nothing is imported or generated. A current version that is an LLM
 re-implementation of the logic (metadata ``"transformed": true``) is marked ``(transformed)``. The
 "reported" column sums what the checks of every process's calls reported (``reports.json``).
+
+"Up to date" also needs the version to be usable as it is: a damaged, tampered or unsigned
+current version (``resolve.inspect_version``: digest, regeneration of a built-in version,
+HMAC) is shown as such, with where it can run under the function's policy; one refused
+under its policy says so. The "calls" column says how many recorded calls ran enhanced
+and why the others did not (``reports.json`` kinds ``calls`` and ``fallback``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ def register(subparsers) -> None:
 
 def _state(item, store, current) -> str:
     if current is None:
+        number = store.current_number()
+        damaged = store.damaged().get(number) if number is not None else None
+        if damaged is not None:
+            from poet_runtime.safe_text import visible
+
+            return visible(f"damaged: v{number} {damaged}; the next call makes a new version", allow_newlines=False)
         return "not generated"
     if item.skipped:
         return "unknown (non-literal arguments)"
@@ -38,7 +50,17 @@ def _state(item, store, current) -> str:
         same = current.metadata.get("key") == key
     except ImportError:  # an older core without version_key: compare the source alone
         same = current.metadata.get("source_hash") == spec.source_hash()
-    return "up to date" if same else "stale (source or arguments changed)"
+    if not same:
+        return "stale (source or arguments changed)"
+    from poet_runtime.resolve import describe_trust, effective_policy
+    from poet_runtime.safe_text import visible
+
+    try:
+        policy = effective_policy(config, item.function_id)
+    except Exception as error:
+        return visible(f"policy error: {type(error).__name__}: {error}", allow_newlines=False)
+    problem = describe_trust(current, spec, config, policy)
+    return visible(problem, allow_newlines=False) if problem else "up to date"
 
 
 def _learning(current) -> str:
@@ -47,6 +69,8 @@ def _learning(current) -> str:
     learnable without inputs"; only what is observable (retries, timeouts) is learned."""
     try:
         learning = (current.state().get("learning") or {}) if current is not None else {}
+        if not isinstance(learning, dict):
+            return ""
     except (OSError, ValueError, AttributeError):
         return ""
     names = sorted(learning.get("not_learnable") or {})
@@ -58,13 +82,34 @@ def _reported(store) -> str:
     they were, repairs the domain or repair="coerce" made, retries; by kind, then field."""
     parts = []
     for kind, fields in sorted(store.reports().items()):
-        if not isinstance(fields, dict) or not fields:
+        if not isinstance(fields, dict) or not fields or kind in ("calls", "fallback"):
             continue
         total = sum(int(n) for n in fields.values() if isinstance(n, int))
         top = sorted(fields.items(), key=lambda item: -int(item[1]) if isinstance(item[1], int) else 0)[:3]
         parts.append(f"{kind} {total} (" + ", ".join(f"{field} {count}" for field, count in top)
                      + (", ..." if len(fields) > 3 else "") + ")")
     return "; ".join(parts) or "-"
+
+
+def _calls(store) -> str:
+    """Recorded calls over all runs: how many ran enhanced, and why the others did not."""
+    from poet_runtime.safe_text import visible
+
+    reports = store.reports()
+    calls = reports.get("calls") if isinstance(reports.get("calls"), dict) else {}
+    fallback = reports.get("fallback") if isinstance(reports.get("fallback"), dict) else {}
+    count = {name: int(n) for name, n in calls.items() if isinstance(n, int) and not isinstance(n, bool)}
+    reasons = {name: int(n) for name, n in fallback.items() if isinstance(n, int) and not isinstance(n, bool) and n}
+    total = sum(count.values()) + sum(reasons.values())
+    if not total:
+        return "-"
+    text = f"{count.get('enhanced', 0)} of {total} enhanced"
+    if count.get("errors"):
+        text += f", {count['errors']} raised"
+    if reasons:
+        top = sorted(reasons.items(), key=lambda item: -item[1])
+        text += "; fell back: " + ", ".join(f"{name} {n}" for name, n in top[:3]) + (", ..." if len(top) > 3 else "")
+    return visible(text, allow_newlines=False)
 
 
 def run(args) -> int:
@@ -85,8 +130,8 @@ def run(args) -> int:
         name = current.name if current else "-"
         if current is not None and current.metadata.get("transformed"):
             name += " (transformed)"  # an LLM re-implementation of the logic, run in the sandbox
-        rows.append([item.function_id, f"{item.file}:{item.lineno}", name, state, _reported(store)])
+        rows.append([item.function_id, f"{item.file}:{item.lineno}", name, state, _calls(store), _reported(store)])
     for problem in problems:
-        rows.append([problem.file, "-", "-", f"error: {problem.message}", "-"])
-    _render.table("poet status", ["function", "where", "current", "state", "reported"], rows)
+        rows.append([problem.file, "-", "-", f"error: {problem.message}", "-", "-"])
+    _render.table("poet status", ["function", "where", "current", "state", "calls", "reported"], rows)
     return 1 if problems else 0
