@@ -212,16 +212,16 @@ def test_crossing_objects_expose_nothing(name):
     value that is not data is a HostRef: generated code can call the one and pass the other on,
     nothing else."""
     outcome, value = run_payload(module_text(CROSSING_ESCAPES[name], params="thing"), DEFAULT, args=(UserThing(),))
-    assert outcome == "violation" and value.limit in ("attribute", "write"), f"{name}: {outcome}: {value!r}"
+    assert outcome == "violation" and value.limit in ("attribute", "write", "imports"), f"{name}: {outcome}: {value!r}"
     assert SECRET not in repr(value)
     assert_host_responsive(DEFAULT)
 
 
 def test_a_value_left_in_the_host_has_nothing_in_the_worker():
-    body = ("import functools\nclass H:\n    pass\nh = H()\nh.secret = 'none'\n"
-            "functools.update_wrapper(h, args[0], assigned=('secret',), updated=())\nreturn h.secret")
-    outcome, value = run_payload(module_text(body, params="thing"), DEFAULT, args=(UserThing(),))
-    assert (outcome, value) == ("returned", "none")  # the object's attributes never crossed
+    outcome, value = run_payload(module_text("return [repr(args[0]), str(args[0])]", params="thing"), DEFAULT,
+                                 args=(UserThing(),))
+    assert outcome == "returned" and SECRET not in repr(value)  # the object's attributes never crossed
+    assert value[0].startswith("<host ") and "UserThing" in value[0]
 
 
 ASYNC_ESCAPES = {

@@ -421,11 +421,24 @@ def test_a_swallowed_refusal_after_the_logic_is_a_violation_carrying_the_result(
     assert caught.value.limit == "attribute" and caught.value.after_logic.result is result
 
 
-def test_generated_circuit_open_and_timeout_reach_the_caller_from_a_worker():
-    for name in ("CircuitOpenError", "TimeoutError"):
-        code = module_text(f"raise {name}('open')", prelude="from poet_sandbox.errors import CircuitOpenError")
-        with pytest.raises(CircuitOpenError if name == "CircuitOpenError" else TimeoutError, match="open"):
-            load(code, WORKER).call(constant(1), (), {})
+@pytest.mark.parametrize("limits", MODES)
+@pytest.mark.parametrize("name", ["CircuitOpenError", "TimeoutError", "KeyboardInterrupt", "SystemExit"])
+def test_what_generated_code_raises_by_itself_is_a_fallback(name, limits):
+    """Only the user's own exception crosses: a breaker's CircuitOpenError or a TimeoutError that
+    generated code made up is no answer of the original (before the logic ran: PhaseError, the host
+    runs the original; after: AfterLogic with the logic's own result). KeyboardInterrupt and
+    SystemExit are Exception stand-ins for generated code: it cannot end the user's program."""
+    from poet_sandbox.driver import AfterLogic
+
+    prelude = "from poet_sandbox.errors import CircuitOpenError"
+    with pytest.raises(PhaseError) as caught:
+        load(module_text(f"raise {name}('open')", prelude=prelude), limits).call(constant(1), (), {})
+    assert not isinstance(caught.value, AfterLogic) and name in str(caught.value)
+    result = ["own"]
+    after = module_text(f"logic(*args, **kwargs)\nraise {name}('open')", prelude=prelude)
+    with pytest.raises(AfterLogic) as caught:
+        load(after, limits).call(constant(result), (), {})
+    assert caught.value.result is result
 
 
 def test_a_keyboard_interrupt_in_the_logic_reaches_the_caller_and_retires_the_worker():

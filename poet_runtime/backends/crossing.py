@@ -11,15 +11,35 @@ A backend drives it as a loop: send ``start()``'s message, and while the sandbox
 answers ``{"status": "logic"}``, send back ``run_logic(answer)`` (or
 ``await run_logic_async(answer)``); the last answer goes through ``finish``.
 Nothing here is untrusted-safe by accident: tokens are bounds-checked, data is
-decoded by the sandbox's own codec, and an answer of the wrong shape is a
-``PhaseError`` (the sandbox failed, the caller is not affected).
+decoded by the sandbox's own codec under a guard (any exception of the decoder is a
+``PhaseError``), and an answer of the wrong shape is a ``PhaseError`` (the sandbox
+failed, the caller is not affected).
+
+What comes back is data, and only data the caller can use as the original's answer:
+``check_value`` bounds what was decoded (``VALUE_LIMITS``: digits of an int, a
+Decimal's digits and exponent, nesting depth, number of items; no signalling NaN,
+which raises on ``==``; no types the codecs would not make), before it reaches the
+logic as an argument or the caller as a result; a final result that is new data
+(not the host's own object) must also fit the logic's return annotation
+(``fits_hint``). Time marks must be four ordered non-negative 64-bit ints
+(``marks``). Anything else is a ``PhaseError``, and once the logic ran the call
+returns the logic's own result (``after_logic``).
 """
 
 from __future__ import annotations
 
 import builtins
+import datetime
+import decimal
+import fractions
+import inspect
+import types
+import typing
+import weakref
+from dataclasses import dataclass
 
 from poet_runtime.resources import load_facility
+from poet_runtime.safe_text import visible
 
 _facility = load_facility()
 from poet_sandbox.driver import AfterLogic  # noqa: E402
@@ -27,6 +47,146 @@ from poet_sandbox.timeouts import call_with_timeout, call_with_timeout_async  # 
 
 PhaseError = _facility.PhaseError
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class ValueLimits:
+    """What one value from a sandbox may be (none of it is a policy field yet: fixed here)."""
+
+    int_digits: int = 4300  # Python's own int/str conversion limit
+    decimal_digits: int = 4300
+    decimal_exponent: int = 4300  # |adjusted exponent|: int(Decimal('1E+999999999')) would never end
+    depth: int = 200
+    items: int = 1_000_000  # scalars and containers, all levels together
+
+
+VALUE_LIMITS = ValueLimits()
+_SCALARS = frozenset({str, float, bool, type(None), complex, bytes, datetime.date, datetime.datetime,
+                      datetime.time, datetime.timedelta})
+_CONTAINERS = frozenset({list, tuple, set, frozenset})
+_MAX_MARK = 2**63
+
+
+def check_value(value, limits: ValueLimits = VALUE_LIMITS) -> None:
+    """Raise ``PhaseError`` unless ``value`` is data within ``limits``."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is int:
+        if value.bit_length() > limits.int_digits * 3.33:  # ~log2(10) bits per digit
+            raise PhaseError(f"the sandbox sent an int of more than {limits.int_digits} digits")
+        return
+    stack = [(value, 0)]
+    count = 0
+    max_bits = limits.int_digits * 3.33
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > limits.items:
+            raise PhaseError(f"the sandbox sent a value of more than {limits.items} items")
+        kind = type(value)
+        if kind in _SCALARS:
+            continue
+        if kind is int:
+            if value.bit_length() > max_bits:
+                raise PhaseError(f"the sandbox sent an int of more than {limits.int_digits} digits")
+        elif kind in _CONTAINERS or kind is dict:
+            if depth >= limits.depth:
+                raise PhaseError(f"the sandbox sent a value nested more than {limits.depth} deep")
+            items = value.items() if kind is dict else value
+            for item in items:
+                if kind is dict:
+                    stack.append((item[0], depth + 1))
+                    stack.append((item[1], depth + 1))
+                else:
+                    stack.append((item, depth + 1))
+        elif kind is decimal.Decimal:
+            _check_decimal(value, limits)
+        elif kind is fractions.Fraction:
+            if max(value.numerator.bit_length(), value.denominator.bit_length()) > max_bits:
+                raise PhaseError(f"the sandbox sent a Fraction of more than {limits.int_digits} digits")
+        else:
+            raise PhaseError(f"the sandbox sent a {kind.__name__}, which is not data")
+
+
+def _check_decimal(value: decimal.Decimal, limits: ValueLimits) -> None:
+    if value.is_snan():
+        raise PhaseError("the sandbox sent a signalling NaN (it raises on ==)")
+    if not value.is_finite():
+        return  # quiet NaN and infinities compare and hash like floats
+    sign, digits, exponent = value.as_tuple()
+    if len(digits) > limits.decimal_digits or abs(value.adjusted()) > limits.decimal_exponent:
+        raise PhaseError(f"the sandbox sent a Decimal beyond {limits.decimal_digits} digits or "
+                         f"10**±{limits.decimal_exponent}")
+
+
+# -- the logic's return annotation ---------------------------------------------------------------
+
+_hints: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_NO_HINT = object()
+
+
+def return_hint(logic):
+    """The logic's return annotation, or ``_NO_HINT`` (none, or one that cannot be read)."""
+    target = inspect.unwrap(logic) if callable(logic) else logic
+    try:
+        return _hints[target]
+    except (KeyError, TypeError):
+        pass
+    hint = _NO_HINT
+    try:
+        hints = typing.get_type_hints(target)  # the user's own annotations, in the user's globals
+        hint = hints.get("return", _NO_HINT)
+    except Exception:  # a forward reference that does not resolve: no check
+        hint = _NO_HINT
+    try:
+        _hints[target] = hint
+    except TypeError:
+        pass
+    return hint
+
+
+def fits_hint(value, hint, depth: int = 0) -> bool:
+    """Whether data ``value`` can be what a function annotated ``hint`` returns. Only what
+    a hint states for sure is checked; a hint it cannot judge (a TypeVar, a Protocol) fits."""
+    if hint is _NO_HINT or hint is typing.Any or hint is inspect.Signature.empty or depth > 20:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(fits_hint(value, arm, depth + 1) for arm in typing.get_args(hint))
+    if origin is typing.Literal:
+        return any(value == choice and type(value) is type(choice) for choice in typing.get_args(hint))
+    if origin is typing.Annotated:
+        return fits_hint(value, typing.get_args(hint)[0], depth + 1)
+    if origin is not None:
+        if not isinstance(origin, type):
+            return True
+        if not isinstance(value, origin):
+            return False
+        args = typing.get_args(hint)
+        if origin in (list, set, frozenset) and len(args) == 1:
+            return all(fits_hint(item, args[0], depth + 1) for item in value)
+        if origin is dict and len(args) == 2:
+            return all(fits_hint(k, args[0], depth + 1) and fits_hint(v, args[1], depth + 1)
+                       for k, v in value.items())
+        if origin is tuple and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return all(fits_hint(item, args[0], depth + 1) for item in value)
+            return len(args) == len(value) and all(fits_hint(v, a, depth + 1) for v, a in zip(value, args))
+        return True
+    if isinstance(hint, type):
+        if typing.is_typeddict(hint):
+            return isinstance(value, dict)
+        if hint is float:
+            return isinstance(value, (int, float))  # PEP 484: an int is a float
+        if hint is complex:
+            return isinstance(value, (int, float, complex))
+        if getattr(hint, "_is_protocol", False):
+            return True
+        return isinstance(value, hint)
+    return True
 
 
 def type_names(value) -> list[str]:
@@ -82,10 +242,13 @@ class HostCall:
             return self.values[payload]
         if kind == "d":
             try:
-                return self.decode(payload)
-            except (*self.not_data, ValueError, RecursionError) as error:
-                raise PhaseError(f"the sandbox sent malformed data: {error}") from None
-        raise PhaseError(f"the sandbox sent a value of unknown kind {kind!r}")
+                value = self.decode(payload)
+            except Exception as error:  # any decoder failure (InvalidOperation, Overflow, ...) is the sandbox's
+                raise PhaseError(f"the sandbox sent malformed data: {type(error).__name__}: "
+                                 f"{visible(str(error)[:300], allow_newlines=False)}") from None
+            check_value(value)
+            return value
+        raise PhaseError(f"the sandbox sent a value of unknown kind {visible(repr(kind)[:60])}")
 
     def _request(self, answer: dict):
         args = answer.get("args")
@@ -145,8 +308,40 @@ class HostCall:
 
     # -- the outcome -----------------------------------------------------------------
     def result(self, item):
-        """The final result the sandbox sent: the host's own object when Enforce kept it."""
-        return self.resolve(item)
+        """The final result the sandbox sent: the host's own object when Enforce kept it;
+        new data (a repair) must fit the logic's return annotation."""
+        value = self.resolve(item)
+        if item[0] == "d":
+            hint = return_hint(self.logic)
+            if not fits_hint(value, hint):
+                raise PhaseError(f"the sandbox's result {type(value).__name__} does not fit the return "
+                                 f"annotation {visible(str(hint)[:200], allow_newlines=False)}")
+        return value
+
+    @staticmethod
+    def marks(value) -> tuple:
+        """The sandbox's four time marks, checked: ints, 0 <= t0 <= t1 <= t2 <= t3 < 2**63
+        (a forged mark must not overflow the host's arithmetic on them)."""
+        if type(value) is not list or len(value) != 4 or any(type(m) is not int for m in value):
+            raise PhaseError("the sandbox answered without its four time marks")
+        if not 0 <= value[0] <= value[1] <= value[2] <= value[3] < _MAX_MARK:
+            raise PhaseError("the sandbox's time marks are out of order or out of range")
+        return tuple(value)
+
+    @staticmethod
+    def notes(value) -> tuple | None:
+        """The sandbox's notes, checked: (kind, field, detail) strings, at most 200 of them,
+        each part shown visibly (a note is untrusted text headed for logs and events)."""
+        if not value:
+            return None
+        if type(value) is not list or len(value) > 200:
+            raise PhaseError("the sandbox's notes are malformed")
+        checked = []
+        for note in value:
+            if type(note) is not list or len(note) != 3 or any(type(part) is not str for part in note):
+                raise PhaseError("the sandbox's notes are malformed")
+            checked.append(tuple(visible(part[:2000], allow_newlines=False) for part in note))
+        return tuple(checked)
 
     def raised(self, token):
         """The logic's own exception object that the sandbox says ended the call."""
@@ -158,4 +353,5 @@ class HostCall:
         """A phase failed after the logic ran: the error that tells the host to return
         the logic's own result (or raise its own exception) instead of re-running it."""
         result = AfterLogic.NOTHING if self.last_result is _MISSING else self.last_result
-        return AfterLogic(str(reason)[:60] or "after_logic", str(detail)[:2000], result, self.last_error)
+        return AfterLogic(visible(str(reason)[:60], allow_newlines=False) or "after_logic",
+                          visible(str(detail)[:2000], allow_newlines=False), result, self.last_error)

@@ -24,7 +24,15 @@ Outcomes of ``call(logic, args, kwargs)``: ``(result, t0, t1, t2, t3, notes)``;
 result); the user's own exception object when the logic raised it; and
 ``PoetViolation`` for a guard refusal, a limit hit or printing past
 ``max_output_kb`` (even if the code caught the guard's exception). Compile
-refusals raise ``PoetViolation(limit="restricted_code")`` from ``load``.
+refusals raise ``PoetViolation(limit="restricted_code")`` from ``load``, and a
+policy whose ``imports`` name a module that is not vetted for generated code
+(``worker_guards.VETTED_MODULES``) ``PoetViolation(limit="imports")``.
+
+Only the user's own exception crosses: what generated code raises by itself (a
+``CircuitOpenError`` of its breaker, a ``TimeoutError`` it made up) is not an answer
+the original could give, so it becomes a fallback (``PhaseError``, or ``AfterLogic``
+once the logic ran). A ``TimeoutError`` of ``poet_sandbox.timeouts`` around the real
+logic is the policy's own timeout and reaches the caller.
 
 Limits, per mode:
 - ``max_output_kb``: bytes printed by one call's generated code (collected, written
@@ -51,6 +59,7 @@ from functools import cache
 from poet_runtime.backends.base import LoadRequest
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility, sandbox_dir
+from poet_runtime.safe_text import visible
 
 PhaseError = load_facility().PhaseError
 
@@ -92,6 +101,11 @@ class RestrictedBackend:
     def load(self, request: LoadRequest):
         load_facility()
         restrict = harness_module("worker_restrict")
+        for name in request.limits.imports:
+            reason = restrict.vetted_reason(name)
+            if reason:
+                raise PoetViolation(request.function_id, "imports", f"module {name!r} cannot be imported by "
+                                                                    f"generated code: {reason}")
         code, errors = restrict.compile_module(request.code, request.filename)
         if errors:
             raise PoetViolation(request.function_id, "restricted_code", "; ".join(errors))
@@ -182,16 +196,17 @@ class InProcessEnhancement:
         self._configure(params)
 
     def call(self, logic, args: tuple, kwargs: dict) -> tuple:
-        """The logic is the user's function itself: generated code calls it directly."""
+        """Generated code calls the user's function, through a recorder (``_Recorded``)."""
         mark = self.sandbox.begin_call()
         failure = None
+        recorded = _Recorded(logic, self._phases.is_async)
         try:
-            outcome = self._phases.call(logic, args, kwargs)
+            outcome = self._phases.call(recorded.run, args, kwargs)
         except BaseException as error:  # noqa: B902 - re-raised below, outside the handler
             failure = error
         if failure is not None:
             self._check(mark, failure)
-            raise failure  # the user's exception as the logic raised it: nothing chained
+            raise recorded.crossing(failure)  # the user's exception as the logic raised it: nothing chained
         self._check(mark, None, outcome)
         self._flush()
         return outcome
@@ -199,16 +214,17 @@ class InProcessEnhancement:
     async def call_async(self, logic, args: tuple, kwargs: dict) -> tuple:
         mark = self.sandbox.begin_call()
         failure = None
+        recorded = _Recorded(logic, self._phases.is_async)
         try:
             if self._phases.is_async:
-                outcome = await self._phases.call_async(logic, args, kwargs)
+                outcome = await self._phases.call_async(recorded.run, args, kwargs)
             else:
-                outcome = self._phases.call(logic, args, kwargs)
+                outcome = self._phases.call(recorded.run, args, kwargs)
         except BaseException as error:  # noqa: B902
             failure = error
         if failure is not None:
             self._check(mark, failure)
-            raise failure
+            raise recorded.crossing(failure)
         self._check(mark, None, outcome)
         self._flush()
         return outcome
@@ -228,6 +244,76 @@ class InProcessEnhancement:
 
     def close(self) -> None:
         self.namespace.clear()
+
+
+class _Recorded:
+    """The logic as in-process generated code gets it: a plain function that runs the
+    user's own and remembers what happened (whether it returned, its result, the
+    exceptions it raised), so that a failure can be told apart from the user's own
+    exception, and a fallback after the logic ran returns its result instead of
+    running it twice. Generated code never holds the user's function object itself.
+    """
+
+    __slots__ = ("run", "raised")
+
+    def __init__(self, logic, is_async: bool):
+        self.raised = raised = []
+
+        if is_async:
+            async def run(*args, **kwargs):
+                run.returned = False
+                try:
+                    result = await logic(*args, **kwargs)
+                except BaseException as error:
+                    raised.append(error)
+                    raise
+                run.returned, run.result = True, result
+                return result
+        else:
+            def run(*args, **kwargs):
+                run.returned = False
+                try:
+                    result = logic(*args, **kwargs)
+                except BaseException as error:
+                    raised.append(error)
+                    raise
+                run.returned, run.result = True, result
+                return result
+
+        run.returned = False
+        self.run = run
+
+    def crossing(self, failure: BaseException) -> BaseException:
+        """What may reach the caller for ``failure``: a refusal, the logic's own exception,
+        a non-``Exception`` (generated code cannot raise one), the facility's timeout;
+        anything else generated code raised becomes a fallback."""
+        if isinstance(failure, (PhaseError, PoetViolation)) or not isinstance(failure, Exception):
+            return failure
+        if any(failure is error for error in self.raised):
+            return failure
+        if type(failure) is TimeoutError and _raised_by_facility(failure) and self.raised and \
+                not isinstance(self.raised[-1], Exception):
+            return failure  # the facility interrupted the logic at the policy's timeout
+        detail = visible(f"generated code raised {type(failure).__name__}: {failure}"[:2000], allow_newlines=False)
+        if self.raised or getattr(self.run, "returned", False):
+            from poet_sandbox.driver import AfterLogic
+
+            result = getattr(self.run, "result", AfterLogic.NOTHING) if self.run.returned else AfterLogic.NOTHING
+            error = None if self.run.returned else self.raised[-1]
+            return AfterLogic("generated_raised", detail, result, error)
+        return PhaseError(detail)
+
+
+def _raised_by_facility(error: BaseException) -> bool:
+    """True when the innermost frame that raised ``error`` is facility code
+    (``poet_sandbox.timeouts`` raising the policy's timeout), not generated code."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_globals.get("__name__")
+    return type(name) is str and name.startswith("poet_sandbox.")
 
 
 def code_key(request: LoadRequest) -> str:

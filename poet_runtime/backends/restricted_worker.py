@@ -20,6 +20,13 @@ middle of the call, is retired.
 
 Module-level state of the generated code (a breaker, a learner) lives per worker
 process; a worker that is retired takes its copy with it.
+
+What a worker answers is untrusted: results and arguments for the logic are checked
+data (``HostCall.resolve``/``result``), time marks and notes are checked
+(``HostCall.marks``/``notes``), every detail string is shown visibly
+(``safe_text.visible``), and an exception generated code raised by itself (its
+breaker's ``CircuitOpenError``, a ``TimeoutError``) is a fallback, never the caller's.
+Loading counts against the policy: it has ``wall_ms`` to answer, as a call has.
 """
 
 from __future__ import annotations
@@ -36,13 +43,15 @@ from poet_runtime.backends.restricted import code_key, harness_module
 from poet_runtime.backends.workers import DEFAULT_MAX_REPLY, ReplyTimeout, ReplyTooLarge, SendFailed, WorkerDied
 from poet_runtime.errors import PoetViolation
 from poet_runtime.resources import load_facility
+from poet_runtime.safe_text import visible
 
 _facility = load_facility()
 PhaseError = _facility.PhaseError
 from poet_sandbox.driver import AfterLogic  # noqa: E402
-from poet_sandbox.errors import CircuitOpenError  # noqa: E402
 
-LOAD_TIMEOUT_S = 10.0  # compile + module body; the module body also runs under cpu/memory limits
+# A load (compile + module body + configure) has the policy's wall_ms, like a call; only a
+# policy without wall_ms gets this (the worker bounds the module body by cpu/memory then).
+LOAD_TIMEOUT_S = 10.0
 REPLY_OVERHEAD = 64 * 1024  # protocol framing on top of max_output_kb
 # A logic request carries the arguments the logic gets (repaired values as data; the
 # caller's own are tokens): data on its way to the user's code, not output.
@@ -121,12 +130,15 @@ class WorkerEnhancement:
             message = dict(self.load_message, params=self.params)
         else:
             message = {"op": "configure", "key": self.key, "params": self.params, **self.limit_fields}
-        timeout = LOAD_TIMEOUT_S if self.wall_s is None else max(LOAD_TIMEOUT_S, self.wall_s)
+        timeout = LOAD_TIMEOUT_S if self.wall_s is None else self.wall_s
         deadline = time.monotonic() + timeout
         try:
             reply = worker.request(self.codec.dumps(message), deadline, self.max_reply)
         except ReplyTimeout:
             worker.kill()
+            if self.wall_s is not None:
+                raise PoetViolation(self.function_id, "wall_ms", f"loading took more than {self.limits.wall_ms} ms; "
+                                                                 "worker killed") from None
             raise PhaseError(f"restricted worker: no answer within {timeout:g} s while loading") from None
         except SendFailed:
             worker.kill()
@@ -137,8 +149,8 @@ class WorkerEnhancement:
             if reply.get("retire"):
                 worker.kill()
             if reply.get("kind") == "violation":
-                raise PoetViolation(self.function_id, str(reply.get("limit")), str(reply.get("detail")))
-            raise PhaseError(f"{reply.get('kind')}: {reply.get('detail')}")
+                raise PoetViolation(self.function_id, _text(reply.get("limit"), 60), _text(reply.get("detail")))
+            raise PhaseError(f"{_text(reply.get('kind'), 60)}: {_text(reply.get('detail'))}")
         worker.loaded[self.key] = self.generation
         return bool(reply.get("retire"))
 
@@ -237,17 +249,20 @@ class WorkerEnhancement:
         if reply.get("ok"):
             try:
                 result = crossing.result(reply.get("result"))
-                t0, t1, t2, t3 = reply["t"]
-                notes = reply.get("notes")
-                notes = tuple(tuple(str(part) for part in note) for note in notes) if notes else None
-            except (KeyError, TypeError, ValueError) as error:
-                raise self._failed(crossing, PhaseError(f"restricted worker: malformed reply ({error})")) from None
+                t0, t1, t2, t3 = crossing.marks(reply.get("t"))
+                notes = crossing.notes(reply.get("notes"))
+                output = reply.get("out")
+                if output is not None and type(output) is not str:
+                    raise PhaseError("restricted worker: printed output that is not text")
             except PhaseError as error:
                 raise self._failed(crossing, error) from None
-            output = reply.get("out")
+            except Exception as error:  # anything unforeseen in a reply is the worker's failure
+                raise self._failed(crossing, PhaseError(f"restricted worker: malformed reply "
+                                                        f"({type(error).__name__})")) from None
             if output:
                 sys.stdout.write(output)
-            self.train_error = reply.get("train_error")
+            train_error = reply.get("train_error")
+            self.train_error = _text(train_error, 500) if train_error else None
             return result, t0, t1, t2, t3, notes
         status = reply.get("status")
         if status == "logic_raised":
@@ -258,16 +273,21 @@ class WorkerEnhancement:
             raise error  # the logic's own exception object, as the original raises it
         if status == "after_logic":
             if not crossing.runs:
-                raise PhaseError(f"restricted worker: after_logic, but the logic never ran: {reply.get('detail')}")
+                raise PhaseError(f"restricted worker: after_logic, but the logic never ran: "
+                                 f"{_text(reply.get('detail'))}")
             raise crossing.after_logic(str(reply.get("reason")), str(reply.get("detail")))
         kind = reply.get("kind")
         if kind == "violation":
-            raise self._violation(crossing, PoetViolation(self.function_id, str(reply.get("limit")),
-                                                          str(reply.get("detail"))))
-        if kind == "raise":  # generated code's own TimeoutError or CircuitOpenError, for the caller
-            cls = CircuitOpenError if reply.get("class") == "CircuitOpenError" else TimeoutError
-            raise cls(str(reply.get("detail")))
-        failure = PhaseError(f"{kind}: {reply.get('detail')}")
+            raise self._violation(crossing, PoetViolation(self.function_id, _text(reply.get("limit"), 60),
+                                                          _text(reply.get("detail"))))
+        if kind == "raise":
+            # Generated code's own TimeoutError or CircuitOpenError: not an answer the original
+            # gives, so a fallback (the logic's own timeouts come back as logic_raised).
+            failure = PhaseError(f"generated code raised {_text(reply.get('class'), 60)}: {_text(reply.get('detail'))}")
+            if crossing.runs:
+                raise crossing.after_logic("generated_raised", str(failure))
+            raise failure
+        failure = PhaseError(f"{_text(kind, 60)}: {_text(reply.get('detail'))}")
         if crossing.runs:
             raise crossing.after_logic("operate_prime_error", str(failure))
         raise failure
@@ -301,6 +321,11 @@ class WorkerEnhancement:
         if not self.closed:
             self.closed = True
             self.pool.broadcast({"op": "unload", "key": self.key})
+
+
+def _text(value, limit: int = 2000) -> str:
+    """A string from a worker's reply, bounded and with control/bidi characters shown."""
+    return visible(str(value)[:limit], allow_newlines=False)
 
 
 class _Conversation:

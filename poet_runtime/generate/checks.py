@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 
 from poet_runtime.errors import CheckFailed
+from poet_runtime.safe_text import hidden_characters
 from poet_runtime.generate.parsing import compile_tree, parse
 from poet_runtime.generate.spec import VAR_KEYWORD, VAR_POSITIONAL, FunctionSpec
 
@@ -113,6 +114,7 @@ def check_generated(code: str, spec: FunctionSpec, *, filename: str, needs_train
     ``logic_name`` is contract 1's and ignored (accepted so that an older caller still works).
     """
     passed = []
+    _check_text(code)  # part of "syntax": the text is what a reviewer reads
     try:
         tree = parse(code, filename)
     except SyntaxError as error:
@@ -166,6 +168,19 @@ def check_generated(code: str, spec: FunctionSpec, *, filename: str, needs_train
         raise CheckFailed("compile", str(error)) from None
     passed.append("compile")
     return passed
+
+
+def _check_text(code: str) -> None:
+    """No character a reviewer would not see: controls (ANSI escapes, CR, BS), bidi
+    overrides and isolates (Trojan Source), zero-width and other format characters.
+    What ``show`` prints must be what runs, so such a module is refused, not cleaned.
+    CRLF line ends are plain line ends."""
+    found = hidden_characters(code.replace("\r\n", "\n"))
+    if found:
+        line, column, name = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise CheckFailed("syntax", f"line {line}, column {column}: hidden character {name}{more}; "
+                                  "generated code must be plain visible text")
 
 
 def _check_signatures(functions: dict, spec: FunctionSpec, unset: set[str]) -> None:

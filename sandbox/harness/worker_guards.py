@@ -5,10 +5,20 @@ Why a module of its own: ``worker_restrict`` is what RestrictedPython compiles w
 run in the host (in-process mode) and in worker processes, so this file imports
 only the standard library and RestrictedPython. The rules themselves are described
 in ``worker_restrict``'s docstring.
+
+The surface generated code can reach is an allow-list, not a deny-list: the modules
+of ``VETTED_MODULES`` (a policy's ``imports`` can name no other), and from each only
+the names its entry gives; from the facility library only the modules and names
+meant for generated code (``facility_surface``). Each entry was reviewed for native
+gadgets: a function that reads or writes an attribute by a name its caller picks
+(``functools.update_wrapper``), evaluates a string as code (``typing.get_type_hints``
+behind ``functools.singledispatch``), hands out frames, code objects or tracebacks,
+or changes state the host shares. Such names are simply not there.
 """
 
 from __future__ import annotations
 
+import abc
 import builtins as _builtins
 import copy
 import importlib
@@ -16,21 +26,82 @@ import operator
 import string
 import sys
 import types
+import weakref
 from collections import Counter, OrderedDict, defaultdict, deque
 
 from RestrictedPython.Guards import safe_builtins
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 ALWAYS_IMPORTABLE = "poet_sandbox"
+# Facility modules that are the harnesses' own machinery, not tools for generated code:
+# the driver (it holds the phases and reads tracebacks), the crossing (the session is
+# the door to the host's protocol) and the WASM wire codec.
+FACILITY_INTERNAL = frozenset({"poet_sandbox.driver", "poet_sandbox.crossing", "poet_sandbox.wire"})
+
+PUBLIC = None  # a surface: the module's ``__all__``, or (a C module without one) its public names
+
+# module -> (names generated code may read, names left out of them, why that is safe).
+# Submodules are never part of a surface: each needs its own entry and its own listing
+# in the policy. Keep README's "What generated code may reach" in step with this table.
+VETTED_MODULES = {
+    "math": (PUBLIC, (), "numbers in, numbers out"),
+    "cmath": (PUBLIC, (), "numbers in, numbers out"),
+    "statistics": (PUBLIC, (), "functions of data; NormalDist holds two floats"),
+    "json": (PUBLIC, (), "text to plain data and back; the hooks it calls are the code's own"),
+    "re": (PUBLIC, (), "patterns and matches; a match holds only the string it searched"),
+    "datetime": (PUBLIC, (), "immutable values; a tzinfo it calls is the code's own"),
+    "collections": (PUBLIC, (), "containers; namedtuple checks its names are identifiers before it builds code"),
+    "itertools": (PUBLIC, (), "iterators over what the code gives them"),
+    "functools": (frozenset({"reduce", "partial", "cmp_to_key", "lru_cache", "cache"}), (),
+                  "only the combinators: update_wrapper and wraps copy attributes by a chosen name (__globals__), "
+                  "singledispatch evaluates string annotations, total_ordering and cached_property write to classes"),
+    "decimal": (PUBLIC, ("getcontext", "setcontext", "localcontext", "DefaultContext", "BasicContext",
+                         "ExtendedContext"),
+                "values and Context objects; the thread's context (shared with the host in-process) is out of reach"),
+    "fractions": (PUBLIC, (), "immutable values"),
+    "random": (PUBLIC, ("seed", "setstate"), "draws; re-seeding the process's generator is left out"),
+    "time": (PUBLIC, ("tzset",), "clocks and sleep; changing the process's time zone is left out"),
+    "heapq": (PUBLIC, (), "functions on the code's own lists"),
+    "bisect": (PUBLIC, (), "functions on the code's own lists"),
+    "numbers": (PUBLIC, (), "abstract classes; register() is refused on classes the code did not define"),
+    "textwrap": (PUBLIC, (), "functions of text"),
+    "unicodedata": (PUBLIC, (), "character tables"),
+    "base64": (PUBLIC, (), "bytes to text and back"),
+    "binascii": (PUBLIC, (), "bytes to text and back"),
+    "hashlib": (PUBLIC, ("file_digest",), "digests of bytes"),
+    "zlib": (PUBLIC, (), "bytes to bytes (the memory limit bounds a decompression bomb)"),
+    "struct": (PUBLIC, (), "bytes to numbers and back"),
+    "difflib": (PUBLIC, (), "comparisons of the code's own sequences"),
+    "html": (PUBLIC, (), "escaping of text"),
+    "colorsys": (PUBLIC, (), "numbers in, numbers out"),
+}
+
+
+def vetted_reason(name: str) -> str | None:
+    """Why ``name`` cannot be in a policy's ``imports`` (None: it can)."""
+    if name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + "."):
+        return "the facility library is always importable (its public modules only); it is not listed"
+    if name not in VETTED_MODULES:
+        return ("it is not one of the modules reviewed for generated code ("
+                + ", ".join(sorted(VETTED_MODULES)) + ")")
+    return None
+
 
 # Public attribute names of the crossing's objects (``poet_sandbox.crossing``: the logic
 # proxy, values left in the host). Literal reads of these names go through the runtime
 # guard, which refuses them on those objects; the proxy refuses them by itself as well.
 CROSSING_NAMES = frozenset({"session", "with_timeout", "type_names"})
+# Innocent-looking names that are gadgets on some objects: ``register`` on an abstract
+# class changes isinstance() for the whole process; ``replace`` on a code object would
+# rewrite the names it reads. Literal reads of them go through the runtime guard too.
+GADGET_NAMES = frozenset({"register", "replace"})
 
 # Attribute names refused on any object, even when reached through getattr() with a
 # computed name (RestrictedPython refuses them only when written literally).
-DENIED_NAMES = frozenset(INSPECT_ATTRIBUTES) | {"mro", "f_trace_lines", "f_trace_opcodes", "tb_lasti"}
+DENIED_NAMES = frozenset(INSPECT_ATTRIBUTES) | {
+    "mro", "f_trace_lines", "f_trace_opcodes", "tb_lasti", "tb_lineno", "f_lasti", "cell_contents", "co_consts",
+    "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_filename", "co_qualname", "co_linetable",
+    "co_exceptiontable", "co_lnotab", "gi_suspended", "cr_suspended", "ag_running"}
 FORMAT_NAMES = ("format", "format_map")
 # The only names starting with "_" that generated code may read (``type(error).__name__``):
 # through the runtime guard, and only when the value is a str.
@@ -40,13 +111,16 @@ NAME_ATTRIBUTES = frozenset({"__name__", "__qualname__"})
 BLOCKED_TYPES = (types.FrameType, types.TracebackType, types.CodeType)
 GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 GENERATOR_METHODS = frozenset({"send", "throw", "close", "asend", "athrow", "aclose"})
-# Module functions that change process-wide state that later calls (or the host,
-# in-process) would see.
-MODULE_DENIED = {
-    "random": frozenset({"seed", "setstate"}),
-    "decimal": frozenset({"setcontext", "getcontext", "DefaultContext", "BasicContext", "ExtendedContext"}),
-    "time": frozenset({"tzset"}),
-}
+# Classes whose one-argument type() would be a constructor of interpreter internals
+# (``type(f)(code, globals)`` builds a function, ``type(type)`` is the three-argument
+# form): type() gives a name-only stand-in for them instead (see ``one_argument_type``).
+INTERNAL_TYPES = frozenset({
+    types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.CodeType, types.FrameType,
+    types.TracebackType, types.ModuleType, types.CellType, types.MappingProxyType, types.GeneratorType,
+    types.CoroutineType, types.AsyncGeneratorType, types.MethodWrapperType, types.WrapperDescriptorType,
+    types.MethodDescriptorType, types.ClassMethodDescriptorType, types.GetSetDescriptorType,
+    types.MemberDescriptorType, types.SimpleNamespace, staticmethod, classmethod, property, super,
+})
 # Types whose attributes (all public methods) are safe to read without further
 # checks: the fast path of _getattr_.
 FAST_TYPES = frozenset(
@@ -84,6 +158,22 @@ NEVER_BUILTINS = frozenset(
 )
 
 
+
+
+def _stand_in(name):
+    cls = type(name, (Exception,), {"__module__": "builtins", "__doc__": f"{name}, as generated code sees it"})
+    cls.__qualname__ = name
+    return cls
+
+
+# Exceptions that are not ``Exception``s, as generated code sees them: ``BaseException``
+# is ``Exception`` and the others are Exception classes of the same name. So generated
+# code can neither raise what would end the user's program (SystemExit, a forged
+# KeyboardInterrupt) nor catch a real Ctrl-C or a limit: a non-``Exception`` that ends a
+# call came from the user's program or logic, never from generated code.
+NOT_EXCEPTIONS = {"BaseException": Exception, **{name: _stand_in(name) for name in
+                                                  ("GeneratorExit", "KeyboardInterrupt", "SystemExit")}}
+
 # Builtins that exist as refusing stand-ins (see Sandbox._refuser).
 DENIED_BUILTINS = ("open", "exec", "eval", "compile", "globals", "locals", "vars", "dir", "breakpoint", "input",
                    "help", "memoryview", "exit", "quit")
@@ -103,33 +193,72 @@ class OutputLimit(BaseException):
     Exception`` must not swallow it (the violation is recorded anyway)."""
 
 
+def is_facility(name: str) -> bool:
+    return name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + ".")
+
+
 def module_allowed(name: str, allowed: frozenset) -> bool:
-    return name in allowed or name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + ".")
+    """A vetted module the policy lists, or a public module of the facility library."""
+    if is_facility(name):
+        return name not in FACILITY_INTERNAL
+    return name in allowed and name in VETTED_MODULES
+
+
+def surface(module) -> frozenset:
+    """The names generated code may read from ``module`` (submodules aside)."""
+    name = module.__name__
+    entry = VETTED_MODULES.get(name)
+    if entry is not None:
+        names, left_out, _why = entry
+        if names is PUBLIC:
+            names = getattr(module, "__all__", None) or [n for n in vars(module) if n[:1] != "_"]
+        return frozenset(n for n in names if type(n) is str and n[:1] != "_" and n not in left_out)
+    if is_facility(name) and name not in FACILITY_INTERNAL:
+        return frozenset(n for n, value in vars(module).items() if n[:1] != "_" and _facility_value(value))
+    return frozenset()
+
+
+def _facility_value(value) -> bool:
+    """What a facility module offers: what it (or another public facility module)
+    defines, and immutable constants; not what it imported from elsewhere (the
+    crossing's HostRef, a stdlib function) nor its mutable state."""
+    if value is None or type(value) in (int, float, str, bytes, bool, tuple, frozenset):
+        return True
+    owner = getattr(value, "__module__", None) if isinstance(value, (type, types.FunctionType)) else \
+        type(value).__module__
+    if owner == "poet_sandbox.crossing" and isinstance(value, type) and value.__qualname__ == "HostRef":
+        return True  # sealed (it exposes nothing); checks compare types with it
+    return type(owner) is str and is_facility(owner) and owner not in FACILITY_INTERNAL
+
+
+# view -> (module, weak sandbox): kept outside the view, so that nothing native that
+# copies or walks an object's __dict__ (lru_cache's update_wrapper) finds the real module.
+_VIEW_OWNERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 class ModuleView:
     """What generated code gets instead of a module: its public names, read-only.
 
-    Built once per module and Sandbox. Submodules appear only when allowlisted
-    (as views), mutable containers are copies, and state-changing functions
-    (MODULE_DENIED) are left out. Asking for a left-out name records a violation.
-    The real module sits under an underscore name, out of restricted code's reach.
+    Built once per module and Sandbox. It holds the module's ``surface`` only:
+    submodules appear only when allowed (as views), mutable containers are copies.
+    Asking for a name the module has but the surface leaves out records a violation.
+    The real module is not in the view at all (``_VIEW_OWNERS``).
     """
 
     def __init__(self, *args, **kwargs):
         raise TypeError("module views are made by the sandbox only")
 
     def __getattr__(self, name):  # only for names the view does not have
-        sandbox = self.__dict__["_sandbox"]
-        module = self.__dict__["_module"]
-        if name[:1] != "_" and hasattr(module, name):
+        module, sandbox = _VIEW_OWNERS[self]
+        sandbox = sandbox()
+        if sandbox is not None and name[:1] != "_" and hasattr(module, name):
             value = getattr(module, name)
             if isinstance(value, types.ModuleType):
                 sandbox.refuse("imports", f"module {value.__name__!r} is not in the policy's imports")
-            sandbox.refuse("attribute", f"{module.__name__}.{name} changes process state")
+            sandbox.refuse("attribute", f"{module.__name__}.{name} is not offered to generated code")
         raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
 
     def __repr__(self):
-        return f"<module {self.__dict__['_module'].__name__!r} (sandboxed)>"
+        return f"<module {_VIEW_OWNERS[self][0].__name__!r} (sandboxed)>"
 
 
 class SafeFormatter(string.Formatter):
@@ -158,6 +287,10 @@ class Sandbox:
     """
 
     def __init__(self, imports=(), extra_builtins=(), max_output_kb=None, writable_types=()):
+        for name in imports:
+            reason = vetted_reason(name)
+            if reason:
+                raise ValueError(f"module {name!r} cannot be imported by generated code: {reason}")
         self.sealed = _crossing_types()  # objects that expose nothing to generated code
         self.proxy_types = None  # (sync, async) logic proxies, made on first use
         self.allowed = frozenset(imports)
@@ -200,6 +333,8 @@ class Sandbox:
             self.refuse("attribute", f"{type(obj).__name__} objects expose nothing to generated code")
         if isinstance(obj, GENERATOR_TYPES) and name not in GENERATOR_METHODS:
             self.refuse("attribute", f"{type(obj).__name__}.{name} is out of reach")
+        if name == "register" and isinstance(obj, abc.ABCMeta) and obj not in self.classes:
+            self.refuse("attribute", f"{obj.__name__}.register would change isinstance() for the whole process")
         if isinstance(obj, types.ModuleType):  # a real module should never get here; views do
             return getattr(self.view(obj), name) if module_allowed(obj.__name__, self.allowed) else \
                 self.refuse("imports", f"module {obj.__name__!r} is not in the policy's imports")
@@ -348,22 +483,23 @@ class Sandbox:
         }
 
     def view(self, module) -> ModuleView:
-        """The ModuleView of an allowlisted module (refreshed when new submodules appeared)."""
+        """The ModuleView of an allowed module (refreshed when new submodules appeared)."""
         view = self.views.get(module.__name__)
         if view is None:
             view = object.__new__(ModuleView)
-            view.__dict__.update(_module=module, _sandbox=self)
+            _VIEW_OWNERS[view] = (module, weakref.ref(self))
             self.views[module.__name__] = view
-        denied = MODULE_DENIED.get(module.__name__, ())
+        offered = surface(module)
         values = view.__dict__
         for name, value in list(vars(module).items()):
-            if name[:1] == "_" or name in denied or (name in values and not isinstance(value, types.ModuleType)):
+            if name[:1] == "_" or (name in values and not isinstance(value, types.ModuleType)):
                 continue
             if isinstance(value, types.ModuleType):
-                if module_allowed(value.__name__, self.allowed):
+                if value.__name__ == f"{module.__name__}.{name}" and module_allowed(value.__name__, self.allowed):
                     values[name] = self.views.get(value.__name__) or self.view(value)
                 continue
-            values[name] = copy.copy(value) if isinstance(value, MUTABLE_CONTAINERS) else value
+            if name in offered:
+                values[name] = copy.copy(value) if isinstance(value, MUTABLE_CONTAINERS) else value
         return view
 
     def module_view(self, name: str) -> ModuleView:
@@ -405,6 +541,7 @@ class Sandbox:
             table[name] = getattr(_builtins, name)
         table["__import__"] = self.guarded_import
         table["type"] = one_argument_type
+        table.update(NOT_EXCEPTIONS)
         for name in DENIED_BUILTINS:
             table[name] = self._refuser(name)
         for name in ("setattr", "delattr"):
@@ -523,7 +660,29 @@ def _sealed_proxies(refuse):
     return sync, asynchronous, awaitable
 
 
+class TypeName:
+    """What ``type(x)`` gives for x of an interpreter-internal class (a function, a
+    module, a class itself): its name, and nothing that constructs."""
+
+    __slots__ = ("__name__", "__qualname__")
+
+    def __init__(self, cls):
+        object.__setattr__(self, "__name__", str(cls.__name__))
+        object.__setattr__(self, "__qualname__", str(cls.__qualname__))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("read-only")
+
+    def __repr__(self):
+        return f"<class {self.__qualname__!r}>"
+
+
 def one_argument_type(obj):
-    """``type(x)``: the class of x. The three-argument form would build classes
-    with arbitrary dunder methods, so it is not offered."""
-    return type(obj)
+    """``type(x)``: the class of x, one argument only. The three-argument form would
+    build classes with arbitrary dunder methods, and the class of a function, a code
+    object, a module or a class (``type`` itself) constructs such things, so for those
+    only a ``TypeName`` comes back."""
+    cls = type(obj)
+    if cls in INTERNAL_TYPES or issubclass(cls, type):
+        return TypeName(cls)
+    return cls

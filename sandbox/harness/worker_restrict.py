@@ -67,11 +67,14 @@ Sandbox = _guards.Sandbox
 SandboxViolation = _guards.SandboxViolation
 ModuleView = _guards.ModuleView
 module_allowed = _guards.module_allowed
+vetted_reason = _guards.vetted_reason
+VETTED_MODULES = _guards.VETTED_MODULES
 DENIED_NAMES = _guards.DENIED_NAMES
 FORMAT_NAMES = _guards.FORMAT_NAMES
 CROSSING_NAMES = _guards.CROSSING_NAMES
 NAME_ATTRIBUTES = _guards.NAME_ATTRIBUTES
-GUARDED_NAMES = frozenset(FORMAT_NAMES) | CROSSING_NAMES  # literal reads that go through _getattr_
+GADGET_NAMES = _guards.GADGET_NAMES
+GUARDED_NAMES = frozenset(FORMAT_NAMES) | CROSSING_NAMES | GADGET_NAMES  # literal reads that go through _getattr_
 
 
 class Policy(RestrictingNodeTransformer):
