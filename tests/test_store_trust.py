@@ -261,3 +261,28 @@ def test_the_signing_key_is_private_and_outside_the_store(project):
     key.chmod(0o644)  # readable by others: not used, said so, and the version counts as unsigned
     listing = project.run("versions", "app:score", COLUMNS="250")
     assert "signing key not used" in listing.stderr
+
+
+def test_a_planted_rewritten_module_pyc_is_ignored(tmp_path):
+    import glob
+    import marshal
+
+    project = Project(tmp_path)
+    (tmp_path / "lib.py").write_text(APP.split('if __name__ == "__main__":')[0])
+    (tmp_path / "app.py").write_text(textwrap.dedent('''
+        import json
+        from lib import score
+        print(json.dumps({"results": [score([0.1, 0.2]), score([0.9, 1.0])]}))
+    '''))
+    first = project.run("app.py", PYTHONDONTWRITEBYTECODE=None)
+    assert first.returncode == 0, first.stderr
+    (pyc,) = glob.glob(str(tmp_path / "__pycache__" / "lib.*poet*.pyc"))
+    header = Path(pyc).read_bytes()[:16]  # magic, flags, and the source hash anyone can compute
+    evil = marshal.dumps(compile(project.payload() + (tmp_path / "lib.py").read_text(), str(tmp_path / "lib.py"), "exec"))
+    for planted in (header + evil, header + b"\0" * 32 + evil):  # the old layout (before: it ran), a forged HMAC
+        Path(pyc).write_bytes(planted)
+        result = project.run("app.py", PYTHONDONTWRITEBYTECODE=None)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.strip().splitlines()[-1])["results"] == EXPECTED
+        assert not project.marker.exists()
+    assert Path(pyc).read_bytes() != planted  # compiled again and signed

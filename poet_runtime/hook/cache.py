@@ -7,6 +7,12 @@ beside them under a tag that names the runtime and transform version, e.g.
 source and the module name (the name is baked into the bind calls), never by mtime,
 so a copied tree, a checkout or a same-second edit cannot serve stale code.
 
+Each file also carries an HMAC of its key and bytecode, made with the per-user key kept
+outside any repository (``store.store_key``): a ``__pycache__`` folder comes with a
+checkout, and the source hash alone can be matched by anyone, so a planted file could
+otherwise run other bytecode than the reviewed source. An unsigned or forged file is a
+miss and is overwritten by a fresh compile.
+
 Writes go to a unique temporary file in the same folder and are renamed into place,
 so two threads or processes importing the same module at once each see either no
 file or a whole one. ``sys.dont_write_bytecode`` and unwritable folders are respected:
@@ -15,6 +21,8 @@ we then simply recompile next time.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import marshal
 import os
 import sys
@@ -23,6 +31,20 @@ from importlib.util import MAGIC_NUMBER, source_hash
 TRANSFORM_VERSION = 1  # bump when the rewrite changes shape
 _FLAGS = (0b11).to_bytes(4, "little")  # "hash-based, checked" in the standard pyc header layout
 _HEADER = 16
+_MAC = 32  # HMAC-SHA256 after the standard header
+
+
+def _secret() -> bytes | None:
+    try:
+        from poet_runtime.store import store_key
+
+        return store_key(create=True)
+    except Exception:
+        return None
+
+
+def _mac(secret: bytes, key_bytes: bytes, data) -> bytes:
+    return hmac.new(secret, bytes(key_bytes) + b"\0" + bytes(data), hashlib.sha256).digest()
 
 
 def tag() -> str:
@@ -68,10 +90,14 @@ def load(path: str, expected_key: bytes, source_path: str | None = None):
             data = handle.read()
     except OSError:
         return None
-    if len(data) < _HEADER or data[:4] != MAGIC_NUMBER or data[4:8] != _FLAGS or data[8:16] != expected_key:
+    if len(data) < _HEADER + _MAC or data[:4] != MAGIC_NUMBER or data[4:8] != _FLAGS or data[8:16] != expected_key:
         return None
+    secret = _secret()
+    body = memoryview(data)[_HEADER + _MAC:]
+    if secret is None or not hmac.compare_digest(data[_HEADER:_HEADER + _MAC], _mac(secret, expected_key, body)):
+        return None  # not signed by this user: compiled again, never run
     try:
-        code = marshal.loads(memoryview(data)[_HEADER:])
+        code = marshal.loads(body)
     except (ValueError, EOFError, TypeError):
         return None
     if source_path is not None and getattr(code, "co_filename", source_path) != source_path:
@@ -85,7 +111,11 @@ def store(path: str, key_bytes: bytes, code, source_mode: int | None = None) -> 
     """Write atomically; False (silently) when bytecode writing is off or the folder is read-only."""
     if sys.dont_write_bytecode:
         return False
-    data = MAGIC_NUMBER + _FLAGS + key_bytes + marshal.dumps(code)
+    secret = _secret()
+    if secret is None:
+        return False  # nothing to sign with: no cache rather than an unverifiable one
+    body = marshal.dumps(code)
+    data = MAGIC_NUMBER + _FLAGS + key_bytes + _mac(secret, key_bytes, body) + body
     return write_atomic(path, data, source_mode)
 
 
