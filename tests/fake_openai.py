@@ -4,6 +4,14 @@ The LLM generator is tested through litellm's real HTTP path, so the only thing
 faked is the model: each test scripts what the "model" answers (a text, an HTTP
 status, garbage, a delay) and afterwards reads what was sent. Nothing here imports
 litellm or poet_runtime.
+
+Like llama.cpp's server it streams when asked (``stream: true``, server-sent events,
+usage in the last chunk with ``stream_options.include_usage``), honours ``max_tokens``
+(an answer longer than that is cut, ``finish_reason: "length"``; one token is 4
+characters here), stops generating when the client disconnects (``cancelled`` counts
+them; a ``Slow`` answer streams piece by piece and notices), says its context size at
+``/props`` and ``/v1/models`` (``context``), and refuses a prompt larger than it
+(400, as llama.cpp does).
 """
 
 from __future__ import annotations
@@ -44,6 +52,15 @@ class Garbage:
 
 
 @dataclass
+class Slow:
+    """Stream ``then`` (an Answer or text) one piece every ``interval`` seconds, like a slow model."""
+
+    then: Any
+    interval: float = 0.1
+    pieces: int = 20
+
+
+@dataclass
 class Delay:
     """Wait ``seconds`` before sending ``then`` (a client timeout shorter than this fails)."""
 
@@ -60,6 +77,10 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0  # most requests being answered at once (generation slots tests)
+        self.cancelled = 0  # answers stopped because the client went away
+        self.finished = 0  # answers sent to the end
+        self.context: int | None = None  # tokens; None: no /props, no context in /v1/models, no refusal
+        self.chars_per_token = 4
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
@@ -74,6 +95,20 @@ class FakeOpenAI:
 
             def log_message(self, *args):  # keep test output clean
                 pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/props" and owner.context:
+                    payload = {"default_generation_settings": {"n_ctx": owner.context}}
+                elif self.path.rstrip("/") == "/v1/models":
+                    entry = {"id": "fake-coder", "object": "model", "owned_by": "fake"}
+                    if owner.context:
+                        entry["meta"] = {"n_ctx_train": owner.context * 4}
+                        entry["context_length"] = owner.context
+                    payload = {"object": "list", "data": [entry]}
+                else:
+                    owner._send(self, 404, b'{"error": "not found"}', {"Content-Type": "application/json"})
+                    return
+                owner._send(self, 200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -120,6 +155,7 @@ class FakeOpenAI:
             self.queue.extend(items)
             self.requests.clear()
             self.max_in_flight = 0
+            self.cancelled = self.finished = 0
             if default is not None:
                 self.default = default
 
@@ -135,25 +171,49 @@ class FakeOpenAI:
 
     # -- responses ---------------------------------------------------------------------
 
+    def prompt_tokens(self, body: dict) -> int:
+        text = "".join(m.get("content") or "" for m in body.get("messages", []))
+        return len(text) // self.chars_per_token + 1
+
     def _respond(self, handler, item, body: dict) -> None:
         if isinstance(item, Delay):
-            time.sleep(item.seconds)
+            if self._wait_or_gone(handler, item.seconds):
+                self.cancelled += 1
+                return
             item = item.then if item.then is not None else Status(504, "late")
+        interval, pieces = 0.0, 1
+        if isinstance(item, Slow):
+            interval, pieces, item = item.interval, item.pieces, item.then
         if isinstance(item, str) or callable(item) and not isinstance(item, (Answer, Status, Garbage)):
             item = Answer(item)
+        if isinstance(item, Answer) and self.context and self.prompt_tokens(body) > self.context:
+            item = Status(400, f"the request exceeds the available context size ({self.prompt_tokens(body)} "
+                               f"tokens > {self.context}), try increasing it")
         if isinstance(item, Answer):
             text = item.text(body) if callable(item.text) else item.text
+            finish = "stop"
+            limit = body.get("max_tokens")
+            completion = item.completion_tokens
+            if isinstance(limit, int) and len(text) > limit * self.chars_per_token:
+                text, finish, completion = text[:limit * self.chars_per_token], "length", limit
+            if body.get("stream"):
+                self._stream(handler, body, text, finish, item.prompt_tokens, completion, interval, pieces)
+                return
+            if interval and self._wait_or_gone(handler, interval * pieces):
+                self.cancelled += 1
+                return
             payload = {
                 "id": f"chatcmpl-{len(self.requests)}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, "finish_reason": "stop",
+                "choices": [{"index": 0, "finish_reason": finish,
                              "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": item.prompt_tokens, "completion_tokens": item.completion_tokens,
-                          "total_tokens": item.prompt_tokens + item.completion_tokens},
+                "usage": {"prompt_tokens": item.prompt_tokens, "completion_tokens": completion,
+                          "total_tokens": item.prompt_tokens + completion},
             }
-            self._send(handler, 200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+            if self._send(handler, 200, json.dumps(payload).encode(), {"Content-Type": "application/json"}):
+                self.finished += 1
         elif isinstance(item, Status):
             payload = {"error": {"message": item.message, "type": "server_error", "code": item.code}}
             self._send(handler, item.code, json.dumps(payload).encode(),
@@ -164,7 +224,69 @@ class FakeOpenAI:
             raise TypeError(f"cannot answer with {item!r}")
 
     @staticmethod
-    def _send(handler, code: int, data: bytes, headers: dict) -> None:
+    def _gone(handler) -> bool:
+        """True when the client closed its end (a read would return EOF at once)."""
+        import select
+
+        connection = handler.connection
+        try:
+            readable, _, _ = select.select([connection], [], [], 0)
+            if not readable:
+                return False
+            return connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _wait_or_gone(self, handler, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._gone(handler):
+                return True
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        return False
+
+    def _stream(self, handler, body, text, finish, prompt_tokens, completion, interval, pieces) -> None:
+        name = f"chatcmpl-{len(self.requests)}"
+        model = body.get("model", "fake")
+
+        def chunk(delta, reason=None, usage=None):
+            data = {"id": name, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
+            if usage is not None:
+                data["usage"] = usage
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/event-stream")
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.close_connection = True
+            handler.wfile.write(chunk({"role": "assistant", "content": ""}))
+            handler.wfile.flush()
+            size = max(1, -(-len(text) // max(1, pieces)))
+            for start in range(0, max(len(text), 1), size):
+                if interval:
+                    if self._wait_or_gone(handler, interval):
+                        self.cancelled += 1
+                        return
+                elif self._gone(handler):
+                    self.cancelled += 1
+                    return
+                handler.wfile.write(chunk({"content": text[start:start + size]}))
+                handler.wfile.flush()
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                     "total_tokens": prompt_tokens + completion}
+            include = (body.get("stream_options") or {}).get("include_usage")
+            handler.wfile.write(chunk({}, finish, usage if include else None))
+            handler.wfile.write(b"data: [DONE]\n\n")
+            handler.wfile.flush()
+            self.finished += 1
+        except (BrokenPipeError, ConnectionResetError):
+            self.cancelled += 1
+
+    @staticmethod
+    def _send(handler, code: int, data: bytes, headers: dict) -> bool:
         try:
             handler.send_response(code)
             for name, value in headers.items():
@@ -172,8 +294,9 @@ class FakeOpenAI:
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             handler.wfile.write(data)
+            return True
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout test)
+            return False  # the client gave up (a timeout test)
 
 
 def refused_port() -> int:

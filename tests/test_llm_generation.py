@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from fake_openai import Answer, Delay, FakeOpenAI, Garbage, Status, refused_port
+from fake_openai import Answer, Delay, FakeOpenAI, Garbage, Slow, Status, refused_port
 from poet_runtime import settings
 from poet_runtime.decorator import PoetConfig
 from poet_runtime.enhanced import state_of
@@ -76,9 +76,11 @@ def fake():
 
 
 @pytest.fixture
-def env(poet_home, fake, write_module):
+def env(poet_home, fake, write_module, monkeypatch):
     """Model configured, store and cache in tmp; returns a helper namespace."""
     fake.script(default=Status(500, "nothing scripted"))
+    fake.context = 16384  # said at /props, as llama.cpp's server does
+    monkeypatch.setenv("POET_LLM_WORKER", "off")  # generation in this process (test_llm_pending has the worker)
     settings.override(model="openai/fake-coder", api_base=fake.api_base)
 
     class Env:
@@ -88,7 +90,7 @@ def env(poet_home, fake, write_module):
 
         @staticmethod
         def generator(**overrides):
-            values = dict(backoff_base_s=0.01, probe_timeout_s=0.5)
+            values = dict(backoff_base_s=0.01, probe_timeout_s=0.5, worker=False, ask_backoff_s=0.0)
             values.update(overrides)
             return LLMGenerator.from_settings(settings.get_settings(), **values)
 
@@ -105,7 +107,8 @@ def env(poet_home, fake, write_module):
 
 def example(request: dict) -> str:
     """The built-in version the prompt gives as its example: a valid answer."""
-    return re.findall(r"```python\n(.*?)```", request["messages"][1]["content"], re.S)[-1]
+    first_request = request["messages"][1]["content"].split("## Your previous answer")[0]
+    return re.findall(r"```python\n(.*?)```", first_request, re.S)[-1]
 
 
 def fenced(change=lambda code: code, before="Here is the improved module.\n\n", after="\n\nIt keeps the contract."):
@@ -213,8 +216,11 @@ def test_refused_answer_is_asked_again_with_its_reason(env, case, caplog):
         version = env.generate()
     assert len(env.server.requests) == 2
     second = env.server.requests[1]["messages"]
-    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    # The refusal and the offending lines, never the whole answer: the re-ask is the first request's size.
+    assert [m["role"] for m in second] == ["system", "user"]
     assert f"rejected by the check `{reason}`" in second[-1]["content"]
+    first = env.server.requests[0]["messages"][-1]["content"]
+    assert len(second[-1]["content"]) < len(first) + 1500
     meta = metadata(version)
     assert meta["generator"] == LLM
     assert [a["result"] for a in meta["attempts"]] == ["refused", "accepted"]
@@ -313,11 +319,12 @@ def test_garbage_json_is_retried(env):
 
 def test_500_until_the_end_falls_back_and_asks_again_next_time(env):
     env.server.script(default=Status(500, "down"))
-    version = env.generate(generator=env.generator(transport_tries=3))
-    assert len(env.server.requests) == 3
+    version = env.generate()
+    assert len(env.server.requests) == 3  # one request per attempt, a back-off between them
     meta = metadata(version)
     assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_unavailable"
-    assert [e["status"] for e in meta["attempts"][0]["transport_errors"]] == [500, 500, 500]
+    assert [a["transport_errors"][0]["status"] for a in meta["attempts"]] == [500, 500, 500]
+    assert [a["requests"] for a in meta["attempts"]] == [1, 1, 1]
     # Stored under the built-in generator's key: the next process asks the model again.
     env.server.script(VALID)
     again = env.generate()
@@ -331,22 +338,25 @@ def test_400_is_not_retried(env):
     assert metadata(version)["fallback"]["reason"] == "llm_error"
 
 
-def test_timeout(env):
-    env.server.script(Delay(1.0, VALID), Delay(1.0, VALID))
+def test_timeout_closes_the_request_and_asks_no_more(env):
+    # A slow single-slot server: the answer streams slower than the request's time allows.
+    env.server.script(Slow(VALID, interval=0.1, pieces=30), default=Slow(VALID, interval=0.1, pieces=30))
     started = time.perf_counter()
-    version = env.generate(generator=env.generator(request_timeout_s=0.2, transport_tries=2))
-    assert time.perf_counter() - started < 1.5
+    version = env.generate(generator=env.generator(request_timeout_s=0.5))
+    assert time.perf_counter() - started < 2.0
     meta = metadata(version)
-    assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_unavailable"
-    assert [e["error"] for e in meta["attempts"][0]["transport_errors"]] == ["Timeout", "Timeout"]
+    assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_timeout"
+    assert len(env.server.requests) == 1 and len(meta["attempts"]) == 1  # never the same request again
+    env.server.wait_idle()
+    assert env.server.cancelled == 1 and env.server.finished == 0  # the server stopped: the client left
 
 
 def test_refused_connection(env):
     settings.override(api_base=f"http://127.0.0.1:{refused_port()}/v1")
-    version = env.generate(generator=env.generator(transport_tries=2))
+    version = env.generate()
     meta = metadata(version)
     assert meta["generator"] == BUILTIN and meta["fallback"]["reason"] == "llm_unavailable"
-    assert len(meta["attempts"][0]["transport_errors"]) == 2
+    assert [a["result"] for a in meta["attempts"]] == ["unavailable"] * 3
     assert env.server.requests == []
 
 

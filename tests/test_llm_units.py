@@ -298,9 +298,51 @@ def test_prompt_hash_and_feedback():
     config = PoetConfig.from_kwargs("llm_target:add")
     domain = get_domain(None)
     prompt = build_prompt(spec, config, domain, BuiltinGenerator().generate(spec, config, domain), None)
-    again = prompt.with_feedback("bad", "syntax", "line 3: invalid syntax")
-    assert again.messages[-1]["content"].startswith("Your answer was rejected by the check `syntax`")
-    assert prompt.hash("m1") != prompt.hash("m2") != again.hash("m2")
+    answer = "```python\nimport math\n\ndef perceive(a, b=UNSET)\n    return None\n```"
+    again = prompt.with_feedback(answer, "syntax", "line 3: invalid syntax", attempt=2)
+    text = again.messages[-1]["content"]
+    assert [m["role"] for m in again.messages] == ["system", "user"]
+    assert "Your previous answer was rejected by the check `syntax`: line 3" in text
+    assert "def perceive(a, b=UNSET)\n" in text.split("## Your previous answer")[1]  # the offending lines
+    # The next refusal replaces this one: re-asks do not grow with each answer.
+    third = again.with_feedback(answer, "structure", "missing enforce", attempt=3)
+    assert third.messages[-1]["content"].count("## Your previous answer") == 1
+    assert len(third.text()) < len(prompt.text()) + 600
+    assert prompt.hash("m1") != prompt.hash("m2") != again.hash("m2") != third.hash("m2")
+
+
+def test_feedback_for_a_cut_off_answer_asks_for_less():
+    spec = _spec()
+    config = PoetConfig.from_kwargs("llm_target:add")
+    domain = get_domain(None)
+    prompt = build_prompt(spec, config, domain, BuiltinGenerator().generate(spec, config, domain), None)
+    text = prompt.with_feedback("```python\nFUNC", "truncated", "cut", truncated_at=300).messages[-1]["content"]
+    assert "cut off after 300 tokens" in text and "SHORTER" in text
+
+
+def test_offending_lines_by_number_and_by_phase():
+    from poet_runtime.generate.llm_prompt import offending_lines
+
+    code = "A = 1\n\n\ndef perceive(a):\n    return None\n\n\ndef enforce(result):\n    return result + 1\n"
+    assert offending_lines(code, "line 5: bad", context=0) == "    return None"
+    assert offending_lines(code, "probe_mismatch: enforce() changed the result").startswith("def enforce(result):")
+    assert offending_lines(code, "no line named") == ""
+
+
+def test_compact_prompt_is_smaller_and_keeps_the_names():
+    from poet_runtime.generate.llm_prompt import compact_code
+
+    spec = _spec()
+    config = PoetConfig.from_kwargs("llm_target:add")
+    domain = get_domain(None)
+    example = BuiltinGenerator().generate(spec, config, domain)
+    short = compact_code(example.code)
+    assert len(short) < 0.8 * len(example.code)
+    for name in ("def perceive(", "def operate_prime(", "def enforce(", "PARAMETERS", "def configure("):
+        assert name in short
+    full = build_prompt(spec, config, domain, example, None)
+    compact = build_prompt(spec, config, domain, example, None, compact=True)
+    assert compact.compact and len(compact.text()) < len(full.text())
 
 
 def test_template_version_is_in_the_version_key():

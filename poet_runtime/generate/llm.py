@@ -6,8 +6,22 @@ logic it is given), Enforce and Train, never a copy of the user's logic. The
 built-in generator's output for the same function is both the example in the
 prompt (a working baseline to improve) and the fallback: an answer is stored only
 after it passes every check in order (syntax, structure, signature, hygiene,
-compile, static policy, backend compile, probe runs); a refused answer is sent
-back with its reason, three attempts in all, then the built-in version is used.
+compile, static policy, backend compile, probe runs). An answer that could not be
+probed is never accepted, so a function whose original cannot be run or sampled is
+not sent to the model at all (``llm_checks.probe_plan``).
+
+Sized for small local models (issue 16): the prompt is budgeted to the model's
+context (``llm_context``): the whole module when it fits, the example without
+docstrings and comments when that fits, else only the Enforce rules as JSON
+(``llm_parts``), assembled by the built-in generator. Each attempt is one streamed
+request under ``POET_LLM_REQUEST_TIMEOUT``, closed when it runs out (``llm_request``),
+with ``max_tokens`` always sent; a refused or cut-off answer is asked again with the
+refusal and the offending lines (never the whole answer), three attempts in all,
+with a back-off after a transient error. A function whose model failed is not asked
+again before ``POET_LLM_BACKOFF`` (``llm_backoff``). Outside ``enhance`` a generation
+runs in a detached generator process, so it survives the program (``pending``).
+Each attempt is a ``generation.attempt`` event and is kept in metadata.json.
+
 An answer that re-implements the logic instead of calling it is accepted only for
 a pure function, in a sandbox, after probes that also compare the arguments'
 state; its metadata says ``"transformed": true`` (``llm_checks``).
@@ -15,7 +29,7 @@ state; its metadata says ``"transformed": true`` (``llm_checks``).
 litellm is an optional extra and heavy (~4 s, ~200 MB to import): it is imported
 only when a request is actually sent, never at start-up; ``check_available``
 tells a misconfiguration at start-up without importing it. Every request/answer
-pair is cached on disk by the hash of the request, so the same function never
+pair is cached on disk by the hash of the request, so the same request never
 costs two calls, even when its answer was refused.
 """
 
@@ -29,17 +43,16 @@ import time
 
 from poet_runtime.errors import CheckFailed, PoetConfigError
 from poet_runtime.generate.builtin import BuiltinGenerator, GeneratedCode
-from poet_runtime.generate.llm_checks import check_answer
+from poet_runtime.generate.llm_checks import FINAL_REASONS, check_answer
 from poet_runtime.generate.llm_extract import extract_code
 from poet_runtime.generate.llm_prompt import Prompt, build_prompt
+from poet_runtime.generate.llm_settings import DEFAULT_REQUEST_TIMEOUT_S
 
 log = logging.getLogger("poet_runtime")
 
 GENERATOR_ID = "llm"
 GENERATOR_VERSION = 2  # 2: contract 2 (the logic is passed to operate_prime, never in the module)
-ATTEMPTS = 3  # answers asked for per function: the first, then two with the failure reason
-TRANSPORT_TRIES = 4  # requests per answer when the server is busy, failing or unreachable
-REQUEST_TIMEOUT_S = 120.0  # a long module from a slow model; always passed explicitly
+ATTEMPTS = 3  # answers asked for per function, one request each: the first, then two with the refusal
 TEMPERATURE = 0.1  # low: we want the safest module, not a creative one
 # metadata.json key of a version whose operate_prime re-implements the logic (issue 15, point 12)
 TRANSFORMED_KEY = "transformed"
@@ -50,6 +63,10 @@ def check_available(settings) -> None:
     if not getattr(settings, "model", None):
         return
     import importlib.util
+
+    from poet_runtime.generate import llm_settings
+
+    llm_settings.read()  # a bad POET_LLM_* value is a start-up error naming the variable
 
     if importlib.util.find_spec("litellm") is None:
         raise PoetConfigError(
@@ -107,13 +124,7 @@ def generation_slots(limit: int) -> threading.BoundedSemaphore:
         return _slots[1]
 
 
-class Unavailable(Exception):
-    """No answer could be had from the model (transport or provider error)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+from poet_runtime.generate.llm_request import Unavailable  # noqa: E402  (re-exported)
 
 
 class LLMGenerator:
@@ -123,33 +134,41 @@ class LLMGenerator:
     version = GENERATOR_VERSION
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
-                 request_timeout_s: float = 60.0, cache_dir=None, max_concurrent: int = 50,
-                 attempts: int = ATTEMPTS, transport_tries: int = TRANSPORT_TRIES,
-                 backoff_base_s: float = 0.5, backoff_max_s: float = 8.0, max_tokens: int | None = None,
-                 probe_timeout_s: float | None = None):
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, cache_dir=None, max_concurrent: int = 50,
+                 attempts: int = ATTEMPTS, backoff_base_s: float = 0.5, backoff_max_s: float = 8.0,
+                 max_tokens: int | None = None, context: int | None = None, probe_timeout_s: float | None = None,
+                 ask_backoff_s: float = 0.0, worker: bool = False, parts: str = "auto"):
         self.model = model
         self.api_base = api_base
         self.api_key = api_key
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s = request_timeout_s  # one request's whole time; then its stream is closed
         self.cache_dir = cache_dir
         self.max_concurrent = max_concurrent
-        self.attempts = attempts
-        self.transport_tries = transport_tries
-        self.backoff_base_s = backoff_base_s
+        self.attempts = attempts  # answers asked for; one request each
+        self.backoff_base_s = backoff_base_s  # between attempts after a transient error
         self.backoff_max_s = backoff_max_s
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens  # None: derived from the contract (llm_settings.auto_max_tokens)
+        self.context = context  # None: asked (llm_context)
         self.probe_timeout_s = probe_timeout_s  # per probe call; None: the policy's wall_ms, else 2 s
+        self.ask_backoff_s = ask_backoff_s  # no new question for the same key this long after a failure
+        self.worker = worker  # generate in a detached generator process (pending.py)
+        self.parts = parts  # "auto": the Enforce rules as JSON when a module does not fit; "always"; "never"
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "LLMGenerator":
+        from poet_runtime.generate import llm_settings
+
+        own = llm_settings.read()
         values = dict(
             api_base=settings.api_base,
             api_key=settings.api_key,
-            # generation_timeout bounds how long a first call waits (enhanced.py), not the request:
-            # a slow model may still finish in the background and serve the calls after.
-            request_timeout_s=max(settings.generation_timeout, REQUEST_TIMEOUT_S),
+            request_timeout_s=own.request_timeout_s,
             cache_dir=settings.cache_path() / "llm",
             max_concurrent=settings.max_concurrent_generations,
+            max_tokens=own.max_tokens,
+            context=own.context,
+            ask_backoff_s=own.backoff_s,
+            worker=own.worker,
         )
         values.update(overrides)
         return cls(settings.model, **values)
@@ -164,45 +183,97 @@ class LLMGenerator:
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, spec, config, domain, hints: dict | None = None) -> GeneratedCode:
+        if self.worker:
+            from poet_runtime.generate import pending
+
+            return pending.generate_in_worker(self, spec, config, domain, hints)
+        return self.generate_here(spec, config, domain, hints)
+
+    def generate_here(self, spec, config, domain, hints: dict | None = None) -> GeneratedCode:
+        from poet_runtime.generate import llm_backoff
+        from poet_runtime.generate.identity import version_key
+        from poet_runtime.generate.llm_checks import probe_plan
         from poet_runtime.policy import effective_policy
 
         started = time.perf_counter()
+        hints = hints or {}
         baseline = BuiltinGenerator().generate(spec, config, domain, hints)
         policy = effective_policy(config, spec.function_id)
-        prompt = build_prompt(spec, config, domain, baseline, policy)
         details = {
             "model": self.model,
-            "prompt_hash": prompt.hash(self.model),
             "template_version": domain.template_version,
             "tokens": {"prompt": 0, "completion": 0},
             "latency_ms": 0.0,
             "attempts": [],
         }
+        key = version_key(spec, config, self, domain.version)
+        try:
+            plan = probe_plan(spec, hints)
+        except CheckFailed as failure:
+            # Nothing the model answers could be accepted: it is not asked (issue 16, item 1).
+            log.warning("poet_runtime: %s: the model is not asked: %s; using the built-in generator",
+                        spec.function_id, failure.detail)
+            return self._fallback(spec, config, domain, baseline, details, started, failure.reason, failure.detail,
+                                  ask_again=False)
+        waiting = llm_backoff.active(spec, key, self.model) if self.ask_backoff_s > 0 else None
+        if waiting is not None:
+            detail = (f"not asked again before {time.strftime('%H:%M:%S', time.localtime(waiting['until']))} "
+                      f"(POET_LLM_BACKOFF): last time {waiting.get('reason')}: {waiting.get('detail')}")
+            log.info("poet_runtime: %s: %s", spec.function_id, detail)
+            return self._fallback(spec, config, domain, baseline, details, started, "llm_backoff", detail,
+                                  ask_again=True)
+        context, context_source = self._context()
+        details["context"] = {"tokens": context, "from": context_source}
+        mode, prompt, max_tokens = self._plan_request(spec, config, domain, baseline, policy, context)
+        details["request"] = mode
+        if mode == "none":
+            detail = (f"the model's context ({context} tokens, {context_source}) holds neither the module's prompt "
+                      "nor the rules' prompt with room for an answer")
+            return self._fallback(spec, config, domain, baseline, details, started, "context_too_small", detail,
+                                  ask_again=False)
+        details["prompt_hash"] = prompt_hash(prompt, self.model)
         with generation_slots(self.max_concurrent):
             for number in range(1, self.attempts + 1):
-                attempt = {"attempt": number, "prompt_hash": prompt.hash(self.model)}
+                attempt = {"attempt": number, "request": mode, "prompt_hash": prompt_hash(prompt, self.model),
+                           "model": self.model, "max_tokens": max_tokens}
                 details["attempts"].append(attempt)
                 try:
-                    text = self._ask(prompt, attempt, details)
+                    answer = self._ask(prompt, attempt, details, max_tokens, mode)
                 except Unavailable as error:
                     attempt.update(result="unavailable", reason=error.reason, detail=error.detail)
+                    _emit_attempt(spec, attempt)
+                    if error.transient and number < self.attempts:
+                        delay = self._backoff(number, error)
+                        log.info("poet_runtime: %s: model %s: %s; attempt %d in %.2fs", spec.function_id,
+                                 self.model, error.detail, number + 1, delay)
+                        time.sleep(delay)
+                        continue
                     log.warning("poet_runtime: %s: model %s unavailable (%s): %s; using the built-in generator",
                                 spec.function_id, self.model, error.reason, error.detail)
+                    llm_backoff.record(spec, key, self.model, error.reason, error.detail, self.ask_backoff_s)
                     return self._fallback(spec, config, domain, baseline, details, started, error.reason,
                                           error.detail, ask_again=True)
-                code = extract_code(text)
                 try:
+                    if answer.finish_reason == "length":
+                        raise CheckFailed("truncated", f"the answer was cut off at max_tokens={max_tokens} "
+                                                       f"({answer.tokens.get('completion')} tokens)")
                     with _checks_lock:
-                        checks, parameters, probe, transformed = check_answer(
-                            code, spec, config, baseline, policy, hints or {}, self.probe_timeout_s)
+                        code, checks, parameters, probe, transformed = self._judge(
+                            answer.text, mode, spec, config, domain, baseline, policy, hints, plan)
                 except CheckFailed as failure:
                     attempt.update(result="refused", reason=failure.reason, detail=failure.detail[:1000])
+                    _emit_attempt(spec, attempt)
                     log.info("poet_runtime: %s: answer %d refused (%s): %s", spec.function_id, number,
                              failure.reason, failure.detail)
-                    prompt = prompt.with_feedback(text, failure.reason, failure.detail)
+                    if failure.reason in FINAL_REASONS:
+                        break
+                    prompt = self._reask(prompt, mode, answer, failure, max_tokens, number + 1)
                     continue
                 attempt.update(result="accepted", checks=checks)
+                _emit_attempt(spec, attempt)
                 details.update(checks=checks, probe=probe, generation_ms=_ms_since(started))
+                if mode == "rules":
+                    details["parts"] = "enforce_rules"
                 if transformed:
                     # The answer re-implements the (pure) logic instead of calling it: resolve never
                     # verifies it as built-in code, so it runs in the policy's sandbox; versions and
@@ -210,6 +281,7 @@ class LLMGenerator:
                     details[TRANSFORMED_KEY] = True
                 log.info("poet_runtime: %s: answer %d accepted (%s%s)", spec.function_id, number, self.model,
                          ", transformed" if transformed else "")
+                llm_backoff.clear(spec, key)
                 return GeneratedCode(
                     code=code,
                     logic_name=baseline.logic_name,
@@ -219,11 +291,70 @@ class LLMGenerator:
                     details=details,
                 )
         last = details["attempts"][-1]
-        log.warning("poet_runtime: %s: %d answers refused (last: %s); using the built-in generator",
-                    spec.function_id, self.attempts, last.get("reason"))
-        return self._fallback(spec, config, domain, baseline, details, started, "answers_refused",
-                              f"{self.attempts} answers refused; last: {last.get('reason')}: {last.get('detail')}",
+        count = len(details["attempts"])
+        answers = f"{count} answer{'s' if count != 1 else ''}"
+        log.warning("poet_runtime: %s: %s refused (last: %s); using the built-in generator",
+                    spec.function_id, answers, last.get("reason"))
+        detail = f"{answers} refused; last: {last.get('reason')}: {last.get('detail')}"
+        llm_backoff.record(spec, key, self.model, "answers_refused", detail, self.ask_backoff_s)
+        return self._fallback(spec, config, domain, baseline, details, started, "answers_refused", detail,
                               ask_again=False)
+
+    # -- what to ask, and how to judge the answer -------------------------------------------
+
+    def _context(self) -> tuple[int, str]:
+        from poet_runtime.generate.llm_context import context_size
+
+        return context_size(self.model, self.api_base, self.context, self.api_key)
+
+    def _plan_request(self, spec, config, domain, baseline, policy, context: int):
+        """(mode, prompt, max_tokens): the whole module when it fits the context, compact if need
+        be, else the Enforce rules as JSON (``llm_parts``); mode "none" when nothing fits."""
+        from poet_runtime.generate import llm_parts
+        from poet_runtime.generate.llm_context import estimate_tokens
+        from poet_runtime.generate.llm_prompt import compact_code
+        from poet_runtime.generate.llm_settings import auto_max_tokens
+
+        if self.parts != "always":
+            # An answer needs at least the compact module's size; the cap is the setting or the
+            # contract's size, never more than the context leaves.
+            needed = int(estimate_tokens(compact_code(baseline.code)) * 1.2)
+            wanted = self.max_tokens or auto_max_tokens(baseline.code)
+            for compact in (False, True):
+                prompt = build_prompt(spec, config, domain, baseline, policy, compact=compact)
+                room = context - estimate_tokens(prompt.text()) - 16
+                if room >= needed:
+                    return ("module_compact" if compact else "module"), prompt, min(wanted, room)
+            if self.parts == "never":
+                return "none", None, 0
+        prompt = Prompt(llm_parts.build_messages(spec, domain), domain.template_version)
+        room = context - estimate_tokens(prompt.text()) - 16
+        wanted = self.max_tokens or 400
+        if room < 96:
+            return "none", None, 0
+        return "rules", prompt, min(wanted, room)
+
+    def _judge(self, text, mode, spec, config, domain, baseline, policy, hints, plan):
+        from poet_runtime.generate import llm_parts
+
+        if mode == "rules":
+            rules = llm_parts.parse_rules(text)
+            assembled = llm_parts.assemble(spec, config, domain, hints, rules)
+            code = assembled.code
+        else:
+            code = extract_code(text)
+        checks, parameters, probe, transformed = check_answer(
+            code, spec, config, baseline, policy, hints, self.probe_timeout_s, plan=plan)
+        if mode == "rules":
+            checks = ["rules", *checks]
+        return code, checks, parameters, probe, transformed
+
+    @staticmethod
+    def _reask(prompt, mode, answer, failure, max_tokens, number):
+        if failure.reason == "truncated":
+            return prompt.with_feedback(answer.text, failure.reason, failure.detail, attempt=number,
+                                        truncated_at=answer.tokens.get("completion") or max_tokens)
+        return prompt.with_feedback(answer.text, failure.reason, failure.detail, attempt=number)
 
     def _fallback(self, spec, config, domain, baseline, details, started, reason, detail, *, ask_again):
         details.update(fallback={"reason": reason, "detail": detail[:1000]}, generation_ms=_ms_since(started))
@@ -240,9 +371,11 @@ class LLMGenerator:
 
     # -- the model --------------------------------------------------------------------------
 
-    def _ask(self, prompt: Prompt, attempt: dict, details: dict) -> str:
-        """The answer text for ``prompt``: from the cache, else from the model (with retries)."""
-        key = prompt.hash(self.model)
+    def _ask(self, prompt: Prompt, attempt: dict, details: dict, max_tokens: int, mode: str):
+        """The answer for ``prompt``: from the cache, else one request to the model."""
+        from poet_runtime.generate import llm_request
+
+        key = prompt_hash(prompt, self.model, max_tokens)
         cache = _cache(self.cache_dir) if self.cache_dir is not None else None
         if cache is not None:
             try:
@@ -250,59 +383,43 @@ class LLMGenerator:
             except Exception:  # a broken cache is a miss, never a failure
                 hit = None
             if hit is not None:
-                attempt.update(cached=True, tokens=hit.get("tokens"))
-                return hit["text"]
+                attempt.update(cached=True, tokens=hit.get("tokens"), finish_reason=hit.get("finish_reason"))
+                return llm_request.Answer(hit["text"], hit.get("tokens") or {}, hit.get("finish_reason"), 0.0)
         litellm = _import_litellm()
-        import openai
-
-        errors = []
-        attempt["requests"] = 0
-        for number in range(1, self.transport_tries + 1):
-            attempt["requests"] += 1
-            t0 = time.perf_counter()
+        attempt["requests"] = 1
+        try:
+            answer = llm_request.ask(litellm, self._request(prompt, max_tokens, mode), self.request_timeout_s)
+        except Unavailable as error:
+            attempt["transport_errors"] = [{"error": error.reason, "status": error.status,
+                                            "message": error.detail[:300]}]
+            raise
+        details["latency_ms"] += answer.latency_ms
+        attempt.update(cached=False, tokens=answer.tokens, latency_ms=answer.latency_ms,
+                       finish_reason=answer.finish_reason)
+        details["tokens"]["prompt"] += answer.tokens.get("prompt", 0)
+        details["tokens"]["completion"] += answer.tokens.get("completion", 0)
+        if cache is not None:
             try:
-                response = litellm.completion(**self._request(prompt))
-            except openai.OpenAIError as error:
-                elapsed = _ms_since(t0)
-                details["latency_ms"] += elapsed
-                status = getattr(error, "status_code", None)
-                errors.append({"error": type(error).__name__, "status": status, "message": str(error)[:300]})
-                attempt["transport_errors"] = errors
-                if not _transient(error, openai) or number == self.transport_tries:
-                    reason = "llm_unavailable" if _transient(error, openai) else "llm_error"
-                    raise Unavailable(reason, f"{type(error).__name__} ({status}): {str(error)[:300]}") from None
-                delay = self._backoff(number, error)
-                log.info("poet_runtime: model %s: %s (%s); retrying in %.2fs", self.model, type(error).__name__,
-                         status, delay)
-                time.sleep(delay)
-                continue
-            except Exception as error:  # anything else litellm raises: a configuration problem, not transient
-                errors.append({"error": type(error).__name__, "message": str(error)[:300]})
-                attempt["transport_errors"] = errors
-                raise Unavailable("llm_error", f"{type(error).__name__}: {str(error)[:300]}") from None
-            elapsed = _ms_since(t0)
-            details["latency_ms"] += elapsed
-            text, tokens = _read(response)
-            attempt.update(cached=False, tokens=tokens, latency_ms=elapsed)
-            details["tokens"]["prompt"] += tokens.get("prompt", 0)
-            details["tokens"]["completion"] += tokens.get("completion", 0)
-            if cache is not None:
-                try:
-                    cache.set(key, {"text": text, "tokens": tokens, "model": self.model})
-                except Exception:
-                    pass
-            return text
-        raise AssertionError("unreachable")
+                cache.set(key, {"text": answer.text, "tokens": answer.tokens, "model": self.model,
+                                "finish_reason": answer.finish_reason})
+            except Exception:
+                pass
+        return answer
 
-    def _request(self, prompt: Prompt) -> dict:
+    def _request(self, prompt: Prompt, max_tokens: int | None = None, mode: str = "module") -> dict:
         request = {
             "model": self.model,
             "messages": [dict(message) for message in prompt.messages],
             "temperature": TEMPERATURE,
-            "timeout": self.request_timeout_s,
-            "max_retries": 0,  # the openai client would retry twice by itself; we retry (and count)
+            "max_retries": 0,  # the openai client would retry twice by itself: one attempt, one request
             "num_retries": 0,
         }
+        if max_tokens:
+            request["max_tokens"] = max_tokens
+        if mode == "rules":
+            from poet_runtime.generate.llm_parts import response_format
+
+            request["response_format"] = response_format()
         if self.api_base:
             request["api_base"] = self.api_base
         api_key = self.api_key
@@ -310,40 +427,34 @@ class LLMGenerator:
             api_key = "no-key"  # a local OpenAI-compatible server needs none, but the client insists on one
         if api_key is not None:
             request["api_key"] = api_key
-        if self.max_tokens:
-            request["max_tokens"] = self.max_tokens
         return request
 
     def _backoff(self, number: int, error) -> float:
-        retry_after = None
-        response = getattr(error, "response", None)
-        try:
-            retry_after = float(response.headers.get("retry-after")) if response is not None else None
-        except (TypeError, ValueError, AttributeError):
-            retry_after = None
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.backoff_max_s)
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.backoff_max_s)
         ceiling = min(self.backoff_base_s * 2 ** (number - 1), self.backoff_max_s)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-def _transient(error, openai) -> bool:
-    """429, 5xx, timeouts and refused connections are worth another request; 4xx others are not."""
-    if isinstance(error, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-                          openai.InternalServerError)):
-        return True
-    status = getattr(error, "status_code", None)
-    return status in (408, 409, 429) or (isinstance(status, int) and status >= 500)
+
+def prompt_hash(prompt: Prompt, model: str, max_tokens: int | None = None) -> str:
+    """The cache key of a request: the prompt, the model and the answer's cap."""
+    base = prompt.hash(model)
+    return base if not max_tokens else f"{base}-{max_tokens}"
 
 
-def _read(response) -> tuple[str, dict]:
+def _emit_attempt(spec, attempt: dict) -> None:
+    """Each attempt is an event (``generation.attempt``): in-process, and in the durable journal."""
+    from poet_runtime import events
+
+    fields = {k: attempt.get(k) for k in ("attempt", "request", "model", "result", "reason", "detail", "tokens",
+                                          "latency_ms", "cached", "finish_reason", "max_tokens")}
+    events.emit("generation.attempt", function=spec.function_id, **fields)
     try:
-        text = response.choices[0].message.content or ""
-    except (AttributeError, IndexError, KeyError, TypeError):
-        text = ""
-    usage = getattr(response, "usage", None)
-    tokens = {"prompt": int(getattr(usage, "prompt_tokens", 0) or 0),
-              "completion": int(getattr(usage, "completion_tokens", 0) or 0)}
-    return text, tokens
+        from poet_runtime.generate.generation_events import write
+
+        write(spec, fields)
+    except Exception as error:  # noqa: BLE001 - an event that cannot be written never stops generation
+        log.debug("poet_runtime: generation event not written: %s", error)
 
 
 def _ms_since(t0: float) -> float:

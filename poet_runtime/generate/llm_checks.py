@@ -12,6 +12,12 @@ function is pure as far as its source shows (``purity``), the policy runs genera
 code in a sandbox (never in-process), and the probe runs agree with the original on
 results and on the arguments' state after each call; an answer that could not be
 probed is refused. Its metadata then says ``"transformed": true``.
+
+No answer is accepted unprobed (issue 16, item 1): ``probe_plan`` finds the original
+(``originals``: imported, or defined from the captured source under ``enhance`` and
+for scripts) and the sample inputs before the model is asked; a function without
+either is not worth a request. Probe runs that all ended refused by the candidate
+and the built-in version alike showed nothing: refused too (``probe_inconclusive``).
 """
 
 from __future__ import annotations
@@ -25,13 +31,41 @@ from poet_runtime.generate.static_policy import check_static_policy
 from poet_runtime.generate.parsing import parse
 
 
-def check_answer(code: str, spec, config, baseline, policy, hints: dict, probe_timeout_s=None):
+class ProbePlan:
+    """What the probes of one function need: the original and the sample inputs."""
+
+    def __init__(self, original, samples, source: str):
+        self.original = original
+        self.samples = samples
+        self.source = source  # where the original came from (metadata)
+
+
+def probe_plan(spec, hints: dict) -> ProbePlan:
+    """The original and samples for ``spec``; raises ``CheckFailed("not_probeable", why)``."""
+    from poet_runtime.generate import originals, probes
+
+    original, source = (hints["original"], "given") if hints.get("original") else originals.find(spec)
+    if original is None:
+        raise CheckFailed("not_probeable", f"the original function cannot be run here: {source}")
+    samples = probes.sample_inputs(spec, hints.get("samples", ()))
+    if not samples:
+        raise CheckFailed("not_probeable", "no sample inputs (no recorded calls, doctest examples or usable "
+                                           "type hints)")
+    return ProbePlan(original, samples, source)
+
+
+# Refusals no other answer can cure: the model is not asked again for this function.
+FINAL_REASONS = ("not_probeable",)
+
+
+def check_answer(code: str, spec, config, baseline, policy, hints: dict, probe_timeout_s=None, plan=None):
     """Every check in order; returns (names passed, PARAMETERS, probe report, transformed).
 
     Raises ``CheckFailed``.
     """
     if not code.strip():
         raise CheckFailed("no_code", "the answer holds no Python code")
+    plan = plan or probe_plan(spec, hints)
     filename = f"<poet candidate {spec.function_id}>"
     checks = check_generated(code, spec, filename=filename, needs_train=bool(config.optimize_for))
     checks += check_static_policy(code, spec, policy, filename=filename)
@@ -42,23 +76,20 @@ def check_answer(code: str, spec, config, baseline, policy, hints: dict, probe_t
     if backend == "restricted":
         checks.append(_compile_restricted(code, filename))
     parameters = _parameters(code, filename)
-    probe = _probe(code, spec, config, baseline, parameters, policy, hints, filename, probe_timeout_s, transformed)
+    probe = _probe(code, spec, baseline, parameters, policy, plan, filename, probe_timeout_s, transformed)
     if not probe.get("samples"):
-        if transformed:
-            raise CheckFailed("transformed", "operate_prime does not call the logic, and the re-implementation could "
-                                             f"not be probed ({probe.get('skipped') or 'no sample agreed'}): "
-                                             "call logic(*args, **kwargs)")
-        checks.append("probe:skipped")
-    elif probe.get("agreed", 0) == probe.get("declined", 0):
+        raise CheckFailed("not_probeable", f"no probe ran: {probe.get('skipped') or 'no samples'}")
+    if probe.get("agreed", 0) == probe.get("declined", 0):
         if transformed:
             raise CheckFailed("transformed", "operate_prime does not call the logic, and every probe run was "
                                              "refused: nothing showed the re-implementation computes the same; "
                                              "call logic(*args, **kwargs)")
-        # Every sample was refused by the candidate and the built-in version alike: the
-        # answer did no harm there, but nothing showed it computes the right thing.
-        checks.append("probe:inconclusive")
-    else:
-        checks.append("probe")
+        # Every sample was refused by the candidate and the built-in version alike: nothing
+        # showed the answer computes the right thing, so it is not accepted.
+        raise CheckFailed("probe_inconclusive", "every probe input was refused by your module and by the example "
+                                                "alike: perceive() must accept the inputs the example accepts")
+    checks.append("probe")
+    probe["original"] = plan.source
     return checks, parameters, probe, transformed
 
 
@@ -107,18 +138,13 @@ def _parameters(code: str, filename: str) -> dict:
     raise CheckFailed("structure", "missing PARAMETERS")
 
 
-def _probe(code, spec, config, baseline, parameters, policy, hints, filename, timeout_s, transformed=False) -> dict:
+def _probe(code, spec, baseline, parameters, policy, plan, filename, timeout_s, transformed=False) -> dict:
     import sys
 
     from poet_runtime.generate import probes
     from poet_runtime.backends import load_code
 
-    original = hints.get("original") or probes.find_original(spec)
-    if original is None:
-        return {"skipped": "the original function is not importable here (nested, a method, or not imported)"}
-    samples = probes.sample_inputs(spec, hints.get("samples", ()))
-    if not samples:
-        return {"skipped": "no sample inputs (no recorded calls, doctest examples or usable type hints)"}
+    original, samples = plan.original, plan.samples
     module = sys.modules.get(spec.module)
     common = dict(version=0, is_async=spec.is_async, function_id=spec.function_id, original=original,
                   user_globals=getattr(original, "__globals__", {}), package=getattr(module, "__package__", None),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from dataclasses import dataclass
 
@@ -34,22 +35,84 @@ FIELDS = (
 class Prompt:
     messages: tuple[dict, ...]
     template_version: int
+    compact: bool = False  # the example without docstrings and comments (a small context)
 
-    def with_feedback(self, answer: str, reason: str, detail: str) -> "Prompt":
-        """The conversation so far plus why the last answer was refused (the next attempt)."""
-        feedback = (
-            f"Your answer was rejected by the check `{reason}`: {detail}\n"
-            "Fix exactly that and answer again with the complete module in one ```python block."
-        )
-        return Prompt(
-            self.messages + ({"role": "assistant", "content": answer}, {"role": "user", "content": feedback}),
-            self.template_version,
-        )
+    def with_feedback(self, answer: str, reason: str, detail: str, *, truncated_at: int | None = None,
+                      attempt: int | None = None) -> "Prompt":
+        """The first request plus why the last answer was refused (the next attempt).
+
+        Never the whole refused answer (each re-ask would grow by an answer): the refusal
+        and the offending lines only, so the prompt stays the size of the first one.
+        """
+        if truncated_at is not None:
+            feedback = (f"Your previous answer was cut off after {truncated_at} tokens, before the module was "
+                        "complete. Answer again with a SHORTER complete module: no docstrings, no comments, no "
+                        "prose, only the names the contract requires, in one ```python block.")
+        else:
+            feedback = f"Your previous answer was rejected by the check `{reason}`: {detail[:600]}"
+            lines = offending_lines(answer, detail)
+            if lines:
+                feedback += f"\nThe offending lines of your answer:\n```python\n{lines}\n```"
+            feedback += "\nFix exactly that and answer again with the complete module in one ```python block."
+        if attempt is not None:  # a re-ask is never the same request as the one before (the cache)
+            feedback += f" (attempt {attempt})"
+        first = self.messages[:2]
+        user = dict(first[-1])
+        user["content"] = user["content"].split(FEEDBACK_MARK, 1)[0].rstrip() + "\n\n" + FEEDBACK_MARK + "\n" + feedback
+        return Prompt(first[:-1] + (user,), self.template_version, self.compact)
+
+    def text(self) -> str:
+        return "\n".join(message["content"] for message in self.messages)
 
     def hash(self, model: str) -> str:
         """The cache key of this exact request: the same request never costs two calls."""
         data = json.dumps({"model": model, "messages": list(self.messages)}, sort_keys=True)
         return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+FEEDBACK_MARK = "## Your previous answer"
+_LINE = re.compile(r"\bline (\d+)")
+_NAMED = re.compile(r"\b(perceive|operate_prime|enforce|configure|train)\b")
+
+
+def offending_lines(answer: str, detail: str, context: int = 2, limit: int = 12) -> str:
+    """The lines of ``answer`` the refusal points at: by line number, else the phase it names."""
+    from poet_runtime.generate.llm_extract import extract_code
+
+    code = extract_code(answer)
+    lines = code.splitlines()
+    if not lines:
+        return ""
+    match = _LINE.search(detail)
+    if match:
+        number = int(match.group(1))
+        if 1 <= number <= len(lines):
+            start, end = max(0, number - 1 - context), min(len(lines), number + context)
+            return "\n".join(lines[start:end])
+    named = _NAMED.search(detail)
+    if named:
+        for index, line in enumerate(lines):
+            if re.match(rf"(async )?def {named.group(1)}\(", line):
+                end = next((i for i in range(index + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+                           len(lines))
+                return "\n".join(lines[index:min(end, index + limit)])
+    return ""
+
+
+def compact_code(code: str) -> str:
+    """``code`` without docstrings and comments (same behaviour, about half the tokens)."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
 
 
 def load_template(domain: Domain) -> string.Template:
@@ -61,10 +124,14 @@ def load_template(domain: Domain) -> string.Template:
     return string.Template(path.read_text(encoding="utf-8"))
 
 
-def build_prompt(spec: FunctionSpec, config, domain: Domain, example: GeneratedCode, policy) -> Prompt:
+def build_prompt(spec: FunctionSpec, config, domain: Domain, example: GeneratedCode, policy, *,
+                 compact: bool = False) -> Prompt:
     fields = prompt_fields(spec, config, domain, example, policy)
+    if compact:
+        fields["example"] = compact_code(example.code).rstrip()
     text = load_template(domain).safe_substitute(fields)
-    return Prompt(({"role": "system", "content": SYSTEM}, {"role": "user", "content": text}), domain.template_version)
+    return Prompt(({"role": "system", "content": SYSTEM}, {"role": "user", "content": text}), domain.template_version,
+                  compact)
 
 
 def prompt_fields(spec: FunctionSpec, config, domain: Domain, example: GeneratedCode, policy) -> dict[str, str]:
