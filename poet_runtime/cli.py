@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from poet_runtime import settings
     from poet_runtime.errors import PoetConfigError
+    from poet_runtime.store import DamagedFile
 
     try:
         settings.load_settings()  # a bad POET_* variable or [tool.poet] key: say which, exit 2
@@ -117,3 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     except PoetConfigError as error:
         print(f"poet_runtime: error: {error}", file=sys.stderr)
         return 2
+    except DamagedFile as error:  # a store file no command may use as it is: name it, never echo it
+        from poet_runtime.safe_text import visible
+
+        print(f"poet_runtime: error: {visible(str(error), allow_newlines=False)}", file=sys.stderr)
+        return 1

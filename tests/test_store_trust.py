@@ -211,8 +211,11 @@ def test_a_symbolic_link_in_the_store_is_refused_and_never_read(project, kind):
     output, stderr = project.app()
     assert output["results"] == EXPECTED and output["version"] == 2 and output["backend"] == "none"
     assert "is a symbolic link" in stderr and "TOPSECRET" not in stderr
-    shown = project.run("versions", "app:score", COLUMNS="250")
-    assert "TOPSECRET" not in shown.stdout + shown.stderr
+    listed = project.run("versions", "app:score", COLUMNS="250")
+    assert "TOPSECRET" not in listed.stdout + listed.stderr and "is a symbolic link" in listed.stdout
+    shown = project.run("show", "app:score", "--version", "1")  # a reviewer's command never reads through the link either
+    assert shown.returncode == 1 and "TOPSECRET" not in shown.stdout + shown.stderr
+    assert "is a symbolic link" in shown.stderr
 
 
 def test_a_huge_code_py_is_refused_before_it_is_read(project):
