@@ -91,6 +91,15 @@ def _reported(store) -> str:
     return "; ".join(parts) or "-"
 
 
+def _never_enhanced(store) -> bool:
+    """True when calls were recorded, none ran enhanced and some fell back (the version never loads)."""
+    reports = store.reports()
+    calls = reports.get("calls") if isinstance(reports.get("calls"), dict) else {}
+    fallback = reports.get("fallback") if isinstance(reports.get("fallback"), dict) else {}
+    fell_back = sum(n for n in fallback.values() if isinstance(n, int) and not isinstance(n, bool))
+    return fell_back > 0 and not calls.get("enhanced")
+
+
 def _calls(store) -> str:
     """Recorded calls over all runs: how many ran enhanced, and why the others did not."""
     from poet_runtime.safe_text import visible
@@ -126,6 +135,8 @@ def run(args) -> int:
             state = _state(item, store, current)
         except Exception as error:
             state = f"error: {type(error).__name__}: {error}"
+        if state == "up to date" and _never_enhanced(store):
+            state = "current, but no recorded call ran enhanced (see calls)"
         state += _learning(current)
         name = current.name if current else "-"
         if current is not None and current.metadata.get("transformed"):
