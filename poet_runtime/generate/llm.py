@@ -183,10 +183,10 @@ class LLMGenerator:
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, spec, config, domain, hints: dict | None = None) -> GeneratedCode:
-        if self.worker:
+        if self.worker:  # True: a generator process of its own; "join": one already running, else here
             from poet_runtime.generate import pending
 
-            return pending.generate_in_worker(self, spec, config, domain, hints)
+            return pending.generate_in_worker(self, spec, config, domain, hints, spawn=self.worker != "join")
         return self.generate_here(spec, config, domain, hints)
 
     def generate_here(self, spec, config, domain, hints: dict | None = None) -> GeneratedCode:
@@ -242,6 +242,16 @@ class LLMGenerator:
                 except Unavailable as error:
                     attempt.update(result="unavailable", reason=error.reason, detail=error.detail)
                     _emit_attempt(spec, attempt)
+                    if error.reason == "llm_context" and number < self.attempts and mode != "rules":
+                        # The server's context is smaller than we were told: below this prompt.
+                        from poet_runtime.generate.llm_context import estimate_tokens
+
+                        context = min(context, estimate_tokens(prompt.text()) - 1)
+                        details["context"] = {"tokens": context, "from": "the server refused a larger prompt"}
+                        mode, prompt, max_tokens = self._plan_request(spec, config, domain, baseline, policy, context)
+                        details["request"] = mode
+                        if mode != "none":
+                            continue
                     if error.transient and number < self.attempts:
                         delay = self._backoff(number, error)
                         log.info("poet_runtime: %s: model %s: %s; attempt %d in %.2fs", spec.function_id,
