@@ -80,6 +80,7 @@ class FunctionState:
         self.records_inputs = False  # the policy lets calls' inputs be stored (set at resolution)
         self.verified = False  # the loaded version is the built-in generator's own code (resolve.verified_builtin)
         self.cell = [self._first_call_async if self.is_async else self._first_call]
+        runtime.states.add(self)  # a forked child makes its lock usable again (runtime._after_fork_in_child)
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -632,6 +633,16 @@ class _Reports:
 
 
 _reports = _Reports()
+
+
+def _reports_after_fork_in_child() -> None:
+    """The parent adds its own counts at its exit; the child starts from none (its stats are zeroed)."""
+    _reports.lock._at_fork_reinit()
+    _reports.states = []
+
+
+if hasattr(__import__("os"), "register_at_fork"):
+    __import__("os").register_at_fork(after_in_child=_reports_after_fork_in_child)
 
 
 class _Remembering:

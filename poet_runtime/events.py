@@ -20,6 +20,14 @@ _broken: set[int] = set()
 log = logging.getLogger("poet_runtime")
 
 
+def _after_fork_in_child() -> None:
+    _lock._at_fork_reinit()  # another thread may have held it at the fork
+
+
+if hasattr(__import__("os"), "register_at_fork"):
+    __import__("os").register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def subscribe(listener: Listener) -> Callable[[], None]:
     """Add a listener; returns a function that removes it."""
     with _lock:

@@ -19,6 +19,19 @@ next_number = itertools.count(1).__next__
 clock = time.perf_counter_ns
 last = contextvars.ContextVar("poet_last_execution", default=None)
 
+
+def _after_fork_in_child() -> None:
+    """A forked child is another process: its ids get a prefix of their own (the counter goes
+    on, so a number the parent gave out is never reused here either), and the forking
+    thread's last call was the parent's, not this process's."""
+    global PROCESS_ID
+    PROCESS_ID = os.urandom(6).hex()
+    last.set(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 OK = "ok"
 ERROR = "error"  # the user's logic raised; the exception reached the caller
 FALLBACK = "fallback"  # the original function ran instead

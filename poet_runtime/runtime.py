@@ -6,12 +6,20 @@ pulling in the generator, the store or any backend.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
 _enabled = False
 _lock = threading.Lock()
+
+
+def fresh_lock(lock) -> None:
+    """Make a lock inherited by a forked child usable again, in place (another thread of
+    the parent may have held it at the fork: in the child nobody ever releases it)."""
+    lock._at_fork_reinit()
 
 
 def is_enabled() -> bool:
@@ -54,6 +62,29 @@ wrapper_codes: set = set()
 # Set by the import hook while it is installed: called with a module's name when one of
 # its @poet functions reaches the call path without the hook having bound it.
 on_unhooked = None
+
+
+# Every enhanced function's state in this process (weakly: a function that goes away goes).
+states: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """The child starts with its own counters and usable locks; a generation the parent's
+    thread was running did not come along, so the child's next call starts its own."""
+    fresh_lock(_lock)
+    for entry in _stats.values():
+        entry.enhanced_calls = entry.errors = 0
+        entry.fallbacks.clear()
+        entry.notes.clear()
+    for state in list(states):
+        fresh_lock(state.lock)
+        thread = state.background
+        if thread is not None and not thread.is_alive() and state.loaded is None and state.disabled is None:
+            state.background = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stats_for(function_id: str) -> FunctionStats:

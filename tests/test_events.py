@@ -471,6 +471,9 @@ def test_a_dotted_note_of_generated_code_is_its_own_event_and_the_executions_evi
     text = (text[:body] + f"\n    validate.note('domain.advisory', 'result', {detail!r})"
             + "\n    validate.note('domain.audit', 'score', 'checked')" + text[body:])
     code.write_text(text)
+    from poet_runtime.store import FunctionStore
+
+    FunctionStore(code.parent.parent, "ev_advice:detect").accept(1)  # a reviewed hand edit: signed
     sink.shutdown()
     module = module_dir("ev_advice", ADVISING)
     seen = []
@@ -480,7 +483,7 @@ def test_a_dotted_note_of_generated_code_is_its_own_event_and_the_executions_evi
     finally:
         unsubscribe()
     record = poet_runtime.last_execution()
-    assert record.status == "ok", record
+    assert record.status == "ok" and record.notes, record
     assert record.evidence == [{"kind": "domain.advisory", "field": "result", "detail": detail},
                                {"kind": "domain.audit", "field": "score", "detail": "checked"}]
     assert [e["type"] for e in seen] == ["domain.advisory", "domain.audit"]

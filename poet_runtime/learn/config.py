@@ -97,6 +97,8 @@ def _validate(settings: LearnSettings) -> None:
 
 _current: LearnSettings | None = None
 _lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_lock._at_fork_reinit)
 
 
 def get() -> LearnSettings:

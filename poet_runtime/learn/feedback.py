@@ -21,6 +21,8 @@ _ID = re.compile(r"[0-9a-f]{12}-\d+")
 FEEDBACK_TYPES = ("performance", "error", "user", "system")
 _buckets: dict[str, list[float]] = {}
 _bucket_lock = threading.Lock()
+if hasattr(__import__("os"), "register_at_fork"):
+    __import__("os").register_at_fork(after_in_child=_bucket_lock._at_fork_reinit)
 
 
 class FeedbackError(PoetError, ValueError):

@@ -370,31 +370,33 @@ def flush() -> int:
             cpu_percent = round(100.0 * (cpu - _cpu_mark[1]) / max(now - _cpu_mark[0], 1e-6), 1)
             _cpu_mark = (now, cpu)
             batch = ["C", _memory_mb(), cpu_percent]
-            cap = settings.recent_executions
             for info, state, columns in _groups(columns, count):
                 group = _group(info, state, columns, settings)
                 rows = by_root.get(info.root)
                 if rows is None:
                     rows = by_root[info.root] = []
-                rows.append(group)
-                if info.objective:  # only executions that may get feedback are kept for it in memory
-                    _remember(info, group, batch, cap)
+                rows.append((info, group))
                 if info.engine is not None and info.engine.measured:
                     learned.append((info, group))
         for root in {**noted, **by_root}:
             segment = _segments.get(root)
             if segment is None:
                 segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header)
-            groups = by_root.get(root)
+            groups = by_root.get(root, ())
             data = b"".join(noted.get(root, ()))
             if groups:
-                data += journal.encode_columns(batch, groups)
+                data += journal.encode_columns(batch, [group for _, group in groups])
             try:
                 segment.write(data)
                 segment.sync()
             except OSError:
                 _segments.pop(root, None)  # a half-written batch ends this file; the next batch starts another
                 raise
+            # Only now, durable, may an execution be found in memory for feedback: feedback on it
+            # must never be stored while the execution itself could still be lost.
+            for info, group in groups:
+                if info.objective:  # only executions that may get feedback are kept for it in memory
+                    _remember(info, group, batch, settings.recent_executions)
         acknowledged += count
     if learned:
         header = {"process": records.PROCESS_ID, "pid": os.getpid(), "metadata": _metadata()}
@@ -647,4 +649,74 @@ def shutdown() -> None:
         _flusher = None
 
 
-atexit.register(lambda: flush() if _functions else None)
+def _exit_flush() -> None:
+    if _functions:
+        flush()
+
+
+atexit.register(_exit_flush)
+
+
+class _ForkMark:
+    """A weakly referenced object ``multiprocessing.util.register_after_fork`` needs (see below)."""
+
+
+_fork_mark = _ForkMark()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``os.fork``, a prefork server, ``multiprocessing``) gets its own sink.
+
+    The lock may have been held by the parent's flusher at the fork (nobody would ever
+    release it here); the buffered calls are the parent's (it writes them); the open
+    segments are the parent's files (their header names the parent); the flusher thread
+    did not come along. The child starts a fresh lock and flusher, and writes its own
+    segments. ``multiprocessing`` children leave through ``os._exit`` after their
+    finalizers, skipping atexit: a finalizer flushes there too.
+    """
+    global _flush_lock, _stop, _flusher, acknowledged
+    _flush_lock = threading.RLock()
+    del _buffer[:]
+    del _notes[:]
+    for segment in (*_segments.values(), *_decision_segments.values()):
+        handle, segment.handle = segment.handle, None
+        if handle is not None:
+            try:
+                handle.close()  # this process's descriptor only; the parent's file stays open there
+            except OSError:
+                pass
+    _segments.clear()
+    _decision_segments.clear()
+    _stop = threading.Event()
+    _flusher = None
+    acknowledged = 0
+    for info in list(_functions.values()):
+        info.last_number = None  # the parent's last execution is not this process's
+        info.recent.clear()
+        info.recent_count = 0
+        if info.inputs is not None:
+            info.inputs.clear()
+        engine = info.engine
+        if engine is not None:
+            engine.lock = threading.RLock()
+            if getattr(engine, "shadow", None) is not None and hasattr(engine.shadow, "lock"):
+                engine.shadow.lock = threading.Lock()
+    if not _functions:
+        return
+    _flusher = threading.Thread(target=_run, name="poet-events-flusher", daemon=True)
+    _flusher.start()
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        # multiprocessing clears its finalizers in the child after this hook, then runs its
+        # after-fork callbacks: the finalizer is installed from one of those.
+        util.register_after_fork(_fork_mark, _install_multiprocessing_flush)
+
+
+def _install_multiprocessing_flush(_mark) -> None:
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.Finalize(None, _exit_flush, exitpriority=1_000_000)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
