@@ -161,7 +161,9 @@ def test_checks_report_and_only_domain_rules_or_coerce_repair():
     ml = load(generate(domain="ml_monitoring")[2].code)
     repairs = ml["perceive"](batch, [2.0])  # the domain's rule: missing readings dropped, noted
     assert repairs == {"current_data": [1.0, 3.0]} and batch == [1.0, None, 3.0]
-    assert [(kind, field) for kind, field, _ in validate.take_notes()] == [("repair", "current_data")]
+    # and 1 of 3 readings missing is a data-quality score of 0.67: below 0.7, a domain.warning
+    assert [(kind, field) for kind, field, _ in validate.take_notes()] == [("repair", "current_data"),
+                                                                           ("domain.warning", "data_quality")]
 
     coerce = load(generate(domain="base", repair="coerce")[2].code)
     assert coerce["perceive"]([1.0], ("1", 2.0), "0.2") == {"reference_data": [1.0, 2.0], "threshold": 0.2}

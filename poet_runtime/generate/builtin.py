@@ -35,7 +35,7 @@ from poet_runtime.generate.spec import (
 )
 
 GENERATOR_ID = "builtin"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: domain intelligence (evidence, audit, text, tokens) and retry_on
 _SCALARS = {"int": "as_int", "float": "as_float", "bool": "as_bool", "str": "as_str"}
 _LISTS = {"list", "List"}
 _DICTS = {"dict", "Dict"}
@@ -270,9 +270,12 @@ class BuiltinGenerator:
         tunable = self._tunable(spec, config, domain)
         parameters = self._parameters(retries if retryable else None, timeout, domain, tunable, learned)
 
-        perceive = self._perceive(spec, domain, h, n, tunable, coerce)
-        operate = self._operate(spec, n, retryable, timeout)
-        enforce = self._enforce(spec, domain, h, n, coerce)
+        parts = _DomainParts(spec, domain, h, n)
+        parameters.update(parts.parameters)
+        retry_on = list(domain.retry_on) if retryable else []
+        perceive = self._perceive(spec, domain, h, n, tunable, coerce, parts)
+        operate = self._operate(spec, n, retryable, timeout, retry_on)
+        enforce = self._enforce(spec, domain, h, n, coerce, parts)
         train = self._train(config) if config.optimize_for else None
 
         w = _Writer()
@@ -285,7 +288,7 @@ class BuiltinGenerator:
         w.add(f"operate_prime calls {spec.qualname} itself (the logic it is given); this module never contains it.")
         w.add("Checks report what does not match and change nothing" + (
             ", except the repairs stated below." if coerce or domain.drop_missing_in_sequences or domain.missing == "default"
-            or tunable else "."))
+            or tunable or parts.repairs else "."))
         w.add("If a phase fails before the logic ran, the runtime calls the original function instead;")
         w.add("after it ran, the caller gets the logic's own result.")
         w.add('"""')
@@ -297,7 +300,7 @@ class BuiltinGenerator:
             w.add(line)
         if std:
             w.add()
-        facility = [f"from poet_sandbox import {n.imported('validate')}"]
+        facility = [f"from poet_sandbox import {', '.join(n.imported(x) for x in ['validate', *sorted(parts.imports)])}"]
         names = ["EnforceError"]
         if retryable:
             names.insert(0, "CircuitOpenError")
@@ -305,6 +308,8 @@ class BuiltinGenerator:
         if retryable:
             facility.append(f"from poet_sandbox.breaker import {n.imported('CircuitBreaker')}")
             facility.append(f"from poet_sandbox.retry import {n.imported('backoff_delay')}")
+        if retry_on:
+            facility.append(f"from poet_sandbox.transient import {n.imported('worth_retry')}")
         timing = []
         if timeout is not None:
             timing.append("call_with_timeout_async" if spec.is_async else "call_with_timeout")
@@ -334,6 +339,9 @@ class BuiltinGenerator:
         if retryable:
             w.add(f"# Errors worth another attempt in the {domain.name} domain; anything else is the caller's.")
             w.add(f"{n['RETRYABLE']} = ({', '.join(retryable)},)")
+            if retry_on:
+                w.add(f"# And any error that says it is a {' or a '.join(retry_on)} (a 429, a model client's own class).")
+                w.add(f"{n['RETRY_ON']} = {tuple(retry_on)!r}")
             w.add(f"{n['BREAKER']} = {n['CircuitBreaker']}({n['PARAMS']}['breaker_threshold'], "
                   f"{n['PARAMS']}['breaker_reset_s'])")
         shadowed = [(alias, base) for base, alias in sorted(n.chosen.items())
@@ -344,6 +352,10 @@ class BuiltinGenerator:
                 w.add(f"{alias} = {base}")
         for name, expression in h.module_checks:
             w.add(f"{name} = {expression}")
+        if parts.constants:
+            w.add(f"# {domain.name} rules (domain.toml).")
+        for name, expression, comment in parts.constants:
+            w.add(f"{name} = {expression}" + (f"  # {comment}" if comment else ""))
         if train:
             w.add("# What train() has observed; the runtime reads it into state.json.")
             w.add(f"{n['STATS']} = {{'calls': 0, 'duration_ms_total': 0.0, 'duration_ms_max': 0.0}}")
@@ -431,7 +443,7 @@ class BuiltinGenerator:
         return "\n".join(lines)
 
     def _perceive(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names, tunable: dict,
-                  coerce: bool) -> str:
+                  coerce: bool, parts: "_DomainParts") -> str:
         V, U, P, R, C = n["validate"], n["UNSET"], n["PARAMS"], n["repairs"], n["checked"]
         defaults = {p.name: U for p in spec.params if p.has_default}
         lines = [f"def perceive({param_list(spec.params, defaults)}):"]
@@ -469,7 +481,7 @@ class BuiltinGenerator:
             if checker is not None or notes:
                 hint = param.annotation if checker is not None else "not checked"
                 doc.append(f"    {name}: {hint}" + (f" ({'; '.join(notes)})" if notes else ""))
-            if checker is None:
+            if checker is None or name in parts.handled:
                 continue
             checker = checker.replace("validate.", f"{V}.")
             changes = drop or coerce
@@ -499,7 +511,9 @@ class BuiltinGenerator:
                 body += repair(name, C, indent + "    ")
             else:
                 body.append(f"{indent}{call}")
-        if repairs:
+        body += parts.perceive
+        doc += parts.perceive_doc
+        if repairs or parts.repairs:
             doc.append("    Repairs are reported (validate.note) and returned by parameter name.")
         if len(doc) == 2:
             doc = [doc[0] + '"""']
@@ -515,7 +529,7 @@ class BuiltinGenerator:
         item = node.slice
         return h._name(item) in ("float", "int")
 
-    def _operate(self, spec: FunctionSpec, n: _Names, retryable: list[str], timeout) -> str:
+    def _operate(self, spec: FunctionSpec, n: _Names, retryable: list[str], timeout, retry_on=()) -> str:
         is_async = spec.is_async
         keyword = "async def" if is_async else "def"
         P = n["PARAMS"]
@@ -544,7 +558,8 @@ class BuiltinGenerator:
         B = n["BREAKER"]
         lines += [
             f'    """Call {spec.qualname} with retries and jittered exponential backoff on',
-            f"    {n['RETRYABLE']} errors" + (", a timeout per attempt" if timeout is not None else "")
+            f"    {n['RETRYABLE']}" + (f" and {n['RETRY_ON']}" if retry_on else "") + " errors"
+            + (", a timeout per attempt" if timeout is not None else "")
             + ", and a circuit breaker that fails fast",
             '    after repeated failures. Other exceptions reach the caller unchanged."""',
             f"    if {B}.opened_at is not None and not {B}.allow():",
@@ -554,7 +569,10 @@ class BuiltinGenerator:
             "    while True:",
             "        try:",
             f"            result = {call}",
-            f"        except {n['RETRYABLE']} as error:",
+            *([f"        except {n['RETRYABLE']} as error:"] if not retry_on else [
+                "        except Exception as error:",
+                f"            if not (isinstance(error, {n['RETRYABLE']}) or {n['worth_retry']}(error, {n['RETRY_ON']})):",
+                "                raise"]),
             "            attempt = attempt + 1",
             f"            if attempt > {P}['retries']:",
             f"                {B}.record_failure(error)",
@@ -568,7 +586,8 @@ class BuiltinGenerator:
         ]
         return "\n".join(lines)
 
-    def _enforce(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names, coerce: bool) -> str:
+    def _enforce(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names, coerce: bool,
+                 parts: "_DomainParts") -> str:
         V, E = n["validate"], n["EnforceError"]
         lines = ["def enforce(result):"]
         doc = [f'    """Check what {spec.qualname} returned; return it as it is' +
@@ -602,11 +621,13 @@ class BuiltinGenerator:
                         name = n["RESULT_CHECK"]
                         h.module_checks.append((name, checker))
                         body.append(f"    {assign}{name}(result, 'result', error={E}{extra})")
+        body += parts.enforce
+        doc += parts.enforce_doc
         rules = self._domain_rules(domain, n)
         if rules:
             doc.append(f"    {domain.name} rules for mapping results: " + "; ".join(rules[0]) + ".")
             body += rules[1]
-        if domain.finite_numbers:
+        if domain.finite_numbers and not domain.keep_decimal:  # keep_decimal: finance.finite_result, above
             doc.append(f"    {domain.name}: a numeric result must be finite (else refused: the caller")
             doc.append("    still gets the result, and the call is reported).")
             body += ["    if type(result) is float and not (result - result == 0.0):  # NaN or infinite",
@@ -639,7 +660,8 @@ class BuiltinGenerator:
                 low, high = rule.min, rule.max
                 summary.append(f"{rule.name} finite" + (f" in [{low}, {high}]" if low is not None and high is not None else "")
                                + " (else refused)")
-                body.append(f"            {V}.finite_in_range({value}, {label!r}, {low!r}, {high!r})")
+                check = n["finance"] + ".finite_in_range" if domain.keep_decimal else f"{V}.finite_in_range"
+                body.append(f"            {check}({value}, {label!r}, {low!r}, {high!r})")
             else:
                 kind = {"bool": "bool", "int": "int"}.get(rule.type, "str")
                 check = {"bool": "as_bool", "int": "as_int"}.get(rule.type, "as_str")
@@ -666,3 +688,288 @@ class BuiltinGenerator:
             "    if duration > STATS['duration_ms_max']:",
             "        STATS['duration_ms_max'] = duration",
         ])
+
+
+# -- domain intelligence: what a domain's rules add to the phases ---------------------------
+
+_DECIMAL = {"Decimal"}
+_SIGN_HINTS = {
+    "PositiveFloat": "positive", "PositiveInt": "positive", "PositiveDecimal": "positive",
+    "NonNegativeFloat": "non_negative", "NonNegativeInt": "non_negative", "NonNegativeDecimal": "non_negative",
+    "NegativeFloat": None, "NegativeInt": None,
+}
+_SIGN_WORDS = {"positive": "positive", "non_negative": "non_negative", "nonnegative": "non_negative",
+               "rate": "rates", "probability": "probabilities"}
+_TEXTUAL = {"str"}
+_RULE_LABELS = {"non_negative": "non-negative", "positive": "positive", "rates": "a rate",
+                "probabilities": "a probability in [0, 1]"}
+
+
+def _matches(name: str, patterns) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name.lower(), pattern.lower()) for pattern in patterns)
+
+
+class _DomainParts:
+    """The lines a domain's rules add: facility imports, constants, Perceive and Enforce
+    blocks, parameters. Empty for domains without such rules (base, api_operations)."""
+
+    def __init__(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names):
+        self.spec, self.domain, self.h, self.n = spec, domain, h, n
+        self.imports: list[str] = []  # facility module names
+        self.constants: list[tuple[str, str, str]] = []  # (name, expression, comment)
+        self.perceive: list[str] = []
+        self.enforce: list[str] = []
+        self.parameters: dict = {}
+        self.perceive_doc: list[str] = []
+        self.enforce_doc: list[str] = []
+        self.repairs = False  # a rule may change an argument (reported)
+        self.handled: set[str] = set()  # parameters whose plain hint check a domain check replaces
+        self.params = [p for p in spec.params]
+        if spec.is_generator:
+            return
+        if domain.evidence is not None:
+            self._monitoring()
+        if domain.signs or domain.audit or domain.keep_decimal:
+            self._finance()
+        if domain.text_normalize or domain.max_text_length or domain.max_result_length:
+            self._text()
+        if domain.budget is not None:
+            self._tokens()
+
+    def _import(self, module: str) -> str:
+        if module not in self.imports:
+            self.imports.append(module)
+        return self.n[module]
+
+    def _constant(self, name: str, value, comment: str = "") -> str:
+        alias = self.n[name]
+        if all(existing != alias for existing, _, _ in self.constants):
+            self.constants.append((alias, repr(value), comment))
+        return alias
+
+    def _hint(self, param: Param):
+        node = self.h.parse(param.annotation)
+        inner, _ = self.h.split_optional(node) if node is not None else (None, True)
+        return node, inner
+
+    def _plain_params(self):
+        return [p for p in self.params if p.kind not in (VAR_POSITIONAL, VAR_KEYWORD)]
+
+    def _values_dict(self, params) -> str:
+        """``{'a': a, ...}`` of the parameters, ``*args`` and ``**kwargs`` included by name."""
+        return "{" + ", ".join(f"{p.name!r}: {p.name}" for p in params) + "}"
+
+    # ml_monitoring: data quality, two-sample statistics, a rolling reference, advisories
+    def _monitoring(self):
+        spec, domain, h, n = self.spec, self.domain, self.h, self.n
+        config = domain.evidence
+        numeric = [p for p in self._plain_params() if BuiltinGenerator._is_numeric_list(h, self._hint(p)[1])]
+        by_name = {p.name: p for p in self._plain_params()}
+        current = next((by_name[name] for name in config["current"] if name in by_name), None)
+        reference = next((by_name[name] for name in config["reference"] if name in by_name), None)
+        if current is None:
+            current = next((p for p in numeric if p is not reference), None)
+        if reference is None and current is not None:
+            reference = next((p for p in numeric if p is not current), None)
+        samples = [p for p in numeric if p not in (current, reference)]
+        samples = [p for p in (current, reference) if p is not None] + samples
+        if not samples:
+            return
+        S, EV, V, U = self._import("stats"), self._import("evidence"), n["validate"], n["UNSET"]
+        threshold = domain.quality_threshold if domain.quality_threshold is not None else 0.0
+        QT = self._constant("QUALITY_THRESHOLD", float(threshold), "below it a data-quality domain.warning")
+        BINS = self._constant("BINS", int(config["bins"]), "of PSI and KL, equal-width over both samples' range")
+        EXACT = self._constant("EXACT_MAX_CELLS", int(config["exact_max_cells"]),
+                               "n1 * n2 up to this: the exact KS distribution, else scipy's asymptotic rule")
+        LIMITS = self._constant("ADVISORY", {"no_drift_p": float(config["no_drift_p"]),
+                                             "drift_p": float(config["drift_p"]),
+                                             "large_effect": float(config["large_effect"])},
+                                "when the function's verdict and the KS test disagree")
+        VERDICT = self._constant("VERDICT_KEYS", tuple(config["verdict"]), "where a mapping result says drift")
+        F, Q = n["found"], n["quality"]
+        lines = [f"    # {domain.name} evidence: data quality of the batches, then the two-sample tests.",
+                 "    try:",
+                 f"        {Q} = {S}.data_quality({{name: value for name, value in "
+                 f"{self._values_dict(samples)}.items() if value is not {U}}})",
+                 f"        {F} = {{'quality': {Q}}}",
+                 f"        if {Q}['score'] < {QT}:",
+                 f"            {V}.note('domain.warning', 'data_quality', {Q})"]
+        self.perceive_doc.append(f"    {domain.name}: a data-quality report of " + ", ".join(p.name for p in samples)
+                                 + f" (a domain.warning below {threshold})" + (
+                                     "; the KS test, PSI and KL" if current is not None else "") + ".")
+        if current is not None:
+            W = self._constant("WINDOW", [], "the last batches of " + current.name + ": the rolling reference")
+            self.parameters["reference_window"] = {
+                "default": int(config["window"]), "min": 1, "max": 1000,
+                "description": f"batches of {current.name} kept as the rolling reference"}
+            guard = f"{current.name} is not {U}" if current.has_default else None
+            indent = "        "
+            if guard:
+                lines.append(f"        if {guard}:")
+                indent = "            "
+            if reference is not None:
+                ref_guard = f"{reference.name} is not {U}" if reference.has_default else None
+                head = f"{indent}if {ref_guard}:" if ref_guard else None
+                if head:
+                    lines.append(head)
+                lines.append(f"{indent}{'    ' if head else ''}{F}['reference'] = {S}.two_sample_evidence("
+                             f"{current.name}, {reference.name}, {BINS}, {EXACT})")
+                self.perceive_doc.append(f"    {current.name} is tested against {reference.name}, and against the "
+                                         "rolling reference of its last batches.")
+            else:
+                self.perceive_doc.append(f"    {current.name} is tested against the rolling reference of its last "
+                                         "batches.")
+            lines += [f"{indent}if {W}:",
+                      f"{indent}    {F}['rolling'] = {S}.two_sample_evidence({current.name}, "
+                      f"{S}.window_reference({W}), {BINS}, {EXACT})",
+                      f"{indent}{S}.push_window({W}, {current.name}, {n['PARAMS']}['reference_window'])"]
+        lines += [f"        {EV}.begin(**{F})",
+                  f"    except Exception as {n['problem']}:  # evidence is never worth failing the call for",
+                  f"        {EV}.begin(error=type({n['problem']}).__name__)"]
+        self.perceive += lines
+        R = n["test"]
+        self.enforce += [
+            f"    {F} = {EV}.take()",
+            f"    if {F}:",
+            f"        {F}['verdict'] = {S}.verdict_of(result, {VERDICT})",
+            f"        {R} = {F}.get('reference') or {F}.get('rolling')",
+            f"        {n['advice']} = {S}.advisory({F}['verdict'], {R}, {LIMITS})",
+            f"        if {n['advice']} is not None:",
+            f"            {V}.note('domain.advisory', 'verdict', {n['advice']})",
+            f"        {V}.note('domain.evidence', 'two_sample', {F})",
+        ]
+        self.enforce_doc.append(f"    {domain.name}: the evidence Perceive found is noted (domain.evidence), and a")
+        self.enforce_doc.append("    domain.advisory when the verdict and the KS test disagree.")
+
+    # financial_risk: amounts, rates, probabilities; Decimal kept; an audit note per call
+    def _sign_rule(self, param: Param):
+        node, inner = self._hint(param)
+        name = self.h._name(inner.value if isinstance(inner, ast.Subscript) else inner) if inner is not None else None
+        if name in _SIGN_HINTS:
+            return _SIGN_HINTS[name], True
+        if isinstance(inner, ast.Subscript) and name == "Annotated":
+            parts = list(inner.slice.elts) if isinstance(inner.slice, ast.Tuple) else [inner.slice]
+            for part in parts[1:]:
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    word = part.value.lower().replace("-", "_").replace(" ", "_")
+                    if word in _SIGN_WORDS:
+                        return _SIGN_WORDS[word], True
+        for rule in ("non_negative", "positive", "probabilities", "rates"):
+            if _matches(param.name, self.domain.signs.get(rule, ())):
+                return rule, False
+        numeric = name in ("float", "int") or name in _DECIMAL
+        return None, numeric
+
+    def _finance(self):
+        spec, domain, n = self.spec, self.domain, self.n
+        FI, V, U = self._import("finance"), n["validate"], n["UNSET"]
+        checked = []
+        for param in self._plain_params():
+            rule, numeric = self._sign_rule(param)
+            if rule is None and not numeric:
+                continue
+            self.handled.add(param.name)
+            checked.append(f"{param.name} ({_RULE_LABELS.get(rule, 'finite')})")
+            call = f"{FI}.check({param.name}, {param.name!r}, {rule!r})"
+            if param.has_default:
+                self.perceive += [f"    if {param.name} is not {U}:", "        " + call]
+            else:
+                self.perceive.append("    " + call)
+        if checked:
+            self.perceive_doc.append(f"    {domain.name}: " + ", ".join(checked) + "; finite numbers (float or")
+            self.perceive_doc.append("    Decimal, never converted), a broken rule is a domain.warning.")
+        if domain.audit:
+            EV = self._import("evidence")
+            self.perceive.append(f"    {EV}.begin(inputs={EV}.digests({self._values_dict(self.params)}, {U}))")
+            self.perceive_doc.append("    The inputs' digests are kept for the call's audit note.")
+            F = n["found"]
+            self.enforce += [f"    {F} = {EV}.take()",
+                             f"    {V}.note('domain.audit', 'call', {{'inputs': {F}.get('inputs', {{}}), "
+                             f"'result': {EV}.digest(result)}})"]
+            self.enforce_doc.append(f"    {domain.name}: a domain.audit note per call (inputs' and result's digests).")
+        if domain.keep_decimal:
+            self.enforce.append(f"    {FI}.finite_result(result)")
+            if _matches(spec.name, domain.signs.get("probabilities", ())) or any(
+                    word in spec.name.lower() for word in ("probability", "risk_score")):
+                self.enforce.append(f"    if {FI}.is_number(result):")
+                self.enforce.append(f"        {FI}.finite_in_range(result, 'result', 0.0, 1.0)")
+                self.enforce_doc.append(f"    {spec.name} returns a probability: a number outside [0, 1] is refused.")
+            self.enforce_doc.append("    A NaN or infinite float or Decimal result is refused (never a decision).")
+
+    # customer_service: lossless NFC, length limits
+    def _text(self):
+        domain, n = self.domain, self.n
+        T, U = self._import("text"), n["UNSET"]
+        names = []
+        if domain.text_normalize or domain.max_text_length:
+            limit = self._constant("MAX_TEXT_LENGTH", domain.max_text_length, "characters of a text argument")
+            C = n["checked"]
+            for param in self._plain_params():
+                node, inner = self._hint(param)
+                hint = self.h._name(inner) if inner is not None and not isinstance(inner, ast.Subscript) else None
+                if node is not None and hint not in _TEXTUAL:
+                    continue
+                names.append(param.name)
+                lines = [f"    {C} = {T}.normalize({param.name}, {param.name!r}, {limit})"]
+                if domain.text_normalize:
+                    self.repairs = True
+                    lines += [f"    if {C} is not {param.name}:",
+                              f"        if {n['repairs']} is None:",
+                              f"            {n['repairs']} = {{}}",
+                              f"        {n['repairs']}[{param.name!r}] = {C}"]
+                self.perceive += lines
+            if names:
+                self.perceive_doc.append(f"    {domain.name}: text of " + ", ".join(names) + " normalised to NFC "
+                                         "(lossless, reported);")
+                self.perceive_doc.append(f"    longer than {domain.max_text_length} characters: a domain.warning.")
+        if domain.max_result_length:
+            limit = self._constant("MAX_RESULT_LENGTH", domain.max_result_length, "characters of a text result")
+            self.enforce.append(f"    {T}.check_length(result, 'result', {limit})")
+            self.enforce_doc.append(f"    {domain.name}: a text result over {domain.max_result_length} characters is "
+                                    "a domain.warning.")
+
+    # prompt_optimization: token counts, a budget checked before the call
+    def _tokens(self):
+        domain, n = self.domain, self.n
+        TK, EV, V, U, P = self._import("tokens"), self._import("evidence"), n["validate"], n["UNSET"], n["PARAMS"]
+        for key in ("max_prompt_tokens", "token_budget", "cost_per_1k_tokens", "cost_budget"):
+            value = domain.budget[key]
+            self.parameters[key] = {"default": float(value) if "cost" in key else int(value), "min": 0.0 if "cost" in key else 0,
+                                    "max": 1e12 if "cost" in key else 10 ** 12,
+                                    "description": {"max_prompt_tokens": "estimated prompt tokens one call may send (0: no limit)",
+                                                    "token_budget": "estimated tokens this function may use per process (0: no limit)",
+                                                    "cost_per_1k_tokens": "cost of 1000 tokens, to turn tokens into a cost",
+                                                    "cost_budget": "cost this function may spend per process (0: no limit)"}[key]}
+        USAGE = self._constant("USAGE", {"calls": 0, "tokens": 0, "cost": 0.0},
+                               "what this function used in this process (the budget's account)")
+        texts = []
+        for param in self.params:
+            node, inner = self._hint(param)
+            base = self.h._name(inner.value if isinstance(inner, ast.Subscript) else inner) if inner is not None else None
+            if node is None or base in _TEXTUAL | _LISTS | _DICTS | {"Sequence", "Mapping", "Any"}:
+                texts.append(param)
+        F, TOTAL = n["found"], n["total"]
+        counts = "{" + ", ".join(f"{p.name!r}: {TK}.estimate({p.name})" for p in texts) + "}"
+        self.perceive += [
+            f"    {F} = {counts}",
+            f"    {TOTAL} = sum({F}.values())",
+            f"    for {n['broken']} in {TK}.check_budget({USAGE}, {TOTAL}, {P}['max_prompt_tokens'], "
+            f"{P}['token_budget'], {P}['cost_per_1k_tokens'], {P}['cost_budget']):",
+            f"        {V}.note('domain.warning', 'budget', {n['broken']})",
+            f"    {EV}.begin(prompt_tokens={F})",
+        ]
+        self.perceive_doc.append(f"    {domain.name}: estimated tokens of " + (", ".join(p.name for p in texts) or "no argument")
+                                 + "; the budget is checked")
+        self.perceive_doc.append("    before the call (a call over it is a domain.warning and still runs).")
+        R = n["tokens_out"]
+        self.enforce += [
+            f"    {F} = {EV}.take().get('prompt_tokens', {{}})",
+            f"    {R} = {TK}.estimate(result)",
+            f"    {TK}.spend({USAGE}, sum({F}.values()) + {R}, {P}['cost_per_1k_tokens'])",
+            f"    {V}.note('domain.evidence', 'tokens', {{'prompt_tokens': {F}, 'result_tokens': {R}, "
+            f"'estimated': True, 'used_tokens': {USAGE}['tokens'], 'used_cost': round({USAGE}['cost'], 6)}})",
+        ]
+        self.enforce_doc.append(f"    {domain.name}: the estimated tokens of the prompt and the result are noted "
+                                "(domain.evidence).")

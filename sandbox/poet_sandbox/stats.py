@@ -438,3 +438,35 @@ def two_sample_evidence(current, reference, bins=10, exact_max_cells=EXACT_MAX_C
         "n_current": test["n1"], "n_reference": test["n2"],
         "psi": round(psi(current, reference, bins), 12), "kl_divergence": round(kl_divergence(current, reference, bins), 12),
     }
+
+
+# --- the function's verdict against the test -----------------------------------------------
+
+def verdict_of(result, keys=("drift_detected", "drift", "is_drift", "alert")):
+    """The drift verdict a result states: a bool, or a mapping's bool under one of ``keys``; else None."""
+    if type(result) is bool:
+        return result
+    if isinstance(result, dict):
+        for key in keys:
+            if type(result.get(key)) is bool:
+                return result[key]
+    return None
+
+
+def advisory(verdict, test, limits):
+    """What to tell when the verdict and the KS test disagree, or None.
+
+    Drift claimed while p > ``no_drift_p``; no drift claimed while p < ``drift_p`` and
+    the KS statistic is at least ``large_effect``. The function's answer is unchanged:
+    this is advice to whoever reads the events.
+    """
+    if verdict is None or not test:
+        return None
+    p_value, statistic = test["p_value"], test["ks_statistic"]
+    if verdict and p_value > limits["no_drift_p"]:
+        return {"says": "drift", "test": "no evidence of drift", "p_value": p_value, "ks_statistic": statistic,
+                "limit": limits["no_drift_p"]}
+    if not verdict and p_value < limits["drift_p"] and statistic >= limits["large_effect"]:
+        return {"says": "no drift", "test": "drift with a large effect", "p_value": p_value,
+                "ks_statistic": statistic, "limit": limits["drift_p"], "large_effect": limits["large_effect"]}
+    return None

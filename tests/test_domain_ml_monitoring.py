@@ -1,0 +1,143 @@
+"""ml_monitoring's statistical evidence, through the real runtime: data quality, KS/PSI/KL beside the
+function's own verdict, advisories when they disagree, a rolling reference for streams of batches.
+
+Each test runs in-process (verified built-in code under ``trusted``) and in the RestrictedPython worker
+(the shipped default policy with ``trust = []``, so the same built-in code is not trusted and runs
+sandboxed). The same function under the ``base`` domain checks and emits none of it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+import poet_runtime
+from poet_runtime import events, runtime, settings
+from poet_runtime.resources import load_facility, policies_dir
+
+load_facility()
+from poet_sandbox import stats  # noqa: E402
+
+GAP = '''\
+import statistics
+from poet_runtime import poet
+
+
+@poet(domain="{domain}")
+def detect_drift(current_data: list[float], reference_data: list[float], threshold: float = 3.0) -> dict:
+    """The user's rule: drift when the means are more than `threshold` apart (far too lax)."""
+    gap = abs(statistics.fmean(current_data) - statistics.fmean(reference_data))
+    return {{"drift_detected": gap > threshold, "score": min(gap / 10.0, 1.0)}}
+'''
+
+STREAM = '''\
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring")
+def batch_alert(batch: list[float]) -> bool:
+    """The user's rule: alert on any value above 100 (it never fires here)."""
+    return max(batch) > 100
+'''
+
+
+@pytest.fixture(params=["trusted", "sandboxed"])
+def policy(request, poet_home, monkeypatch, tmp_path):
+    """``trusted``: in-process. ``sandboxed``: the default policy trusting no generator (restricted worker)."""
+    if request.param == "sandboxed":
+        text = (policies_dir() / "default.toml").read_text().replace('trust = ["builtin"]', "trust = []")
+        assert "trust = []" in text
+        path = tmp_path / "default_untrusted.toml"
+        path.write_text(text)
+        monkeypatch.setenv("POET_POLICY", str(path))
+        settings.reset()
+    return "none" if request.param == "trusted" else "restricted"
+
+
+@pytest.fixture
+def domain_events():
+    seen = []
+    unsubscribe = events.subscribe(lambda event: seen.append(event) if event["type"].startswith("domain.") else None)
+    yield seen
+    unsubscribe()
+
+
+def detail_of(item):
+    """A note's detail: a dict in-process; the restricted worker sends a note's parts as text."""
+    return item["detail"] if isinstance(item["detail"], dict) else str(item["detail"])
+
+
+def samples(seed=3, shift=1.0, n_current=60, n_reference=80):
+    rng = random.Random(seed)
+    return ([rng.gauss(shift, 1.0) for _ in range(n_current)], [rng.gauss(0.0, 1.0) for _ in range(n_reference)])
+
+
+def test_evidence_and_an_advisory_when_the_verdict_ignores_a_large_drift(policy, write_module, domain_events):
+    current, reference = samples()
+    module = write_module("mlm_gap", GAP.format(domain="ml_monitoring"))
+    result = module.detect_drift(current, reference)
+    assert result["drift_detected"] is False  # the function's own answer, unchanged
+    record = poet_runtime.last_execution()
+    assert record.status == "ok" and record.backend == policy, record
+    kinds = [(item["kind"], item["field"]) for item in record.evidence]
+    assert kinds == [("domain.advisory", "verdict"), ("domain.evidence", "two_sample")]
+    expected = stats.ks_2samp(current, reference)
+    assert expected["method"] == "exact" and expected["p_value"] < 1e-4  # 4800 cells: the exact distribution
+    advisory, evidence = (detail_of(item) for item in record.evidence)
+    if policy == "none":
+        assert evidence["reference"]["p_value"] == expected["p_value"]
+        assert evidence["reference"]["ks_statistic"] == round(expected["statistic"], 12)
+        assert evidence["reference"]["psi"] == round(stats.psi(current, reference), 12) > 0.25
+        assert evidence["verdict"] is False and evidence["quality"]["score"] == 1.0
+        assert advisory["says"] == "no drift" and advisory["test"] == "drift with a large effect"
+    else:
+        assert "'ks_statistic'" in evidence and "'psi'" in evidence and "no drift" in advisory
+    assert [event["type"] for event in domain_events] == ["domain.advisory", "domain.evidence"]
+    assert domain_events[0]["version"] == 1 and domain_events[0]["execution_id"] == record.execution_id
+    assert runtime.stats()["mlm_gap:detect_drift"].notes[("domain.advisory", "verdict")] == 1
+
+
+def test_poor_data_quality_is_a_warning_and_counted(policy, write_module, domain_events):
+    current, reference = samples(shift=0.0)
+    current[::2] = [None] * len(current[::2])  # half the readings missing
+    current[1] = float("inf")
+    module = write_module("mlm_quality", GAP.format(domain="ml_monitoring"))
+    module.detect_drift(current, reference)  # (the infinite reading makes the mean infinite: the logic says drift)
+    warnings = [event for event in domain_events if event["type"] == "domain.warning"]
+    assert len(warnings) == 1 and warnings[0]["field"] == "data_quality"
+    if policy == "none":
+        report = warnings[0]["detail"]
+        assert report["score"] < 0.7
+        assert report["samples"]["current_data"]["missing"] == 30 and report["samples"]["current_data"]["non_finite"] == 1
+    assert runtime.stats()["mlm_quality:detect_drift"].notes[("domain.warning", "data_quality")] == 1
+
+
+def test_a_stream_of_batches_is_tested_against_its_rolling_reference(policy, write_module, domain_events):
+    rng = random.Random(9)
+    module = write_module("mlm_stream", STREAM)
+    for _ in range(3):
+        assert module.batch_alert([rng.gauss(10.0, 1.0) for _ in range(40)]) is False
+    first = [detail_of(e) for e in domain_events if e["type"] == "domain.evidence"]
+    assert len(first) == 3 and not any(e["type"] == "domain.advisory" for e in domain_events)
+    assert module.batch_alert([rng.gauss(14.0, 1.0) for _ in range(40)]) is False  # a shift the rule misses
+    advisories = [detail_of(e) for e in domain_events if e["type"] == "domain.advisory"]
+    assert len(advisories) == 1
+    if policy == "none":
+        assert first[0].get("rolling") is None and first[2]["rolling"]["n_reference"] == 80  # two batches so far
+        assert advisories[0]["says"] == "no drift" and advisories[0]["p_value"] < 0.001
+
+
+def test_the_same_function_in_the_base_domain_checks_and_emits_none_of_it(poet_home, write_module, domain_events):
+    current, reference = samples()
+    module = write_module("mlm_base", GAP.format(domain="base"))
+    assert module.detect_drift(current, reference)["drift_detected"] is False
+    assert poet_runtime.last_execution().evidence == [] and domain_events == []
+    code = next(poet_home.glob("mlm_base.detect_drift/v*/code.py")).read_text()
+    assert "stats" not in code and "evidence" not in code
+    ml_code = GAP.format(domain="ml_monitoring")
+    module = write_module("mlm_ml", ml_code)
+    module.detect_drift(current, reference)
+    code = next(poet_home.glob("mlm_ml.detect_drift/v*/code.py")).read_text()
+    assert re.search(r"from poet_sandbox import .*\bstats\b", code) and "domain.advisory" in code

@@ -1,0 +1,98 @@
+"""prompt_optimization through the real runtime: token estimates recorded, the budget checked before
+the call, rate-limit (429) and timeout errors retried with jitter (nothing else).
+
+In-process (``trusted``) and in the RestrictedPython worker (the default policy trusting no generator).
+The same function under ``base`` does not retry a model client's RateLimitError and counts nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import poet_runtime
+from poet_runtime import events, settings
+from poet_runtime.resources import load_facility, policies_dir
+
+load_facility()
+from poet_sandbox import retry, tokens  # noqa: E402
+
+ASK = '''\
+from poet_runtime import poet
+
+CALLS = []
+FAILURES = []
+
+
+class RateLimitError(Exception):
+    status_code = 429
+
+
+@poet(domain="{domain}")
+def ask(prompt: str, style: str = "short") -> str:
+    CALLS.append(prompt)
+    if FAILURES:
+        raise FAILURES.pop(0)
+    return "Answer: " + prompt[-30:]
+'''
+
+
+@pytest.fixture(params=["trusted", "sandboxed"])
+def policy(request, poet_home, monkeypatch, tmp_path):
+    retry.seed(1)
+    monkeypatch.setenv("POET_POLICY", "trusted")
+    if request.param == "sandboxed":
+        text = (policies_dir() / "default.toml").read_text().replace('trust = ["builtin"]', "trust = []")
+        path = tmp_path / "default_untrusted.toml"
+        path.write_text(text)
+        monkeypatch.setenv("POET_POLICY", str(path))
+        settings.reset()
+    return "none" if request.param == "trusted" else "restricted"
+
+
+@pytest.fixture
+def domain_events():
+    seen = []
+    unsubscribe = events.subscribe(lambda event: seen.append(event) if event["type"].startswith("domain.") else None)
+    yield seen
+    unsubscribe()
+
+
+def test_tokens_are_recorded_and_the_budget_is_checked_before_the_call(policy, write_module, domain_events):
+    module = write_module("po_tokens", ASK.format(domain="prompt_optimization"))
+    prompt = "Summarise the quarterly report in three bullet points, please."
+    answer = module.ask(prompt)
+    record = poet_runtime.last_execution()
+    assert record.status == "ok" and record.backend == policy
+    evidence = [e for e in domain_events if e["type"] == "domain.evidence"]
+    assert len(evidence) == 1 and evidence[0]["field"] == "tokens"
+    if policy == "none":
+        detail = evidence[0]["detail"]
+        assert detail["prompt_tokens"] == {"prompt": tokens.estimate(prompt), "style": 0}
+        assert detail["result_tokens"] == tokens.estimate(answer) and detail["estimated"] is True
+    huge = "lorem ipsum " * 5000  # ~10 000 estimated tokens, over the 8000 a call may send
+    module.ask(huge)
+    warnings = [e for e in domain_events if e["type"] == "domain.warning"]
+    assert len(warnings) == 1 and warnings[0]["field"] == "budget" and "max_prompt_tokens" in str(warnings[0]["detail"])
+    assert module.CALLS[-1] is huge or module.CALLS[-1] == huge  # reported before the call; the call still runs
+
+
+def test_rate_limits_and_timeouts_are_retried_other_errors_are_not(policy, write_module):
+    module = write_module("po_retry", ASK.format(domain="prompt_optimization"))
+    module.FAILURES[:] = [module.RateLimitError("429 Too Many Requests"), TimeoutError("read timed out")]
+    assert module.ask("hello").startswith("Answer:")
+    assert len(module.CALLS) == 3
+    assert [kind for kind, _, _ in poet_runtime.last_execution().notes].count("retry") == 2
+    module.FAILURES[:] = [ValueError("bad request")]
+    with pytest.raises(ValueError):
+        module.ask("again")
+    assert len(module.CALLS) == 4  # a caller's error: once
+
+
+def test_base_neither_retries_a_client_rate_limit_nor_counts_tokens(poet_home, write_module):
+    module = write_module("po_base", ASK.format(domain="base"))
+    module.FAILURES[:] = [module.RateLimitError("429 Too Many Requests")]
+    with pytest.raises(module.RateLimitError):
+        module.ask("hello")
+    assert len(module.CALLS) == 1
+    module.ask("hello")
+    assert poet_runtime.last_execution().evidence == []
