@@ -22,6 +22,13 @@ module's source the naive way costs. Targets: warm store <= 50 ms per function, 
 (built-in generation) <= 20 ms per function; ratios to the baseline well below 1.
 
     python benchmarks/bench_first_call.py [--lines 20000] [--functions 200] [--policy trusted]
+    python benchmarks/bench_first_call.py --background [--runs 9]
+
+``--background`` (issue 16, item 11): with a model set and ``POET_GENERATE=background``, how
+long the very first call of a process keeps the caller's thread (it only starts the
+generation and runs the original), each run a fresh interpreter; against the same first
+call with the policy module (and pydantic) already imported before it, which is what is
+left when nothing heavy runs on the caller's thread, and the plain function's first call.
 """
 
 from __future__ import annotations
@@ -196,6 +203,56 @@ print(json.dumps(out))
 '''
 
 
+BACKGROUND = r'''
+import json, sys, time
+if sys.argv[1] == "preloaded":
+    import poet_runtime.policy  # noqa: F401  (what a background thread would import instead)
+import poet_runtime
+from poet_runtime import poet
+if sys.argv[1] != "plain":
+    poet_runtime.enable(hook=False)
+
+
+@poet()
+def add(a: int, b: int = 2) -> int:
+    return a + b
+
+
+start = time.perf_counter()
+add(1, 2)
+first = (time.perf_counter() - start) * 1000
+print(json.dumps({"first_ms": first, "pydantic_on_caller": "pydantic" in sys.modules}))
+'''
+
+
+def background(runs: int) -> None:
+    from statistics import median
+
+    with tempfile.TemporaryDirectory(prefix="poet-bench-bg-") as scratch:
+        folder = Path(scratch)
+        (folder / "bg.py").write_text(BACKGROUND)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POET_")}
+        # A model nobody answers (port 9): generation starts in the background and fails there.
+        env.update(PYTHONPATH=str(REPO), POET_HOME=str(folder / "home"), POET_CACHE_DIR=str(folder / "cache"),
+                   POET_MODEL="openai/bench", POET_API_BASE="http://127.0.0.1:9/v1", POET_GENERATE="background",
+                   POET_LLM_WORKER="off", POET_POLICY="trusted")
+        results = {}
+        for variant in ("as is", "preloaded", "plain"):
+            samples = []
+            for _ in range(runs):
+                shutil.rmtree(folder / "home", ignore_errors=True)
+                samples.append(run(folder, env, "bg.py", variant.replace("as is", "asis")))
+            results[variant] = samples
+    plain = median(r["first_ms"] for r in results["plain"])
+    print(f"first call in background mode, caller's thread, median of {runs} fresh processes (ms)")
+    for variant, label in (("as is", "ours, as is"), ("preloaded", "ours, policy imported before the call"),
+                           ("plain", "baseline: plain function, POET off")):
+        value = median(r["first_ms"] for r in results[variant])
+        heavy = sum(r["pydantic_on_caller"] for r in results[variant])
+        print(f"  {label:40} {value:9.2f}   x{value / max(plain, 1e-6):9.1f} of plain   "
+              f"pydantic imported in the process: {heavy}/{runs}")
+
+
 def run(folder: Path, env: dict, *args: str):
     done = subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -215,7 +272,12 @@ def main() -> None:
     parser.add_argument("--functions", type=int, default=200)
     parser.add_argument("--policy", default="trusted")
     parser.add_argument("--baseline-runs", type=int, default=7)
+    parser.add_argument("--background", action="store_true", help="the first call in background mode (item 11)")
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
+    if args.background:
+        background(args.runs)
+        return
     with tempfile.TemporaryDirectory(prefix="poet-bench-first-") as scratch:
         folder = Path(scratch)
         calls = build_module(folder / "bigmod.py", args.lines, args.functions)
