@@ -152,6 +152,29 @@ def poet(
     return decorate
 
 
+_learning_checked = False
+
+
+def _learning_settings_ok() -> bool:
+    """The POET_EVENTS_* / POET_FEEDBACK_RATE values, checked once before the first function is
+    enhanced: a bad one is one line (as for every setting) and POET is off for the process."""
+    global _learning_checked
+    if _learning_checked:
+        return runtime.is_enabled()
+    _learning_checked = True
+    from poet_runtime.learn import config as learn_config
+
+    try:
+        learn_config.get()
+    except PoetConfigError as error:
+        from poet_runtime.settings import report_activation_error
+
+        report_activation_error(error)
+        runtime.set_enabled(False)
+        return False
+    return True
+
+
 def _apply(function, kwargs: dict):
     function_id = _function_id(function)
     if isinstance(function, (staticmethod, classmethod)):
@@ -172,15 +195,22 @@ def _apply(function, kwargs: dict):
         logging.getLogger("poet_runtime").info(
             "poet_runtime: %s is an async generator function; it runs as written, not enhanced", function_id)
         return function
+    if not _learning_settings_ok():
+        return function
     if config.policy is not None:
+        from poet_runtime.policy import load_policy
         from poet_runtime.settings import check_policy_exists
 
         try:  # found now, once, not as a config_error fallback on every call
             check_policy_exists(config.policy, f"@poet on {function_id}: policy")
+            load_policy(config.policy)  # a file that does not parse or validate: its file, line and field
         except PoetConfigError as error:
             import logging
 
-            logging.getLogger("poet_runtime").warning("poet_runtime: %s; it runs without POET", error)
+            message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            if not message.startswith("@poet on"):
+                message = f"@poet on {function_id}: policy {config.policy!r}: {message}"
+            logging.getLogger("poet_runtime").warning("poet_runtime: %s; it runs without POET", message)
             return function
     from poet_runtime.enhanced import enhance_function
 

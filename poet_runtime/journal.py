@@ -481,7 +481,10 @@ def count_torn(root: Path) -> int:
 
 
 def prune(root: Path, days: float, now: float | None = None) -> int:
-    """Remove event files older than ``days``; returns how many."""
+    """Remove event files older than ``days``; returns how many. A period that is not a positive
+    finite number removes nothing (settings refuse one; this is the last guard)."""
+    if type(days) not in (int, float) or not 0 < days < float("inf"):
+        return 0
     cutoff = (now or time.time()) - days * 86400
     removed = 0
     for path in files(root):

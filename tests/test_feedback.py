@@ -28,6 +28,11 @@ def _pending(home):
     (lambda f, eid: f(eid, metrics={"ms": "fast"}), "metrics"),
     (lambda f, eid: f(eid), "nothing to record"),
     (lambda f, eid: f(eid, label=True, feedback_type="praise"), "feedback_type"),
+    (lambda f, eid: f(eid, label=float("nan")), "label"),
+    (lambda f, eid: f(eid, label=float("inf")), "label"),
+    (lambda f, eid: f(eid, rating=float("nan")), "rating"),
+    (lambda f, eid: f(eid, metrics={"a": float("nan")}), "metrics.a"),
+    (lambda f, eid: f(eid, metrics={"ms": 3.0, "b": float("-inf")}), "metrics.b"),
 ])
 def test_invalid_feedback_is_refused_and_nothing_is_recorded(learn_env, module_dir, call, message):
     import poet_runtime

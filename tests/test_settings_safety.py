@@ -214,3 +214,104 @@ def test_the_wasm_compile_notice_honours_a_quiet_log(capsys):
         assert "compiling" in capsys.readouterr().err
     finally:
         logger.setLevel(previous)
+
+
+LEARNING_APP = """
+import os, sys
+import poet_runtime
+from poet_runtime import poet
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def detect(score: float, threshold: float = 0.5) -> dict:
+    return {"drift_detected": score > threshold, "score": score}
+
+print([detect(s)["drift_detected"] for s in (0.2, 0.9)], poet_runtime.is_enabled())
+sys.exit(5)
+"""
+
+BAD_LEARNING = [
+    ("POET_EVENTS_RETENTION_DAYS", "-1"),
+    ("POET_EVENTS_RETENTION_DAYS", "0"),
+    ("POET_EVENTS_RETENTION_DAYS", "nan"),
+    ("POET_EVENTS_RETENTION_DAYS", "inf"),
+    ("POET_EVENTS_FLUSH_MS", "nan"),
+    ("POET_EVENTS_FLUSH_MS", "-5"),
+    ("POET_EVENTS_SAMPLE", "1.5"),
+    ("POET_EVENTS_SAMPLE", "nan"),
+    ("POET_EVENTS_MAX_MB", "-1"),
+    ("POET_EVENTS_MAX_MB", "inf"),
+    ("POET_EVENTS_MAX_MB", "lots"),
+    ("POET_FEEDBACK_RATE", "nan"),
+    ("POET_FEEDBACK_RATE", "inf"),
+    ("POET_EVENTS", "maybe"),
+]
+
+
+def test_a_bad_learning_setting_is_one_line_poet_off_and_no_event_file_is_deleted(tmp_path, python):
+    home = tmp_path / "home"
+    kept = home / "events" / "processed" / "fb-ev-0123456789ab-1.jsonl"  # acknowledged feedback
+    kept.parent.mkdir(parents=True)
+    kept.write_text("feedback\n")
+    import os
+    import time
+
+    old = time.time() - 3 * 86400
+    os.utime(kept, (old, old))
+    write_tree(tmp_path, {"app.py": LEARNING_APP})
+    results = _in_parallel(lambda case: run(["app.py"], tmp_path, python=python, POET_ENABLED="1",
+                                            POET_HOME=str(home), **{case[0]: case[1]}), BAD_LEARNING)
+    for (variable, value), result in zip(BAD_LEARNING, results):
+        assert result.returncode == 5, (variable, value, result.stderr)
+        assert result.stdout.strip() == "[False, True] False", (variable, value, result.stderr)
+        line = _one_line_about(result.stderr, variable)
+        assert repr(value) in line and "continuing without POET" in line, line
+        assert kept.exists(), (variable, value)
+    good = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_HOME=str(home),
+               POET_EVENTS_RETENTION_DAYS="7", POET_EVENTS_MAX_MB="64", POET_EVENTS_FLUSH_MS="50")
+    assert (good.returncode, good.stdout.strip(), good.stderr) == (5, "[False, True] True", "")
+
+
+def test_learning_settings_reject_nan_infinity_negatives_and_out_of_range(monkeypatch):
+    from poet_runtime.errors import PoetConfigError
+    from poet_runtime.learn import config
+
+    try:
+        for variable, value in BAD_LEARNING:
+            monkeypatch.setenv(variable, value)
+            config.reset()
+            with pytest.raises(PoetConfigError, match=variable):
+                config.get()
+            monkeypatch.delenv(variable)
+        for change in ({"retention_days": -1.0}, {"max_mb": math.nan}, {"feedback_rate": math.inf}):
+            with pytest.raises(PoetConfigError):
+                config.override(**change)
+        monkeypatch.setenv("POET_EVENTS_MAX_MB", "64")
+        config.reset()
+        assert config.get().max_mb == 64.0
+    finally:
+        config.reset()
+
+
+@pytest.mark.parametrize("text, field", [
+    ('version = 1\n[defaults]\nbackend = "nope"\n', "backend"),
+    ("version = 1\n[defaults\n", "(syntax)"),
+    ('version = 1\n[defaults]\nbackend = "none"\nmemory_mb = "lots"\n', "memory_mb"),
+])
+def test_an_invalid_decorator_policy_file_is_one_line_at_decoration_naming_file_and_field(tmp_path, python, text,
+                                                                                            field):
+    write_tree(tmp_path, {"app.py": """
+        import poet_runtime
+        from poet_runtime import poet
+
+        @poet(policy="policies/broken.toml")
+        def add_one(x):
+            return x + 1
+
+        print([add_one(i) for i in range(5)], hasattr(add_one, "__poet__"), poet_runtime.is_enabled())
+    """, "policies/broken.toml": text})
+    result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_HOME=str(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1, 2, 3, 4, 5] False True"
+    line = _one_line_about(result.stderr, "@poet on __main__:add_one")
+    assert "broken.toml" in line and field in line and "runs without POET" in line, line
+    assert not (tmp_path / "home" / "events").exists()  # no fallback events: it never was enhanced

@@ -7,6 +7,7 @@ from an environment variable (read once) or from ``override(...)`` (tests, bench
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, field, replace
@@ -18,10 +19,22 @@ ENV_VARS = {
     "flush_interval_s": "POET_EVENTS_FLUSH_MS",  # milliseconds in the environment
     "sample": "POET_EVENTS_SAMPLE",  # default fraction of executions recorded, 0..1
     "retention_days": "POET_EVENTS_RETENTION_DAYS",
+    "max_mb": "POET_EVENTS_MAX_MB",  # disk cap of one store's events, megabytes
     "feedback_rate": "POET_FEEDBACK_RATE",  # feedback events per second per function (token bucket)
     "environment": "POET_ENVIRONMENT",
     "service": "POET_SERVICE",
 }
+
+# Numeric settings: (low, high, low included, what it means). NaN and infinities are never valid:
+# POET_EVENTS_RETENTION_DAYS=-1 once deleted every event file, acknowledged feedback included.
+_RANGES = {
+    "flush_interval_s": (0.0, 60.0, False, "milliseconds between flushes, > 0 and <= 60000"),
+    "sample": (0.0, 1.0, True, "a fraction between 0 and 1"),
+    "retention_days": (0.0, 36_500.0, False, "days to keep event files, > 0 and <= 36500"),
+    "max_mb": (0.0, 1_000_000.0, False, "megabytes of events per store, > 0 and <= 1000000"),
+    "feedback_rate": (0.0, 1_000_000.0, False, "feedback events per second per function, > 0 and <= 1000000"),
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,8 @@ class LearnSettings:
     max_input_bytes: int = 16_384  # a call's inputs (policy record_inputs) as JSON beyond this are dropped (noted)
     input_samples: int = 8  # recorded calls (distinct, most recent) a regeneration probes the model's answer on
     retention_days: float = 30.0
+    max_mb: float = 512.0  # a store's events beyond this: the oldest files go first (never feedback, nor
+    # executions feedback still refers to); checked by the flusher while the process runs
     segment_bytes: int = 32 * 1024 * 1024  # an execution segment this big is closed and moved to processed/
     feedback_rate: float = 200.0
     feedback_burst: int = 1000
@@ -65,19 +80,23 @@ class LearnSettings:
 def _from_env() -> LearnSettings:
     values: dict = {}
     env = os.environ
-    try:
-        if env.get("POET_EVENTS"):
-            values["events"] = env["POET_EVENTS"].strip().lower() in ("1", "true", "yes", "on")
-        if env.get("POET_EVENTS_FLUSH_MS"):
-            values["flush_interval_s"] = float(env["POET_EVENTS_FLUSH_MS"]) / 1000.0
-        if env.get("POET_EVENTS_SAMPLE"):
-            values["sample"] = float(env["POET_EVENTS_SAMPLE"])
-        if env.get("POET_EVENTS_RETENTION_DAYS"):
-            values["retention_days"] = float(env["POET_EVENTS_RETENTION_DAYS"])
-        if env.get("POET_FEEDBACK_RATE"):
-            values["feedback_rate"] = float(env["POET_FEEDBACK_RATE"])
-    except ValueError as error:
-        raise PoetConfigError(f"learning settings: {error}") from None
+    raw = env.get("POET_EVENTS", "").strip()
+    if raw:
+        if raw.lower() not in _TRUE + _FALSE:
+            raise PoetConfigError(f"POET_EVENTS: {raw!r} is not valid: expected 1/true/yes/on or 0/false/no/off")
+        values["events"] = raw.lower() in _TRUE
+    for name in _RANGES:
+        variable = ENV_VARS[name]
+        raw = env.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not _in_range(name, value * (1e-3 if name == "flush_interval_s" else 1.0)):
+            raise PoetConfigError(f"{variable}: {raw!r} is not valid: expected {_RANGES[name][3]}")
+        values[name] = value / 1000.0 if name == "flush_interval_s" else value
     for name in ("environment", "service"):
         if env.get(ENV_VARS[name]):
             values[name] = env[ENV_VARS[name]]
@@ -86,13 +105,20 @@ def _from_env() -> LearnSettings:
     return settings
 
 
+def _in_range(name: str, value) -> bool:
+    low, high, low_included, _ = _RANGES[name]
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return False
+    return (low <= value if low_included else low < value) and value <= high
+
+
 def _validate(settings: LearnSettings) -> None:
-    if not 0.0 <= settings.sample <= 1.0 or not all(0.0 <= v <= 1.0 for v in settings.sample_by_function.values()):
-        raise PoetConfigError("POET_EVENTS_SAMPLE: a fraction between 0 and 1")
-    if not 0.0 < settings.flush_interval_s <= 60.0:
-        raise PoetConfigError("POET_EVENTS_FLUSH_MS: between 0 and 60000")
-    if settings.feedback_rate <= 0:
-        raise PoetConfigError("POET_FEEDBACK_RATE: > 0")
+    for name in _RANGES:
+        if not _in_range(name, getattr(settings, name)):
+            raise PoetConfigError(f"{ENV_VARS[name]}: {getattr(settings, name)!r} is not valid: "
+                                  f"expected {_RANGES[name][3]}")
+    if not all(_in_range("sample", value) for value in settings.sample_by_function.values()):
+        raise PoetConfigError("POET_EVENTS_SAMPLE: a fraction between 0 and 1 for every function")
 
 
 _current: LearnSettings | None = None

@@ -83,6 +83,7 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
     from poet_runtime.learn import config as learn_config
 
     fields = dict(label=label, rating=rating, metrics=metrics, comments=comments, suggestions=suggestions)
+    _refuse_non_finite(execution_id, label, rating, metrics)
     try:
         checked = models.FeedbackInput(**fields)
     except ValidationError as error:
@@ -122,6 +123,23 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
     if info is not None and info.engine is not None and info.root == root:
         info.engine.process(path)
     return event_id
+
+
+def _refuse_non_finite(execution_id: str, label, rating, metrics) -> None:
+    """NaN and infinities are no label, rating or metric (a NaN label is never equal to anything)."""
+    import math
+
+    def bad(value) -> bool:
+        return type(value) is float and not math.isfinite(value)
+
+    if bad(label):
+        raise FeedbackError(f"feedback on {execution_id}: label: {label!r} is not a value (NaN or infinite)")
+    if bad(rating):
+        raise FeedbackError(f"feedback on {execution_id}: rating: {rating!r} is not a number between 0 and 5")
+    if isinstance(metrics, dict):
+        for name, value in metrics.items():
+            if bad(value):
+                raise FeedbackError(f"feedback on {execution_id}: metrics.{name}: {value!r} is not a finite number")
 
 
 def feedback_for(state, **fields) -> str:
