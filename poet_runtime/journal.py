@@ -378,8 +378,11 @@ def expand(row: list, header: dict, batch: list | None) -> dict:
 class Segment:
     """One writer's append-only file; ``sync()`` makes everything written so far durable."""
 
-    def __init__(self, root: Path, prefix: str, max_bytes: int, header=None):
+    def __init__(self, root: Path, prefix: str, max_bytes: int, header=None, tag=None):
         self.header = header  # callable -> bytes: the first line of every file (process, metadata)
+        # callable -> str: the writer's process id, also put in the file's name, so that a damaged
+        # header line costs that line, not the ids of every execution in the file
+        self.tag = tag
         ensure_dirs(root)
         self.root = root
         self.prefix = prefix
@@ -389,7 +392,8 @@ class Segment:
         self.size = 0
 
     def _open(self) -> None:
-        self.path = self.root / PENDING / f"{self.prefix}-{os.getpid()}-{time.time_ns()}.jsonl"
+        tag = f"-{self.tag()}" if self.tag is not None else ""
+        self.path = self.root / PENDING / f"{self.prefix}-{os.getpid()}-{time.time_ns()}{tag}.jsonl"
         self.handle = open(self.path, "ab", buffering=0)
         self.size = 0
         if self.header is not None:
@@ -436,16 +440,39 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+_RECOVERED_METADATA = {"version": "1", "environment": "unknown", "service": "unknown"}
+
+
+def header_from_name(path: Path) -> dict | None:
+    """What a segment's name says of its writer (``ex-<pid>-<ns>-<process>.jsonl``): the header
+    readers use when the file's own header line is damaged; None for names without the process."""
+    parts = path.name[:-len(".jsonl")].split("-") if path.name.endswith(".jsonl") else []
+    if len(parts) != 4 or not parts[1].isdigit() or len(parts[3]) != 12:
+        return None
+    try:
+        int(parts[3], 16)
+    except ValueError:
+        return None
+    return {"process": parts[3], "pid": int(parts[1]), "metadata": dict(_RECOVERED_METADATA), "recovered": True}
+
+
 def read_file(path: Path) -> Iterator[dict]:
-    """The events of one file, in order; torn or damaged lines are skipped."""
-    header, batch = None, None
+    """The events of one file, in order; torn or damaged lines are skipped.
+
+    A damaged header line costs only itself: the writer's process id is in the file's
+    name too (``header_from_name``), so its executions keep their ids.
+    """
+    header, batch = header_from_name(path), None
+    named = header
     try:
         with open(path, "rb") as handle:
             for line in handle:
                 value = decode(line)
                 if type(value) is dict:
                     if "segment" in value:
-                        header = value["segment"]
+                        found = value["segment"]
+                        if type(found) is dict and (named is None or found.get("process") == named["process"]):
+                            header = found
                     else:
                         yield value
                 elif type(value) is list and value:

@@ -334,6 +334,10 @@ def _output(result, settings) -> tuple[int, object]:
 _encode_one = __import__("json").JSONEncoder(separators=(",", ":"), default=str).encode
 
 
+def _process_tag() -> str:
+    return records.PROCESS_ID
+
+
 def _header() -> bytes:
     return journal.encode({"segment": {"process": records.PROCESS_ID, "pid": os.getpid(), "metadata": _metadata()}},
                           1 << 20)
@@ -381,7 +385,8 @@ def flush() -> int:
         for root in {**noted, **by_root}:
             segment = _segments.get(root)
             if segment is None:
-                segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header)
+                segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header,
+                                                                _process_tag)
             groups = by_root.get(root, ())
             data = b"".join(noted.get(root, ()))
             if groups:
