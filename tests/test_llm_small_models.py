@@ -303,3 +303,31 @@ def test_show_renders_hidden_characters_visibly(env, capsys):
     shown = capsys.readouterr()
     assert "\u202e" not in shown.out and "\x1b" not in shown.out
     assert "hidden character" in shown.err and "U+202E" in shown.err
+
+
+CUSTOMER = '''
+from poet_runtime import poet
+
+
+@poet(domain="customer_service")
+def greet(email: str) -> str:
+    """A greeting.
+
+    >>> greet("ann.lee@example.com")
+    'Hello ann.lee@example.com'
+    """
+    return "Hello " + email
+'''
+
+
+def test_personal_data_never_reaches_the_prompt_nor_the_store(env):
+    path = env.write("greetapp", CUSTOMER)
+    env.server.script(answer(upper), answer())
+    version = env.generate(path, "greetapp", "greet", domain="customer_service")
+    assert len(env.server.requests) == 2
+    for sent in env.server.prompts():
+        assert "ann.lee@example.com" not in sent and "ANN.LEE@EXAMPLE.COM" not in sent
+    assert "<email:" in env.server.prompts()[0]
+    stored = (version.path / "metadata.json").read_text()
+    assert "ann.lee@example.com" not in stored.lower()
+    assert metadata(version)["attempts"][0]["reason"] == "probe_mismatch"

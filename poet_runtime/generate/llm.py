@@ -231,6 +231,8 @@ class LLMGenerator:
                       "nor the rules' prompt with room for an answer")
             return self._fallback(spec, config, domain, baseline, details, started, "context_too_small", detail,
                                   ask_again=False)
+        scrub = _scrubber(domain)
+        prompt = _scrub_prompt(prompt, scrub)
         details["prompt_hash"] = prompt_hash(prompt, self.model)
         with generation_slots(self.max_concurrent):
             for number in range(1, self.attempts + 1):
@@ -249,6 +251,7 @@ class LLMGenerator:
                         context = min(context, estimate_tokens(prompt.text()) - 1)
                         details["context"] = {"tokens": context, "from": "the server refused a larger prompt"}
                         mode, prompt, max_tokens = self._plan_request(spec, config, domain, baseline, policy, context)
+                        prompt = _scrub_prompt(prompt, scrub)
                         details["request"] = mode
                         if mode != "none":
                             continue
@@ -271,16 +274,22 @@ class LLMGenerator:
                         code, checks, parameters, probe, transformed = self._judge(
                             answer.text, mode, spec, config, domain, baseline, policy, hints, plan)
                 except CheckFailed as failure:
+                    if scrub is not None:  # pii = "redact": a probe's values never reach the prompt or the store
+                        failure = CheckFailed(failure.reason, scrub(failure.detail))
                     attempt.update(result="refused", reason=failure.reason, detail=failure.detail[:1000])
                     _emit_attempt(spec, attempt)
                     log.info("poet_runtime: %s: answer %d refused (%s): %s", spec.function_id, number,
                              failure.reason, failure.detail)
                     if failure.reason in FINAL_REASONS:
                         break
-                    prompt = self._reask(prompt, mode, answer, failure, max_tokens, number + 1)
+                    prompt = _scrub_prompt(self._reask(prompt, mode, answer, failure, max_tokens, number + 1), scrub)
                     continue
                 attempt.update(result="accepted", checks=checks)
                 _emit_attempt(spec, attempt)
+                if scrub is not None:
+                    from poet_runtime.redact import redact
+
+                    probe = redact(probe)
                 details.update(checks=checks, probe=probe, generation_ms=_ms_since(started))
                 if mode == "rules":
                     details["parts"] = "enforce_rules"
@@ -444,6 +453,23 @@ class LLMGenerator:
             return min(max(error.retry_after, 0.0), self.backoff_max_s)
         ceiling = min(self.backoff_base_s * 2 ** (number - 1), self.backoff_max_s)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _scrubber(domain):
+    """``redact_text`` for a domain whose spec says ``pii = "redact"``, else None."""
+    if getattr(domain, "pii", None) != "redact":
+        return None
+    from poet_runtime.redact import redact_text
+
+    return redact_text
+
+
+def _scrub_prompt(prompt, scrub):
+    """``prompt`` with personal data in its messages replaced (the source's examples, a refusal's values)."""
+    if scrub is None or prompt is None:
+        return prompt
+    messages = tuple({**message, "content": scrub(message["content"])} for message in prompt.messages)
+    return Prompt(messages, prompt.template_version, prompt.compact)
 
 
 def prompt_hash(prompt: Prompt, model: str, max_tokens: int | None = None) -> str:
