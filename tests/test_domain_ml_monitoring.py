@@ -141,3 +141,29 @@ def test_the_same_function_in_the_base_domain_checks_and_emits_none_of_it(poet_h
     module.detect_drift(current, reference)
     code = next(poet_home.glob("mlm_ml.detect_drift/v*/code.py")).read_text()
     assert re.search(r"from poet_sandbox import .*\bstats\b", code) and "domain.advisory" in code
+
+
+def test_a_threshold_learned_on_the_ks_evidence_beats_a_lax_verdict_on_labelled_calls():
+    from poet_runtime.learn import config
+    from poet_runtime.learn.objectives import FeatureThreshold, evidence_feature
+
+    rng = random.Random(4)
+    learner = FeatureThreshold("accuracy", config.get(), "ks_statistic")
+    held = []
+    for index in range(160):
+        drifted = rng.random() < 0.5
+        current, reference = samples(seed=index, shift=rng.uniform(0.5, 1.5) if drifted else 0.0, n_current=50,
+                                     n_reference=50)
+        evidence = [{"kind": "domain.evidence", "field": "two_sample",
+                     "detail": {"reference": stats.two_sample_evidence(current, reference)}}]
+        verdict = {"drift_detected": False}  # the lax rule above never fires on these shifts
+        if index >= 100:
+            held.append((evidence, drifted))
+        if index < 100:
+            learner.observe(evidence, verdict, drifted)
+    assert evidence_feature(held[0][0]) == held[0][0][0]["detail"]["reference"]["ks_statistic"]
+    mine, own = learner.beats()
+    assert mine > 0.8 and own < 0.65
+    accuracy = sum(learner.predict(evidence) == label for evidence, label in held) / len(held)
+    assert accuracy > 0.75 and 0.1 < learner.learned() < 0.5
+    assert evidence_feature([{"kind": "domain.evidence", "field": "two_sample", "detail": "text"}]) is None

@@ -245,3 +245,76 @@ def make_learner(objective: str, parameters: dict, settings, beta: float = 1.0):
     if objective == "cost":
         return CostLearner(objective, parameters, settings, beta)
     return LabelledLearner(objective, parameters, settings, beta)
+
+
+# Evidence a domain records with each call that can stand in for the function's own score
+# (ml_monitoring's domain.evidence: the KS statistic grows with drift, the p-value falls).
+EVIDENCE_FEATURES = {"ks_statistic": "above", "psi": "above", "kl_divergence": "above", "p_value": "below"}
+
+
+def evidence_feature(evidence, name: str = "ks_statistic"):
+    """``name`` from an execution's ml_monitoring evidence (against the reference, else the rolling one), or None."""
+    for item in evidence or ():
+        detail = item.get("detail") if isinstance(item, dict) else None
+        if not (isinstance(detail, dict) and item.get("kind") == "domain.evidence"):
+            continue
+        test = detail.get("reference") or detail.get("rolling")
+        value = test.get(name) if isinstance(test, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+class FeatureThreshold:
+    """Learns a threshold on one evidence feature from labelled calls: "positive when the feature is above"
+    (or below, for a p-value) the value that maximises the objective on what it remembers.
+
+    It moves no parameter of the function (the caller's answer is the function's): what it learns is a
+    rule to compare with the function's own verdict (``beats``), e.g. for an advisory or a suggestion.
+    """
+
+    kind = "feature"
+
+    def __init__(self, objective: str, settings, feature: str = "ks_statistic", beta: float = 1.0):
+        if feature not in EVIDENCE_FEATURES:
+            raise ValueError(f"unknown evidence feature {feature!r}; known: {', '.join(EVIDENCE_FEATURES)}")
+        self.objective, self.settings, self.feature, self.beta = objective, settings, feature, beta
+        self.direction = EVIDENCE_FEATURES[feature]
+        self.samples: deque = deque(maxlen=settings.memory)  # (feature, function's verdict, label)
+        self.threshold = None
+
+    def observe(self, evidence, output, label) -> None:
+        value = evidence_feature(evidence, self.feature)
+        if value is not None:
+            self.samples.append((value, bool(prediction_of(output)), bool(label)))
+            self.threshold = None
+
+    def _decide(self, value: float, threshold: float) -> bool:
+        return value > threshold if self.direction == "above" else value < threshold
+
+    def learned(self) -> float | None:
+        """The threshold that scores best on the remembered samples (the middle of the best gap)."""
+        if self.threshold is None and len(self.samples) >= self.settings.min_samples:
+            points = sorted({value for value, _, _ in self.samples})
+            candidates = [(a + b) / 2 for a, b in zip(points, points[1:])] + [points[0] - 1e-9, points[-1] + 1e-9]
+            self.threshold = max(candidates, key=lambda t: (round(self.value_for(t), 9), -t))
+        return self.threshold
+
+    def value_for(self, threshold: float) -> float:
+        return objective_value(self.objective, ((self._decide(v, threshold), a) for v, _, a in self.samples),
+                               beta=self.beta, settings=self.settings)
+
+    def predict(self, evidence) -> bool | None:
+        threshold, value = self.learned(), evidence_feature(evidence, self.feature)
+        if threshold is None or value is None:
+            return None
+        return self._decide(value, threshold)
+
+    def beats(self) -> tuple[float, float] | None:
+        """(the learned rule's objective, the function's own) on the remembered samples."""
+        threshold = self.learned()
+        if threshold is None:
+            return None
+        own = objective_value(self.objective, ((p, a) for _, p, a in self.samples), beta=self.beta,
+                              settings=self.settings)
+        return self.value_for(threshold), own
