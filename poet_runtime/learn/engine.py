@@ -131,7 +131,11 @@ class Learning:
     def process(self, path: Path) -> int:
         """Claim one pending feedback file (another process may have) and learn from it."""
         with self.lock:
-            claimed = journal.claim(path)
+            try:
+                claimed = journal.claim(path)
+            except OSError as error:  # a read-only store: it stays pending, for a process that can learn
+                sink.report_write_error(self.info.root, error)
+                return 0
             if claimed is None:
                 return 0
             event = next(journal.read_file(claimed), None)

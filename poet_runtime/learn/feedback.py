@@ -115,7 +115,11 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
     if line is None:
         raise FeedbackError(f"feedback on {execution_id}: larger than the {learn_config.get().max_event_bytes} byte "
                             "limit of one event")
-    path = journal.write_single(root, f"fb-{event_id}.jsonl", line)
+    try:
+        path = journal.write_single(root, f"fb-{event_id}.jsonl", line)
+    except OSError as error:
+        raise FeedbackError(f"feedback on {execution_id}: cannot be stored in {error.filename or root} "
+                            f"({error.strerror or error}); not recorded") from None
     from poet_runtime import events
 
     events.emit("function.feedback", event=event)

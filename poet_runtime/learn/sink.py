@@ -260,7 +260,10 @@ def register(function_id: str, root: Path, objective: str | None, needs_output: 
             info = FunctionInfo(function_id, root, objective, needs_output)
             _functions[function_id] = info
         info.objective, info.needs_output = objective, needs_output
-        journal.ensure_dirs(root)
+        try:
+            journal.ensure_dirs(root)
+        except OSError as error:  # a read-only or full store: said once; the program is not affected
+            report_write_error(root, error)
         if root not in _pruned:  # retention: once per store root per process, off the call path
             _pruned.add(root)
             try:
@@ -284,15 +287,42 @@ def roots() -> set[Path]:
     return {info.root for info in _functions.values()}
 
 
+_reported: set = set()  # (root, cause) already said: once per cause, never a traceback per round
+_failing: set = set()  # roots whose last write failed (said again when they work again)
+
+
+def report_write_error(root: Path, error: BaseException) -> None:
+    """Say once per store and cause (read-only, no space, ...) that events cannot be written there."""
+    import errno
+    import logging
+
+    cause = errno.errorcode.get(getattr(error, "errno", None) or 0) or type(error).__name__
+    _failing.add(root)
+    if (root, cause) in _reported:
+        return
+    _reported.add((root, cause))
+    where = getattr(error, "filename", None) or root
+    reason = getattr(error, "strerror", None) or str(error)
+    logging.getLogger("poet_runtime").warning(
+        "poet_runtime: cannot write events to %s (%s: %s); events are dropped until it can be written, "
+        "the program is not affected", where, cause, reason)
+
+
+def _written(root: Path) -> None:
+    if root in _failing:
+        import logging
+
+        _failing.discard(root)
+        logging.getLogger("poet_runtime").info("poet_runtime: writing events to %s again", root)
+
+
 def _run() -> None:
     interval = config.get().flush_interval_s
     while not _stop.wait(interval):
         try:
             flush()
-        except Exception:  # a full disk must not kill the flusher; the next round retries
-            import logging
-
-            logging.getLogger("poet_runtime").exception("poet_runtime: writing execution events failed")
+        except Exception as error:  # never kill the flusher, never a traceback per round; the next round retries
+            report_write_error(Path("<events>"), error)
 
 
 _SCALAR = (bool, int, float, type(None))
@@ -383,20 +413,32 @@ def flush() -> int:
                 if info.engine is not None and info.engine.measured:
                     learned.append((info, group))
         for root in {**noted, **by_root}:
-            segment = _segments.get(root)
-            if segment is None:
-                segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header,
-                                                                _process_tag)
             groups = by_root.get(root, ())
             data = b"".join(noted.get(root, ()))
             if groups:
                 data += journal.encode_columns(batch, [group for _, group in groups])
             try:
+                segment = _segments.get(root)
+                if segment is None:
+                    segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header,
+                                                                _process_tag)
                 segment.write(data)
                 segment.sync()
-            except OSError:
-                _segments.pop(root, None)  # a half-written batch ends this file; the next batch starts another
-                raise
+            except OSError as error:
+                # A read-only or full store: these executions are not acknowledged (nothing refers
+                # to them yet), said once per cause; a half-written batch ends its file, the next
+                # batch starts another. Other stores are written as usual.
+                broken = _segments.pop(root, None)
+                if broken is not None and broken.handle is not None:
+                    try:
+                        broken.handle.close()
+                    except OSError:
+                        pass
+                    broken.handle = None
+                count -= sum(len(group[5]) for _, group in groups)
+                report_write_error(root, error)
+                continue
+            _written(root)
             # Only now, durable, may an execution be found in memory for feedback: feedback on it
             # must never be stored while the execution itself could still be lost.
             for info, group in groups:
@@ -594,12 +636,16 @@ def write_decision(root: Path, event_type: str, payload: dict, *, correlation_id
              "metadata": _metadata(), "payload": payload}
     line = journal.encode(event, config.get().max_event_bytes)
     with _flush_lock:
-        segment = _decision_segments.get(root)
-        if segment is None:
-            segment = _decision_segments[root] = journal.Segment(root, "lr", config.get().segment_bytes)
-        if line is not None:
-            segment.write(line)
-            segment.sync()
+        try:
+            segment = _decision_segments.get(root)
+            if segment is None:
+                segment = _decision_segments[root] = journal.Segment(root, "lr", config.get().segment_bytes)
+            if line is not None:
+                segment.write(line)
+                segment.sync()
+        except OSError as error:  # the decision stands (it is applied); its record could not be written
+            _decision_segments.pop(root, None)
+            report_write_error(root, error)
     events.emit(event_type, event=event, **payload)
     return event
 
@@ -656,7 +702,10 @@ def shutdown() -> None:
 
 def _exit_flush() -> None:
     if _functions:
-        flush()
+        try:
+            flush()
+        except Exception as error:  # never the program's concern at exit
+            report_write_error(Path("<events>"), error)
 
 
 atexit.register(_exit_flush)
