@@ -49,6 +49,15 @@ def select_generator():
 def ensure_version(spec: FunctionSpec, config, *, module_file: str | None, generate: bool = True,
                    generator=None, hints: dict | None = None) -> StoredVersion:
     """The current version for ``spec``; generated, checked and stored if none matches."""
+    try:
+        return _ensure_version(spec, config, module_file=module_file, generate=generate, generator=generator,
+                               hints=hints)
+    except DamagedFile as error:  # the store itself cannot be used (a linked folder): the original runs
+        report_once(error)
+        raise GenerationError("damaged_version", str(error)) from None
+
+
+def _ensure_version(spec, config, *, module_file, generate, generator, hints) -> StoredVersion:
     domain = get_domain(config.domain)
     generator = generator or select_generator()
     key = version_key(spec, config, generator, domain.version)

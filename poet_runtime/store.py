@@ -17,8 +17,8 @@ Nothing read from here is trusted for being here (README, "What the store trusts
 every file is opened without following symbolic links, must be a regular file of at
 most its cap, and JSON must be an object of finite values (``DamagedFile`` names the
 file and field otherwise). ``create`` records a digest of each file in metadata.json
-(``integrity``) and, for versions the built-in generator did not write, an HMAC with
-a per-user key kept outside any repository (``store_key``); ``verify_code`` checks both.
+(``integrity``) and an HMAC with a per-user key kept outside any repository
+(``store_key``); ``verify_code`` checks both.
 """
 
 from __future__ import annotations
@@ -495,9 +495,16 @@ class FunctionStore:
             return []
         return sorted(int(m.group(1)) for n in names if (m := _VERSION.fullmatch(n)))
 
+    def check_folder(self) -> None:
+        """``DamagedFile`` when the function's folder is a symbolic link: a checkout could point
+        it anywhere, and the store would then read and write there."""
+        if os.path.islink(self.folder):
+            raise DamagedFile(self.folder, None, "is a symbolic link; a function's store folder must be a real folder")
+
     def _load(self, number: int) -> StoredVersion | None:
         path = self.folder / f"v{number}"
         try:
+            self.check_folder()
             metadata = check_metadata(path / "metadata.json", read_json(path / "metadata.json"))
         except DamagedFile as error:  # damaged by hand or by a tool: said once, never used
             report_once(error)
@@ -570,11 +577,15 @@ class FunctionStore:
         import threading
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.check_folder()
         local = _thread_locks.setdefault(str(self.folder), threading.Lock())
         if not local.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError(f"{self.folder}: another thread holds the generation lock")
         try:
-            with open(self.folder / ".lock", "a+") as handle:
+            # never through a link: a planted .lock must not make us create or open a file elsewhere
+            fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+            with os.fdopen(fd, "a+") as handle:
                 deadline = None if timeout is None else time.monotonic() + timeout
                 while True:
                     try:
@@ -604,6 +615,7 @@ class FunctionStore:
     def create(self, code: str, params: dict, state: dict, metadata: dict, *, make_current: bool = True) -> StoredVersion:
         """Write a new version atomically and (by default) make it current."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.check_folder()
         for sub in ("feedback/pending", "feedback/processed"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self._clean_temporaries()
@@ -637,14 +649,14 @@ class FunctionStore:
         return StoredVersion(number, self.folder / f"v{number}", meta)
 
     def _integrity(self, texts: dict, meta: dict) -> dict:
-        """The digests of a new version's files, and its HMAC unless the built-in generator wrote
-        it (that one is proven by writing it again: ``resolve.verified_builtin``)."""
+        """The digests of a new version's files and the HMAC of what this runtime wrote. A built-in
+        version is also proven by writing it again (``resolve.verified_builtin``): only that lets
+        it run in-process under a policy that trusts ``builtin``."""
         files = {name: digest(text.encode("utf-8")) for name, text in texts.items()}
         record = {"files": files, "code_sha256": files["code.py"]}
-        if not is_builtin_generator(meta.get("generator")) or meta.get("transformed"):
-            key = store_key(create=True)
-            if key is not None:
-                record["hmac"] = sign(self.function_id, files["code.py"], meta, key)
+        key = store_key(create=True)
+        if key is not None:
+            record["hmac"] = sign(self.function_id, files["code.py"], meta, key)
         return record
 
     def accept(self, number: int) -> StoredVersion:
@@ -664,6 +676,8 @@ class FunctionStore:
             integrity.update(code_sha256=check.sha256, hmac=sign(self.function_id, check.sha256, version.metadata, key),
                              accepted=history)
             metadata = {**version.metadata, "integrity": integrity}
+            if os.path.islink(version.path):
+                raise DamagedFile(version.path, None, "is a symbolic link; a version folder must be a real folder")
             atomic_write(version.path / "metadata.json", _json(metadata))
         return StoredVersion(number, version.path, metadata)
 
@@ -700,7 +714,11 @@ class FunctionStore:
         """Replace params.json or state.json of a version atomically (learning writes here)."""
         if filename not in ("params.json", "state.json", "metadata.json"):
             raise ValueError(filename)
-        atomic_write(self.folder / f"v{number}" / filename, _json(data))
+        self.check_folder()
+        folder = self.folder / f"v{number}"
+        if os.path.islink(folder):
+            raise DamagedFile(folder, None, "is a symbolic link; a version folder must be a real folder in the store")
+        atomic_write(folder / filename, _json(data))
 
     # -- what the checks reported ------------------------------------------------------------
 

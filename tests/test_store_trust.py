@@ -301,3 +301,15 @@ def test_status_does_not_call_a_version_that_never_ran_enhanced_up_to_date(proje
     status = project.run("status", ".", COLUMNS="250")
     assert "up to date" not in status.stdout
     assert "no recorded call ran enhanced" in status.stdout and "0 of 5 enhanced; fell back: violation:memory_mb 5" in status.stdout
+
+
+def test_a_linked_function_folder_is_neither_read_nor_written(project):
+    folder = project.home / "app.score"
+    target = project.root / "somewhere_else"
+    os.rename(folder, target)
+    folder.symlink_to(target)
+    before = sorted(p.name for p in target.iterdir())
+    output, stderr = project.app()
+    assert output["results"] == EXPECTED and output["fell_back"] and output["reason"] == "damaged_version"
+    assert f"{folder}: is a symbolic link" in stderr
+    assert sorted(p.name for p in target.iterdir()) == before  # nothing written through the link

@@ -5,8 +5,9 @@ a pure function's logic instead of calling it; it always runs in the policy's sa
 is marked ``(transformed)`` after its generator.
 
 The "trust" column says what the runtime will make of each version at load (README,
-"What the store trusts"): ``digest ok`` (a built-in version: also written again to prove
-it at load), ``signed``, ``unsigned`` or ``tampered`` (runs only in a sandbox policy),
+"What the store trusts"): ``digest ok`` (a built-in version made before signing: written
+again to prove it at load), ``signed`` (a built-in one is also written again at load), ``unsigned`` or
+``tampered`` (runs only in a sandbox policy),
 ``damaged`` (never runs; the runtime repairs it as the next version where it can).
 ``versions --accept MODULE:QUALNAME N`` signs version N's code.py as it is now, after a
 review of a hand edit: it checks that the file parses and hides no control or bidi
@@ -96,14 +97,16 @@ def trust_of(store, version) -> str:
         return f"damaged: code.py cannot be read ({error.strerror or error})"
     _, problems = version.params_problems()
     note = f"; params.json: {problems[0].field or 'file'}: {problems[0].reason}" if problems else ""
+    builtin = is_builtin_generator(version.metadata.get("generator")) and not version.metadata.get("transformed")
     if check.signed:
-        accepted = (version.metadata.get("integrity") or {}).get("accepted")
-        return ("signed (accepted by hand)" if accepted else "signed") + note
+        if (version.metadata.get("integrity") or {}).get("accepted"):
+            return "signed (accepted by hand)" + note
+        return ("signed (built-in: also written again at load)" if builtin else "signed") + note
     if check.digest_ok is False:
         return "tampered: code.py differs from its digest (sandbox only)" + note
-    builtin = is_builtin_generator(version.metadata.get("generator")) and not version.metadata.get("transformed")
-    if builtin:
-        return ("digest ok" if check.digest_ok else "no digest (made before digests)") + note
+    if builtin and check.signed is None:
+        return ("digest ok, unsigned" if check.digest_ok else "no digest (made before digests)") + \
+            " (built-in: written again at load)" + note
     if check.signed is False:
         return "tampered: signature does not match (sandbox only)" + note
     return "unsigned (sandbox only)" + note
