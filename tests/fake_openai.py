@@ -58,6 +58,7 @@ class Slow:
     then: Any
     interval: float = 0.1
     pieces: int = 20
+    gate: Any = None  # a threading.Event: the answer's end is sent only once it is set (a test's timing)
 
 
 @dataclass
@@ -181,9 +182,9 @@ class FakeOpenAI:
                 self.cancelled += 1
                 return
             item = item.then if item.then is not None else Status(504, "late")
-        interval, pieces = 0.0, 1
+        interval, pieces, gate = 0.0, 1, None
         if isinstance(item, Slow):
-            interval, pieces, item = item.interval, item.pieces, item.then
+            interval, pieces, gate, item = item.interval, item.pieces, item.gate, item.then
         if isinstance(item, str) or callable(item) and not isinstance(item, (Answer, Status, Garbage)):
             item = Answer(item)
         if isinstance(item, Answer) and self.context and self.prompt_tokens(body) > self.context:
@@ -197,7 +198,7 @@ class FakeOpenAI:
             if isinstance(limit, int) and len(text) > limit * self.chars_per_token:
                 text, finish, completion = text[:limit * self.chars_per_token], "length", limit
             if body.get("stream"):
-                self._stream(handler, body, text, finish, item.prompt_tokens, completion, interval, pieces)
+                self._stream(handler, body, text, finish, item.prompt_tokens, completion, interval, pieces, gate)
                 return
             if interval and self._wait_or_gone(handler, interval * pieces):
                 self.cancelled += 1
@@ -245,7 +246,7 @@ class FakeOpenAI:
             time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         return False
 
-    def _stream(self, handler, body, text, finish, prompt_tokens, completion, interval, pieces) -> None:
+    def _stream(self, handler, body, text, finish, prompt_tokens, completion, interval, pieces, gate=None) -> None:
         name = f"chatcmpl-{len(self.requests)}"
         model = body.get("model", "fake")
 
@@ -275,6 +276,10 @@ class FakeOpenAI:
                     return
                 handler.wfile.write(chunk({"content": text[start:start + size]}))
                 handler.wfile.flush()
+            while gate is not None and not gate.wait(0.05):
+                if self._gone(handler):
+                    self.cancelled += 1
+                    return
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                      "total_tokens": prompt_tokens + completion}
             include = (body.get("stream_options") or {}).get("include_usage")

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -65,18 +66,21 @@ def test_generation_survives_the_program_and_is_joined_not_repeated(tmp_path, se
     env = {k: v for k, v in os.environ.items() if not k.startswith("POET_")}
     env.update(POET_MODEL="openai/fake-coder", POET_API_BASE=server.api_base, POET_HOME=str(home),
                POET_CACHE_DIR=str(tmp_path / "cache"), POET_POLICY="trusted", POET_GENERATE="sync",
-               POET_GENERATION_TIMEOUT="0.3")
-    # Slow enough that both programs are over before the answer is: 3 s of streaming.
-    server.script(Slow(Answer(lambda r: "```python\n" + example(r) + "```"), interval=0.2, pieces=15),
+               POET_GENERATION_TIMEOUT="0.3", POET_LOG="info")
+    # The answer's end waits for the gate: both programs are over before the answer is, however slow.
+    gate = threading.Event()
+    server.script(Slow(Answer(lambda r: "```python\n" + example(r) + "```"), interval=0.05, pieces=10, gate=gate),
                   default=Status(500, "asked twice"))
     first = _run(folder, env)
     assert first.returncode == 0 and first.stdout.strip() == "3", first.stderr
-    assert "generating in process" in first.stderr or "generating" in first.stderr
+    assert "generating in process" in first.stderr
     job = json.loads((home / "app.add" / "pending.json").read_text())
     assert job["function"] == "app:add" and job["pid"] > 0
     second = _run(folder, env)  # while the generator process still works: it joins, asks nothing
     assert second.returncode == 0 and second.stdout.strip() == "3", second.stderr
-    assert server.finished == 0  # both programs ended before the answer did
+    assert "joining the generator process" in second.stderr, second.stderr
+    assert server.finished == 0 and not (home / "app.add" / "v1").exists()  # both programs ended first
+    gate.set()
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and not (home / "app.add" / "v1" / "metadata.json").exists():
         time.sleep(0.2)
