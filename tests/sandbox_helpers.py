@@ -14,6 +14,7 @@ from poet_runtime.backends import LoadRequest, get_backend
 from poet_runtime.backends.base import Limits
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared/corpus/escapes"
+REPO_ESCAPES = Path(__file__).resolve().parent / "escapes"  # this repository's own payloads, same format
 
 
 def module_text(body: str = "return logic(*args, **kwargs)", *, params: str = "", prelude: str = "",
@@ -44,19 +45,25 @@ def module_text(body: str = "return logic(*args, **kwargs)", *, params: str = ""
 
 
 def load(code: str, limits: Limits, *, params: dict | None = None, function_id: str = "tests.probe:probe",
-         is_async: bool = False):
-    """Load ``code`` in the restricted backend (only the LoadRequest fields contract 2 uses)."""
+         is_async: bool = False, backend: str = "restricted"):
+    """Load ``code`` in ``backend`` (only the LoadRequest fields contract 2 uses)."""
     fields = {f.name for f in dataclasses.fields(LoadRequest)}
     request = dict(function_id=function_id, version=1, code=code, filename="<generated>", params=params or {},
                    limits=limits, is_async=is_async)
     for name, value in (("logic_name", "probe"), ("user_globals", {})):  # contract 1 fields, while they exist
         if name in fields:
             request[name] = value
-    return get_backend("restricted").load(LoadRequest(**request))
+    return get_backend(backend).load(LoadRequest(**request))
 
 
 def escape_files() -> list[Path]:
-    return sorted(CORPUS.glob("*.py")) if CORPUS.is_dir() else []
+    """Every payload of the shared corpus and of this repository's ``tests/escapes``,
+    found by listing the folders (a new file is picked up without a test change)."""
+    found = []
+    for folder in (CORPUS, REPO_ESCAPES):
+        if folder.is_dir():
+            found.extend(sorted(folder.glob("*.py")))
+    return found
 
 
 def escape_header(text: str) -> dict:

@@ -1,18 +1,20 @@
-"""Hostile generated code under the restricted backend: the shared escape corpus, run in place,
-plus escapes aimed at our own guards (computed attribute names, format strings, module walks) and
+"""Hostile generated code under the restricted backend: the shared escape corpus and this
+repository's ``tests/escapes`` (both run in place, files discovered), plus escapes aimed at our own guards (computed attribute names, format strings, module walks) and
 at the crossing (the logic proxy and the values left in the host, which expose nothing).
 
 Each corpus body becomes the body of a generated module's ``operate_prime`` (contract 2: the user's
 logic is not in the module; the body is what an LLM-written or tampered version could contain). It
 runs under the shipped default policy (restricted in a worker), a tighter worker policy, and in-process
 restricted (no resource limits: payloads whose effect is `hang` or `memory` are skipped there, since
-such a policy states no limit that could stop them).
+such a policy states no limit that could stop them). ``test_containment_trusted.py`` runs every one of
+them unsandboxed and shows that it does what it tries.
 """
 
 from __future__ import annotations
 
 import builtins
 import math
+import numbers
 import os
 import socket
 import sys
@@ -25,7 +27,8 @@ from poet_runtime.backends.base import Limits
 from poet_runtime.errors import PoetViolation
 from poet_runtime.policy import load_policy
 from poet_runtime.resources import load_facility
-from sandbox_helpers import CORPUS, escape_files, escape_header, fill, load, module_text
+from poet_runtime.safe_text import hidden_characters
+from sandbox_helpers import CORPUS, REPO_ESCAPES, escape_files, escape_header, fill, load, module_text
 
 PhaseError = load_facility().PhaseError
 SECRET = "s3cr3t-value-for-escape-tests"
@@ -61,14 +64,19 @@ def host_logic(*args, **kwargs):
     return "the logic's result"
 
 
-def run_payload(code: str, limits: Limits, args: tuple = ()):
+def annotated_logic(*args, **kwargs) -> str:
+    """The corpus's logic: its return annotation is what a result that is new data must fit."""
+    return "the logic's result"
+
+
+def run_payload(code: str, limits: Limits, args: tuple = (), logic=host_logic):
     """(outcome, value): outcome is 'refused-load', 'violation', 'phase', 'error' or 'returned'."""
     try:
         loaded = load(code, limits)
     except (PoetViolation, PhaseError) as error:
         return "refused-load", error
     try:
-        return "returned", loaded.call(host_logic, args, {})[0]
+        return "returned", loaded.call(logic, args, {})[0]
     except PoetViolation as error:
         return "violation", error
     except PhaseError as error:
@@ -86,9 +94,17 @@ def assert_host_responsive(limits: Limits):
     assert time.monotonic() - started < 5.0
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"escape corpus not found at {CORPUS}")
-@pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("path", escape_files(), ids=lambda p: p.stem)
+def corpus_cases():
+    """Shared payloads under every configuration; this repository's (aimed at reach and at what
+    crosses back, none a denial of service) under the default policy's worker and in-process."""
+    for path in escape_files():
+        own = path.parent == REPO_ESCAPES
+        for config in (["default-policy", "in-process"] if own else list(CONFIGS)):
+            yield pytest.param(path, config, id=f"{path.stem}-{config}")
+
+
+@pytest.mark.skipif(not CORPUS.is_dir() and not REPO_ESCAPES.is_dir(), reason="no escape corpus found")
+@pytest.mark.parametrize("path,config", list(corpus_cases()))
 def test_corpus_escape(path, config, tmp_path, listener, monkeypatch):
     limits = CONFIGS[config]
     raw = path.read_text()
@@ -105,7 +121,7 @@ def test_corpus_escape(path, config, tmp_path, listener, monkeypatch):
     rss_before = rss_mb()
 
     started = time.monotonic()
-    outcome, value = run_payload(module_text(body), limits)
+    outcome, value = run_payload(module_text(body), limits, logic=annotated_logic)
     elapsed = time.monotonic() - started
 
     assert outcome in ("refused-load", "violation", "phase", "error", "returned")
@@ -120,9 +136,16 @@ def test_corpus_escape(path, config, tmp_path, listener, monkeypatch):
     os.kill(os.getppid(), 0)  # parent alive (we are, or this line would not run)
     assert vars(builtins) == saved_builtins and len([1, 2]) == 2
     assert not {"os", "subprocess", "ctypes", "socket"} & (set(sys.modules) - modules_before)
+    assert not isinstance("x", numbers.Integral), "an abstract class of the host was changed"
     if effect in ("marker", "returns-secret", "connect", "kill-host", "mutate-host"):
         # Reach escapes must be refused as such, not merely fail.
         assert outcome in ("refused-load", "violation"), f"{path.name}: {outcome}: {value!r}"
+    if effect in ("forged-result", "forged-log"):
+        # Neither the payload's value nor its exception reaches the caller: a refusal, so the host falls back.
+        assert outcome in ("refused-load", "violation", "phase"), f"{path.name}: {outcome}: {value!r}"
+    if effect == "forged-log":
+        shown = [str(value), getattr(value, "detail", ""), getattr(value, "reason", "")]
+        assert not any(hidden_characters(text) for text in shown), f"{path.name}: {shown!r}"
     assert_host_responsive(limits)
 
 

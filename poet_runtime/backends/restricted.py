@@ -62,6 +62,7 @@ from poet_runtime.resources import load_facility, sandbox_dir
 from poet_runtime.safe_text import visible
 
 PhaseError = load_facility().PhaseError
+from poet_runtime.backends.crossing import check_value, fits_hint, return_hint  # noqa: E402
 
 _keys = itertools.count(1)
 
@@ -173,7 +174,7 @@ class InProcessEnhancement:
         violations = self.sandbox.violations
         if len(violations) > mark:
             limit, detail = violations[mark]
-            violation = PoetViolation(self.function_id, limit, detail)
+            violation = PoetViolation(self.function_id, limit, visible(str(detail)[:2000], allow_newlines=False))
             from poet_sandbox.driver import AfterLogic
 
             if isinstance(error, AfterLogic):
@@ -208,6 +209,9 @@ class InProcessEnhancement:
             self._check(mark, failure)
             raise recorded.crossing(failure)  # the user's exception as the logic raised it: nothing chained
         self._check(mark, None, outcome)
+        outcome = recorded.checked(outcome)
+        if outcome[5]:
+            outcome = outcome[:5] + (_visible_notes(outcome[5]),)
         self._flush()
         return outcome
 
@@ -226,6 +230,9 @@ class InProcessEnhancement:
             self._check(mark, failure)
             raise recorded.crossing(failure)
         self._check(mark, None, outcome)
+        outcome = recorded.checked(outcome)
+        if outcome[5]:
+            outcome = outcome[:5] + (_visible_notes(outcome[5]),)
         self._flush()
         return outcome
 
@@ -254,9 +261,10 @@ class _Recorded:
     running it twice. Generated code never holds the user's function object itself.
     """
 
-    __slots__ = ("run", "raised")
+    __slots__ = ("run", "raised", "logic")
 
     def __init__(self, logic, is_async: bool):
+        self.logic = logic
         self.raised = raised = []
 
         if is_async:
@@ -283,11 +291,36 @@ class _Recorded:
         run.returned = False
         self.run = run
 
+    def checked(self, outcome: tuple) -> tuple:
+        """A result generated code made itself (not the logic's own object) is held to what
+        a result from a worker is: data within ``VALUE_LIMITS`` that fits the return
+        annotation; otherwise the call falls back (after the logic: its own result)."""
+        run = self.run
+        result = outcome[0]
+        if run.returned and result is run.result:
+            return outcome
+        try:
+            check_value(result)
+            hint = return_hint(self.logic)
+            if not fits_hint(result, hint):
+                raise PhaseError(f"generated code's result {type(result).__name__} does not fit the return "
+                                 f"annotation {visible(str(hint)[:200], allow_newlines=False)}")
+        except PhaseError as error:
+            if run.returned or self.raised:
+                from poet_sandbox.driver import AfterLogic
+
+                raise AfterLogic("result_not_data", str(error), run.result if run.returned else AfterLogic.NOTHING,
+                                 None if run.returned else self.raised[-1]) from None
+            raise
+        return outcome
+
     def crossing(self, failure: BaseException) -> BaseException:
         """What may reach the caller for ``failure``: a refusal, the logic's own exception,
         a non-``Exception`` (generated code cannot raise one), the facility's timeout;
         anything else generated code raised becomes a fallback."""
-        if isinstance(failure, (PhaseError, PoetViolation)) or not isinstance(failure, Exception):
+        if isinstance(failure, PhaseError):
+            return _shown(failure)
+        if isinstance(failure, PoetViolation) or not isinstance(failure, Exception):
             return failure
         if any(failure is error for error in self.raised):
             return failure
@@ -302,6 +335,22 @@ class _Recorded:
             error = None if self.run.returned else self.raised[-1]
             return AfterLogic("generated_raised", detail, result, error)
         return PhaseError(detail)
+
+
+def _shown(error: BaseException) -> BaseException:
+    """A refusal whose text came from generated code, with its control and bidi characters
+    shown visibly (it becomes a fallback's log line and event)."""
+    args = tuple(visible(arg[:2000], allow_newlines=False) if type(arg) is str else arg for arg in error.args)
+    if args != error.args:
+        error.args = args
+    reason = getattr(error, "reason", None)
+    if type(reason) is str and not reason.isprintable():
+        error.reason = visible(reason[:60], allow_newlines=False)
+    return error
+
+
+def _visible_notes(notes) -> tuple:
+    return tuple(tuple(visible(str(part)[:2000], allow_newlines=False) for part in note) for note in notes)
 
 
 def _raised_by_facility(error: BaseException) -> bool:

@@ -272,14 +272,14 @@ def call(request):
         raise PhaseError(f"result: {error}") from None
     reply = {"status": "ok", "result": sent, "marks": [t0, t1, t2, t3]}
     if notes:
-        reply["notes"] = [[str(kind), str(field), str(detail)] for kind, field, detail in notes]
+        reply["notes"] = [[_shown(kind), _shown(field), _shown(detail)] for kind, field, detail in notes]
     if train_error is not None:
         reply["train_error"] = f"{type(train_error).__name__}: {train_error}"
     return reply
 
 
 def _after_logic(reason, detail):
-    return {"status": "after_logic", "reason": str(reason)[:60], "detail": str(detail)[:2000]}
+    return {"status": "after_logic", "reason": _shown(reason, 60), "detail": _shown(detail)}
 
 
 def configure(request):
@@ -304,6 +304,25 @@ def _chain(error):
     return seen
 
 
+def _shown(value, limit=2000):
+    """Text generated code made, for the host's logs: control, bidi and other invisible
+    characters written out (``\\x1b``, ``\\u202e``), so a message cannot forge log lines
+    or reorder what a reader sees. The host shows them visibly as well; this keeps the
+    honest path readable end to end."""
+    text = str(value)[:limit]
+    if text.isprintable():  # False for controls and for format characters (Cf: bidi, zero-width)
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{{{ord(char):04x}}}")
+    return "".join(out)
+
+
 def failure(error):
     """The reply for a request that raised: a violation or generated code's own error."""
     chain = _chain(error)
@@ -315,7 +334,7 @@ def failure(error):
         return {"status": "phase", "type": "NotData", "message": f"result: {error}"}
     kind = "phase" if isinstance(error, PhaseError) else "error"
     try:
-        message = str(error)[:2000]
+        message = _shown(error)
     except BaseException:
         message = "<unprintable>"
     reply = {"status": kind, "type": type(error).__name__, "message": message}

