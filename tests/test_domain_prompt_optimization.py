@@ -96,3 +96,33 @@ def test_base_neither_retries_a_client_rate_limit_nor_counts_tokens(poet_home, w
     assert len(module.CALLS) == 1
     module.ask("hello")
     assert poet_runtime.last_execution().evidence == []
+
+
+BUILDER = '''\
+from poet_runtime import poet
+
+
+@poet(domain="prompt_optimization", optimize_for="{objective}")
+def build_prompt(question: str, context: str = "") -> str:
+    return "Answer briefly.\\n" + context + "\\nQ: " + question.strip()
+'''
+
+
+def test_a_pure_prompt_builder_answers_repeated_calls_from_the_cache_once_two_agreed(poet_home, write_module):
+    module = write_module("po_cache", BUILDER.format(objective="cost"))
+    fields = []
+    for question in ("What is POET?", "What is POET?", "What is POET?", "Why?", "What is POET?"):
+        assert module.build_prompt(question) == "Answer briefly.\n\nQ: " + question
+        fields.append([field for kind, field, _ in poet_runtime.last_execution().notes or () if kind == "domain.evidence"])
+    cached = ["cached_answer" in f for f in fields]
+    assert cached == [False, False, True, False, True]  # served only after two calls agreed
+    code = next(poet_home.glob("po_cache.build_prompt/v*/code.py")).read_text()
+    assert "answers.lookup" in code
+    impure = write_module("po_nocache", ASK.format(domain="prompt_optimization").replace(
+        '@poet(domain="prompt_optimization")', '@poet(domain="prompt_optimization", optimize_for="cost")'))
+    for _ in range(3):
+        impure.ask("same")
+    assert len(impure.CALLS) == 3  # it writes a global: never cached
+    latency = write_module("po_plain", BUILDER.format(objective="accuracy"))
+    latency.build_prompt("x")
+    assert "answers" not in next(poet_home.glob("po_plain.build_prompt/v*/code.py")).read_text()

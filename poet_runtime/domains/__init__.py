@@ -87,6 +87,9 @@ class Domain:
     # prompt_optimization: [budget] (tokens and cost, checked before a call); [operate] retry_on.
     budget: dict | None = None
     retry_on: tuple[str, ...] = ()
+    # [operate] cache_pure_answers: with optimize_for cost or latency, a pure function's repeated
+    # identical calls are answered from a cache once two calls agreed (poet_sandbox.answers).
+    cache_pure_answers: bool = False
 
     @property
     def template_path(self) -> Path:
@@ -204,6 +207,7 @@ def _read(folder: Path) -> Domain:
             max_result_length=positive(enforce, "max_result_length", "enforce.max_result_length"),
             budget=budget,
             retry_on=tuple(operate.get("retry_on", ())),
+            cache_pure_answers=bool(operate.get("cache_pure_answers", False)),
         )
     except KeyError as missing_key:
         raise PoetConfigError(f"{where(str(missing_key.args[0]))}: required") from None

@@ -275,6 +275,11 @@ class BuiltinGenerator:
         retry_on = list(domain.retry_on) if retryable else []
         perceive = self._perceive(spec, domain, h, n, tunable, coerce, parts)
         operate = self._operate(spec, n, retryable, timeout, retry_on)
+        cached = (domain.cache_pure_answers and config.optimize_for in ("cost", "latency")
+                  and not spec.is_generator and _is_pure(spec))
+        if cached:
+            operate = self._cached(spec, n, operate)
+            parts.imports.append("answers")
         enforce = self._enforce(spec, domain, h, n, coerce, parts)
         train = self._train(config) if config.optimize_for else None
 
@@ -352,6 +357,9 @@ class BuiltinGenerator:
                 w.add(f"{alias} = {base}")
         for name, expression in h.module_checks:
             w.add(f"{name} = {expression}")
+        if cached:
+            w.add("# Answers of repeated identical calls, served once two calls agreed (poet_sandbox.answers).")
+            w.add(f"{n['ANSWERS']} = {n['answers']}.new_cache()")
         if parts.constants:
             w.add(f"# {domain.name} rules (domain.toml).")
         for name, expression, comment in parts.constants:
@@ -586,6 +594,31 @@ class BuiltinGenerator:
         ]
         return "\n".join(lines)
 
+    @staticmethod
+    def _cached(spec: FunctionSpec, n: _Names, operate: str) -> str:
+        """operate_prime answering repeated identical calls from the cache (``poet_sandbox.answers``)
+        and otherwise calling the logic as ``operate`` did, under another name."""
+        keyword = "async def" if spec.is_async else "def"
+        inner = n["call_logic"]
+        head = f"{keyword} operate_prime(logic, args, kwargs):"
+        body = operate.replace(head, f"{keyword} {inner}(logic, args, kwargs):", 1)
+        A, V, C = n["answers"], n["validate"], n["ANSWERS"]
+        call = f"await {inner}(logic, args, kwargs)" if spec.is_async else f"{inner}(logic, args, kwargs)"
+        return "\n".join([
+            body, "", "",
+            head,
+            f'    """A repeated identical call of {spec.qualname} (pure, as its source shows) is answered from the',
+            "    cache once two such calls gave the same answer; any other call runs the logic.\"\"\"",
+            f"    key = {A}.key_of(args, kwargs)",
+            f"    answer = {A}.lookup({C}, key)",
+            f"    if answer is not {A}.MISS:",
+            f"        {V}.note('domain.evidence', 'cached_answer', {{'hits': {C}['hits']}})",
+            "        return answer",
+            f"    result = {call}",
+            f"    {A}.remember({C}, key, result)",
+            "    return result",
+        ])
+
     def _enforce(self, spec: FunctionSpec, domain: Domain, h: _Hints, n: _Names, coerce: bool,
                  parts: "_DomainParts") -> str:
         V, E = n["validate"], n["EnforceError"]
@@ -703,6 +736,15 @@ _SIGN_WORDS = {"positive": "positive", "non_negative": "non_negative", "nonnegat
 _TEXTUAL = {"str"}
 _RULE_LABELS = {"non_negative": "non-negative", "positive": "positive", "rates": "a rate",
                 "probabilities": "a probability in [0, 1]"}
+
+
+def _is_pure(spec: FunctionSpec) -> bool:
+    from poet_runtime.generate.purity import check_purity
+
+    try:
+        return bool(check_purity(spec))
+    except Exception:  # purity unknown is impure
+        return False
 
 
 def _matches(name: str, patterns) -> bool:
