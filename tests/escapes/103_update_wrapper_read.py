@@ -9,6 +9,6 @@ box = Box()
 functools.update_wrapper(box, probe, assigned=("__globals__",), updated=())
 g = getattr(box, "__glob" + "als__")
 b = g["__builtins__"]
-imp = b["__import__"] if isinstance(b, dict) else b.__import__
+imp = b["__import__"] if isinstance(b, dict) else getattr(b, "__imp" + "ort__")
 imp("os").system("touch {marker}")
 return "done"

