@@ -27,7 +27,8 @@ from poet_runtime.domains import get_domain
 from poet_runtime.errors import GenerationError
 from poet_runtime.generate.checks import check_generated
 from poet_runtime.generate.spec import FunctionSpec
-from poet_runtime.store import DamagedFile, FunctionStore, StoredVersion, is_builtin_generator, report_once
+from poet_runtime.store import (DamagedFile, FunctionStore, StoredVersion, is_builtin_generator,  # noqa: F401
+                                 parse_checked, report_once)
 
 log = logging.getLogger("poet_runtime")
 
@@ -140,37 +141,6 @@ class Trust:
     @property
     def code_path(self) -> str:
         return os.fspath(self.version.path / "code.py")
-
-
-# Untrusted text is parsed in the host only under these caps (after the size cap of the store).
-MAX_CODE_LINES = 20_000
-MAX_NESTING = 100
-
-
-def parse_checked(text: str, filename: str) -> None:
-    """Parse ``text`` under a budget: ``DamagedFile`` for too many lines, too deep nesting or a
-    syntax error (with its line). The size cap (``store.CODE_MAX_BYTES``) came first."""
-    lines = text.count("\n") + 1
-    if lines > MAX_CODE_LINES:
-        raise DamagedFile(filename, None, f"has {lines} lines; the cap is {MAX_CODE_LINES}")
-    depth = deepest = 0
-    for char in text:
-        if char in "([{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        elif char in ")]}":
-            depth = max(0, depth - 1)
-    if deepest > MAX_NESTING:
-        raise DamagedFile(filename, None, f"nests brackets {deepest} deep; the cap is {MAX_NESTING}")
-    import ast
-
-    try:
-        compile(text, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-    except SyntaxError as error:
-        raise DamagedFile(filename, f"line {error.lineno}", f"syntax error: {error.msg}") from None
-    except (ValueError, MemoryError, RecursionError) as error:
-        raise DamagedFile(filename, None, f"cannot be parsed: {type(error).__name__}") from None
 
 
 def inspect_version(version: StoredVersion, spec: FunctionSpec | None, config) -> Trust:

@@ -231,6 +231,37 @@ def _check_code_text(path: Path, raw: bytes) -> str:
         raise DamagedFile(path, None, f"is not UTF-8 (byte {error.start})") from None
 
 
+# Untrusted text is parsed in the host only under these caps (after the size cap of the store).
+MAX_CODE_LINES = 20_000
+MAX_NESTING = 100
+
+
+def parse_checked(text: str, filename: str) -> None:
+    """Parse ``text`` under a budget: ``DamagedFile`` for too many lines, too deep nesting or a
+    syntax error (with its line). The size cap (``store.CODE_MAX_BYTES``) came first."""
+    lines = text.count("\n") + 1
+    if lines > MAX_CODE_LINES:
+        raise DamagedFile(filename, None, f"has {lines} lines; the cap is {MAX_CODE_LINES}")
+    depth = deepest = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+    if deepest > MAX_NESTING:
+        raise DamagedFile(filename, None, f"nests brackets {deepest} deep; the cap is {MAX_NESTING}")
+    import ast
+
+    try:
+        compile(text, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as error:
+        raise DamagedFile(filename, f"line {error.lineno}", f"syntax error: {error.msg}") from None
+    except (ValueError, MemoryError, RecursionError) as error:
+        raise DamagedFile(filename, None, f"cannot be parsed: {type(error).__name__}") from None
+
+
 # -- the per-user key and the integrity record ---------------------------------------------
 
 def key_path() -> Path:
@@ -667,6 +698,7 @@ class FunctionStore:
             raise FileNotFoundError(f"{self.function_id}: there is no complete version v{number} in {self.folder}")
         with self.lock(timeout=10.0):
             check = version.verify_code(self.function_id)
+            parse_checked(check.text, str(version.path / "code.py"))  # never sign what cannot load
             key = store_key(create=True)
             if key is None:
                 raise PermissionError(f"{key_path()}: no signing key (set {KEY_ENV} or make the file creatable)")
