@@ -284,12 +284,12 @@ def store_key(create: bool = False) -> bytes | None:
     with _key_lock:
         cached = _key_cache.get(str(path))
         if cached is not None:
-            return cached
+            return cached or None  # b"": tried and failed in this process (said once)
         key = _read_key(path)
         if key is None and create:
             key = _create_key(path)
-        if key is not None:
-            _key_cache[str(path)] = key
+        if key is not None or create:
+            _key_cache[str(path)] = key or b""
         return key
 
 
