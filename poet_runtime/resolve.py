@@ -246,8 +246,11 @@ def effective_policy(config, function_id: str):
     weaker = weaker_fields(policy, baseline)
     if not weaker:
         return policy
-    report_once(DamagedFile(getattr(policy, "policy", "") or "pyproject.toml", "[tool.poet] policy",
-                            f"weakens the default policy for {function_id} ({', '.join(weaker)}); a repository's "
+    from poet_runtime.settings import find_pyproject
+
+    where = find_pyproject() or "pyproject.toml"
+    report_once(DamagedFile(where, "[tool.poet] policy",
+                            f"weakens the default policy ({', '.join(weaker)}); a repository's "
                             "settings may only tighten it: the default policy applies (POET_POLICY or "
                             "POET_ALLOW_REPO_POLICY=1 lets you choose it)"), "policy_refused")
     return baseline

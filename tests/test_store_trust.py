@@ -167,7 +167,7 @@ def test_a_repository_may_tighten_the_policy_but_not_weaken_it(tmp_path):
 
     weakened = backend("trusted")  # before: "none", from any parent folder's pyproject.toml
     assert weakened.stdout.strip() == "restricted"
-    assert "[tool.poet] policy: weakens the default policy for m:f (backend none" in weakened.stderr
+    assert "[tool.poet] policy: weakens the default policy (backend none" in weakened.stderr
     tightened = backend("strict")
     assert tightened.stdout.strip() == "wasm" and "weakens" not in tightened.stderr  # tightening: honoured
     assert backend("trusted", POET_ALLOW_REPO_POLICY="1").stdout.strip() == "none"  # the user opted in
