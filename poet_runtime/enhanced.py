@@ -386,8 +386,35 @@ class FunctionState:
                 if after.result is not AfterLogic.NOTHING:
                     return reason, detail, after.result
             return reason, detail, _RUN_ORIGINAL
-        self._note_error(error)
-        return None, None, error
+        own = self._users_own(error)
+        if own is not None:
+            self._note_error(own)
+            return None, None, own
+        # Neither a refusal nor the user's exception: the backend failed (a forged mark, a codec
+        # error, an exception generated code raised on purpose). The caller never sees it.
+        return "backend_error", _shown(f"{type(error).__name__}: {error}"), _RUN_ORIGINAL
+
+    def _users_own(self, error):
+        """The exception to raise to the caller for a backend's failure, or None when it is not theirs:
+        the logic's own exception (found by the driver's mechanism: the user's code on its traceback,
+        or on its cause's), an interruption (KeyboardInterrupt, a cancellation), the facility's
+        timeout, the breaker's refusal carrying the logic's failure."""
+        from poet_sandbox.driver import logic_exception
+
+        if not isinstance(error, Exception):
+            if isinstance(error, SystemExit) and logic_exception(error, self.original) is None:
+                return None  # generated code cannot end the program
+            return error
+        own = logic_exception(error, self.original)
+        if own is not None:
+            return own
+        if isinstance(error, TimeoutError) and (self.verified or _raised_by_facility(error)):
+            return error
+        if isinstance(error, _circuit_open_class()) and (
+                self.verified or (error.__cause__ is not None
+                                  and logic_exception(error.__cause__, self.original) is not None)):
+            return error
+        return None
 
     def _original_for_error(self, args, kwargs, detail: str):
         """Run the original for a call that does not bind; its exception is the caller's
@@ -410,16 +437,38 @@ class FunctionState:
         return _reason_for(error), str(error)
 
     def _succeeded(self, outcome, args, kwargs):
-        """Bookkeeping of a completed call on a sandboxed backend (the inline path does it in line)."""
+        """Bookkeeping of a completed call on a sandboxed backend (the inline path does it in line).
+
+        What a backend hands back is checked for shape: marks that are not ordered integers
+        are dropped (no phase times), notes that are not (kind, field, detail) triples too;
+        an outcome of another shape is a fallback. Bookkeeping never fails the call.
+        """
+        if type(outcome) is not tuple or len(outcome) != 6:
+            return self._fallback(args, kwargs, "backend_error",
+                                  f"the backend answered {type(outcome).__name__}, not an outcome")
         result, t0, t1, t2, t3, notes = outcome
+        if not (type(t0) is int and type(t1) is int and type(t2) is int and type(t3) is int
+                and 0 <= t0 <= t1 <= t2 <= t3 < _MARK_LIMIT):
+            t0 = t1 = t2 = t3 = None
+        if notes is not None and not _well_formed_notes(notes):
+            self._warn_once("malformed_notes", "the backend's notes were not (kind, field, detail) triples; dropped")
+            notes = None
         self.stats.enhanced_calls += 1
         entry = (self, records.next_number(), OK, None, notes, t0, t1, t2, t3)
         records.last.set(entry)
-        if notes:
-            self._noted(notes, entry[1])
-        if events._listeners:
-            self._emit_execution(entry, result, args, kwargs)
+        try:
+            if notes:
+                self._noted(notes, entry[1])
+            if events._listeners:
+                self._emit_execution(entry, result, args, kwargs)
+        except Exception as error:  # recording is ours: the caller gets the result regardless
+            self._warn_once("recording_error", f"recording the call failed: {type(error).__name__}: {error}")
         return result
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning("poet_runtime: %s: %s", self.function_id, message)
 
     def _noted(self, notes, number: int | None = None) -> None:
         """Count what the checks reported, and say it once per kind and field.
@@ -472,12 +521,13 @@ class FunctionState:
         notes_list, take_notes = validate.NOTES, validate.take_notes
         PhaseError = _phase_error_class()
         CircuitOpenError = _circuit_open_class()
+        verified = self.verified
         state = self
 
         def before_logic(error, phase, args, kwargs):
             """Perceive failed: the original runs once, as if POET were not there."""
-            if not isinstance(error, Exception):
-                raise error
+            if not isinstance(error, Exception) and not isinstance(error, SystemExit):
+                raise error  # an interruption; a SystemExit of generated code cannot end the program
             if isinstance(error, TypeError) and phase == "perceive" and error.__traceback__.tb_next is None:
                 # The call itself does not bind (wrong arguments): the caller's error, which
                 # the original raises as it would without POET.
@@ -487,12 +537,17 @@ class FunctionState:
             return state._fallback(args, kwargs, _reason_for(error), str(error))
 
         def operate_failed(error, args, kwargs):
-            if not isinstance(error, Exception):
-                state._note_error(error)  # SystemExit, KeyboardInterrupt: the caller's to see
+            if not isinstance(error, Exception) and (not isinstance(error, SystemExit)
+                                                     or logic_exception(error, logic) is not None):
+                state._note_error(error)  # KeyboardInterrupt, the logic's SystemExit: the caller's to see
                 raise error
-            circuit_open = isinstance(error, CircuitOpenError)  # its cause is the logic's, but it is ours
-            own = None if circuit_open else logic_exception(error, logic)
-            if own is not None or circuit_open or isinstance(error, TimeoutError):
+            # The breaker's refusal carries the logic's last failure as its cause; one generated code
+            # raises on purpose (not verified as ours, no such cause) is a failure of that code.
+            circuit_open = isinstance(error, CircuitOpenError) and (
+                verified or (error.__cause__ is not None and logic_exception(error.__cause__, logic) is not None))
+            own = None if circuit_open or not isinstance(error, Exception) else logic_exception(error, logic)
+            timeout = isinstance(error, TimeoutError) and (verified or _raised_by_facility(error))
+            if own is not None or circuit_open or timeout:
                 own = own if own is not None else error
                 state._note_error(own)
                 raise own
@@ -505,8 +560,8 @@ class FunctionState:
 
         def enforce_failed(error, result):
             """Enforce refused or failed after the logic ran: its own result is the answer."""
-            if not isinstance(error, Exception):
-                raise error
+            if not isinstance(error, Exception) and not isinstance(error, SystemExit):
+                raise error  # an interruption; a SystemExit of generated code cannot end the program
             if isinstance(error, PhaseError):
                 reason = "enforce_rejected" if getattr(error, "phase", "") == "enforce" else _reason_for(error)
             else:
@@ -683,6 +738,32 @@ def _circuit_open_class():
     from poet_sandbox.errors import CircuitOpenError
 
     return CircuitOpenError
+
+
+_MARK_LIMIT = 1 << 62  # perf_counter_ns marks: anything near 2**63 is forged (and overflows packing)
+
+
+def _well_formed_notes(notes) -> bool:
+    return type(notes) is tuple and all(type(note) is tuple and len(note) == 3 and type(note[0]) is str
+                                        and type(note[1]) is str for note in notes)
+
+
+def _raised_by_facility(error: BaseException) -> bool:
+    """True when the innermost frame that raised ``error`` is the facility's timeout code
+    (``poet_sandbox.timeouts``), not generated code raising a TimeoutError of its own."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("poet_sandbox/timeouts.py")
+
+
+def _shown(text: str) -> str:
+    """Text that came from a backend or generated code, for a log line and an event: one line, bounded."""
+    from poet_runtime.safe_text import visible
+
+    return visible(text[:2000], allow_newlines=False)
 
 
 _NO_KEYWORDS: dict = {}
