@@ -1,8 +1,9 @@
 """Backend ``none``: generated code runs in this process, unrestricted.
 
 Used for code the policy trusts: a built-in version verified by regeneration
-(``resolve.verified_builtin``) under any policy that trusts ``builtin``, and
-everything under a policy whose backend is ``none`` (``trusted.toml``). The
+(``resolve.verified_builtin``) under any policy that trusts ``builtin``, and signed
+versions under a policy whose backend is ``none`` (``trusted.toml``); an unsigned or
+damaged version never gets here (``resolve.load_version`` refuses it). The
 generated module needs nothing of the user's module: the logic it calls is the
 user's own function object, given with each call.
 """
@@ -10,26 +11,10 @@ user's own function object, given with each call.
 from __future__ import annotations
 
 import builtins
-import inspect
 
 from poet_runtime.backends.base import LoadRequest
 from poet_runtime.cache import compile_cached
 from poet_runtime.resources import load_facility
-
-
-def original_defaults(original) -> dict:
-    """The original's default argument values, by parameter name."""
-    if original is None:
-        return {}
-    try:
-        signature = inspect.signature(original, follow_wrapped=False)
-    except (TypeError, ValueError):
-        return {}
-    return {
-        name: param.default
-        for name, param in signature.parameters.items()
-        if param.default is not inspect.Parameter.empty
-    }
 
 
 class InProcessLoaded:
