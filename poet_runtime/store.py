@@ -352,6 +352,20 @@ def sign(function_id: str, code_sha256: str, metadata: dict, key: bytes) -> str:
     return hmac.new(key, _signed_message(function_id, code_sha256, metadata), hashlib.sha256).hexdigest()
 
 
+def mac_of(data: bytes) -> str | None:
+    """An HMAC of ``data`` with the per-user key (made on first need), for files that later
+    become signed versions (a detached generator's answer): None when there is no key."""
+    key = store_key(create=True)
+    return hmac.new(key, b"poet-blob\0" + data, hashlib.sha256).hexdigest() if key else None
+
+
+def mac_ok(data: bytes, mac) -> bool:
+    """True when ``mac`` is ``mac_of(data)`` under this user's key."""
+    key = store_key()
+    return bool(key and isinstance(mac, str)
+                and hmac.compare_digest(mac, hmac.new(key, b"poet-blob\0" + data, hashlib.sha256).hexdigest()))
+
+
 def is_builtin_generator(generator) -> bool:
     from poet_runtime.generate.builtin import GENERATOR_ID, GENERATOR_VERSION
 
