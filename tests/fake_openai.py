@@ -80,7 +80,8 @@ class FakeOpenAI:
         self.max_in_flight = 0  # most requests being answered at once (generation slots tests)
         self.cancelled = 0  # answers stopped because the client went away
         self.finished = 0  # answers sent to the end
-        self.context: int | None = None  # tokens; None: no /props, no context in /v1/models, no refusal
+        # tokens (a large-context server by default); None: no /props, no context in /v1/models, no refusal
+        self.context: int | None = 16384
         self.chars_per_token = 4
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None

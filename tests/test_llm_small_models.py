@@ -111,7 +111,7 @@ def env(poet_home, fake, tmp_path, monkeypatch):
 
     yield Env
     fake.script(default=Status(500, "nothing scripted"))
-    fake.context = None
+    fake.context = 16384
     llm_context.forget()
 
 

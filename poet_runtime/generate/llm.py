@@ -183,7 +183,11 @@ class LLMGenerator:
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, spec, config, domain, hints: dict | None = None) -> GeneratedCode:
-        if self.worker:  # True: a generator process of its own; "join": one already running, else here
+        # A generation a program's first call started (the runtime's generation thread,
+        # enhanced.FunctionState._start_background) runs in a generator process of its own, so it
+        # outlives the program; "join" (enhance) waits for one already running, else generates
+        # here. Anything else (a candidate for learning, a direct ensure_version) runs here.
+        if self.worker == "join" or (self.worker and threading.current_thread().name.startswith("poet-generate-")):
             from poet_runtime.generate import pending
 
             return pending.generate_in_worker(self, spec, config, domain, hints, spawn=self.worker != "join")

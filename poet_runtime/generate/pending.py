@@ -95,7 +95,7 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
     if job is not None and job.get("key") == key and _alive(job.get("pid")):
         log.info("poet_runtime: %s: joining the generator process %s started %s", spec.function_id, job["pid"],
                  job.get("started"))
-    elif not spawn:
+    elif not spawn or not _portable(hints):
         return generator.generate_here(spec, config, domain, hints)
     else:
         from poet_runtime.generate.sources import remembered_source
@@ -107,6 +107,7 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
         job = {"id": uuid.uuid4().hex, "key": key, "function": spec.function_id, "module": spec.module,
                "qualname": spec.qualname, "file": spec.filename, "config": _config_data(config),
                "sys_path": [p for p in sys.path if isinstance(p, str)], "model": generator.model,
+               "hints": hints or None,
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pid": None}
         atomic_write(folder / JOB, json.dumps(job, indent=2) + "\n")
         process = _spawn(folder / JOB, generator)
@@ -129,6 +130,25 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
             raise _failed(spec, f"the generator process {pid} ended without a result (exit status {code})")
         time.sleep(POLL_S)
     raise _failed(spec, f"the generator process {pid} gave no result in time")
+
+
+def _portable(hints) -> bool:
+    """True when ``hints`` can go to the worker as JSON (samples and learned values; not a live original)."""
+    if not hints:
+        return True
+    if "original" in hints:
+        return False
+    def plain(value):  # JSON has lists where the samples have tuples
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    try:
+        return json.loads(json.dumps(hints)) == plain(hints)
+    except (TypeError, ValueError):
+        return False
 
 
 def _failed(spec, detail):
@@ -231,13 +251,9 @@ def work(job_path) -> int:
               "settings differ; nothing generated", file=sys.stderr)
         return 2
     store = FunctionStore.open(spec.module, spec.qualname, job["file"])
-    hints = None
-    try:  # recorded calls as probe samples, exactly as a generation in the program would have them
-        from poet_runtime.resolve import _with_recorded_samples
-
-        hints = _with_recorded_samples(None, store, spec, config, generator)
-    except Exception as error:  # noqa: BLE001
-        log.info("poet_runtime: recorded calls not read: %s", error)
+    hints = job.get("hints") or None  # what the program's generation was given (recorded calls, learned values)
+    if hints and "samples" in hints:
+        hints = {**hints, "samples": [(tuple(args), dict(kwargs)) for args, kwargs in hints["samples"]]}
     generated = generator.generate_here(spec, config, domain, hints)
     generated.details = {**generated.details, "pending": job["id"]}
     result = folder / f"pending-{key}.result.json"
