@@ -554,3 +554,93 @@ def test_model_without_litellm_is_a_startup_error_and_nothing_heavy_is_imported(
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ERROR" in result.stdout and "pip install 'poet-runtime[llm]'" in result.stdout
+
+
+# -- issue 16: settings, rules as JSON, context discovery ---------------------------------------
+
+@pytest.mark.parametrize("variable, value", [
+    ("POET_LLM_MAX_TOKENS", "lots"), ("POET_LLM_MAX_TOKENS", "10"), ("POET_LLM_CONTEXT", "-1"),
+    ("POET_LLM_REQUEST_TIMEOUT", "nan"), ("POET_LLM_REQUEST_TIMEOUT", "0"), ("POET_LLM_BACKOFF", "inf"),
+    ("POET_LLM_WORKER", "maybe"),
+])
+def test_llm_settings_name_the_bad_variable(variable, value):
+    from poet_runtime.errors import PoetConfigError
+    from poet_runtime.generate import llm_settings
+
+    with pytest.raises(PoetConfigError) as failed:
+        llm_settings.read({variable: value})
+    assert str(failed.value).startswith(f"{variable}: {value!r} is not valid")
+
+
+def test_llm_settings_defaults_and_values():
+    from poet_runtime.generate import llm_settings
+
+    default = llm_settings.read({})
+    assert default.max_tokens is None and default.context is None and default.worker is True
+    assert default.request_timeout_s == 300.0
+    given = llm_settings.read({"POET_LLM_MAX_TOKENS": "700", "POET_LLM_CONTEXT": "auto", "POET_LLM_WORKER": "off",
+                               "POET_LLM_REQUEST_TIMEOUT": "12.5", "POET_LLM_BACKOFF": "0"})
+    assert (given.max_tokens, given.context, given.worker, given.request_timeout_s, given.backoff_s) == (
+        700, None, False, 12.5, 0.0)
+    assert llm_settings.auto_max_tokens("x" * 100) == 512 and llm_settings.auto_max_tokens("x" * 7000) == 6000
+
+
+def test_a_bad_llm_setting_is_a_start_up_error_with_a_model(monkeypatch):
+    from poet_runtime.errors import PoetConfigError
+    from poet_runtime.generate.llm import check_available
+
+    monkeypatch.setenv("POET_LLM_CONTEXT", "small")
+
+    class Settings:
+        model = "openai/x"
+
+    with pytest.raises(PoetConfigError, match="POET_LLM_CONTEXT"):
+        check_available(Settings())
+
+
+@pytest.mark.parametrize("text, where", [
+    ("no json here", "no JSON object"), ('{"fields": {"a b": {"type": "float"}}}', "fields.a b"),
+    ('{"fields": {"s": {"type": "complex"}}}', "fields.s.type"),
+    ('{"fields": {"s": {"type": "float", "min": 2, "max": 1}}}', "min 2 is above max 1"),
+    ('{"fields": {}, "required": "score"}', "required:"), ('{"fields": {}, "finite": "yes"}', "finite:"),
+    ('{"fields": {"s": {"type": "float", "min": "0"}}}', "fields.s.min"),
+])
+def test_rules_as_json_are_read_strictly(text, where):
+    from poet_runtime.errors import CheckFailed
+    from poet_runtime.generate.llm_parts import parse_rules
+
+    with pytest.raises(CheckFailed) as failed:
+        parse_rules(text)
+    assert failed.value.reason == "rules" and where in failed.value.detail
+
+
+def test_rules_as_json_become_the_domains_own_rules():
+    from poet_runtime.generate.llm_parts import domain_with, parse_rules
+
+    rules = parse_rules('Sure:\n```json\n{"fields": {"score": {"type": "float", "min": 0, "max": 1}, '
+                        '"n": {"type": "int", "min": 3}}, "required": ["score"], "finite": true}\n```')
+    domain = domain_with(get_domain(None), rules)
+    assert [(r.name, r.type, r.min, r.max) for r in domain.fields] == [("n", "int", None, None),
+                                                                         ("score", "float", 0, 1)]
+    assert domain.required_fields == ("score",) and domain.finite_numbers is True
+    spec = spec_from_source("m", "f", "def f(x: float) -> dict:\n    return {'score': x}\n", "m.py")
+    code = BuiltinGenerator().generate(spec, PoetConfig.from_kwargs("m:f"), domain).code
+    assert "finite_in_range(result['score']" in code and "'score' not in result" in code
+
+
+def test_context_size_from_the_server_then_cached(tmp_path):
+    from fake_openai import FakeOpenAI
+    from poet_runtime.generate import llm_context
+
+    server = FakeOpenAI().start()
+    try:
+        llm_context.forget()
+        server.context = 3000
+        assert llm_context.context_size("openai/fake-coder", server.api_base, None) == (
+            3000, server.api_base[:-3] + "/props")
+        server.context = 5000  # asked once per server
+        assert llm_context.context_size("openai/fake-coder", server.api_base, None)[0] == 3000
+        assert llm_context.context_size("openai/fake-coder", server.api_base, 777) == (777, "POET_LLM_CONTEXT")
+    finally:
+        llm_context.forget()
+        server.stop()

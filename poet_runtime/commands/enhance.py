@@ -84,7 +84,8 @@ def run(args) -> int:
     except PoetConfigError as error:
         _render.error(str(error))
         return 2
-    settings.apply_log_setting(current.log)  # POET_LOG=info shows each attempt as it happens
+    if current.log != "warning":  # POET_LOG=info shows each attempt as it happens; the default leaves logging be
+        settings.apply_log_setting(current.log)
     found, problems = discover(args.paths)
     from poet_runtime.decorator import PoetConfig
     from poet_runtime.generate.attempts import describe_attempt
