@@ -328,6 +328,17 @@ def claim(path: Path) -> Path | None:
     return target
 
 
+def unclaim(path: Path) -> Path | None:
+    """Move a claimed file back from processed/ to pending/ (it was not used after all)."""
+    target = path.parent.parent / PENDING / path.name
+    try:
+        os.rename(path, target)
+    except OSError:
+        return None
+    _fsync_dir(target.parent)
+    return target
+
+
 def expand(row: list, header: dict, batch: list | None) -> dict:
     """A compact execution row -> the full ``function.execution`` event (see models.ExecutionPayload).
 

@@ -281,3 +281,51 @@ def fetch(key: str) -> dict:
     after = p95(80)
     assert after < before / 2, (before, after)
     assert any(e["parameter"] == "timeout_s" for e in audit(learn_env, "lr_latency.fetch"))
+
+
+@pytest.mark.parametrize("garbage, field", [
+    (b"\x00\x01 not json {", None),
+    (b'["a", "list"]', None),
+    (b'{"audit": "not a list", "observations": {}}', "audit"),
+])
+def test_garbage_in_state_json_is_reported_once_and_learning_rebuilds_it(learn_env, module_dir, caplog, garbage,
+                                                                         field):
+    module = module_dir("lr_state", detector_source(threshold=0.9))
+    module.detect(0.5)
+    state_path = learn_env / "lr_state.detect" / "v1" / "state.json"
+    state_path.write_bytes(garbage)
+    with caplog.at_level("WARNING", logger="poet_runtime"):
+        _drive(module, random.Random(1), 120, lambda s, r: s > 0.4)
+    learned = params(learn_env, "lr_state.detect")["threshold"]
+    assert abs(learned - 0.4) < 0.05  # learning went on
+    state = json.loads(state_path.read_text())  # rebuilt: valid again, with the audit of what was learned
+    assert type(state) is dict and state["audit"] and state["audit"][-1]["new"] == learned
+    said = [m for m in caplog.messages if "state.json" in m]
+    assert len(said) == 1 and "rebuilds" in said[0] and (field is None or field in said[0]), caplog.messages
+    pending = learn_env / "events" / "pending"
+    assert not list(pending.glob("fb-*")), "feedback learned from stays pending"
+    assert len(list((learn_env / "events" / "processed").glob("fb-*"))) == 120
+
+
+def test_feedback_that_could_not_be_learned_is_never_consumed(learn_env, module_dir, caplog):
+    from poet_runtime.learn import engine_for
+
+    module = module_dir("lr_unlearned", detector_source(threshold=0.9))
+    module.detect(0.5)
+    folder = learn_env / "lr_unlearned.detect" / "v1"
+    (folder / "state.json").unlink()
+    (folder / "state.json").mkdir()  # learning cannot write its audit there
+    (folder / "state.json" / "keep").write_text("x")
+    with caplog.at_level("WARNING", logger="poet_runtime"):
+        _drive(module, random.Random(3), 30, lambda s, r: s > 0.4)
+    pending = learn_env / "events" / "pending"
+    stuck = list(pending.glob("fb-*"))
+    assert stuck, "feedback whose learning failed was consumed"
+    assert len([m for m in caplog.messages if "stays pending" in m]) == 1, caplog.messages
+    assert "Traceback" not in caplog.text
+    # Once the version can be written again, the feedback is learned and only then consumed.
+    (folder / "state.json" / "keep").unlink()
+    (folder / "state.json").rmdir()
+    assert engine_for(module.detect).catch_up() == len(stuck)
+    assert not list(pending.glob("fb-*"))
+    assert len(list((learn_env / "events" / "processed").glob("fb-*"))) == 30

@@ -51,6 +51,7 @@ class Learning:
         self.learner = None
         self.tuner = None  # replay.ReplayTuner, where labelled calls can be replayed through the function
         self.not_learnable: dict = {}  # parameter -> why replay cannot tune it (status shows it)
+        self.failed_causes: set = set()  # why learning from feedback failed, each said once
         self.version_loaded(state)
 
     # -- versions ----------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class Learning:
                 version = self.store.get(self.version)
                 if version is None:
                     return
-                state = version.state()
+                state = self._state(version)
                 merged = {**(state.get("learning") or {}), **learning}
                 if state.get("learning") == merged:
                     return
@@ -106,6 +107,37 @@ class Learning:
                 self.store.update_json(self.version, "state.json", state)
         except (OSError, ValueError) as error:
             log.warning("poet_runtime: %s: could not note learning state: %s", self.info.function_id, error)
+
+    def _state(self, version) -> dict:
+        """The version's state.json, which learning owns: garbage in it (not JSON, not an object,
+        a field of the wrong type) is reported once, naming the file and field, and rebuilt
+        (what is still good is kept); the next write stores the rebuilt state."""
+        from poet_runtime import store as store_module
+
+        path = Path(version.path) / "state.json"
+        try:
+            state = version.state()
+        except FileNotFoundError:
+            return {}
+        except (ValueError, OSError) as error:  # store.DamagedFile is a ValueError
+            damaged = error if isinstance(error, store_module.DamagedFile) else store_module.DamagedFile(
+                path, None, f"cannot be read ({type(error).__name__}: {error})")
+            store_module.report_once(store_module.DamagedFile(
+                damaged.path, damaged.field, f"{damaged.reason}; learning rebuilds it"))
+            return {}
+        if type(state) is not dict:
+            store_module.report_once(store_module.DamagedFile(
+                path, None, f"is a JSON {type(state).__name__}, not an object; learning rebuilds it"))
+            return {}
+        for field, kind in (("audit", list), ("learning", dict), ("observations", dict)):
+            if field in state and type(state[field]) is not kind:
+                store_module.report_once(store_module.DamagedFile(
+                    path, field, f"is a JSON {type(state[field]).__name__}, not a{'n' if kind is dict else ''} "
+                    f"{'object' if kind is dict else 'array'}; learning rebuilds it"))
+                del state[field]
+        if "audit" in state:
+            state["audit"] = [entry for entry in state["audit"] if type(entry) is dict]
+        return state
 
     def _owned_by_replay(self, name) -> bool:
         """Whether the output-only learner must leave this parameter alone (replay tunes it, or nothing may)."""
@@ -139,15 +171,24 @@ class Learning:
             if claimed is None:
                 return 0
             event = next(journal.read_file(claimed), None)
-            if event is None:
+            if event is None or type(event.get("payload")) is not dict:
                 return 0
             payload = event["payload"]
-            found = sink.find_execution(payload["execution_id"], extra_roots=(self.info.root,))
-            execution = found[0] if found is not None else None
             try:
+                found = sink.find_execution(payload["execution_id"], extra_roots=(self.info.root,))
+                execution = found[0] if found is not None else None
                 self.on_feedback(event, execution)
-            except Exception:  # learning must never make feedback() fail after it was stored
-                log.exception("poet_runtime: learning from %s failed", event.get("id"))
+            except Exception as error:  # learning must never make feedback() fail after it was stored
+                # Not learned, so not consumed: back to pending/, for this process's next catch-up
+                # or the next process that loads the function. Said once per cause, no traceback.
+                journal.unclaim(claimed)
+                cause = ((type(error).__name__, error.errno, error.filename2) if isinstance(error, OSError)
+                         else (type(error).__name__, str(error)[:200]))  # a temporary file's name is no cause
+                if cause not in self.failed_causes:
+                    self.failed_causes.add(cause)
+                    log.warning("poet_runtime: %s: learning from feedback %s failed (%s: %s); it stays pending",
+                                self.info.function_id, event.get("id"), type(error).__name__, error)
+                return 0
             return 1
 
     def on_feedback(self, event: dict, execution: dict | None) -> None:
@@ -229,7 +270,8 @@ class Learning:
         """Write new values (within range) to params.json with an audit entry; apply them live."""
         with self.lock, self.store.lock():
             version = self.store.get(self.version)
-            params, state = version.params(), version.state()
+            params, _ = version.params_problems()  # damaged values are left out: their defaults apply
+            state = self._state(version)
             audit = state.setdefault("audit", [])
             applied = {}
             for name, value in changes.items():
