@@ -350,3 +350,38 @@ def test_policy_explain_and_sandbox_status_print_the_layers(tmp_path):
     assert status.returncode == 0, status
     for name in LAYERS:
         assert (f"{name:<13} on" if AVAILABLE.get(name) else f"{name:<13} off") in status.stdout, status.stdout
+
+
+def test_a_forked_child_starts_its_own_workers_and_leaves_the_parents_alone():
+    from poet_runtime.backends.base import Limits
+    from sandbox_helpers import load, module_text
+
+    enhancement = load(module_text(params="x"), Limits(wall_ms=5000, cpu_ms=2000, memory_mb=128))
+    try:
+        assert enhancement.call(lambda x: x + 1, (1,), {})[0] == 2
+        parents = {worker.proc.pid for worker in enhancement.pool.idle}
+        assert parents
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its own workers, on demand
+            status = 1
+            try:
+                os.close(read)
+                result = enhancement.call(lambda x: x * 10, (4,), {})[0]
+                mine = {worker.proc.pid for worker in enhancement.pool.idle}
+                os.write(write, json.dumps([result, sorted(mine)]).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            output = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, output
+        result, theirs = json.loads(output)
+        assert result == 40 and theirs and not parents & set(theirs)
+        for worker_pid in parents:
+            os.kill(worker_pid, 0)  # the parent's workers were neither killed nor reaped by the child
+        assert enhancement.call(lambda x: x + 2, (1,), {})[0] == 3
+    finally:
+        enhancement.close()
