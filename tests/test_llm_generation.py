@@ -262,6 +262,7 @@ TRANSFORMED_ADD = operate_returns("args[0] + (args[1] if len(args) > 1 else kwar
 
 def test_transformed_answer_for_a_pure_function_runs_in_the_sandbox(env, monkeypatch, capsys):
     monkeypatch.setenv("POET_POLICY", "default")  # generated code runs in restricted workers
+    monkeypatch.setenv("COLUMNS", "200")  # the versions table's rows on one line each
     env.server.script(fenced(TRANSFORMED_ADD))
     version = env.generate()
     meta = metadata(version)
