@@ -385,3 +385,20 @@ def test_a_forked_child_starts_its_own_workers_and_leaves_the_parents_alone():
         assert enhancement.call(lambda x: x + 2, (1,), {})[0] == 3
     finally:
         enhancement.close()
+
+
+def test_policies_with_different_limits_share_the_pool():
+    """A worker's hard limits are its first policy's; a request with larger ones is
+    declined before it runs and served by another worker, never failed."""
+    from poet_runtime.backends.base import Limits
+    from sandbox_helpers import load, module_text
+
+    small = load(module_text(params="x"), Limits(wall_ms=5000, cpu_ms=500, memory_mb=64), function_id="t.a:small")
+    large = load(module_text(params="x"), Limits(wall_ms=5000, cpu_ms=2000, memory_mb=256), function_id="t.b:large")
+    try:
+        for i in range(6):
+            assert small.call(lambda x: x + 1, (i,), {})[0] == i + 1
+            assert large.call(lambda x: x * 2, (i,), {})[0] == i * 2
+    finally:
+        small.close()
+        large.close()
