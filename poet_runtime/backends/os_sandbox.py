@@ -91,8 +91,8 @@ def _cheap_probe() -> dict:
             result[name + ":why"] = f"not Linux ({sys.platform})"
         return result
     confine = confine_module()
-    result["rlimits"] = "hard"
-    result["no_new_privs"] = "on"
+    result["rlimits"] = "available"
+    result["no_new_privs"] = "available"
     if confine.seccomp_available():
         result["seccomp"] = "libseccomp allow-list"
     else:
