@@ -200,7 +200,7 @@ class InProcessEnhancement:
         """Generated code calls the user's function, through a recorder (``_Recorded``)."""
         mark = self.sandbox.begin_call()
         failure = None
-        recorded = _Recorded(logic, self._phases.is_async)
+        recorded = _Recorded(logic)
         try:
             outcome = self._phases.call(recorded.run, args, kwargs)
         except BaseException as error:  # noqa: B902 - re-raised below, outside the handler
@@ -218,10 +218,10 @@ class InProcessEnhancement:
     async def call_async(self, logic, args: tuple, kwargs: dict) -> tuple:
         mark = self.sandbox.begin_call()
         failure = None
-        recorded = _Recorded(logic, self._phases.is_async)
+        recorded = _Recorded(logic)
         try:
             if self._phases.is_async:
-                outcome = await self._phases.call_async(recorded.run, args, kwargs)
+                outcome = await self._phases.call_async(recorded.run_async, args, kwargs)
             else:
                 outcome = self._phases.call(recorded.run, args, kwargs)
         except BaseException as error:  # noqa: B902
@@ -254,50 +254,57 @@ class InProcessEnhancement:
 
 
 class _Recorded:
-    """The logic as in-process generated code gets it: a plain function that runs the
-    user's own and remembers what happened (whether it returned, its result, the
-    exceptions it raised), so that a failure can be told apart from the user's own
-    exception, and a fallback after the logic ran returns its result instead of
-    running it twice. Generated code never holds the user's function object itself.
+    """What in-process generated code calls as the logic: ``run`` (or ``run_async``), a
+    method that runs the user's own function and remembers what happened (whether it
+    returned, its result, the exceptions it raised), so that a failure can be told apart
+    from the user's own exception, and a fallback after the logic ran returns its result
+    instead of running it twice. Generated code never holds the user's function object;
+    what it holds (a bound method) exposes nothing but dunders, which it cannot read.
+    Made per call, so it is kept small (slots, no closures).
     """
 
-    __slots__ = ("run", "raised", "logic")
+    __slots__ = ("logic", "raised", "returned", "result", "runs")
 
-    def __init__(self, logic, is_async: bool):
+    def __init__(self, logic):
         self.logic = logic
-        self.raised = raised = []
+        self.raised = None  # the exceptions the logic raised, made on the first
+        self.returned = False
+        self.result = None
+        self.runs = 0
 
-        if is_async:
-            async def run(*args, **kwargs):
-                run.returned = False
-                try:
-                    result = await logic(*args, **kwargs)
-                except BaseException as error:
-                    raised.append(error)
-                    raise
-                run.returned, run.result = True, result
-                return result
-        else:
-            def run(*args, **kwargs):
-                run.returned = False
-                try:
-                    result = logic(*args, **kwargs)
-                except BaseException as error:
-                    raised.append(error)
-                    raise
-                run.returned, run.result = True, result
-                return result
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        self.returned = False
+        try:
+            result = self.logic(*args, **kwargs)
+        except BaseException as error:
+            self._raised(error)
+            raise
+        self.returned, self.result = True, result
+        return result
 
-        run.returned = False
-        self.run = run
+    async def run_async(self, *args, **kwargs):
+        self.runs += 1
+        self.returned = False
+        try:
+            result = await self.logic(*args, **kwargs)
+        except BaseException as error:
+            self._raised(error)
+            raise
+        self.returned, self.result = True, result
+        return result
+
+    def _raised(self, error):
+        if self.raised is None:
+            self.raised = []
+        self.raised.append(error)
 
     def checked(self, outcome: tuple) -> tuple:
         """A result generated code made itself (not the logic's own object) is held to what
         a result from a worker is: data within ``VALUE_LIMITS`` that fits the return
         annotation; otherwise the call falls back (after the logic: its own result)."""
-        run = self.run
         result = outcome[0]
-        if run.returned and result is run.result:
+        if self.returned and result is self.result:
             return outcome
         try:
             check_value(result)
@@ -306,34 +313,43 @@ class _Recorded:
                 raise PhaseError(f"generated code's result {type(result).__name__} does not fit the return "
                                  f"annotation {visible(str(hint)[:200], allow_newlines=False)}")
         except PhaseError as error:
-            if run.returned or self.raised:
-                from poet_sandbox.driver import AfterLogic
-
-                raise AfterLogic("result_not_data", str(error), run.result if run.returned else AfterLogic.NOTHING,
-                                 None if run.returned else self.raised[-1]) from None
+            if self.runs:
+                raise self._after(str(error)) from None
             raise
         return outcome
+
+    def _after(self, detail: str, reason: str = "result_not_data"):
+        from poet_sandbox.driver import AfterLogic
+
+        if self.returned:
+            return AfterLogic(reason, detail, self.result)
+        return AfterLogic(reason, detail, AfterLogic.NOTHING, self.raised[-1] if self.raised else None)
 
     def crossing(self, failure: BaseException) -> BaseException:
         """What may reach the caller for ``failure``: a refusal, the logic's own exception,
         a non-``Exception`` (generated code cannot raise one), the facility's timeout;
-        anything else generated code raised becomes a fallback."""
+        anything else generated code raised becomes a fallback, which after the logic ran
+        carries the logic's own result (running the original again would run it twice)."""
+        from poet_sandbox.driver import AfterLogic
+
+        if isinstance(failure, AfterLogic):
+            return _shown(failure)
         if isinstance(failure, PhaseError):
+            if self.runs:
+                return self._after(visible(str(failure)[:2000], allow_newlines=False),
+                                   getattr(failure, "reason", None) or "operate_prime_error")
             return _shown(failure)
         if isinstance(failure, PoetViolation) or not isinstance(failure, Exception):
             return failure
-        if any(failure is error for error in self.raised):
+        raised = self.raised or ()
+        if any(failure is error for error in raised):
             return failure
-        if type(failure) is TimeoutError and _raised_by_facility(failure) and self.raised and \
-                not isinstance(self.raised[-1], Exception):
+        if type(failure) is TimeoutError and _raised_by_facility(failure) and raised and \
+                not isinstance(raised[-1], Exception):
             return failure  # the facility interrupted the logic at the policy's timeout
         detail = visible(f"generated code raised {type(failure).__name__}: {failure}"[:2000], allow_newlines=False)
-        if self.raised or getattr(self.run, "returned", False):
-            from poet_sandbox.driver import AfterLogic
-
-            result = getattr(self.run, "result", AfterLogic.NOTHING) if self.run.returned else AfterLogic.NOTHING
-            error = None if self.run.returned else self.raised[-1]
-            return AfterLogic("generated_raised", detail, result, error)
+        if self.runs:
+            return self._after(detail, "generated_raised")
         return PhaseError(detail)
 
 
