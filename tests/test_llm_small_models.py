@@ -232,6 +232,7 @@ def test_rules_the_original_breaks_are_refused_by_the_probes(env):
     env.server.script(Answer("Here: " + json.dumps(wrong)), Answer("not json at all"), Answer(json.dumps(good)))
     meta = metadata(env.generate(path, "gradebad", "grade"))
     assert [a.get("reason") for a in meta["attempts"]][:2] == ["probe_mismatch", "rules"]
+    assert "answer again with one JSON object" in env.server.requests[1]["messages"][-1]["content"]
     assert meta["generator"] == "llm-2" and meta["attempts"][-1]["result"] == "accepted"
 
 

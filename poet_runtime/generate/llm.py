@@ -350,7 +350,7 @@ class LLMGenerator:
                     return ("module_compact" if compact else "module"), prompt, min(wanted, room)
             if self.parts == "never":
                 return "none", None, 0
-        prompt = Prompt(llm_parts.build_messages(spec, domain), domain.template_version)
+        prompt = Prompt(llm_parts.build_messages(spec, domain), domain.template_version, answer_kind="rules")
         room = context - estimate_tokens(prompt.text()) - 16
         wanted = self.max_tokens or 400
         if room < 96:
@@ -473,7 +473,7 @@ def _scrub_prompt(prompt, scrub):
     if scrub is None or prompt is None:
         return prompt
     messages = tuple({**message, "content": scrub(message["content"])} for message in prompt.messages)
-    return Prompt(messages, prompt.template_version, prompt.compact)
+    return Prompt(messages, prompt.template_version, prompt.compact, prompt.answer_kind)
 
 
 def prompt_hash(prompt: Prompt, model: str, max_tokens: int | None = None) -> str:

@@ -36,6 +36,7 @@ class Prompt:
     messages: tuple[dict, ...]
     template_version: int
     compact: bool = False  # the example without docstrings and comments (a small context)
+    answer_kind: str = "module"  # "rules": the answer is a JSON object (llm_parts)
 
     def with_feedback(self, answer: str, reason: str, detail: str, *, truncated_at: int | None = None,
                       attempt: int | None = None) -> "Prompt":
@@ -44,7 +45,14 @@ class Prompt:
         Never the whole refused answer (each re-ask would grow by an answer): the refusal
         and the offending lines only, so the prompt stays the size of the first one.
         """
-        if truncated_at is not None:
+        if self.answer_kind == "rules":
+            if truncated_at is not None:
+                feedback = (f"Your previous answer was cut off after {truncated_at} tokens. Answer again with a "
+                            "SHORTER JSON object: only the keys the function returns.")
+            else:
+                feedback = (f"Your previous answer was rejected by the check `{reason}`: {detail[:600]}\n"
+                            "Fix exactly that and answer again with one JSON object only.")
+        elif truncated_at is not None:
             feedback = (f"Your previous answer was cut off after {truncated_at} tokens, before the module was "
                         "complete. Answer again with a SHORTER complete module: no docstrings, no comments, no "
                         "prose, only the names the contract requires, in one ```python block.")
@@ -59,7 +67,7 @@ class Prompt:
         first = self.messages[:2]
         user = dict(first[-1])
         user["content"] = user["content"].split(FEEDBACK_MARK, 1)[0].rstrip() + "\n\n" + FEEDBACK_MARK + "\n" + feedback
-        return Prompt(first[:-1] + (user,), self.template_version, self.compact)
+        return Prompt(first[:-1] + (user,), self.template_version, self.compact, self.answer_kind)
 
     def text(self) -> str:
         return "\n".join(message["content"] for message in self.messages)
