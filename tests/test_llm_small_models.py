@@ -332,3 +332,22 @@ def test_personal_data_never_reaches_the_prompt_nor_the_store(env):
     stored = (version.path / "metadata.json").read_text()
     assert "ann.lee@example.com" not in stored.lower()
     assert metadata(version)["attempts"][0]["reason"] == "probe_mismatch"
+
+
+def test_enhance_takes_over_a_generation_whose_process_died(env, capsys):
+    import subprocess
+    import sys
+
+    from poet_runtime.cli import main
+    from poet_runtime.store import FunctionStore
+
+    path = env.write("slugdead", SLUG)
+    folder = FunctionStore.open("slugdead", "slug", str(path)).folder
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / "pending.json").write_text(json.dumps({"id": "x", "key": "k", "function": "slugdead:slug",
+                                                     "pid": int(dead.stdout)}))
+    env.server.script(answer())
+    assert main(["enhance", str(path)]) == 0, capsys.readouterr()
+    assert not (folder / "pending.json").exists() and len(env.server.requests) == 1
+    assert metadata(FunctionStore.open("slugdead", "slug", str(path)).current())["generator"] == "llm-2"

@@ -94,8 +94,8 @@ def run(args) -> int:
     from poet_runtime.store import FunctionStore
 
     generator = select_generator()
-    if getattr(generator, "worker", None):
-        generator.worker = "join"  # generate here; wait for a generator process already on it
+    if hasattr(generator, "worker"):
+        generator.worker = "join"  # generate here; wait for a generator process already on it, or take over
     rows, failed, lines = [], 0, []
     for problem in problems:
         rows.append([problem.file, "-", "-", f"failed: {problem.message}", ""])

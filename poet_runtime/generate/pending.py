@@ -96,6 +96,8 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
         log.info("poet_runtime: %s: joining the generator process %s started %s", spec.function_id, job["pid"],
                  job.get("started"))
     elif not spawn or not _portable(hints):
+        if job is not None and not _alive(job.get("pid")):
+            _forget(folder, job)  # a generator process that died without a result: this one takes over
         return generator.generate_here(spec, config, domain, hints)
     else:
         from poet_runtime.generate.sources import remembered_source
@@ -130,6 +132,14 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
             raise _failed(spec, f"the generator process {pid} ended without a result (exit status {code})")
         time.sleep(POLL_S)
     raise _failed(spec, f"the generator process {pid} gave no result in time")
+
+
+def _forget(folder, job) -> None:
+    for path in (folder / JOB, folder / f"pending-{job.get('key')}.source"):
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def _portable(hints) -> bool:
