@@ -984,6 +984,67 @@ def test_two_processes_starting_cold_compile_once(tmp_path):
     assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
 
 
+CACHE_IN_CHILD = """
+import json, sys, time
+from pathlib import Path
+from poet_runtime.backends import wasm, wasm_engine
+
+tiny = Path(sys.argv[1])
+wasm_engine.binary_path = lambda: tiny  # a tiny module stands in for the 100 MB one
+path = wasm_engine.compiled_path()
+if sys.argv[2] == "compile":
+    wasm_engine.module(lambda message: None)
+    print(json.dumps({"path": str(path), "problem": wasm_engine.cache_problem(path)}))
+else:
+    started = time.monotonic()
+    first = wasm.ready()
+    took = time.monotonic() - started
+    deadline = time.monotonic() + 60
+    while not wasm.ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(json.dumps({"first": first, "took": took, "later": wasm.ready(), "problem": wasm_engine.cache_problem(path)}))
+"""
+
+
+def test_a_damaged_compiled_module_is_discarded_and_rebuilt_in_the_background(tmp_path):
+    """Issue 12, item 5: a truncated or altered .cwasm is never mapped; the first call
+    is told at once that the sandbox is not ready (it runs the original), and the
+    entry is compiled again behind it, with a new record of its size and digest."""
+    import json
+    import os
+
+    require_wasm()
+    import wasmtime
+
+    tiny = tmp_path / "tiny.wasm"
+    tiny.write_bytes(wasmtime.wat2wasm('(module (func (export "f")) (func (export "g") (param i32) (result i32) '
+                                       'local.get 0 i32.const 7 i32.add))'))
+    env = {**os.environ, "POET_CACHE_DIR": str(tmp_path / "cache")}
+
+    def child(step):
+        done = subprocess.run([sys.executable, "-c", CACHE_IN_CHILD, str(tiny), step], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    made, _ = child("compile")
+    path = Path(made["path"])
+    assert made["problem"] is None and Path(str(path) + ".sum").is_file()
+    whole = path.read_bytes()
+    for damage in ("truncate", "flip"):
+        if damage == "truncate":
+            path.write_bytes(whole[: len(whole) // 2])
+        else:
+            flipped = bytearray(whole)
+            flipped[len(flipped) // 2] ^= 0x40
+            path.write_bytes(bytes(flipped))
+        seen, stderr = child("ready")
+        assert seen["first"] is False and seen["took"] < 5, (damage, seen)  # no stall: the original runs
+        assert seen["later"] is True and seen["problem"] is None, (damage, seen, stderr)
+        assert "not using the compiled WASM sandbox" in stderr, stderr  # logged, naming the file
+        assert path.read_bytes() == whole  # rebuilt (the compile is deterministic)
+
+
 def test_a_compiled_module_others_could_write_is_not_loaded(tmp_path):
     from poet_runtime.backends import wasm_engine
 

@@ -50,7 +50,8 @@ breaker's ``CircuitOpenError`` / a ``TimeoutError`` of the generated code.
 
 Limits come from ``LoadRequest.limits`` and apply to every call (the policy file's
 meanings, ``policy_schema.py``): ``cpu_ms`` (fuel, see ``wasm_instance.FUEL_PER_MS``),
-``wall_ms``, ``memory_mb`` (what one call may add to the guest's memory; the
+``wall_ms``, ``memory_mb`` (what the generated module, its state and one call
+together may add to the started guest's memory; the
 interpreter itself takes 40 MB), ``max_output_kb`` (stdout plus the encoded reply,
 per call), ``imports`` (top-level modules generated code may import, plus
 ``poet_sandbox``; none stated means ``poet_sandbox`` only, as in the restricted
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -108,9 +110,11 @@ def ready() -> bool:
     """True when a guest can start without the one-time compile (cached or loaded).
 
     The call path can use it to fall back to the original while ``warmup()`` runs
-    in a background thread, instead of blocking a first call for a minute or two."""
+    in a background thread, instead of blocking a first call for a minute or two.
+    A damaged cache entry counts as not ready: it is discarded and rebuilt in the
+    background (``wasm_engine.cached_ready``)."""
     try:
-        return wasm_engine._module is not None or wasm_engine.compiled_path().is_file()
+        return wasm_engine.cached_ready()
     except (RuntimeError, OSError):
         return False
 
@@ -235,6 +239,7 @@ class WasmEnhancement:
         self._reconfigure = False  # params changed while a call held the guest
         self._train_error = None
         self._loaded_bytes = 0
+        _all.add(self)
         with self._lock:
             self._guest = self._start()
 
@@ -492,7 +497,7 @@ class WasmEnhancement:
 
     def _start(self):
         """A new guest with the generated module loaded; the old one (if any) retired."""
-        from poet_runtime.backends.wasm_instance import START_CPU_MS, START_WALL_MS, Guest, GuestFailure
+        from poet_runtime.backends.wasm_instance import Guest, GuestFailure
 
         self._retire()
         argv = ["python", "-I", wasm_mounts.HARNESS_SCRIPT]
@@ -506,12 +511,18 @@ class WasmEnhancement:
         except GuestFailure as failure:
             raise PoetViolation(self.function_id, failure.limit, failure.detail) from None
         self._guest = guest
+        # The interpreter's own start (above) has the start-up budget; the generated
+        # module's body is untrusted code and runs under the policy's per-call limits:
+        # its wall and CPU time, memory_mb over the started guest, max_output_kb for
+        # its output and the load reply. What it keeps counts against later calls
+        # (the baseline is the guest before the load, never after it).
+        booted = guest.memory_base = guest.memory_bytes
         try:
-            self._request(guest, self._load_message, wall_ms=START_WALL_MS, cpu_ms=START_CPU_MS, limited=False)
+            self._request(guest, self._load_message, wall_ms=self.limits.wall_ms, cpu_ms=self.limits.cpu_ms)
         except wasm_wire.NotData as error:
             self._retire()
             raise PhaseError(f"loading: {error}") from None
-        self._loaded_bytes = guest.memory_bytes
+        self._loaded_bytes = booted
         _live.touch(self)
         _live.evict_beyond(MAX_LIVE_GUESTS, keep=self)
         return guest
@@ -605,3 +616,28 @@ def _notes(raw):
         kind, field, detail = item
         notes.append((str(kind)[:40], str(field)[:200], str(detail)[:2000]))
     return tuple(notes)
+
+
+# Fork safety. A forked child has none of the parent's threads: not its guests' (each
+# guest runs on one), not the legs' pool, maybe not a lock's holder. The child drops
+# the parent's guests (never stops them: they are the parent's) and takes fresh locks;
+# a child of a process that had started wasmtime cannot run guests at all (wasmtime's
+# own threads are gone too: ``wasm_engine.usable``), so its calls run the original;
+# one forked before wasmtime started starts its own guests on demand.
+_all: "weakref.WeakSet[WasmEnhancement]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _legs, _legs_lock
+    _legs, _legs_lock = None, threading.Lock()
+    _live._lock = threading.Lock()
+    _live._order.clear()
+    for enhancement in list(_all):
+        enhancement._lock = threading.Lock()
+        enhancement._guest = enhancement._call_guest = None
+        enhancement._retired = []
+        enhancement._owner_thread = enhancement._owner_task = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,6 +12,17 @@ start-up already run, so a new guest is ready sooner and burns less fuel before
 the first call; we replace guests after violations, so their start-up is on the
 recovery path.
 
+The cache entry is native code that wasmtime maps and runs without checking it, so
+it is verified before every use: a record written with it (``<name>.cwasm.sum``:
+size and SHA-256) must match, or the entry is discarded (logged, naming the file)
+and compiled again in a background thread while calls run the original
+(``ready()`` says False meanwhile). The full digest is computed when the file's
+inode, size, mtime or ctime differ from when it was last verified (ctime cannot be
+set back by a process, so any write since shows). The entry lives in the user's
+private cache folder (``$POET_CACHE_DIR``, ``$XDG_CACHE_HOME`` or ``~/.cache``,
+never a folder a repository names), and is refused when another user could write
+it or its folder.
+
 One engine per process, with fuel (CPU budget per call) and epoch interruption
 (wall-time budget per call) both on: they change the generated code, so they are
 part of the cache key. wasmtime is imported inside functions only: ``import
@@ -22,6 +33,8 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
+import logging
 import os
 import sys
 import tempfile
@@ -43,6 +56,9 @@ _engine = None
 _module = None
 _before_exit = []  # callables run at exit before the engine goes (backends closing guests)
 _forked = False  # this process is a fork of one that had started wasmtime
+_rebuilding = None  # the background thread compiling a discarded entry again
+log = logging.getLogger("poet_runtime")
+RECORD_SUFFIX = ".sum"
 
 
 def usable() -> bool:
@@ -106,6 +122,106 @@ def compiled_path() -> Path:
     return cache_dir() / "wasm" / f"python-{key}.cwasm"
 
 
+def record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def _stamp(info) -> list:
+    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_problem(path: Path) -> str | None:
+    """None when the cache entry at ``path`` is whole and ours; else what is wrong."""
+    record_file = record_path(path)
+    if not _private(path) or not _private(path.parent):
+        return "it or its folder is writable by other users"
+    if not _private(record_file):
+        return f"no private record of its size and digest ({record_file.name})"
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        size, sha, stamp = int(record["size"]), str(record["sha256"]), record.get("stamp")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its record {record_file.name} is unreadable ({type(error).__name__})"
+    try:
+        info = path.stat()
+    except OSError as error:
+        return f"cannot read it: {error.strerror}"
+    if info.st_size != size:
+        return f"{info.st_size} bytes where {size} were written (truncated or damaged)"
+    if stamp == _stamp(info):
+        return None  # the very file verified before, untouched since
+    if _sha256(path) != sha:
+        return "its SHA-256 is not the one recorded when it was written (damaged or replaced)"
+    _write_record(path, size, sha)  # verified now: later processes skip the digest
+    return None
+
+
+def _write_record(path: Path, size: int, sha: str) -> None:
+    try:
+        info = path.stat()
+        _atomic_write(record_path(path), json.dumps({"size": size, "sha256": sha, "stamp": _stamp(info)}).encode())
+    except OSError:
+        pass  # a read-only cache: the digest is computed again next time
+
+
+def _discard(path: Path, problem: str) -> None:
+    log.warning("poet_runtime: not using the compiled WASM sandbox %s: %s; compiling it again in the "
+                "background (calls run the original meanwhile)", path, problem)
+    for stale in (path, record_path(path)):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+
+
+def cache_state() -> str:
+    """One line for ``sandbox status``."""
+    if _module is not None:
+        return "compiled module loaded in this process"
+    path = compiled_path()
+    if not path.is_file():
+        return f"not compiled yet ({path}); python -m poet_runtime sandbox warmup compiles it"
+    problem = cache_problem(path)
+    return f"compiled and verified: {path}" if problem is None else f"cache entry {path} is unusable: {problem}"
+
+
+def cached_ready() -> bool:
+    """True when the cache entry verifies; a damaged one is discarded and rebuilt in the
+    background (once per process), and this says False until that is done."""
+    global _rebuilding
+    if _module is not None:
+        return True
+    path = compiled_path()
+    if path.is_file():
+        problem = cache_problem(path)
+        if problem is None:
+            return True
+        _discard(path, problem)
+    with _lock:
+        if _rebuilding is not None and _rebuilding.is_alive():
+            return False
+        if not path.parent.is_dir() or _rebuilding is not None:
+            return False  # never compiled on this machine: the call path starts that itself
+        _rebuilding = threading.Thread(target=_rebuild, name="poet-wasm-rebuild", daemon=True)
+        _rebuilding.start()
+    return False
+
+
+def _rebuild() -> None:
+    try:
+        module(lambda message: log.info("%s", message))
+    except Exception as error:  # noqa: BLE001 - reported; calls keep running the original
+        log.warning("poet_runtime: rebuilding the compiled WASM sandbox failed: %s: %s", type(error).__name__, error)
+
+
 def engine():
     """The process's engine (created once)."""
     global _engine
@@ -162,10 +278,14 @@ def _load(eng, path: Path):
         # one that another user could have written. Compile in memory instead.
         _stderr_progress(f"poet_runtime: not using {path}: it or its folder is writable by other users")
         return None
+    problem = cache_problem(path)
+    if problem is not None:  # never map native code that is not what we wrote
+        _discard(path, problem)
+        return None
     try:
         return wasmtime.Module.deserialize_file(eng, str(path))
     except (wasmtime.WasmtimeError, OSError):
-        return None  # stale or damaged: compiled again and replaced
+        return None  # stale (another wasmtime): compiled again and replaced
 
 
 def _private(path: Path) -> bool:
@@ -190,7 +310,9 @@ def _compile(eng, path: Path, progress):
     compiled = wasmtime.Module.from_file(eng, str(binary_path()))
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if _private(path.parent):
-        _atomic_write(path, compiled.serialize())
+        data = compiled.serialize()
+        _atomic_write(path, data)
+        _write_record(path, len(data), hashlib.sha256(data).hexdigest())
     progress(f"poet_runtime: WASM sandbox compiled in {time.monotonic() - started:.0f} s")
     return compiled
 

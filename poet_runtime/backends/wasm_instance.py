@@ -20,10 +20,13 @@ per guest) and carried over by every request that resumes it:
   ``poll_oneoff`` never sleeps past it, so a blocking ``time.sleep`` ends too; the
   caller also stops waiting shortly after the deadline, whatever the guest does; a
   resumed request gets the wall time that was left when the guest asked the host;
-- memory: ``store.set_limits`` re-armed per call to the guest's current size
-  plus what one call may add (the policy's ``memory_mb`` is per call); surfaces as
-  MemoryError in the guest, which the harness reports. Wasm memory never shrinks,
-  so the caller also replaces a guest that has grown by more than that overall;
+- memory: ``store.set_limits`` re-armed per request to ``memory_base`` (the
+  started guest, before the generated module was loaded) plus the policy's
+  ``memory_mb``, so what the module's body and earlier calls kept counts against
+  the call (limits hold from the first byte); before ``memory_base`` is set, the
+  guest's current size plus ``memory_mb``. Surfaces as MemoryError in the guest,
+  which the harness reports. Wasm memory never shrinks, so the caller also
+  replaces a guest that has grown by more than that overall;
 - output: per call, stdout plus each encoded reply. stdout goes to a callback that
   fails writes past the cap (the guest sees EIO) and flags the violation; stderr is
   not connected, it goes nowhere (a sink: costs the guest CPU, nothing else).
@@ -176,6 +179,7 @@ class Guest:
         self.output_exceeded = False
         self.memory_mb = memory_mb  # what one call may add to the guest's memory
         self.memory_bytes = 0  # the guest's linear memory when it last answered
+        self.memory_base = None  # what memory_mb counts from (set by the caller before loading)
         self.deadline = None  # monotonic seconds at which the current request's wall time ends
         self.wall_left_s = None  # what was left of it when the guest last answered
         self.failure = None  # GuestFailure once the guest has died
@@ -360,7 +364,8 @@ class Guest:
             self._store.set_fuel(fuel)
             self.output_len = 0
         if memory_mb is not None:
-            self._store.set_limits(memory_size=self.memory_bytes + int(memory_mb * MIB))
+            base = self.memory_bytes if self.memory_base is None else self.memory_base
+            self._store.set_limits(memory_size=base + int(memory_mb * MIB))
         self.deadline = None if wall_ms is None else time.monotonic() + wall_ms / 1000
         if self._watched:
             self._store.set_epoch_deadline(1)  # the callback decides at every tick
