@@ -40,6 +40,7 @@ import signal
 import sys
 
 LAYERS = ("rlimits", "no_new_privs", "seccomp", "landlock", "namespaces")
+MAX_THREADS = 64
 
 # --- constants (linux/prctl.h, linux/sched.h, linux/landlock.h, seccomp.h) ----------
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS = 1, 4, 38, 39
@@ -182,35 +183,20 @@ def _privileges(libc, parent):
     return "no capabilities, not dumpable, dies with the host"
 
 
-def _rlimits(max_fds):
+def _rlimits(max_fds, own_namespace):
     for which, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, max_fds)):
         resource.setrlimit(which, (value, value))
     nproc = None
-    if hasattr(resource, "RLIMIT_NPROC"):
-        # Threads count too (the harness's timers need a few); no process can be
-        # made anyway (seccomp). The count is per user, so relative to what exists.
+    if own_namespace and hasattr(resource, "RLIMIT_NPROC"):
+        # Threads count too (the harness's timers need a few); no process can be made
+        # anyway (seccomp). In its own user namespace the count is the worker's alone;
+        # in the host's it would be every process of the user, so it is left alone there.
+        nproc = MAX_THREADS
         try:
-            nproc = _threads_of_user() + 64
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         except (ValueError, OSError):
             nproc = None
     return f"hard: core 0, fsize 0, nofile {max_fds}" + (f", nproc {nproc}" if nproc else "")
-
-
-def _threads_of_user():
-    uid, count = os.getuid(), 0
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return 4096
-    for name in names:
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    count += len(os.listdir(f"/proc/{name}/task"))
-            except OSError:
-                pass
-    return count
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -339,7 +325,7 @@ def apply(write_fds, parent, extra_readable=(), max_fds=64, skip=()):
     seccomp_lib = None if "seccomp" in skip else libseccomp()  # loaded while files are still readable
     attempt("namespaces", lambda: _namespaces(libc) or "user+net")
     attempt("no_new_privs", lambda: _privileges(libc, parent))
-    attempt("rlimits", lambda: _rlimits(max_fds))
+    attempt("rlimits", lambda: _rlimits(max_fds, bool(report.get("namespaces"))))
     abi = landlock_abi()
 
     def landlock():
