@@ -533,6 +533,224 @@ def prune(root: Path, days: float, now: float | None = None) -> int:
     return removed
 
 
+# -- finding one execution without reading the whole journal ---------------------------------
+
+_NUMBER_SLACK = 10_000  # calls of several threads reach a segment slightly out of number order
+
+
+def _batch_numbers(value) -> tuple[int, int] | None:
+    """(lowest, highest) execution number of a decoded batch line, or None for other lines."""
+    if type(value) is not list or len(value) != 4:
+        return None
+    numbers: list = []
+    if value[0] == "C":
+        for group in value[3]:
+            numbers.extend(unpack(group[5]))
+    elif value[0] == "B":
+        numbers = [row[3] for row in value[3]]
+    numbers = [n for n in numbers if type(n) is int]
+    return (min(numbers), max(numbers)) if numbers else None
+
+
+def _last_line(handle, size: int) -> bytes:
+    """The file's last line (read backwards in chunks from its end)."""
+    chunk, end, tail = 65536, size, b""
+    while end > 0:
+        start = max(0, end - chunk)
+        handle.seek(start)
+        tail = handle.read(end - start) + tail
+        cut = tail.rfind(b"\n", 0, len(tail) - 1)
+        if cut >= 0:
+            return tail[cut + 1:]
+        end = start
+    return tail
+
+
+def _may_hold(path: Path, process: str, number: int) -> bool:
+    """False when the segment at ``path`` cannot hold execution ``process-number``: another
+    writer (its name, else its header line), or numbers outside its first and last batches."""
+    named = header_from_name(path)
+    if named is not None and named["process"] != process:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline()
+            header = decode(first)
+            if named is None and type(header) is dict and type(header.get("segment")) is dict and \
+                    header["segment"].get("process") != process:
+                return False
+            low = _batch_numbers(decode(handle.readline()))
+            size = os.fstat(handle.fileno()).st_size
+            high = _batch_numbers(decode(_last_line(handle, size)))
+    except FileNotFoundError:
+        return False
+    if low is None or high is None:
+        return True  # a damaged or torn first or last batch: read it all
+    return low[0] - _NUMBER_SLACK <= number <= high[1] + _NUMBER_SLACK
+
+
+def find_execution_event(root: Path, execution_id: str) -> dict | None:
+    """The ``function.execution`` event of ``execution_id`` under one events root, or None.
+
+    Reads only segments that may hold it (``_may_hold``: the writer's process in the name or
+    header, the range of numbers of the first and last batch), so an unknown id costs a few
+    small reads per file, not the decoding of the whole journal.
+    """
+    process, _, number = execution_id.rpartition("-")
+    if not process or not number.isdigit():
+        return None
+    number = int(number)
+    for path in files(root):
+        name = path.name
+        if name.startswith("kx-"):
+            named = header_from_name(path)
+            if named is not None and named["process"] != process:
+                continue
+        elif not name.startswith("ex-") or not _may_hold(path, process, number):
+            continue
+        for event in read_file(path):
+            if event.get("correlation_id") == execution_id and event.get("type") == "function.execution":
+                return event
+    return None
+
+
+# -- bounded disk use: retention and a size cap, applied while a process runs ----------------
+
+def referenced_executions(root: Path, cache: dict | None = None) -> set[str]:
+    """The execution ids feedback refers to (pending and processed). ``cache`` maps a feedback
+    file's name (they never change) to its execution id, so each file is read once."""
+    cache = {} if cache is None else cache
+    found: set = set()
+    seen: set = set()
+    for sub in (PENDING, PROCESSED):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / sub):
+                name = entry.name
+                if not (name.startswith("fb-") and name.endswith(".jsonl")):
+                    continue
+                seen.add(name)
+                execution_id = cache.get(name)
+                if execution_id is None:
+                    event = next(read_file(Path(entry.path)), None)
+                    execution_id = cache[name] = (event or {}).get("correlation_id") or ""
+                if execution_id:
+                    found.add(execution_id)
+    for name in [name for name in cache if name not in seen]:
+        del cache[name]
+    return found
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process that named ``path`` (``<prefix>-<pid>-...``) still runs: its open
+    segment must not be removed under it (its writes would go nowhere)."""
+    parts = path.name.split("-")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True  # ours: the caller names the segments it has closed
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _compact(path: Path, referenced: set[str], limit: int) -> bool:
+    """Keep the executions of ``path`` that feedback refers to, as whole events in a ``kx-`` file
+    beside it, before ``path`` goes. False when that could not be done (``path`` must stay)."""
+    kept = [event for event in read_file(path)
+            if event.get("type") == "function.execution" and event.get("correlation_id") in referenced]
+    if not kept:
+        return True
+    lines = [line for line in (encode(event, limit) for event in kept) if line is not None]
+    target = path.parent.parent / PROCESSED / ("kx-" + path.name.split("-", 1)[1])
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return True  # another process kept them first
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"".join(lines))
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            target.unlink()
+        return False
+    os.close(fd)
+    _fsync_dir(target.parent)
+    return True
+
+
+def enforce_limits(root: Path, *, retention_days: float, max_bytes: int, open_paths=(), cache: dict | None = None,
+                   now: float | None = None, event_limit: int = 1 << 20) -> dict:
+    """Apply retention and the size cap to one events root; returns what was removed.
+
+    Oldest files first. Retention removes what is older than ``retention_days`` (as ``prune``).
+    Over ``max_bytes``, execution segments go oldest first, never feedback (``fb-``), nor
+    decisions (``lr-``), nor a segment still open (``open_paths``, or a live writer's pending
+    one); the executions feedback still refers to are kept first (``kx-`` files), and those
+    files go only when nothing refers to them any more.
+    """
+    now = time.time() if now is None else now
+    cutoff = now - retention_days * 86400 if type(retention_days) in (int, float) and 0 < retention_days < float(
+        "inf") else float("-inf")
+    entries = []
+    for sub in (PROCESSED, PENDING):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / sub):
+                if entry.name.endswith(".jsonl"):
+                    with contextlib.suppress(OSError):
+                        info = entry.stat()
+                        entries.append((info.st_mtime, entry.name, info.st_size, Path(entry.path), sub))
+    total = sum(entry[2] for entry in entries)
+    opened = {Path(p) for p in open_paths}
+    referenced = None
+    removed = {"files": 0, "bytes": 0, "kept_executions_files": 0}
+    for mtime, name, size, path, sub in sorted(entries):
+        expired = mtime < cutoff
+        if not expired and total <= max_bytes:
+            break
+        if path in opened:
+            continue
+        if not expired:
+            if name.startswith(("fb-", "lr-")):
+                continue  # the cap never drops feedback or decisions
+            if sub == PENDING and name.startswith("ex-") and _writer_alive(path):
+                continue
+        if name.startswith(("ex-", "kx-")):
+            if referenced is None:
+                referenced = referenced_executions(root, cache)
+            if name.startswith("kx-"):
+                if any(event.get("correlation_id") in referenced for event in read_file(path)) and not expired:
+                    continue
+            elif not _compact(path, referenced, event_limit):
+                continue
+            else:
+                removed["kept_executions_files"] += 1
+        with contextlib.suppress(OSError):
+            path.unlink()
+            total -= size
+            removed["files"] += 1
+            removed["bytes"] += size
+    return removed
+
+
+def disk_bytes(root: Path) -> int:
+    """Bytes of the event files under one events root."""
+    total = 0
+    for sub in (PROCESSED, PENDING):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(root / sub):
+                with contextlib.suppress(OSError):
+                    total += entry.stat().st_size
+    return total
+
+
 def recorded_samples(store_root, function_id: str, limit: int) -> list[tuple[list, dict]]:
     """Distinct recent recorded calls of a function as probe samples ``[(args, kwargs), ...]``,
     newest first, from the journal beside the stores under ``store_root``.

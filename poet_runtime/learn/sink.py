@@ -62,7 +62,11 @@ class FunctionInfo:
 
 
 _functions: dict[str, FunctionInfo] = {}
-_pruned: set = set()
+# root -> [bytes written since the limits were last applied, when (monotonic)]: retention and the
+# size cap run in the flusher while the process runs, every LIMITS_EVERY_S or after a tenth of the cap.
+_limits: dict = {}
+_feedback_names: dict = {}  # root -> {feedback file name: execution id} (journal.referenced_executions)
+LIMITS_EVERY_S = 60.0
 # Buffered executions, flat: ``_WIDTH`` values per execution, the call path's entry (state, number,
 # status, reason, detail, t0..t3; see ``enhanced``) then its result, the wall time and the FunctionInfo.
 # Flat, so that a buffered call leaves no container of its own for the cyclic GC to track and
@@ -264,12 +268,8 @@ def register(function_id: str, root: Path, objective: str | None, needs_output: 
             journal.ensure_dirs(root)
         except OSError as error:  # a read-only or full store: said once; the program is not affected
             report_write_error(root, error)
-        if root not in _pruned:  # retention: once per store root per process, off the call path
-            _pruned.add(root)
-            try:
-                journal.prune(root, config.get().retention_days)
-            except OSError:
-                pass
+        if root not in _limits:  # retention and the size cap: by the flusher, off the call path, at once
+            _limits[root] = [float("inf"), 0.0]
         if _unsubscribe is None:
             _unsubscribe = events.subscribe(_listener)
         if _flusher is None or not _flusher.is_alive():
@@ -321,8 +321,45 @@ def _run() -> None:
     while not _stop.wait(interval):
         try:
             flush()
+            if _limits and _limits_due(config.get()):
+                apply_limits()  # also without writes: retention while the process runs
         except Exception as error:  # never kill the flusher, never a traceback per round; the next round retries
             report_write_error(Path("<events>"), error)
+
+
+def cap_bytes(settings) -> int:
+    return int(settings.max_mb * 1024 * 1024)
+
+
+def _segment_bytes(settings) -> int:
+    """Segments rotate at an eighth of the cap (at most ``segment_bytes``): only a closed one can go."""
+    return max(64 * 1024, min(settings.segment_bytes, cap_bytes(settings) // 8))
+
+
+def apply_limits(force: bool = False) -> dict:
+    """Apply retention and the size cap to every store this process writes, where due (or ``force``).
+
+    Due when a tenth of the cap was written since the last time, or ``LIMITS_EVERY_S`` passed.
+    Returns root -> what was removed (``journal.enforce_limits``).
+    """
+    settings = config.get()
+    cap = cap_bytes(settings)
+    now = time.monotonic()
+    done = {}
+    for root, (written, last) in list(_limits.items()):
+        if not force and written < cap / 10 and now - last < LIMITS_EVERY_S:
+            continue
+        _limits[root] = [0, now]
+        with _flush_lock:
+            open_paths = [segment.path for segment in (_segments.get(root), _decision_segments.get(root))
+                          if segment is not None and segment.path is not None and segment.handle is not None]
+        try:
+            done[root] = journal.enforce_limits(root, retention_days=settings.retention_days, max_bytes=cap,
+                                                open_paths=open_paths, cache=_feedback_names.setdefault(root, {}),
+                                                event_limit=settings.max_event_bytes)
+        except OSError as error:
+            report_write_error(root, error)
+    return done
 
 
 _SCALAR = (bool, int, float, type(None))
@@ -420,10 +457,13 @@ def flush() -> int:
             try:
                 segment = _segments.get(root)
                 if segment is None:
-                    segment = _segments[root] = journal.Segment(root, "ex", settings.segment_bytes, _header,
+                    segment = _segments[root] = journal.Segment(root, "ex", _segment_bytes(settings), _header,
                                                                 _process_tag)
                 segment.write(data)
                 segment.sync()
+                limits = _limits.get(root)
+                if limits is not None:
+                    limits[0] += len(data)
             except OSError as error:
                 # A read-only or full store: these executions are not acknowledged (nothing refers
                 # to them yet), said once per cause; a half-written batch ends its file, the next
@@ -450,8 +490,15 @@ def flush() -> int:
         for info, group in learned:
             info.engine.on_executions([journal.expand(row, header, batch)["payload"]
                                        for row in journal.group_rows(group)])
+    if _limits and _limits_due(settings):
+        apply_limits()
     flush_cpu_s += time.thread_time() - started
     return count
+
+
+def _limits_due(settings) -> bool:
+    cap, now = cap_bytes(settings), time.monotonic()
+    return any(written >= cap / 10 or now - last >= LIMITS_EVERY_S for written, last in list(_limits.values()))
 
 
 def _note_lines(settings) -> dict:
@@ -639,7 +686,7 @@ def write_decision(root: Path, event_type: str, payload: dict, *, correlation_id
         try:
             segment = _decision_segments.get(root)
             if segment is None:
-                segment = _decision_segments[root] = journal.Segment(root, "lr", config.get().segment_bytes)
+                segment = _decision_segments[root] = journal.Segment(root, "lr", _segment_bytes(config.get()))
             if line is not None:
                 segment.write(line)
                 segment.sync()
@@ -667,12 +714,9 @@ def find_execution(execution_id: str, extra_roots=()) -> tuple[dict, Path] | Non
         if root in seen or not root.is_dir():
             continue
         seen.add(root)
-        for path in journal.files(root):
-            if not path.name.startswith("ex-"):
-                continue
-            for event in journal.read_file(path):
-                if event.get("correlation_id") == execution_id and event.get("type") == "function.execution":
-                    return event["payload"], root
+        event = journal.find_execution_event(root, execution_id)
+        if event is not None:
+            return event["payload"], root
     return None
 
 
@@ -695,6 +739,8 @@ def shutdown() -> None:
                 _unsubscribe()
                 _unsubscribe = None
             _functions.clear()
+            _limits.clear()
+            _feedback_names.clear()
         if _flusher is not None and _flusher is not threading.current_thread():
             _flusher.join(timeout=2)
         _flusher = None
