@@ -51,14 +51,21 @@ def _is_number(value):
 def finite_values(sample):
     """The finite numbers of ``sample`` as floats (None, NaN, infinities and non-numbers left out)."""
     out = []
+    append = out.append
     for value in sample:
-        if _is_number(value):
+        kind = type(value)
+        if kind is float:
+            if value - value == 0.0:  # not NaN, not infinite
+                append(value)
+        elif kind is int:
+            append(float(value))
+        elif _is_number(value):
             try:
                 number = float(value)
             except (TypeError, ValueError, OverflowError):
                 continue
             if number - number == 0.0:
-                out.append(number)
+                append(number)
     return out
 
 
@@ -136,13 +143,16 @@ def ks_2samp(a, b, method="auto", exact_max_cells=EXACT_MAX_CELLS):
     ``a`` and ``b`` are samples of numbers (missing values are dropped); ``method`` is
     "auto", "exact" or "asymp". Raises ValueError for an empty sample.
     """
-    a = sorted(finite_values(a))
-    b = sorted(finite_values(b))
+    if method not in ("auto", "exact", "asymp"):
+        raise ValueError("method must be 'auto', 'exact' or 'asymp'")
+    return _ks(sorted(finite_values(a)), sorted(finite_values(b)), method, exact_max_cells)
+
+
+def _ks(a, b, method, exact_max_cells):
+    """ks_2samp on sorted finite samples."""
     n1, n2 = len(a), len(b)
     if not n1 or not n2:
         raise ValueError("ks_2samp needs two non-empty samples of finite numbers")
-    if method not in ("auto", "exact", "asymp"):
-        raise ValueError("method must be 'auto', 'exact' or 'asymp'")
     gap = _statistic(a, b)
     g = math.gcd(n1, n2)
     statistic = gap / (n1 * n2)
@@ -327,16 +337,32 @@ def kolmogorov_sf(d, n):
 # --- binned divergences ---------------------------------------------------------------------
 
 def _proportions(current, reference, bins):
+    """Shares of each sample in ``bins`` equal-width bins of the joint range, empty bins at _SMOOTH."""
     low = min(min(current), min(reference))
     high = max(max(current), max(reference))
     width = (high - low) / bins
+    last = bins - 1
+
     def shares(sample):
         counts = [0] * bins
-        for value in sample:
-            index = int((value - low) / width) if width > 0 else 0
-            counts[min(max(index, 0), bins - 1)] += 1
-        return [max(count / len(sample), _SMOOTH) for count in counts]
+        if width > 0:
+            for value in sample:
+                index = int((value - low) / width)
+                counts[index if index < last else last] += 1
+        else:
+            counts[0] = len(sample)
+        size = len(sample)
+        return [count / size if count else _SMOOTH for count in counts]
     return shares(current), shares(reference)
+
+
+def _psi(p, q):
+    return sum((a - b) * math.log(a / b) for a, b in zip(p, q))
+
+
+def _kl(p, q):
+    total_p, total_q = sum(p), sum(q)  # smoothing made them a little over 1: renormalise
+    return sum((a / total_p) * math.log((a / total_p) / (b / total_q)) for a, b in zip(p, q))
 
 
 def psi(current, reference, bins=10):
@@ -344,8 +370,7 @@ def psi(current, reference, bins=10):
     current, reference = finite_values(current), finite_values(reference)
     if not current or not reference:
         raise ValueError("psi needs two non-empty samples of finite numbers")
-    p, q = _proportions(current, reference, int(bins))
-    return sum((a - b) * math.log(a / b) for a, b in zip(p, q))
+    return _psi(*_proportions(current, reference, int(bins)))
 
 
 def kl_divergence(current, reference, bins=10):
@@ -353,9 +378,7 @@ def kl_divergence(current, reference, bins=10):
     current, reference = finite_values(current), finite_values(reference)
     if not current or not reference:
         raise ValueError("kl_divergence needs two non-empty samples of finite numbers")
-    p, q = _proportions(current, reference, int(bins))
-    total_p, total_q = sum(p), sum(q)  # smoothing made them a little over 1: renormalise
-    return sum((a / total_p) * math.log((a / total_p) / (b / total_q)) for a, b in zip(p, q))
+    return _kl(*_proportions(current, reference, int(bins)))
 
 
 # --- data quality -------------------------------------------------------------------------
@@ -378,8 +401,16 @@ def data_quality(samples):
         n = len(values)
         missing = non_finite = non_numeric = 0
         finite = []
+        append = finite.append
         for value in values:
-            if value is None or (type(value) is float and value != value):
+            if type(value) is float:  # the common case first
+                if value - value == 0.0:
+                    append(value)
+                elif value != value:
+                    missing += 1
+                else:
+                    non_finite += 1
+            elif value is None:
                 missing += 1
             elif not _is_number(value):
                 non_numeric += 1
@@ -394,7 +425,7 @@ def data_quality(samples):
                 elif number - number != 0.0:
                     non_finite += 1
                 else:
-                    finite.append(number)
+                    append(number)
         constant = len(finite) >= 2 and min(finite) == max(finite)
         score = len(finite) / n if n and len(finite) >= 2 else 0.0
         if constant:
@@ -432,11 +463,14 @@ def two_sample_evidence(current, reference, bins=10, exact_max_cells=EXACT_MAX_C
     current, reference = finite_values(current), finite_values(reference)
     if not current or not reference:
         return None
-    test = ks_2samp(current, reference, exact_max_cells=exact_max_cells)
+    current.sort()
+    reference.sort()
+    test = _ks(current, reference, "auto", exact_max_cells)
+    p, q = _proportions(current, reference, int(bins))
     return {
         "ks_statistic": round(test["statistic"], 12), "p_value": test["p_value"], "method": test["method"],
         "n_current": test["n1"], "n_reference": test["n2"],
-        "psi": round(psi(current, reference, bins), 12), "kl_divergence": round(kl_divergence(current, reference, bins), 12),
+        "psi": round(_psi(p, q), 12), "kl_divergence": round(_kl(p, q), 12),
     }
 
 
