@@ -99,7 +99,7 @@ def test_wheels_ship_the_pth_file(tmp_path):
     for hook in ("build_wheel", "build_editable"):
         source = tmp_path / f"src-{hook}"
         source.mkdir()
-        for name in ("pyproject.toml", "README.md"):
+        for name in ("pyproject.toml", "README.md", "setup.py"):  # setup.py computes the package list
             if (REPO / name).exists():
                 shutil.copy(REPO / name, source / name)
         for folder in ("poet_runtime", "sandbox", "policies", "_pth_build"):
