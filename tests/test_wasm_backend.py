@@ -1136,3 +1136,43 @@ def test_a_failure_of_generated_code_names_its_phase(load):
     with pytest.raises(InternalError) as caught:
         loaded.call(never, (1,), {})  # perceive cannot bind: the call path reports perceive_error
     assert caught.value.phase == "perceive" and "flag" in str(caught.value)
+
+
+def test_a_forked_child_drops_the_parents_guests_without_hanging(load):
+    """Issue 12, item 1 (the guests' part): a child forked while a guest is live (and
+    its lock possibly held) neither uses nor stops the parent's guest; wasmtime's own
+    threads did not survive the fork, so its calls fail at once and run the original."""
+    import json
+    import os
+
+    enhancement = load(generated_module("return x + 1"))
+    assert enhancement.call(never, (1,), {})[0] == 2
+    parent_guest = enhancement._guest
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            import signal
+
+            signal.alarm(20)  # a hang would end the child, not the test run
+            started = time.monotonic()
+            try:
+                enhancement.call(never, (1,), {})
+                outcome = "called"
+            except PhaseError as error:
+                outcome = f"PhaseError: {error}"
+            os.write(write, json.dumps([outcome, time.monotonic() - started, enhancement._guest is None]).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    outcome, took, dropped = json.loads(output)
+    assert outcome.startswith("PhaseError") and "forked" in outcome and took < 2 and dropped, output
+    assert enhancement._guest is parent_guest and parent_guest.alive  # the parent's, untouched
+    assert enhancement.call(never, (4,), {})[0] == 5
