@@ -79,6 +79,7 @@ class FunctionState:
         self.recorder = None
         self.records_inputs = False  # the policy lets calls' inputs be stored (set at resolution)
         self.verified = False  # the loaded version is the built-in generator's own code (resolve.verified_builtin)
+        self.budget = None  # _InputBudget of a sandboxed backend's fast path
         self.cell = [self._first_call_async if self.is_async else self._first_call]
         runtime.states.add(self)  # a forked child makes its lock usable again (runtime._after_fork_in_child)
 
@@ -317,14 +318,24 @@ class FunctionState:
         call = self.loaded.call
         logic = self.original
         state = self
+        budget = self.budget = _InputBudget.for_policy(self.policy)
 
         def fast(args, kwargs):
+            units = 0
+            if budget is not None:
+                units = budget.units(args, kwargs)
+                if units > budget.smallest_refused:
+                    refusal = budget.refusal(units)
+                    if refusal is not None:  # decided before sending: milliseconds, not the wall limit
+                        return state._input_refused(args, kwargs, refusal)
             failure = None
             try:
                 outcome = call(logic, args, kwargs)
             except BaseException as error:
                 failure = error
             if failure is not None:
+                if budget is not None and isinstance(failure, PoetViolation):
+                    budget.learn(units, failure.limit)
                 reason, detail, outcome = state._outcome_of(failure)
                 if reason is None:
                     raise outcome
@@ -344,14 +355,27 @@ class FunctionState:
         call = self.loaded.call_async
         logic = self.original
         state = self
+        budget = self.budget = _InputBudget.for_policy(self.policy)
 
         async def fast(args, kwargs):
+            units = 0
+            if budget is not None:
+                units = budget.units(args, kwargs)
+                if units > budget.smallest_refused:
+                    refusal = budget.refusal(units)
+                    if refusal is not None:
+                        if state.policy is not None and getattr(state.policy, "on_violation", "") == "raise":
+                            state._note_fallback("violation:input_size", refusal, warn=True)
+                            raise PoetViolation(state.function_id, "input_size", refusal)
+                        return await state._fallback_async(args, kwargs, "violation:input_size", refusal)
             failure = None
             try:
                 outcome = await call(logic, args, kwargs)
             except BaseException as error:
                 failure = error
             if failure is not None:
+                if budget is not None and isinstance(failure, PoetViolation):
+                    budget.learn(units, failure.limit)
                 reason, detail, outcome = state._outcome_of(failure)
                 if reason is None:
                     raise outcome
@@ -364,6 +388,14 @@ class FunctionState:
             return state._succeeded(outcome, args, kwargs)
 
         return fast
+
+    def _input_refused(self, args, kwargs, refusal: str):
+        """An input the policy's limits cannot take: the documented fallback (or the violation,
+        under ``on_violation = "raise"``) without sending it."""
+        if self.policy is not None and getattr(self.policy, "on_violation", "fallback") == "raise":
+            self._note_fallback("violation:input_size", refusal, warn=True)
+            raise PoetViolation(self.function_id, "input_size", refusal)
+        return self._fallback(args, kwargs, "violation:input_size", refusal)
 
     def _outcome_of(self, error):
         """What a failed call comes to: ``(None, None, exception)`` to raise it as the
@@ -652,6 +684,135 @@ class FunctionState:
                 return  # the durable event sink took it and no other listener wants a record
         # The result rides along for listeners that keep outputs (learning, size-capped there).
         events.emit("function.execution", record=records.build(entry), result=result)
+
+
+class _InputBudget:
+    """Whether a call's input can cross into the sandbox within the policy's limits, decided
+    before anything is encoded or sent.
+
+    ``units`` counts the values an input holds (sampling big containers: microseconds for a
+    million floats); one unit costs about what the wire's encode and decode of a float cost,
+    measured once per process (``_unit_ns``). An input whose crossing alone would take more
+    than the policy's wall time (``CROSSING_FACTOR`` times that measure), or whose values would
+    not fit its memory, cannot fit: it is refused at once
+    (``violation:input_size``). And when a call is killed at a limit,
+    inputs at least that size are refused from then on, until the inputs change shape
+    (smaller ones are sent again): the same refusal is never paid for twice.
+    """
+
+    MIN_UNITS = 10_000  # below this an input never explains a limit being hit
+    BYTES_PER_UNIT = 64  # a decoded float in the worker, the list slot and the encoded text around it
+    # A real crossing (checks, pipes, both sides' JSON) takes about twice the wire's encode and
+    # decode that ``_unit_ns`` measures (a million floats: 3-4 s where that measure says 1.3-2 s).
+    CROSSING_FACTOR = 2.0
+
+    def __init__(self, time_ms: float | None, memory_mb: float | None):
+        self.time_ms = time_ms
+        self.memory_mb = memory_mb
+        self.smallest_refused = self.MIN_UNITS  # inputs smaller than this are sent without more checks
+        self.killed_at: int | None = None  # the smallest input (units) a limit killed
+        self.killed_limit = ""
+
+    @classmethod
+    def for_policy(cls, policy):
+        limits = getattr(policy, "limits", None)
+        if limits is None:
+            return None
+        times = [v for v in (getattr(limits, "wall_ms", None), getattr(limits, "cpu_ms", None)) if v]
+        memory = getattr(limits, "memory_mb", None)
+        if not times and not memory:
+            return None
+        wall = getattr(limits, "wall_ms", None)
+        # The crossing is paid on both sides (the host encodes, the worker decodes): the wall limit is
+        # what it must fit; the worker's CPU limit counts only its half.
+        return cls(wall if wall else (2 * min(times) if times else None), memory)
+
+    @staticmethod
+    def units(args, kwargs) -> int:
+        total = _units(args, 0)
+        if kwargs:
+            total += _units(kwargs, 0)
+        return total
+
+    def refusal(self, units: int) -> str | None:
+        if self.killed_at is not None and units >= self.killed_at:
+            return (f"an input of about {units} values; one of {self.killed_at} was stopped at {self.killed_limit} "
+                    f"(inputs at least that large are not sent)")
+        if self.memory_mb and units * self.BYTES_PER_UNIT > self.memory_mb * 1024 * 1024:
+            return f"an input of about {units} values cannot fit the policy's memory_mb = {self.memory_mb:g}"
+        if self.time_ms:
+            crossing_ms = self.CROSSING_FACTOR * units * _unit_ns() / 1e6
+            if crossing_ms > self.time_ms:
+                return (f"an input of about {units} values takes about {crossing_ms:.0f} ms to cross into the "
+                        f"sandbox, more than the policy's {self.time_ms:g} ms")
+        return None
+
+    def learn(self, units: int, limit: str) -> None:
+        """A call was stopped at ``limit``: inputs at least as large go straight to the fallback."""
+        if limit in ("wall_ms", "cpu_ms", "memory_mb", "fuel") and units >= self.MIN_UNITS:
+            if self.killed_at is None or units < self.killed_at:
+                self.killed_at, self.killed_limit = units, limit
+                self.smallest_refused = min(self.smallest_refused, units - 1)
+
+
+_SCALAR_TYPES = frozenset((int, float, bool, type(None)))
+_SAMPLE = 8
+
+
+def _units(value, depth: int) -> int:
+    """About how many values ``value`` holds (a container's from a sample of its items)."""
+    kind = type(value)
+    if kind in _SCALAR_TYPES:
+        return 1
+    if kind is str or kind is bytes or kind is bytearray:
+        return 1 + len(value) // 16
+    if kind is list or kind is tuple:
+        n = len(value)
+        if n <= 2 * _SAMPLE:
+            return 1 + sum(_units(item, depth + 1) for item in value) if depth < 6 else 1 + n
+        if depth >= 6:
+            return 1 + n
+        sample = value[:_SAMPLE] + value[-_SAMPLE:]
+        return 1 + n * sum(_units(item, depth + 1) for item in sample) // len(sample)
+    if kind is dict or kind is set or kind is frozenset:
+        n = len(value)
+        if n == 0 or depth >= 6:
+            return 1 + n
+        import itertools
+
+        items = value.items() if kind is dict else value
+        sample = list(itertools.islice(items, 2 * _SAMPLE))
+        each = sum(_units(item, depth + 1) for item in sample)
+        return 1 + n * each // len(sample)
+    size = getattr(value, "size", None)  # an array-like (numpy) left in the host: its element count
+    return 1 + size if type(size) is int and size > 0 else 1
+
+
+_unit_cost: list = []
+
+
+def _unit_ns() -> float:
+    """Nanoseconds the wire's encode and decode of one float take here (measured once, ~5 ms)."""
+    if not _unit_cost:
+        import json
+        import time
+
+        try:
+            from poet_runtime.resources import load_facility
+
+            load_facility()
+            from poet_sandbox import wire
+
+            sample = [i * 1.000001 for i in range(1000)]
+            best = float("inf")
+            for _ in range(3):  # the fastest of three: another thread or process may have had the CPU
+                started = time.perf_counter_ns()
+                wire.decode(json.loads(json.dumps(wire.encode(sample))))
+                best = min(best, time.perf_counter_ns() - started)
+            _unit_cost.append(max(best / len(sample), 50.0))
+        except Exception:
+            _unit_cost.append(1000.0)
+    return _unit_cost[0]
 
 
 class _Reports:

@@ -116,3 +116,40 @@ def test_feedback_on_an_unknown_execution_answers_fast_in_a_large_journal(learn_
         assert took < 1.0, (unknown, took)
     found = journal.find_execution_event(root, f"{processes[3]}-43210")  # a known one is still found
     assert found is not None and found["payload"]["output"] is True  # 43210 is even
+
+
+MEAN = '''\
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", policy="default")
+def mean(values: list) -> float:
+    return sum(values) / len(values)
+'''
+
+
+def test_an_input_too_large_for_the_sandbox_falls_back_in_milliseconds_not_at_the_wall_limit(poet_home,
+                                                                                              write_module):
+    """A version that is not the built-in's own runs in the restricted worker (default policy);
+    a million floats cannot cross it within wall_ms: refused before sending, every time."""
+    import poet_runtime
+    from poet_runtime.store import FunctionStore
+
+    module = write_module("big_mean", MEAN)
+    assert module.mean([1.0, 2.0]) == 1.5
+    store = FunctionStore(poet_home / "big_mean.mean", "big_mean:mean")
+    code = store.current().path / "code.py"
+    code.write_text(code.read_text() + "\n# edited by hand: not verified, so it runs in the worker\n")
+    module = write_module("big_mean", MEAN)
+    assert module.mean([1.0, 2.0, 3.0]) == 2.0
+    assert poet_runtime.last_execution().backend == "restricted"
+    data = [float(i) for i in range(1_000_000)]
+    for _ in range(3):
+        started = time.perf_counter()
+        assert module.mean(data) == 499999.5
+        took = time.perf_counter() - started
+        record = poet_runtime.last_execution()
+        assert record.fell_back and record.reason == "violation:input_size", record
+        assert took < 1.5, took  # the wall limit (2 s) and a killed worker took 5 s
+    assert module.mean([float(i) for i in range(1000)]) == 499.5  # a small input is sent as before
+    assert poet_runtime.last_execution().status == "ok"
