@@ -12,10 +12,13 @@ learner (``replay=False``, what learning did before) as the baseline, in one run
 Accuracy: an ml_monitoring drift detector (optimize_for="accuracy") whose starting
 threshold is poor, fed labelled batches; accuracy on a held-out stream before learning
 and after 50, 100 and 200 feedback events, against the oracle (the best fixed threshold
-on the held-out stream). Latency: an api_operations call to a dependency whose latency
+on the held-out stream). Beside it, in the same run, a threshold on the KS statistic that
+the ml_monitoring domain records with each call, learned from the same labels
+(``learn.objectives.FeatureThreshold``): does a statistic the function does not compute
+beat the current learner? Latency: an api_operations call to a dependency whose latency
 has a slow tail (optimize_for="latency"): p95 before and after learning.
 
-    python benchmarks/bench_learning.py [--seeds 3] [--only shapes]
+    python benchmarks/bench_learning.py [--seeds 3] [--only shapes|accuracy]
 """
 
 from __future__ import annotations
@@ -185,11 +188,13 @@ def shapes_report(seeds: int, folder: Path) -> None:
         print(f"  {'':<9} ({what})")
 
 
-def batch(rng: random.Random):
+def batch(rng: random.Random, kind: str = "shift"):
+    """A labelled pair of batches: drift is a shifted mean ("shift") or a wider spread ("scale")."""
     drifted = rng.random() < 0.5
-    shift = rng.uniform(0.15, 1.0) if drifted else 0.0
+    shift = rng.uniform(0.15, 1.0) if drifted and kind == "shift" else 0.0
+    spread = rng.uniform(1.5, 2.5) if drifted and kind == "scale" else 1.0
     reference = [rng.gauss(0.0, 1.0) for _ in range(50)]
-    current = [rng.gauss(shift, 1.0) for _ in range(50)]
+    current = [rng.gauss(shift, spread) for _ in range(50)]
     return current, reference, drifted
 
 
@@ -202,15 +207,15 @@ def fresh(folder: Path, name: str, source: str):
     return importlib.import_module(name)
 
 
-def accuracy_run(seed: int, folder: Path) -> dict:
+def accuracy_run(seed: int, folder: Path, kind: str = "shift") -> dict:
     import poet_runtime
     from poet_runtime import settings
     from poet_runtime.learn import sink
 
-    settings.override(home=folder / f"home-acc-{seed}", cache_dir=folder / "cache")
-    module = fresh(folder, f"bench_drift_{seed}", DETECTOR)
+    settings.override(home=folder / f"home-acc-{kind}-{seed}", cache_dir=folder / "cache")
+    module = fresh(folder, f"bench_drift_{kind}_{seed}", DETECTOR)
     rng = random.Random(seed)
-    held_out = [batch(rng) for _ in range(400)]
+    held_out = [batch(rng, kind) for _ in range(400)]
 
     def evaluate() -> tuple[float, list[float]]:
         scores, right = [], 0
@@ -225,14 +230,29 @@ def accuracy_run(seed: int, folder: Path) -> dict:
     labels = [d for _, _, d in held_out]
     candidates = sorted(set(scores))
     row["oracle"] = max(sum((s > t) == d for s, d in zip(scores, labels)) for t in [-1.0, *candidates]) / len(labels)
+    from poet_runtime.learn import config
+    from poet_runtime.learn.objectives import FeatureThreshold
+
+    # Beside it: a threshold on the KS statistic that ml_monitoring records with each call (its
+    # domain.evidence), learned from the same labels; it moves nothing, so it is scored apart.
+    by_ks = FeatureThreshold("accuracy", config.get(), "ks_statistic")
+    held_evidence = []
     start = time.perf_counter()
     for count in range(1, 201):
-        current, reference, drifted = batch(rng)
-        module.detect_drift(current, reference)
+        current, reference, drifted = batch(rng, kind)
+        output = module.detect_drift(current, reference)
+        by_ks.observe(poet_runtime.last_execution().evidence, output, drifted)
         module.detect_drift.feedback(label=drifted)
         if count in (50, 100, 200):
             row[f"after {count}"] = evaluate()[0]
+            if not held_evidence:
+                for current_, reference_, _ in held_out:
+                    module.detect_drift(current_, reference_)
+                    held_evidence.append(poet_runtime.last_execution().evidence)
+            row[f"ks after {count}"] = sum(by_ks.predict(ev) == d for ev, (_, _, d) in zip(held_evidence, held_out)
+                                           ) / len(held_out)
     row["feedback_s"] = time.perf_counter() - start
+    row["ks threshold"] = by_ks.learned()
     sink.shutdown()
     poet_runtime.disable()
     poet_runtime.enable(hook=False)
@@ -271,22 +291,12 @@ def latency_run(seed: int, folder: Path) -> dict:
             "p50 after": q(after, 0.5), "timeout_s": params.get("timeout_s")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--only", choices=("shapes",), help="run only the issue 14 shapes")
-    args = parser.parse_args()
-    import poet_runtime
-
-    folder = Path(tempfile.mkdtemp(prefix="poet-bench-learning-"))
-    poet_runtime.enable(hook=False)
+def accuracy_report(kind: str, seeds: int, folder: Path) -> None:
     med = statistics.median
-    shapes_report(args.seeds, folder)
-    if args.only == "shapes":
-        poet_runtime.disable()
-        return
-    rows = [accuracy_run(seed, folder) for seed in range(args.seeds)]
-    print(f"accuracy objective, ml_monitoring drift detector, starting threshold 0.9, {args.seeds} seeds (medians)")
+    rows = [accuracy_run(seed, folder, kind) for seed in range(seeds)]
+    what = "a shifted mean" if kind == "shift" else "a wider spread, same mean (the function's mean gap cannot see it)"
+    print(f"accuracy objective, ml_monitoring drift detector, starting threshold 0.9, drift = {what}, "
+          f"{seeds} seeds (medians)")
     for key in ("before", "after 50", "after 100", "after 200", "oracle"):
         values = [r[key] for r in rows]
         gap = med(r["oracle"] - r[key] for r in rows) * 100
@@ -295,6 +305,36 @@ def main() -> None:
     print(f"  200 feedback events took {med(r['feedback_s'] for r in rows):.2f} s (incl. calls and fsyncs)")
     gap100 = med(r["oracle"] - r["after 100"] for r in rows) * 100
     print(f"  after 100 feedback events: {gap100:.1f} points from the oracle (target <= 2)")
+    for key in ("after 50", "after 100", "after 200"):
+        values = [r[f"ks {key}"] for r in rows]
+        print(f"  KS-statistic threshold learned from the evidence, {key:<9}: accuracy {med(values):.3f} "
+              f"vs the current learner {med(r[key] for r in rows):.3f} (ratio "
+              f"{med(r[f'ks {key}'] / r[key] for r in rows):.3f}; per seed " + ", ".join(f"{v:.3f}" for v in values) + ")")
+    print(f"  learned KS threshold {med(r['ks threshold'] for r in rows):.4f} (the oracle on the function's own score: "
+          f"{med(r['oracle'] for r in rows):.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", choices=("shapes", "accuracy"),
+                        help="run only the issue 14 shapes, or only the accuracy runs (shift and scale)")
+    args = parser.parse_args()
+    import poet_runtime
+
+    folder = Path(tempfile.mkdtemp(prefix="poet-bench-learning-"))
+    poet_runtime.enable(hook=False)
+    med = statistics.median
+    if args.only != "accuracy":
+        shapes_report(args.seeds, folder)
+    if args.only == "shapes":
+        poet_runtime.disable()
+        return
+    for kind in ("shift", "scale"):
+        accuracy_report(kind, args.seeds, folder)
+    if args.only == "accuracy":
+        poet_runtime.disable()
+        return
     rows = [latency_run(seed, folder) for seed in range(args.seeds)]
     print(f"latency objective, api_operations, dependency 1 ms or 40 ms (15%), {args.seeds} seeds (medians)")
     for key in ("p50 before", "p50 after", "p95 before", "p95 after"):
