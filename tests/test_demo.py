@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "examples" / "ml_monitoring" / "app.py"
 
 
-def run(args, tmp_path):
+def run(args, tmp_path, **extra_env):
     env = {key: value for key, value in os.environ.items() if not key.startswith("POET_")}
-    env.update(POET_HOME=str(tmp_path / "home"), POET_CACHE_DIR=str(tmp_path / "cache"))
+    env.update(POET_HOME=str(tmp_path / "home"), POET_CACHE_DIR=str(tmp_path / "cache"), **extra_env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
 
 
@@ -80,6 +80,9 @@ def test_financial_risk_example_audits_every_decision_and_refuses_impossible_one
     assert "p=2.9722" in result.stdout  # refused by Enforce, yet the caller got the function's own answer
     assert result.stdout.count("refused by Enforce (enforce_rejected)") == 2
     assert "domain.audit x4" in result.stderr and "domain.warning x1" in result.stderr
+    status = run(["-m", "poet_runtime", "status", str(app)], tmp_path, COLUMNS="240")
+    assert status.returncode == 0, status.stderr
+    assert "domain.audit 4" in status.stdout and "domain.warning 1" in status.stdout  # counted across processes
 
 
 def test_customer_service_example_normalises_text_and_retries_the_crm(tmp_path):
