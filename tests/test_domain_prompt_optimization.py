@@ -126,3 +126,28 @@ def test_a_pure_prompt_builder_answers_repeated_calls_from_the_cache_once_two_ag
     latency = write_module("po_plain", BUILDER.format(objective="accuracy"))
     latency.build_prompt("x")
     assert "answers" not in next(poet_home.glob("po_plain.build_prompt/v*/code.py")).read_text()
+
+
+def test_domain_options_set_a_budget_per_function():
+    """What the generator does with PoetConfig.domain_options (the decorator does not pass them yet)."""
+    import dataclasses
+
+    from poet_runtime.decorator import PoetConfig
+    from poet_runtime.domains import get_domain
+    from poet_runtime.generate.builtin import BuiltinGenerator
+    from poet_runtime.generate.spec import spec_from_source
+
+    spec = spec_from_source("app", "ask", ASK.format(domain="prompt_optimization"), "app.py")
+    config = PoetConfig.from_kwargs("app:ask", domain="prompt_optimization")
+
+    @dataclasses.dataclass(frozen=True)
+    class WithOptions(PoetConfig):
+        domain_options: tuple = ()
+
+    optioned = WithOptions(**dataclasses.asdict(config), domain_options=(("max_prompt_tokens", 50),
+                                                                         ("token_budget", -5)))
+    generated = BuiltinGenerator().generate(spec, optioned, get_domain("prompt_optimization"))
+    assert generated.parameters["max_prompt_tokens"]["default"] == 50
+    assert generated.parameters["token_budget"]["default"] == 0  # clamped to its range
+    plain = BuiltinGenerator().generate(spec, config, get_domain("prompt_optimization"))
+    assert plain.parameters["max_prompt_tokens"]["default"] == 8000

@@ -272,6 +272,13 @@ class BuiltinGenerator:
 
         parts = _DomainParts(spec, domain, h, n)
         parameters.update(parts.parameters)
+        # The decorator's domain options (when PoetConfig carries them: a mapping or (name, value) pairs)
+        # set the starting value of a domain parameter, e.g. max_prompt_tokens; ranges still hold.
+        options = getattr(config, "domain_options", None) or ()
+        for name, value in (options.items() if isinstance(options, dict) else options):
+            spec_ = parameters.get(name)
+            if spec_ is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                spec_["default"] = min(max(value, spec_["min"]), spec_["max"])
         retry_on = list(domain.retry_on) if retryable else []
         perceive = self._perceive(spec, domain, h, n, tunable, coerce, parts)
         operate = self._operate(spec, n, retryable, timeout, retry_on)
