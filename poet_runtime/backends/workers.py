@@ -104,7 +104,10 @@ class _Spawner:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
-                    env={"LC_ALL": "C.UTF-8"},  # nothing of the host's environment (secrets) goes in
+                    # Nothing of the host's environment (secrets) goes in. One malloc arena:
+                    # each thread's own would reserve 64 MB of address space, which the
+                    # worker's hard RLIMIT_AS counts.
+                    env={"LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "1"},
                     cwd="/",
                     close_fds=True,
                     start_new_session=True,  # the terminal's signals are the host's
