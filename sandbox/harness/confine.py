@@ -171,7 +171,11 @@ def _drop_capabilities(libc):
 
 
 def _privileges(libc, parent):
-    _drop_capabilities(libc)
+    try:
+        _drop_capabilities(libc)
+        dropped = "no capabilities"
+    except OSError:  # best effort: without the namespace or root there is little to drop
+        dropped = "capabilities kept"
     _prctl(libc, PR_SET_NO_NEW_PRIVS, 1)
     _prctl(libc, PR_SET_DUMPABLE, 0)
     # Set last: a change of credentials clears it. The signal comes when the host
@@ -180,7 +184,7 @@ def _privileges(libc, parent):
     _prctl(libc, PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the host died before the line above
         os._exit(70)
-    return "no capabilities, not dumpable, dies with the host"
+    return f"{dropped}, not dumpable, dies with the host"
 
 
 def _rlimits(max_fds, own_namespace):
