@@ -89,7 +89,7 @@ def _spins(backend, *fixtures):
     times, records = _calls(module)
     assert all(record.fell_back for record in records), records
     assert "violation:cpu_ms" in {record.reason for record in records}, records
-    assert max(times) < 4.0, times  # under a 500 ms CPU limit, not a loading budget of 20 s
+    assert max(times) < 6.0, times  # under a 500 ms CPU limit, not a loading budget of 20 s
 
 
 def test_a_module_that_spins_at_load_is_stopped_at_cpu_ms_restricted(poet_home, write_module, monkeypatch, tmp_path):
@@ -109,7 +109,7 @@ def test_a_module_that_sleeps_at_load_is_stopped_at_wall_ms_wasm(wasm_backend, p
     times, records = _calls(module)
     assert all(record.fell_back for record in records), records
     assert "violation:wall_ms" in {record.reason for record in records}, records
-    assert max(times) < 5.0, times  # 9 s of sleep under a 1.5 s wall limit
+    assert max(times) < 6.0, times  # 9 s of sleep under a 1.5 s wall limit
 
 
 def test_a_module_that_allocates_at_load_is_stopped_at_memory_mb_wasm(wasm_backend, poet_home, write_module,
