@@ -80,6 +80,8 @@ class FunctionState:
         self.records_inputs = False  # the policy lets calls' inputs be stored (set at resolution)
         self.verified = False  # the loaded version is the built-in generator's own code (resolve.verified_builtin)
         self.budget = None  # _InputBudget of a sandboxed backend's fast path
+        self.fallback_details: dict = {}  # reason -> the last fallback's detail (the flusher writes it)
+        self.fallbacks_watched = False
         self.cell = [self._first_call_async if self.is_async else self._first_call]
         runtime.states.add(self)  # a forked child makes its lock usable again (runtime._after_fork_in_child)
 
@@ -276,7 +278,10 @@ class FunctionState:
         """Record a call that did not complete enhanced: the original ran instead, or (with
         ``logic_ran``) the logic had run and the caller got its own result."""
         self.stats.fallbacks[reason] += 1
+        self.fallback_details[reason] = detail
         records.last.set((self, records.next_number(), FALLBACK, reason, detail, None, None, None, None))
+        if not self.fallbacks_watched:
+            self._watch_fallbacks()
         if warn and reason not in self.warned:
             self.warned.add(reason)
             what = "the caller got the logic's own result" if logic_ran else "fell back to the original function"
@@ -284,6 +289,17 @@ class FunctionState:
                     "poet_runtime: %s %s (%s): %s", self.function_id, what, reason, detail)
         events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
                     detail=detail, logic_ran=logic_ran)
+
+    def _watch_fallbacks(self) -> None:
+        """Fallbacks are always recorded (issue 12, item 14): counted per reason here, written
+        by the event flusher, whether or not events are on and whether or not a version loaded."""
+        self.fallbacks_watched = True
+        try:
+            from poet_runtime.learn import sink
+
+            sink.watch_fallbacks(self)
+        except Exception as error:  # recording is never the program's concern
+            log.debug("poet_runtime: %s: fallbacks not recorded: %s", self.function_id, error)
 
     # The record is written after the original ran, so that enhanced calls it made itself
     # do not leave theirs as the caller's last_execution().

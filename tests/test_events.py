@@ -505,3 +505,51 @@ def test_a_dotted_note_of_generated_code_is_its_own_event_and_the_executions_evi
     assert execution[0]["payload"]["evidence"] == record.evidence
     first = [e for e in events_of(learn_env, "function.execution") if e["correlation_id"] != record.execution_id]
     assert first and "evidence" not in first[0]["payload"]
+
+
+NEVER_LOADS = '''\
+from poet_runtime import poet
+
+
+@poet(domain="api_operations", policy="trusted")
+def total(items: list) -> int:
+    return sum(items)
+'''
+
+
+def test_fallbacks_are_always_recorded_counted_per_reason_even_when_nothing_loads(learn_env, module_dir,
+                                                                                  monkeypatch):
+    """No POET_EVENTS, no objective, and an enhancement that never loads (generation off, no version):
+    every one of its fallbacks is counted into the journal, and ``events --json`` shows them."""
+    from poet_runtime import settings
+    from poet_runtime.learn import sink
+
+    monkeypatch.setenv("POET_GENERATE", "off")
+    settings.reset()
+    module = module_dir("ev_never", NEVER_LOADS)
+    for i in range(156):
+        assert module.total([i, 1]) == i + 1
+    assert poet_runtime_last().fell_back
+    sink.flush()
+    found = events_of(learn_env, "function.fallback")
+    assert found and {e["payload"]["function"] for e in found} == {"ev_never:total"}
+    assert sum(e["payload"]["count"] for e in found) == 156
+    reasons = {e["payload"]["reason"] for e in found}
+    assert len(reasons) == 1 and found[-1]["payload"]["total"] == 156
+    for i in range(10):
+        module.total([i])
+    sink.flush()
+    assert sum(e["payload"]["count"] for e in events_of(learn_env, "function.fallback")) == 166
+    result = subprocess.run([sys.executable, "-m", "poet_runtime", "events", "--json", "--type", "function.fallback"],
+                            env={**{k: v for k, v in os.environ.items() if not k.startswith("POET_")},
+                                 "POET_HOME": str(learn_env), "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sum(e["payload"]["count"] for e in shown) == 166
+
+
+def poet_runtime_last():
+    import poet_runtime
+
+    return poet_runtime.last_execution()

@@ -85,6 +85,10 @@ def _line(event: dict) -> str:
         extra = f"{payload.get('execution_id')} {payload.get('feedback_type')} label={payload.get('label')!r}"
         if payload.get("comments"):
             extra += f" {payload['comments'][:60]!r}"
+    elif kind == "function.fallback" and "count" in payload:
+        extra = f"{payload.get('reason')} x{payload.get('count')} (total {payload.get('total')})"
+        if payload.get("detail"):
+            extra += f": {str(payload['detail'])[:80]}"
     elif kind == "learning.updated":
         extra = f"{payload.get('parameter')}: {payload.get('old')} -> {payload.get('new')}"
     elif kind == "learning.degraded":

@@ -272,11 +272,71 @@ def register(function_id: str, root: Path, objective: str | None, needs_output: 
             _limits[root] = [float("inf"), 0.0]
         if _unsubscribe is None:
             _unsubscribe = events.subscribe(_listener)
-        if _flusher is None or not _flusher.is_alive():
-            _stop.clear()
-            _flusher = threading.Thread(target=_run, name="poet-events-flusher", daemon=True)
-            _flusher.start()
+        _ensure_flusher()
     return info
+
+
+def _ensure_flusher() -> None:
+    global _flusher
+    if _flusher is None or not _flusher.is_alive():
+        _stop.clear()
+        _flusher = threading.Thread(target=_run, name="poet-events-flusher", daemon=True)
+        _flusher.start()
+
+
+# Fallbacks of functions whose executions are not recorded (no objective, POET_EVENTS unset, or an
+# enhancement that never loaded): counted per reason by the call path (FunctionState.stats), written
+# by the flusher as one ``function.fallback`` event per function and reason per round with calls.
+_watched: dict = {}  # id(state) -> [state, events root, {reason: count written}]
+
+
+def watch_fallbacks(state) -> None:
+    """Record ``state``'s fallbacks from now on (the call path asks at its first fallback)."""
+    with _flush_lock:
+        if id(state) in _watched:
+            return
+        _watched[id(state)] = [state, _root_of(state), {}]
+        _ensure_flusher()
+
+
+def _root_of(state) -> Path:
+    from poet_runtime.store import store_root
+
+    version = state.version
+    if version is not None:
+        return journal.events_root(Path(version.path).parent.parent)
+    module = sys.modules.get(state.original.__module__)
+    return journal.events_root(store_root(getattr(module, "__file__", None)))
+
+
+def _fallback_lines(settings) -> dict:
+    """root -> ``function.fallback`` count events of the watched functions since the last round."""
+    if not _watched:
+        return {}
+    lines: dict = {}
+    metadata = None
+    now = time.time()
+    for state, root, written in list(_watched.values()):
+        info = _functions.get(state.function_id)
+        if info is not None and info.state is state:
+            continue  # its fallbacks are recorded as executions
+        counts = state.stats.fallbacks
+        for reason, total in list(counts.items()):
+            delta = total - written.get(reason, 0)
+            if delta <= 0:
+                continue
+            written[reason] = total
+            metadata = metadata or _metadata()
+            detail = (getattr(state, "fallback_details", None) or {}).get(reason)
+            event = {"id": new_event_id(), "type": "function.fallback", "timestamp": now, "correlation_id": None,
+                     "causation_id": None, "metadata": metadata,
+                     "payload": {"function": state.function_id, "version": state.version_number, "reason": reason,
+                                 "detail": None if detail is None else str(detail)[:_MAX_DETAIL], "count": delta,
+                                 "total": total}}
+            line = journal.encode(event, settings.max_event_bytes)
+            if line is not None:
+                lines.setdefault(root, []).append(line)
+    return lines
 
 
 def registered(function_id: str) -> FunctionInfo | None:
@@ -423,10 +483,14 @@ def flush() -> int:
     started = time.thread_time()
     with _flush_lock:
         size = len(_buffer)  # always a multiple of _WIDTH: each call extends it by _WIDTH at once
-        if not size and not _notes:
+        if not size and not _notes and not _watched:
             return 0
         settings = config.get()
         noted = _note_lines(settings)
+        for root, lines in _fallback_lines(settings).items():
+            noted.setdefault(root, []).extend(lines)
+        if not size and not noted:
+            return 0
         count = size // _WIDTH
         by_root: dict[Path, list] = {}
         learned: list = []
@@ -741,13 +805,14 @@ def shutdown() -> None:
             _functions.clear()
             _limits.clear()
             _feedback_names.clear()
+            _watched.clear()
         if _flusher is not None and _flusher is not threading.current_thread():
             _flusher.join(timeout=2)
         _flusher = None
 
 
 def _exit_flush() -> None:
-    if _functions:
+    if _functions or _watched:
         try:
             flush()
         except Exception as error:  # never the program's concern at exit
@@ -801,7 +866,9 @@ def _after_fork_in_child() -> None:
             engine.lock = threading.RLock()
             if getattr(engine, "shadow", None) is not None and hasattr(engine.shadow, "lock"):
                 engine.shadow.lock = threading.Lock()
-    if not _functions:
+    for watched in _watched.values():
+        watched[2] = {}  # the child's counters start at zero (runtime._after_fork_in_child)
+    if not _functions and not _watched:
         return
     _flusher = threading.Thread(target=_run, name="poet-events-flusher", daemon=True)
     _flusher.start()
