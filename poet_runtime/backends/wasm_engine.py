@@ -164,15 +164,25 @@ def cache_problem(path: Path) -> str | None:
     return None
 
 
-def _write_record(path: Path, size: int, sha: str) -> None:
+def _write_record(path: Path, size: int, sha: str, stamped: bool = True) -> None:
     try:
-        info = path.stat()
-        _atomic_write(record_path(path), json.dumps({"size": size, "sha256": sha, "stamp": _stamp(info)}).encode())
+        stamp = _stamp(path.stat()) if stamped else None
+        _atomic_write(record_path(path), json.dumps({"size": size, "sha256": sha, "stamp": stamp}).encode())
     except OSError:
         pass  # a read-only cache: the digest is computed again next time
 
 
-def _discard(path: Path, problem: str) -> None:
+def _discard(path: Path, problem: str, locked: bool = False) -> None:
+    """Remove a bad entry (and its record), unless another process is writing it now:
+    outside ``module()`` this takes the compile lock without waiting and looks again."""
+    if not locked:
+        with _compile_lock(wait=False) as lock:
+            if not lock.held:
+                return  # someone is compiling it right now
+            problem = cache_problem(path) if path.is_file() else None
+            if problem is not None:
+                _discard(path, problem, locked=True)
+        return
     log.warning("poet_runtime: not using the compiled WASM sandbox %s: %s; compiling it again in the "
                 "background (calls run the original meanwhile)", path, problem)
     for stale in (path, record_path(path)):
@@ -280,7 +290,7 @@ def _load(eng, path: Path):
         return None
     problem = cache_problem(path)
     if problem is not None:  # never map native code that is not what we wrote
-        _discard(path, problem)
+        _discard(path, problem, locked=True)  # module() holds the compile lock
         return None
     try:
         return wasmtime.Module.deserialize_file(eng, str(path))
@@ -311,8 +321,11 @@ def _compile(eng, path: Path, progress):
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if _private(path.parent):
         data = compiled.serialize()
+        sha = hashlib.sha256(data).hexdigest()
+        # The record first: a reader never finds the new file without it.
+        _write_record(path, len(data), sha, stamped=False)
         _atomic_write(path, data)
-        _write_record(path, len(data), hashlib.sha256(data).hexdigest())
+        _write_record(path, len(data), sha)
     progress(f"poet_runtime: WASM sandbox compiled in {time.monotonic() - started:.0f} s")
     return compiled
 
@@ -335,6 +348,10 @@ class _compile_lock:
     the second waits, then finds the first one's file. Where flock is missing the
     atomic rename still keeps the file whole; both just compile."""
 
+    def __init__(self, wait: bool = True):
+        self.wait = wait
+        self.held = False
+
     def __enter__(self):
         self._fd = None
         try:
@@ -343,11 +360,15 @@ class _compile_lock:
             lock_path = cache_dir() / "wasm" / ".compile.lock"
             lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        except (ImportError, OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            self.held = True
+        except (ImportError, OSError) as error:
             if self._fd is not None:
                 os.close(self._fd)
             self._fd = None
+            # No flock here: go on as before (the atomic rename keeps files whole);
+            # only a lock another process holds means "busy".
+            self.held = not isinstance(error, BlockingIOError)
         return self
 
     def __exit__(self, *exc):
