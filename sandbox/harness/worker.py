@@ -131,9 +131,9 @@ class Worker:
         raise CpuLimit()
 
     def _on_wall(self, signum, frame):
-        if self.in_call and not self.wall_hit:
+        if self.in_call:
             self.wall_hit = True
-            raise WallLimit()
+            raise WallLimit()  # again every 5 ms: catching it once buys nothing
 
     def _hard(self):
         limiter = self.limiter
@@ -334,6 +334,7 @@ class Worker:
         except BaseException as caught:  # noqa: B902 - everything is reported
             error = caught
         finally:
+            self.in_call = False  # first: a late alarm or profiling tick must not raise in here
             if wall_ms:
                 signal.setitimer(signal.ITIMER_REAL, 0, 0)
                 signal.signal(signal.SIGALRM, signal.SIG_DFL)
