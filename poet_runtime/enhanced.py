@@ -286,9 +286,32 @@ class FunctionState:
             self.warned.add(reason)
             what = "the caller got the logic's own result" if logic_ran else "fell back to the original function"
             log.log(logging.INFO if reason == USER_ERROR_RERUN else logging.WARNING,
-                    "poet_runtime: %s %s (%s): %s", self.function_id, what, reason, detail)
-        events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
-                    detail=detail, logic_ran=logic_ran)
+                    "poet_runtime: %s %s (%s): %s", self.function_id, what, reason, self._shown_detail(detail))
+        if events._listeners:
+            events.emit("function.fallback", function=self.function_id, version=self.version_number, reason=reason,
+                        detail=self._shown_detail(detail), logic_ran=logic_ran)
+
+    @property
+    def redactor(self):
+        """``poet_runtime.redact.redact`` when the function's domain says ``pii = "redact"``, else None:
+        what is written about its calls (events, log lines, recorded inputs) goes through it first."""
+        found = self.__dict__.get("_redactor", _UNSET)
+        if found is _UNSET:
+            found = None
+            try:
+                from poet_runtime.domains import get_domain
+
+                if getattr(get_domain(self.config.domain), "pii", None) == "redact":
+                    from poet_runtime.redact import redact as found
+            except Exception as error:  # an unknown domain is reported where it is resolved
+                log.debug("poet_runtime: %s: no redaction: %s", self.function_id, error)
+            self._redactor = found
+        return found
+
+    def _shown_detail(self, detail):
+        """A detail as logs and events may show it (PII redacted where the domain asks)."""
+        redact = self.redactor
+        return redact(detail) if redact is not None and detail is not None else detail
 
     def _watch_fallbacks(self) -> None:
         """Fallbacks are always recorded (issue 12, item 14): counted per reason here, written
@@ -529,7 +552,10 @@ class FunctionState:
         counts = self.stats.notes
         if not counts:
             _reports.remember(self)
+        redact = self.redactor
         for kind, field, detail in notes:
+            if redact is not None:
+                detail = redact(detail)
             key = (kind, field)
             counts[key] += 1
             if counts[key] == 1 and kind != "retry":
@@ -917,6 +943,7 @@ def _circuit_open_class():
     return CircuitOpenError
 
 
+_UNSET = object()
 _MARK_LIMIT = 1 << 62  # perf_counter_ns marks: anything near 2**63 is forged (and overflows packing)
 
 

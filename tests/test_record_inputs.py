@@ -233,3 +233,35 @@ def test_generate_version_adds_samples_only_when_allowed_and_keeps_given_ones(le
     from poet_runtime.generate.builtin import BuiltinGenerator
 
     assert resolve._with_recorded_samples(None, store, spec, on, BuiltinGenerator()) is None  # no probes there
+
+
+SUPPORT = '''\
+from poet_runtime import poet
+
+
+@poet(domain="customer_service", policy={policy!r})
+def route(message: str, customer: dict) -> str:
+    if "refund" in message:
+        raise ValueError("cannot route for " + customer["email"])
+    return "billing"
+'''
+
+
+def test_a_pii_domain_writes_no_personal_data_to_events_inputs_or_logs(learn_env, module_dir, tmp_path, caplog):
+    """customer_service says pii = "redact": recorded inputs, error details and log lines about its
+    calls go through poet_runtime.redact first; the call itself gets the real values."""
+    config.override(events=True)
+    module = module_dir("pii_route", SUPPORT.format(policy=policy_file(tmp_path, True)))
+    customer = {"email": "jane.doe@example.com", "phone": "+1 415 555 0134"}
+    with caplog.at_level("INFO", logger="poet_runtime"):
+        assert module.route("where is my invoice", customer) == "billing"
+        with pytest.raises(ValueError, match="jane.doe@example.com"):  # the caller's own exception, unredacted
+            module.route("refund please", customer)
+    sink.flush()
+    found = executions(learn_env, "pii_route:route")
+    assert len(found) == 1 and "inputs" in found[0], found  # the user's own errors are not executions
+    assert found[0]["inputs"]["args"][0] == "where is my invoice"
+    assert found[0]["inputs"]["args"][1]["email"].startswith("<email:")
+    written = b"".join(path.read_bytes() for path in journal.files(journal.events_root(learn_env)))
+    assert b"jane.doe" not in written and b"555 0134" not in written
+    assert "jane.doe" not in caplog.text

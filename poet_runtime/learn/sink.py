@@ -328,6 +328,9 @@ def _fallback_lines(settings) -> dict:
             written[reason] = total
             metadata = metadata or _metadata()
             detail = (getattr(state, "fallback_details", None) or {}).get(reason)
+            redact = getattr(state, "redactor", None)
+            if redact is not None and detail is not None:
+                detail = redact(detail)
             event = {"id": new_event_id(), "type": "function.fallback", "timestamp": now, "correlation_id": None,
                      "causation_id": None, "metadata": metadata,
                      "payload": {"function": state.function_id, "version": state.version_number, "reason": reason,
@@ -626,9 +629,14 @@ def _group(info: FunctionInfo, state, columns: list, settings) -> list:
     detail = None
     if details.count(None) != rows:
         detail = [d if d is None or len(d) <= _MAX_DETAIL else d[:_MAX_DETAIL] + "..." for d in details]
+    redact = getattr(state, "redactor", None)  # the domain says pii = "redact": nothing written unredacted
+    if redact is not None and detail is not None:
+        detail = [None if d is None else redact(d) for d in detail]
     inputs = None
     if info.record_inputs:
-        results, inputs = _inputs(results, settings)
+        results, inputs = _inputs(results, settings, redact)
+    if redact is not None and info.needs_output:
+        results = [redact(result) if result is not _NO_RESULT else result for result in results]
     flag, output = _outputs(results, settings) if info.needs_output else (0, None)
     group = [info.function_id, state.version_number, info.objective, first, walls, numbers, t0, t1, t2, t3,
              status, reason, detail, flag, output]
@@ -643,7 +651,7 @@ INPUTS_NONE, INPUTS_TOO_LARGE, INPUTS_NOT_JSON = 0, 2, 3  # see journal.expand
 _encode_inputs = __import__("json").JSONEncoder(separators=(",", ":")).encode
 
 
-def _inputs(results: list, settings) -> tuple[list, list | None]:
+def _inputs(results: list, settings, redact=None) -> tuple[list, list | None]:
     """(results without their inputs, inputs column or None when no call in the group has inputs).
 
     A column entry is the JSON text of ``{"args": [...], "kwargs": {...}}``, or an int:
@@ -660,7 +668,8 @@ def _inputs(results: list, settings) -> tuple[list, list | None]:
             continue
         plain.append(value.result)
         try:
-            text = _encode_inputs({"args": value.args, "kwargs": value.kwargs})
+            args, kwargs = (value.args, value.kwargs) if redact is None else (redact(value.args), redact(value.kwargs))
+            text = _encode_inputs({"args": args, "kwargs": kwargs})
         except (TypeError, ValueError, RecursionError):
             column.append(INPUTS_NOT_JSON)
             continue
