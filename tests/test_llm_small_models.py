@@ -351,3 +351,14 @@ def test_enhance_takes_over_a_generation_whose_process_died(env, capsys):
     assert main(["enhance", str(path)]) == 0, capsys.readouterr()
     assert not (folder / "pending.json").exists() and len(env.server.requests) == 1
     assert metadata(FunctionStore.open("slugdead", "slug", str(path)).current())["generator"] == "llm-2"
+
+
+def test_rules_for_a_result_that_is_not_a_dict_change_nothing_and_say_so(env):
+    env.server.context = 2048
+    path = env.write("slugrules", SLUG)
+    invented = {"fields": {"score": {"type": "float", "min": 0, "max": 1}}, "required": ["score"], "finite": False}
+    env.server.script(Answer(json.dumps(invented)))
+    version = env.generate(path, "slugrules", "slug")
+    meta = metadata(version)
+    assert meta["parts"] == "enforce_rules" and meta["parts_effect"] == "none"
+    assert "'score'" not in version.code()

@@ -297,6 +297,9 @@ class LLMGenerator:
                 details.update(checks=checks, probe=probe, generation_ms=_ms_since(started))
                 if mode == "rules":
                     details["parts"] = "enforce_rules"
+                    # The rules may change nothing (a result they cannot apply to): say so, so that
+                    # an accepted answer is not taken for an improvement.
+                    details["parts_effect"] = "none" if code == baseline.code else "rules added"
                 if transformed:
                     # The answer re-implements the (pure) logic instead of calling it: resolve never
                     # verifies it as built-in code, so it runs in the policy's sandbox; versions and

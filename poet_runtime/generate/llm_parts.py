@@ -46,15 +46,29 @@ def build_messages(spec, domain) -> tuple[dict, ...]:
     known = ", ".join(f"{rule.name}: {rule.type}" for rule in domain.fields) or "none"
     text = (
         f"Function `{spec.function_id}` (domain {domain.name}):\n```python\n{spec.source.rstrip()}\n```\n"
-        "Describe the result it returns so wrong results can be caught. Answer with one JSON object:\n"
-        '{"fields": {"<key of a dict result>": {"type": "float|int|bool|str", "min": <number>, "max": <number>, '
-        '"one_of": ["<allowed string>"]}}, "required": ["<keys always present>"], "finite": <true if a numeric '
-        'result must be finite>}\n'
-        "Only keys the function's code returns; min/max only where the code guarantees them; "
-        f"{{\"fields\": {{}}, \"required\": [], \"finite\": false}} when the result is not a dict. "
-        f"Rules the domain already has: {known}."
+        "Describe the result it returns, so that a wrong result can be caught, as one JSON object with:\n"
+        '- "fields": for each key of a dict result, {"type": "float" or "int" or "bool" or "str", and only where '
+        'the code guarantees them "min", "max" (numbers) or "one_of" (the allowed strings)};\n'
+        '- "required": the keys always present;\n'
+        '- "finite": true when a numeric result can never be NaN or infinite.\n'
+        'Example, for a different function that returns {"score": s, "label": "high" or "low"} with s in [0, 1]:\n'
+        '{"fields": {"score": {"type": "float", "min": 0, "max": 1}, "label": {"type": "str", "one_of": '
+        '["high", "low"]}}, "required": ["score", "label"], "finite": true}\n'
+        'A result that is not a dict has {"fields": {}, "required": []}. '
+        f"Only keys this function's code returns. Rules the domain already has: {known}."
     )
     return ({"role": "system", "content": SYSTEM}, {"role": "user", "content": text})
+
+
+# Return annotations that are certainly not a mapping: rules for keys do not apply to them.
+_NOT_MAPPINGS = ("str", "int", "float", "bool", "bytes", "list", "tuple", "set", "frozenset", "None")
+
+
+def _not_a_mapping(returns: str | None) -> bool:
+    if not returns:
+        return False
+    head = returns.strip().split("[", 1)[0].split(".")[-1].strip()
+    return head in _NOT_MAPPINGS
 
 
 def response_format() -> dict:
@@ -124,7 +138,13 @@ def domain_with(domain, rules: dict):
 
 
 def assemble(spec, config, domain, hints, rules: dict):
-    """The built-in generator's module for ``domain`` plus ``rules`` (a GeneratedCode)."""
+    """The built-in generator's module for ``domain`` plus ``rules`` (a GeneratedCode).
+
+    Key rules for a function whose return annotation is not a mapping are dropped (they could
+    never apply), so such an answer changes the module only through ``finite``.
+    """
     from poet_runtime.generate.builtin import BuiltinGenerator
 
+    if _not_a_mapping(getattr(spec, "returns", None)):
+        rules = {**rules, "fields": {}, "required": []}
     return BuiltinGenerator().generate(spec, config, domain_with(domain, rules), hints)
