@@ -209,6 +209,7 @@ CROSSING_ESCAPES = {
                                    "functools.update_wrapper(logic, h, assigned=('session',), updated=())\n"
                                    "return logic(*args)"),
     "proxy-reduce": "import functools\nreturn functools.reduce(getattr, ['session'], logic)",
+    "proxy-through-facility-helper": "from poet_sandbox import validate\nreturn validate.as_instance(1, 'f', logic)",
     "hostref-type-names": "return args[0].type_names",
     "hostref-getattr": "return getattr(args[0], 'type_' + 'names')",
 }

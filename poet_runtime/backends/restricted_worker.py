@@ -38,7 +38,7 @@ import threading
 import time
 
 from poet_runtime.backends.base import LoadRequest
-from poet_runtime.backends.crossing import HostCall
+from poet_runtime.backends.crossing import HostCall, check_value
 from poet_runtime.backends.restricted import code_key, harness_module
 from poet_runtime.backends.workers import DEFAULT_MAX_REPLY, ReplyTimeout, ReplyTooLarge, SendFailed, WorkerDied
 from poet_runtime.errors import PoetViolation
@@ -306,8 +306,18 @@ class WorkerEnhancement:
         worker keeps its own): numbers are summed, except names with "max"/"min"."""
         merged: dict = {}
         for reply in self.pool.broadcast({"op": "observations", "key": self.key}):
-            for name, value in (self.codec.decode(reply.get("stats") or {}) or {}).items():
-                if name not in merged or not isinstance(value, (int, float)) or isinstance(value, bool):
+            try:  # a worker's answer is untrusted data like any other: decoded under guard, checked
+                stats = self.codec.decode(reply.get("stats") or {})
+                check_value(stats)
+            except Exception:
+                continue
+            if type(stats) is not dict:
+                continue
+            for name, value in stats.items():
+                if type(name) is not str:
+                    continue
+                if name not in merged or not isinstance(value, (int, float)) or isinstance(value, bool) or \
+                        not isinstance(merged[name], (int, float)) or isinstance(merged[name], bool):
                     merged.setdefault(name, value)
                 elif "max" in name:
                     merged[name] = max(merged[name], value)

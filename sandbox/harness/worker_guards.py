@@ -596,10 +596,17 @@ def _crossing_types() -> tuple:
     return tuple(found)
 
 
+# The facility modules that use the crossing's objects: the driver reads the session, the
+# timeouts call with_timeout, the crossing builds them. Only these, not every facility
+# module: a helper that reads an attribute of whatever it is handed would otherwise read
+# the session for generated code.
+PROXY_READERS = frozenset({"poet_sandbox.driver", "poet_sandbox.timeouts", "poet_sandbox.crossing"})
+
+
 def _trusted(frame) -> bool:
-    """Code of the facility library (the driver, timeouts, the crossing itself)."""
+    """Code of the facility library that works the crossing (driver, timeouts, crossing)."""
     name = frame.f_globals.get("__name__")
-    return type(name) is str and (name == ALWAYS_IMPORTABLE or name.startswith(ALWAYS_IMPORTABLE + "."))
+    return type(name) is str and name in PROXY_READERS
 
 
 def _sealed_proxies(refuse):
