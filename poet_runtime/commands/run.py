@@ -130,14 +130,17 @@ def _enable(root: str) -> None:
 def record_calls() -> None:
     """At exit: add this run's call counts (enhanced, raised, fallback by reason) to each
     function's ``reports.json``, so ``status`` can say how many calls ran enhanced and why
-    the others did not. Never the program's concern: any trouble is logged at debug level."""
-    import logging
+    the others did not. Never the program's concern: any trouble is logged at debug level.
 
-    from poet_runtime import runtime
-    from poet_runtime.store import FunctionStore
-
-    log = logging.getLogger("poet_runtime")
-    for function_id, stats in list(getattr(runtime, "_stats", {}).items()):
+    Imports nothing: a module first imported at exit would cost a program that made no
+    enhanced call, and changes how an uncaught KeyboardInterrupt ends the process.
+    """
+    runtime, store = sys.modules.get("poet_runtime.runtime"), sys.modules.get("poet_runtime.store")
+    if runtime is None or store is None or not getattr(runtime, "_stats", None):
+        return  # no @poet function was called: nothing to record
+    FunctionStore = store.FunctionStore
+    log = sys.modules["logging"].getLogger("poet_runtime")
+    for function_id, stats in list(runtime._stats.items()):
         try:
             counts = {("calls", "enhanced"): stats.enhanced_calls, ("calls", "errors"): stats.errors}
             counts.update({("fallback", str(reason)): n for reason, n in stats.fallbacks.items()})
