@@ -389,7 +389,8 @@ def test_one_generation_per_function_across_threads(env):
 @pytest.mark.parametrize("slots", [1, 2])
 def test_concurrent_generations_are_limited(env, slots):
     env.server.wait_idle()
-    env.server.script(default=Delay(0.3, VALID))
+    # Long enough that the other generation's request starts while this one is answered, on a busy machine too.
+    env.server.script(default=Delay(1.5, VALID))
     generator = env.generator(max_concurrent=slots)
     threads = [threading.Thread(target=env.generate, args=(name, generator)) for name in ("add", "scale")]
     for thread in threads:
