@@ -412,6 +412,8 @@ class Segment:
         _fsync_dir(self.path.parent)  # the file's name must survive a crash too
 
     def write(self, data: bytes) -> None:
+        if self.handle is not None and self.size and self.size + len(data) > self.max_bytes:
+            self.close()  # a file never grows past its size by more than one batch (the cap drops whole files)
         if self.handle is None:
             self._open()
         self.handle.write(data)
@@ -608,9 +610,56 @@ def find_execution_event(root: Path, execution_id: str) -> dict | None:
                 continue
         elif not name.startswith("ex-") or not _may_hold(path, process, number):
             continue
+        else:
+            event = _find_in_segment(path, execution_id, number)
+            if event is not None:
+                return event
+            continue
         for event in read_file(path):
             if event.get("correlation_id") == execution_id and event.get("type") == "function.execution":
                 return event
+    return None
+
+
+def _find_in_segment(path: Path, execution_id: str, number: int) -> dict | None:
+    """``read_file`` for one execution: a batch line's numbers column is looked at before anything
+    of it is expanded, and only the matching row is."""
+    header, batch = header_from_name(path), None
+    named = header
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                value = decode(line)
+                if type(value) is dict:
+                    if "segment" in value and type(value["segment"]) is dict and (
+                            named is None or value["segment"].get("process") == named["process"]):
+                        header = value["segment"]
+                    elif value.get("correlation_id") == execution_id and value.get("type") == "function.execution":
+                        return value
+                    continue
+                if type(value) is not list or not value or header is None:
+                    continue
+                if value[0] == "C" and len(value) == 4:
+                    for group in value[3]:
+                        numbers = unpack(group[5])
+                        if number in numbers:
+                            event = expand(group_row(group, numbers.index(number)), header, value)
+                            if event["correlation_id"] == execution_id:
+                                return event
+                elif value[0] == "B" and len(value) == 4:
+                    for row in value[3]:
+                        if row[3] == number:
+                            event = expand(row, header, value)
+                            if event["correlation_id"] == execution_id:
+                                return event
+                elif value[0] == "X" and value[3] == number:
+                    event = expand(value, header, batch)
+                    if event["correlation_id"] == execution_id:
+                        return event
+                elif value[0] == "B":
+                    batch = value
+    except FileNotFoundError:
+        return None
     return None
 
 
