@@ -107,13 +107,16 @@ class RestrictedBackend:
             if reason:
                 raise PoetViolation(request.function_id, "imports", f"module {name!r} cannot be imported by "
                                                                     f"generated code: {reason}")
-        code, errors = restrict.compile_module(request.code, request.filename)
-        if errors:
-            raise PoetViolation(request.function_id, "restricted_code", "; ".join(errors))
         if uses_workers(request.limits):
+            # The worker compiles it, under the policy's limits (a refusal comes back as
+            # violation:restricted_code at load): untrusted text is not parsed in the host.
             from poet_runtime.backends.restricted_worker import WorkerEnhancement
 
             return WorkerEnhancement(self.pool(), request)
+        code, errors = restrict.compile_module(request.code, request.filename)
+        if errors:
+            raise PoetViolation(request.function_id, "restricted_code",
+                                visible("; ".join(errors)[:2000], allow_newlines=False))
         return InProcessEnhancement(request, code)
 
     def close(self) -> None:
