@@ -177,6 +177,13 @@ class LLMGenerator:
         """What, besides the function, decides the version: the model and the prompt templates."""
         from poet_runtime.domains import all_domains
 
+        if self.worker is True and threading.current_thread().name.startswith("poet-generate-"):
+            # The first thing a program's generation thread asks: from here until the work is
+            # handed to a generator process, the program's exit waits a little for it.
+            from poet_runtime.generate.pending import expect_handover
+
+            expect_handover()
+
         return {"model": self.model,
                 "templates": {name: domain.template_version for name, domain in sorted(all_domains().items())}}
 

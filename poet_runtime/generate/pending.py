@@ -14,7 +14,9 @@ versions:
   atomically when it is done.
 
 The process that started it waits for the result (in its background thread; a first call
-waits only ``POET_GENERATION_TIMEOUT``) and stores it as usual. When that process is gone,
+waits only ``POET_GENERATION_TIMEOUT``) and stores it as usual. A program that exits right
+after its first call waits at exit, at most ``HANDOVER_WAIT_S``, until its generation thread
+has started the generator process (``expect_handover``), so the work is not lost with it. When that process is gone,
 the worker stores the result itself, under the function's lock, so the next run finds the
 version. A later process (or ``enhance``) that finds a live worker on the same key waits for
 it instead of asking again; one that finds a dead worker without a result starts a new one
@@ -29,6 +31,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -36,6 +39,44 @@ log = logging.getLogger("poet_runtime")
 
 POLL_S = 0.1
 JOB = "pending.json"
+HANDOVER_WAIT_S = 3.0  # at exit, how long a generation about to be handed to its process may take
+
+_expected: dict[int, tuple] = {}  # thread ident -> (thread, Event set once the work is handed over)
+_expected_lock = threading.Lock()
+_atexit_registered = False
+
+
+def expect_handover() -> None:
+    """Called early in a program's generation thread: a program that exits right after its
+    first call waits (at most HANDOVER_WAIT_S) until the generation is handed to its own
+    process, instead of losing it with the thread."""
+    global _atexit_registered
+    thread = threading.current_thread()
+    with _expected_lock:
+        if thread.ident in _expected:
+            return
+        _expected[thread.ident] = (thread, threading.Event())
+        if not _atexit_registered:
+            import atexit
+
+            atexit.register(_wait_for_handovers)
+            _atexit_registered = True
+
+
+def _handed_over() -> None:
+    with _expected_lock:
+        entry = _expected.pop(threading.current_thread().ident, None)
+    if entry is not None:
+        entry[1].set()
+
+
+def _wait_for_handovers() -> None:
+    deadline = time.monotonic() + HANDOVER_WAIT_S
+    with _expected_lock:
+        waiting = list(_expected.values())
+    for thread, handed in waiting:
+        while thread.is_alive() and not handed.is_set() and time.monotonic() < deadline:
+            handed.wait(0.02)
 
 
 def _folder(spec):
@@ -80,6 +121,13 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
     """The GeneratedCode for ``spec``, made by a generator process (started here unless a live
     one already works on the same key). ``spawn=False`` (``enhance``): join a live worker, else
     generate in this process."""
+    try:
+        return _generate_in_worker(generator, spec, config, domain, hints, spawn)
+    finally:
+        _handed_over()
+
+
+def _generate_in_worker(generator, spec, config, domain, hints, spawn):
     from poet_runtime.generate.identity import version_key
     from poet_runtime.store import atomic_write
 
@@ -95,6 +143,7 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
     if job is not None and job.get("key") == key and _alive(job.get("pid")):
         log.info("poet_runtime: %s: joining the generator process %s started %s", spec.function_id, job["pid"],
                  job.get("started"))
+        _handed_over()
     elif not spawn or not _portable(hints):
         if job is not None and not _alive(job.get("pid")):
             _forget(folder, job)  # a generator process that died without a result: this one takes over
@@ -115,6 +164,7 @@ def generate_in_worker(generator, spec, config, domain, hints, *, spawn: bool = 
         process = _spawn(folder / JOB, generator)
         job["pid"] = process.pid
         atomic_write(folder / JOB, json.dumps(job, indent=2) + "\n")
+        _handed_over()  # the program may exit now: the generator process goes on
         log.info("poet_runtime: %s: generating in process %d (it goes on if this program exits)",
                  spec.function_id, process.pid)
     deadline = time.monotonic() + generator.attempts * (generator.request_timeout_s + generator.backoff_max_s) + 300
