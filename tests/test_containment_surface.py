@@ -19,7 +19,7 @@ from poet_runtime.resources import load_facility
 from sandbox_helpers import load, module_text
 
 PhaseError = load_facility().PhaseError
-IN_PROCESS = Limits(max_output_kb=16, imports=("math", "functools", "decimal", "numbers", "statistics"))
+IN_PROCESS = Limits(max_output_kb=16, imports=("math", "functools", "decimal", "numbers", "statistics", "random"))
 WORKER = Limits(wall_ms=2000, cpu_ms=1000, memory_mb=128, max_output_kb=16, imports=IN_PROCESS.imports)
 MODES = [pytest.param(IN_PROCESS, id="in-process"), pytest.param(WORKER, id="worker")]
 
@@ -108,6 +108,23 @@ def test_not_exceptions_are_exception_stand_ins(limits):
             "    try:\n        raise cls('x')\n    except Exception as error:\n        caught.append(type(error).__name__)\n"
             "return [caught, BaseException is Exception]")
     assert run(body, limits) == ("returned", [["SystemExit", "KeyboardInterrupt", "GeneratorExit"], True])
+
+
+@pytest.mark.parametrize("limits", MODES)
+def test_random_draws_leave_the_process_generator_alone(limits):
+    """In-process the logic shares the process's random generator: generated code draws from
+    its own (seeding included), so the user's sequence is what it is without it."""
+    import random
+
+    body = ("import random\nfrom random import randint\nrandom.seed(7)\n"
+            "return [random.random() for _ in range(50)] + [randint(1, 6)]")
+    random.seed(12345)
+    expected = [random.random() for _ in range(3)]
+    random.seed(12345)
+    outcome, drawn = run(body, limits)
+    assert outcome == "returned" and len(drawn) == 51
+    assert [random.random() for _ in range(3)] == expected
+    assert run(body, limits)[1] == drawn  # seed(7) seeded the sandbox's own generator
 
 
 def test_a_module_view_holds_no_real_module():

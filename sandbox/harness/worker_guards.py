@@ -59,7 +59,8 @@ VETTED_MODULES = {
                          "ExtendedContext"),
                 "values and Context objects; the thread's context (shared with the host in-process) is out of reach"),
     "fractions": (PUBLIC, (), "immutable values"),
-    "random": (PUBLIC, ("seed", "setstate"), "draws; re-seeding the process's generator is left out"),
+    "random": (PUBLIC, (), "draws from a generator of the sandbox's own (the module's functions are bound to it, "
+                           "so neither a draw nor seed() moves the process's generator, which the logic may use)"),
     "time": (PUBLIC, ("tzset",), "clocks and sleep; changing the process's time zone is left out"),
     "heapq": (PUBLIC, (), "functions on the code's own lists"),
     "bisect": (PUBLIC, (), "functions on the code's own lists"),
@@ -299,6 +300,7 @@ class Sandbox:
         self.writable = set(WRITABLE_TYPES) | set(writable_types)
         self.max_output = None if max_output_kb is None else max_output_kb * 1024
         self.views: dict = {}  # module name -> ModuleView
+        self.random = None  # the generator behind the random module's view, made on first import
         self.output: list = []
         self.output_size = 0
         self.builtins = self._builtins(extra_builtins)
@@ -500,7 +502,22 @@ class Sandbox:
                 continue
             if name in offered:
                 values[name] = copy.copy(value) if isinstance(value, MUTABLE_CONTAINERS) else value
+        if module.__name__ == "random":
+            self._own_random(module, values)
         return view
+
+    def _own_random(self, module, values) -> None:
+        """``random.random()`` and the rest are methods of the process's hidden generator:
+        in-process, a draw by generated code would change what the user's logic draws next.
+        The view's functions are the same methods of a generator of this sandbox's own."""
+        shared = getattr(module, "_inst", None)
+        if shared is None:
+            return
+        own = self.random or module.Random()
+        self.random = own
+        for name, value in list(values.items()):
+            if getattr(value, "__self__", None) is shared:
+                values[name] = getattr(own, name)
 
     def module_view(self, name: str) -> ModuleView:
         """The view of module ``name`` (for the user's globals that are modules)."""
