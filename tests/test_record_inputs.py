@@ -191,7 +191,7 @@ def test_recorded_calls_are_probe_samples_and_catch_a_wrong_answer(learn_env, mo
     module, policy = record_calls(module_dir, tmp_path, "ri_llm_on", True)
     fake.script(WRONG_ON_RECORDED, fenced())
     meta = generate_with_model(fake, module, "add", policy)
-    assert len(fake.requests) == 2
+    assert len(fake.requests) == 2, meta["attempts"]
     first, second = meta["attempts"]
     assert first["result"] == "refused" and first["reason"] == "probe_mismatch"
     # The refusal names the recorded call but never its values (they reach the model and metadata.json).
@@ -209,7 +209,7 @@ def test_without_record_inputs_the_probes_never_see_real_calls(learn_env, module
     fake.script(WRONG_ON_RECORDED)
     meta = generate_with_model(fake, module, "add", policy)
     # Nothing was recorded, so nothing exposes the answer's error on add(4242, 1): it is accepted.
-    assert len(fake.requests) == 1 and meta["attempts"][0]["result"] == "accepted"
+    assert len(fake.requests) == 1 and meta["attempts"][0]["result"] == "accepted", meta["attempts"]
     assert "4242" not in json.dumps(meta)
 
 
