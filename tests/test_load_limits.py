@@ -101,10 +101,16 @@ def test_a_module_that_spins_at_load_is_stopped_at_cpu_ms_wasm(wasm_backend, poe
     _spins("wasm", poet_home, write_module, monkeypatch, tmp_path)
 
 
+def test_a_module_that_sleeps_at_load_is_stopped_at_wall_ms_restricted(poet_home, write_module, monkeypatch, tmp_path):
+    module = _tampered("sleep_restricted", SLEEP, "", poet_home, write_module, monkeypatch, tmp_path, "restricted")
+    times, records = _calls(module)
+    assert all(record.fell_back for record in records), records
+    assert "violation:wall_ms" in {record.reason for record in records}, records
+    assert max(times) < 6.0, times  # 9 s of sleep under a 1.5 s wall limit
+
+
 def test_a_module_that_sleeps_at_load_is_stopped_at_wall_ms_wasm(wasm_backend, poet_home, write_module, monkeypatch,
                                                                  tmp_path):
-    # The restricted worker's load timeout in the host is restricted_worker.py's (the
-    # worker's own side is test_the_worker_stops_a_sleeping_load_at_wall_ms).
     module = _tampered("sleep_wasm", SLEEP, "", poet_home, write_module, monkeypatch, tmp_path, "wasm")
     times, records = _calls(module)
     assert all(record.fell_back for record in records), records

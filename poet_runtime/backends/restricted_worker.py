@@ -75,7 +75,7 @@ class WorkerEnhancement:
         self.load_message = {
             "op": "load", "key": self.key, "code": request.code, "filename": request.filename,
             "params": self.params, "imports": list(limits.imports), "builtins": list(limits.builtins),
-            "module": f"poet_enhanced.{request.function_id}", **self.limit_fields,
+            "module": f"poet_enhanced.{request.function_id}", "wall_ms": limits.wall_ms, **self.limit_fields,
         }
         self.max_reply = (limits.max_output_kb * 1024 + REPLY_OVERHEAD) if limits.max_output_kb else DEFAULT_MAX_REPLY
         self.line_cap = max(self.max_reply, LOGIC_REQUEST_MAX)
@@ -129,8 +129,11 @@ class WorkerEnhancement:
         if have is None:
             message = dict(self.load_message, params=self.params)
         else:
-            message = {"op": "configure", "key": self.key, "params": self.params, **self.limit_fields}
-        timeout = LOAD_TIMEOUT_S if self.wall_s is None else self.wall_s
+            message = {"op": "configure", "key": self.key, "params": self.params, "wall_ms": self.limits.wall_ms,
+                       **self.limit_fields}
+        # The worker stops its own load at wall_ms and says so; the host's deadline is the
+        # backstop for a worker that cannot answer (a little later, so the answer wins).
+        timeout = LOAD_TIMEOUT_S if self.wall_s is None else self.wall_s + 1.0
         deadline = time.monotonic() + timeout
         try:
             reply = worker.request(self.codec.dumps(message), deadline, self.max_reply)
