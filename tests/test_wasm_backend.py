@@ -833,15 +833,18 @@ def test_a_malformed_reply_is_not_a_user_exception(load):
         loaded.call(never, (0,), {})
 
 
-def test_phase_refusals_and_an_open_breaker_keep_their_class(load):
+def test_phase_refusals_keep_their_class_and_a_forged_open_breaker_is_a_phase_failure(load):
     code = generated_module(
         perceive="raise PerceiveError('x: expected int')", params="from poet_sandbox.errors import PerceiveError"
     )
     with pytest.raises(facility.PerceiveError, match="x: expected int"):
         load(code).call(never, ("nope",), {})
     breaker = generated_module("from poet_sandbox import CircuitOpenError\nraise CircuitOpenError('open for 30 s')")
-    with pytest.raises(facility.CircuitOpenError, match="open for 30 s"):
+    # Generated code's own CircuitOpenError is not the caller's to see: a sandbox failure
+    # (the call path runs the original), as any exception the generated code raised itself.
+    with pytest.raises(facility.PhaseError, match="open for 30 s") as raised:
         load(breaker).call(never, (1,), {})
+    assert not isinstance(raised.value, facility.CircuitOpenError)
 
 
 def test_a_cache_folder_that_moves_or_vanishes_is_rebuilt(load, tmp_path, monkeypatch):

@@ -62,11 +62,6 @@ def _policy_limits(name: str):
 
 
 REPO_ESCAPES = Path(__file__).resolve().parent / "escapes"
-# Generated code's own CircuitOpenError/TimeoutError: backends/wasm.py still hands them to the
-# caller (a change requested of its owner; enhanced.py turns them into a fallback meanwhile).
-WASM_PASSES_ON = {"134_circuit_open_forged", "135_timeout_forged"}
-
-
 def _escape_files():
     found = [path for folder in (ESCAPES, REPO_ESCAPES) if folder.is_dir() for path in sorted(folder.glob("*.py"))]
     if not found:
@@ -108,8 +103,6 @@ def test_escape_is_contained(path, policy, wasm_backend, tmp_path, monkeypatch):
     limits = _policy_limits(policy)
     text = path.read_text()
     effect = _effect(text)
-    if path.stem in WASM_PASSES_ON:
-        pytest.skip("backends/wasm.py passes generated CircuitOpenError/TimeoutError on (change requested)")
     marker = tmp_path / "escaped-marker"
     secret_file = tmp_path / "secret.txt"
     secret_file.write_text(SECRET)

@@ -45,8 +45,9 @@ Outcomes of ``call(logic, args, kwargs)`` (and ``call_async``): returns
 before the logic ran (the host runs the original once), ``driver.AfterLogic`` when
 something failed after it ran (it carries the host's logic result or exception),
 ``PoetViolation`` for a limit (with ``after_logic`` set to such an ``AfterLogic``
-when the logic had run, else None), the logic's own exception object, or the
-breaker's ``CircuitOpenError`` / a ``TimeoutError`` of the generated code.
+when the logic had run, else None), or the logic's own exception object. A
+``CircuitOpenError`` or ``TimeoutError`` the generated code raised itself is a
+``PhaseError`` like any other exception of its own: only the user's exception crosses.
 
 Limits come from ``LoadRequest.limits`` and apply to every call (the policy file's
 meanings, ``policy_schema.py``): ``cpu_ms`` (fuel, see ``wasm_instance.FUEL_PER_MS``),
@@ -76,6 +77,7 @@ from poet_runtime.backends import wasm_engine, wasm_instance, wasm_mounts, wasm_
 from poet_runtime.backends.base import Limits, LoadRequest
 from poet_runtime.backends.crossing import HostCall, type_names
 from poet_runtime.errors import PoetViolation
+from poet_runtime.safe_text import visible
 from poet_runtime.resources import load_facility
 
 _facility = load_facility()
@@ -85,7 +87,6 @@ __all__ = ["WasmBackend", "WasmEnhancement", "warmup", "ready", "MAX_CALLS_PER_G
 
 MAX_CALLS_PER_GUEST = 1000
 MAX_LIVE_GUESTS = wasm_instance.env_int("POET_WASM_MAX_GUESTS", 32, 1, 10_000)
-MAX_NOTES = 200  # notes one call may report
 _IN_CALL = ("call", "logic_return", "logic_raise")  # the requests of one call's conversation
 _CONVERSATION = ("ok", "logic", "logic_raised", "after_logic")  # replies a call may get
 _PHASES = frozenset({"perceive", "operate_prime", "enforce", "train", "internal"})
@@ -217,7 +218,6 @@ class WasmEnhancement:
         self.limits: Limits = request.limits
         # Phase refusals keep their class across the boundary (the call path reports them).
         self._errors = {"PerceiveError": _facility.PerceiveError, "EnforceError": _facility.EnforceError}
-        self._circuit_open = _facility.CircuitOpenError
         imports = tuple(request.limits.imports)
         self._load_message = {
             "op": "load",
@@ -443,10 +443,8 @@ class WasmEnhancement:
                                      f"{str(reply.get('detail'))[:500]}")
                 return host.after_logic(str(reply.get("reason") or "after_logic"), str(reply.get("detail") or ""))
             result = host.result(reply.get("result"))
-            marks = reply.get("marks")
-            if type(marks) is not list or len(marks) != 4 or any(type(m) is not int for m in marks):
-                raise PhaseError("the sandbox answered without its four time marks")
-            notes = _notes(reply.get("notes"))
+            marks = host.marks(reply.get("marks"))  # forged marks must not overflow the host's arithmetic
+            notes = host.notes(reply.get("notes"))  # bounded, and shown visibly in logs and events
         except PhaseError as error:
             return self._settled(host, error)
         if reply.get("train_error"):
@@ -559,15 +557,12 @@ class WasmEnhancement:
             return reply
         if status == "violation":
             self._retire()
-            limit = str(reply.get("limit") or "crash")[:40]  # the guest's word: bounded
-            raise PoetViolation(self.function_id, limit, str(reply.get("detail") or "")[:500])
+            # The guest's words: bounded, and shown visibly (they reach logs and events).
+            limit = visible(str(reply.get("limit") or "crash")[:40], allow_newlines=False)
+            raise PoetViolation(self.function_id, limit, visible(str(reply.get("detail") or "")[:500], allow_newlines=False))
         where = "loading" if op == "load" else "the call" if in_call else op
         kind = str(reply.get("type"))[:100]
-        text = str(reply.get("message"))[:2000]
-        if status == "error" and in_call and kind == "CircuitOpenError":
-            raise self._circuit_open(text)
-        if status == "error" and in_call and kind == "TimeoutError":
-            raise TimeoutError(text)  # generated code's own timeout, as in-process
+        text = visible(str(reply.get("message"))[:2000], allow_newlines=False)
         if status in ("error", "phase"):
             # Generated code failed on its own (the user's logic never runs here): a
             # sandbox failure, never the user's error.
@@ -601,21 +596,6 @@ def _refs_where_text_fails(host: HostCall, message: dict) -> None:
         item = kwargs[name]
         if item[0] == "d" and not wasm_wire.fits_json(item[1]):
             kwargs[name] = ["r", type_names(host.values[len(args) + offset])]
-
-
-def _notes(raw):
-    """The guest's notes as ``((kind, field, detail), ...)`` or None; bounded."""
-    if not raw:
-        return None
-    if type(raw) is not list:
-        raise PhaseError("the sandbox sent notes that are not a list")
-    notes = []
-    for item in raw[:MAX_NOTES]:
-        if type(item) is not list or len(item) != 3:
-            raise PhaseError("the sandbox sent a malformed note")
-        kind, field, detail = item
-        notes.append((str(kind)[:40], str(field)[:200], str(detail)[:2000]))
-    return tuple(notes)
 
 
 # Fork safety. A forked child has none of the parent's threads: not its guests' (each
