@@ -127,6 +127,13 @@ def _positive(value):
     return value
 
 
+def _vetted_reason(module: str) -> str | None:
+    """Why ``module`` is not on the reviewed allow-list (``worker_guards.VETTED_MODULES``), or None."""
+    from poet_runtime.backends.restricted import harness_module
+
+    return harness_module("worker_guards").vetted_reason(module)
+
+
 def unsafe_reason(module: str) -> str | None:
     parts = module.split(".")
     for i in range(1, len(parts) + 1):
@@ -162,6 +169,11 @@ class Settings(BaseModel):
             reason = unsafe_reason(name)
             if reason:
                 raise ValueError(f"module {name!r} cannot be allowed: it gives access to {reason}")
+            # Only modules reviewed for generated code may be listed (the sandboxes refuse
+            # the rest at load; saying so here makes `policy check` refuse the file).
+            reason = _vetted_reason(name)
+            if reason:
+                raise ValueError(f"module {name!r} cannot be allowed: {reason}")
         return value
 
     @field_validator("builtins")

@@ -119,6 +119,13 @@ def test_unsafe_import_and_builtin_refused(tmp_path):
     assert "eval" in found["defaults.builtins"]["message"]
 
 
+def test_a_module_not_reviewed_for_generated_code_is_refused_at_policy_load(tmp_path):
+    # calendar is harmless-looking, but nobody reviewed it for gadgets: not on the allow-list
+    path = write(tmp_path, 'version = 1\n[defaults]\nimports = ["math", "calendar"]\n')
+    message = only(path)["message"]
+    assert "'calendar'" in message and "reviewed" in message and "math" in message  # names the allowed ones
+
+
 def test_second_rule_error_points_at_second_rule(tmp_path):
     text = 'version = 1\n[[rule]]\nmatch = "a:*"\nwall_ms = 5\n\n[[rule]]\nmatch = "b:*"\nwall_ms = -5\n'
     error = only(write(tmp_path, text))
