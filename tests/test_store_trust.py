@@ -172,6 +172,14 @@ def test_a_repository_may_tighten_the_policy_but_not_weaken_it(tmp_path):
     assert tightened.stdout.strip() == "wasm" and "weakens" not in tightened.stderr  # tightening: honoured
     assert backend("trusted", POET_ALLOW_REPO_POLICY="1").stdout.strip() == "none"  # the user opted in
     assert backend("default", POET_POLICY="trusted").stdout.strip() == "none"  # the user's environment decides
+    # `policy explain` tells what the runtime applies, not what the repository asked for.
+    (repo / "pyproject.toml").write_text('[tool.poet]\npolicy = "trusted"\n')
+    (repo / "src" / "app.py").write_text("from poet_runtime import poet\n\n@poet()\ndef f(x: int) -> int:\n    return x\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POET_")}
+    explained = subprocess.run([sys.executable, "-m", "poet_runtime", "policy", "explain", "app:f"],
+                               capture_output=True, text=True, env=env, cwd=repo / "src", timeout=60)
+    assert "app:f under default:" in explained.stdout and "weakens the default policy" in explained.stdout
+    assert "backend        restricted" in explained.stdout, explained.stdout
 
 
 def test_a_repository_may_not_point_the_store_or_cache_outside_itself(tmp_path):

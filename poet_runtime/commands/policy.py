@@ -66,12 +66,23 @@ def explain_command(args) -> int:
     if unknown:
         print(f"policy explain: {unknown}", file=sys.stderr)
         return 2
+    from types import SimpleNamespace
+
+    from poet_runtime.resolve import effective_policy, weaker_fields
+
     try:
         policy = load_policy(policy_name_for(args.policy))
-        effective = policy.effective_for(args.function)
+        named = policy.effective_for(args.function)
+        # What the runtime applies: a repository's [tool.poet] policy may only tighten.
+        effective = effective_policy(SimpleNamespace(policy=args.policy), args.function)
     except PoetConfigError as error:
         print(error)
         return 1
+    refused = weaker_fields(named, effective)
+    if refused:
+        print(f"note: the [tool.poet] policy {policy_name_for(None)!r} weakens the default policy "
+              f"({', '.join(refused)}); a repository's settings may only tighten it, so the default "
+              "policy applies (POET_POLICY, --policy or POET_ALLOW_REPO_POLICY=1 choose freely)")
     limits = effective.limits
     rows = [
         ("backend", effective.backend),
@@ -85,7 +96,7 @@ def explain_command(args) -> int:
         ("record_inputs", str(effective.record_inputs).lower()),
         ("trust", ", ".join(effective.trust) or "(none)"),
     ]
-    print(f"{args.function} under {policy.name}:")
+    print(f"{args.function} under {'default' if refused else policy.name}:")
     rows = [(name, "not stated" if value is None else str(value)) for name, value in rows]
     width = max(len(name) for name, _ in rows)
     value_width = min(40, max(len(value) for _, value in rows))
