@@ -167,3 +167,14 @@ def test_the_return_annotation_is_read_from_the_user_function():
     check_value([1, 2.5, "x", (None, b"")])
     with pytest.raises(PhaseError):
         check_value({"k": [decimal.Decimal("sNaN")]})
+
+
+def test_a_notes_structured_evidence_crosses_as_data_and_nothing_else_does():
+    evidence = {"ks": 0.25, "n": 40, "ok": False, "why": "shift\x1b[2J", "bins": [0.1, 0.2], "none": None}
+    ((kind, field, detail),) = HostCall.notes([["domain.evidence", "two_sample", evidence]])
+    assert (kind, field) == ("domain.evidence", "two_sample")
+    assert detail == {**evidence, "why": "shift\\x1b[2J"}  # data kept, its text shown visibly
+    deep = {"a": {"b": {"c": {"d": {"e": 1}}}}}
+    for forged in ({"x": float("nan")}, {"x": 10 ** 30}, deep, {1: "int key"}, [0] * 100, 3.5):
+        with pytest.raises(load_facility().PhaseError, match="notes are malformed"):
+            HostCall.notes([["domain.evidence", "f", forged]])

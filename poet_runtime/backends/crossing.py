@@ -45,8 +45,21 @@ _facility = load_facility()
 from poet_sandbox.driver import AfterLogic  # noqa: E402
 from poet_sandbox.timeouts import call_with_timeout, call_with_timeout_async  # noqa: E402
 
+from poet_sandbox.validate import is_plain_detail  # noqa: E402  (the guest's own rule for notes)
+
 PhaseError = _facility.PhaseError
 _MISSING = object()
+
+
+def _shown_detail(detail):
+    """A note's detail from a sandbox (text, or structured evidence) with every string visible."""
+    if type(detail) is str:
+        return visible(detail[:2000], allow_newlines=False)
+    if type(detail) is dict:
+        return {visible(key, allow_newlines=False): _shown_detail(item) for key, item in detail.items()}
+    if type(detail) is list:
+        return [_shown_detail(item) for item in detail]
+    return detail
 
 
 @dataclass(frozen=True)
@@ -338,9 +351,13 @@ class HostCall:
             raise PhaseError("the sandbox's notes are malformed")
         checked = []
         for note in value:
-            if type(note) is not list or len(note) != 3 or any(type(part) is not str for part in note):
+            if type(note) is not list or len(note) != 3 or type(note[0]) is not str or type(note[1]) is not str:
                 raise PhaseError("the sandbox's notes are malformed")
-            checked.append(tuple(visible(part[:2000], allow_newlines=False) for part in note))
+            kind, field, detail = note
+            if type(detail) is not str and not (type(detail) in (dict, list) and is_plain_detail(detail)):
+                raise PhaseError("the sandbox's notes are malformed")
+            checked.append((visible(kind[:2000], allow_newlines=False), visible(field[:2000], allow_newlines=False),
+                            _shown_detail(detail)))
         return tuple(checked)
 
     def raised(self, token):

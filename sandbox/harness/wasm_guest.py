@@ -41,6 +41,7 @@ sys.path.append("/poet")  # where the host mounts poet_sandbox (read-only)
 
 from poet_sandbox import crossing, driver  # noqa: E402
 from poet_sandbox.errors import PhaseError  # noqa: E402
+from poet_sandbox.validate import sendable_detail  # noqa: E402
 from poet_sandbox.wire import NotData, decode, encode  # noqa: E402  (shared with the host)
 
 # The safe set is every builtin but these (files, code execution, frames and
@@ -272,7 +273,7 @@ def call(request):
         raise PhaseError(f"result: {error}") from None
     reply = {"status": "ok", "result": sent, "marks": [t0, t1, t2, t3]}
     if notes:
-        reply["notes"] = [[_shown(kind), _shown(field), _shown(detail)] for kind, field, detail in notes]
+        reply["notes"] = [[_shown(kind), _shown(field), _detail(detail)] for kind, field, detail in notes]
     if train_error is not None:
         reply["train_error"] = f"{type(train_error).__name__}: {train_error}"
     return reply
@@ -302,6 +303,21 @@ def _chain(error):
         seen.append(error)
         error = error.__cause__ or error.__context__
     return seen
+
+
+def _detail(detail):
+    """A note's detail: structured evidence as data (strings in it shown visibly), else text."""
+    return _shown_data(sendable_detail(detail))
+
+
+def _shown_data(value):
+    if isinstance(value, str):
+        return _shown(value)
+    if isinstance(value, dict):
+        return {_shown(key): _shown_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shown_data(item) for item in value]
+    return value
 
 
 def _shown(value, limit=2000):

@@ -92,6 +92,9 @@ class Worker:
         self.AfterLogic = AfterLogic
         self.CircuitOpenError = CircuitOpenError
         self.crossing = crossing
+        from poet_sandbox.validate import sendable_detail
+
+        self.sendable_detail = sendable_detail  # a note's structured evidence crosses as data
         self.loaded = {}  # key -> (Enhancement, Sandbox, namespace)
         self.calling = False  # a call is in progress: the logic may be asked for
         self.in_call = False
@@ -289,7 +292,8 @@ class Worker:
             return {"ok": False, "kind": "phase", "detail": detail}
         reply = {"ok": True, "result": item, "t": [t0, t1, t2, t3]}
         if notes:
-            reply["notes"] = [[str(part)[:2000] for part in note] for note in notes]
+            reply["notes"] = [[str(kind)[:2000], str(field)[:2000], self.sendable_detail(detail)]
+                              for kind, field, detail in notes]
         if sandbox.output:
             reply["out"] = sandbox.take_output()
         if enhancement.train_error is not None:

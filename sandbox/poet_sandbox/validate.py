@@ -44,6 +44,36 @@ def note(kind: str, field: str, detail: str) -> None:
         NOTES.append((threading.get_ident(), kind, field, detail))
 
 
+# A note's detail may be structured evidence (a domain's statistics): plain JSON data
+# within these bounds crosses a sandbox's boundary as data; anything else as its text.
+DETAIL_DEPTH = 4
+DETAIL_ITEMS = 64
+DETAIL_TEXT = 2000
+
+
+def sendable_detail(detail):
+    """``detail`` as it may leave a sandbox: bounded plain data (dict of str keys, list,
+    str, int, finite float, bool, None) as itself, anything else as bounded text."""
+    if isinstance(detail, (dict, list)) and is_plain_detail(detail, 0):
+        return detail
+    return str(detail)[:DETAIL_TEXT]
+
+
+def is_plain_detail(value, depth: int = 0) -> bool:
+    kind = type(value)
+    if value is None or kind is bool or kind is str and len(value) <= DETAIL_TEXT:
+        return True
+    if kind is int:
+        return -(2 ** 63) <= value < 2 ** 63
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= DETAIL_DEPTH or kind not in (dict, list) or len(value) > DETAIL_ITEMS:
+        return False
+    if kind is dict:
+        return all(type(key) is str and len(key) <= 200 and is_plain_detail(item, depth + 1) for key, item in value.items())
+    return all(is_plain_detail(item, depth + 1) for item in value)
+
+
 def take_notes():
     """This thread's notes since its last take, as a tuple, or None; the driver calls it."""
     if not NOTES:
