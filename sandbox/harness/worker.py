@@ -37,7 +37,8 @@ Protocol: one JSON object per line (see ``worker_codec``); never pickle.
   <- {"ok": true, "result": ["h", token] | ["d", data], "t": [t0, t1, t2, t3], "notes": [[kind, field, detail]]}
   <- {"ok": false, "status": "logic_raised", "token"}     the host raises its own exception object
   <- {"ok": false, "status": "after_logic", "reason", "detail"}   the host returns the logic's result
-  <- {"ok": false, "kind": "raise", "class": "TimeoutError"|"CircuitOpenError", "detail"}  generated code's own
+  <- {"ok": false, "kind": "raise", "class": "TimeoutError"|"CircuitOpenError", "detail"}  generated code's
+     own (the host makes it a fallback: only the user's exception reaches the caller)
   <- {"ok": false, "kind": "violation"|"phase", "limit", "detail"}
   -> {"op": "configure", "key", "params"}   -> {"op": "unload", "key"}   -> {"op": "observations", "key"}
 A reply with "retire": true asks the host to replace this worker (state may be dirty).
@@ -368,7 +369,7 @@ class Worker:
             if isinstance(error, self.AfterLogic):
                 return {"ok": False, "status": "after_logic", "reason": str(error.reason)[:60],
                         "detail": str(error)[:2000]}
-            if isinstance(error, (self.CircuitOpenError, TimeoutError)):  # generated code's own, for the caller
+            if isinstance(error, (self.CircuitOpenError, TimeoutError)):  # generated code's own: named for the log
                 name = "CircuitOpenError" if isinstance(error, self.CircuitOpenError) else "TimeoutError"
                 return {"ok": False, "kind": "raise", "class": name, "detail": str(error)[:2000]}
         return {"ok": False, "kind": "phase", "detail": detail}
