@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import unicodedata
 
-import pytest
-
 import poet_runtime
-from poet_runtime import events, settings
 from poet_runtime.domains import get_domain
-from poet_runtime.resources import policies_dir
+
+from domain_helpers import policy, all_events  # noqa: F401  (fixtures)
 
 ROUTE = '''\
 from poet_runtime import poet
@@ -33,25 +31,6 @@ def route(message: str, customer: str = "") -> dict:
 '''
 
 DECOMPOSED = "Cafe\u0301 order late, write to ana.silva@example.org or call +1 (555) 013-2447"
-
-
-@pytest.fixture(params=["trusted", "sandboxed"])
-def policy(request, poet_home, monkeypatch, tmp_path):
-    if request.param == "sandboxed":
-        text = (policies_dir() / "default.toml").read_text().replace('trust = ["builtin"]', "trust = []")
-        path = tmp_path / "default_untrusted.toml"
-        path.write_text(text)
-        monkeypatch.setenv("POET_POLICY", str(path))
-        settings.reset()
-    return "none" if request.param == "trusted" else "restricted"
-
-
-@pytest.fixture
-def all_events():
-    seen = []
-    unsubscribe = events.subscribe(seen.append)
-    yield seen
-    unsubscribe()
 
 
 def test_text_is_normalised_to_nfc_and_reported_without_the_text(policy, write_module, all_events):

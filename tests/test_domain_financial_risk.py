@@ -12,8 +12,10 @@ from decimal import Decimal
 import pytest
 
 import poet_runtime
-from poet_runtime import events, runtime, settings
-from poet_runtime.resources import load_facility, policies_dir
+from poet_runtime import runtime
+from poet_runtime.resources import load_facility
+
+from domain_helpers import policy, domain_events  # noqa: F401  (fixtures)
 
 load_facility()
 from poet_sandbox import evidence  # noqa: E402
@@ -34,25 +36,6 @@ def assess(loan_amount: Decimal, annual_income: Decimal, default_probability: fl
     return {{"approved": default_probability < 0.2, "default_probability": default_probability * 1.5,
              "monthly_payment": payment}}
 '''
-
-
-@pytest.fixture(params=["trusted", "sandboxed"])
-def policy(request, poet_home, monkeypatch, tmp_path):
-    if request.param == "sandboxed":
-        text = (policies_dir() / "default.toml").read_text().replace('trust = ["builtin"]', "trust = []")
-        path = tmp_path / "default_untrusted.toml"
-        path.write_text(text)
-        monkeypatch.setenv("POET_POLICY", str(path))
-        settings.reset()
-    return "none" if request.param == "trusted" else "restricted"
-
-
-@pytest.fixture
-def domain_events():
-    seen = []
-    unsubscribe = events.subscribe(lambda event: seen.append(event) if event["type"].startswith("domain.") else None)
-    yield seen
-    unsubscribe()
 
 
 def test_decimals_stay_decimal_and_every_call_is_audited(policy, write_module, domain_events):

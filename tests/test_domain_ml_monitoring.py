@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 import re
 
-import pytest
-
 import poet_runtime
-from poet_runtime import events, runtime, settings
-from poet_runtime.resources import load_facility, policies_dir
+from poet_runtime import runtime
+from poet_runtime.resources import load_facility
+
+from domain_helpers import policy, domain_events  # noqa: F401  (fixtures)
 
 load_facility()
 from poet_sandbox import stats  # noqa: E402
@@ -41,27 +41,6 @@ def batch_alert(batch: list[float]) -> bool:
     """The user's rule: alert on any value above 100 (it never fires here)."""
     return max(batch) > 100
 '''
-
-
-@pytest.fixture(params=["trusted", "sandboxed"])
-def policy(request, poet_home, monkeypatch, tmp_path):
-    """``trusted``: in-process. ``sandboxed``: the default policy trusting no generator (restricted worker)."""
-    if request.param == "sandboxed":
-        text = (policies_dir() / "default.toml").read_text().replace('trust = ["builtin"]', "trust = []")
-        assert "trust = []" in text
-        path = tmp_path / "default_untrusted.toml"
-        path.write_text(text)
-        monkeypatch.setenv("POET_POLICY", str(path))
-        settings.reset()
-    return "none" if request.param == "trusted" else "restricted"
-
-
-@pytest.fixture
-def domain_events():
-    seen = []
-    unsubscribe = events.subscribe(lambda event: seen.append(event) if event["type"].startswith("domain.") else None)
-    yield seen
-    unsubscribe()
 
 
 def detail_of(item):

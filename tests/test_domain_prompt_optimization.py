@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 import poet_runtime
-from poet_runtime import events, settings
-from poet_runtime.resources import load_facility, policies_dir
+from poet_runtime.resources import load_facility
+
+from domain_helpers import policy, domain_events  # noqa: F401  (fixtures)
 
 load_facility()
 from poet_sandbox import retry, tokens  # noqa: E402
@@ -36,25 +37,9 @@ def ask(prompt: str, style: str = "short") -> str:
 '''
 
 
-@pytest.fixture(params=["trusted", "sandboxed"])
-def policy(request, poet_home, monkeypatch, tmp_path):
-    retry.seed(1)
-    monkeypatch.setenv("POET_POLICY", "trusted")
-    if request.param == "sandboxed":
-        text = (policies_dir() / "default.toml").read_text().replace('trust = ["builtin"]', "trust = []")
-        path = tmp_path / "default_untrusted.toml"
-        path.write_text(text)
-        monkeypatch.setenv("POET_POLICY", str(path))
-        settings.reset()
-    return "none" if request.param == "trusted" else "restricted"
-
-
-@pytest.fixture
-def domain_events():
-    seen = []
-    unsubscribe = events.subscribe(lambda event: seen.append(event) if event["type"].startswith("domain.") else None)
-    yield seen
-    unsubscribe()
+@pytest.fixture(autouse=True)
+def _same_jitter_each_run():
+    retry.seed(1)  # the retries' jitter: the same every run
 
 
 def test_tokens_are_recorded_and_the_budget_is_checked_before_the_call(policy, write_module, domain_events):
