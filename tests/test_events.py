@@ -461,9 +461,7 @@ def test_a_dotted_note_of_generated_code_is_its_own_event_and_the_executions_evi
 
     monkeypatch.setenv("POET_POLICY", policy)
     settings.reset()
-    # The restricted worker passes a note's parts back as text (poet_runtime/backends): a dict detail
-    # arrives as its str() there, so under default the detail is text from the start.
-    detail = {"why": "score is high", "limit": 0.9} if policy == "trusted" else "score is high"
+    detail = {"why": "score is high", "limit": 0.9}  # structured evidence crosses the sandbox as data
     module = module_dir("ev_advice", ADVISING)
     module.detect(0.1)
     code = learn_env / "ev_advice.detect" / "v1" / "code.py"
