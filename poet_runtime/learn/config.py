@@ -77,9 +77,15 @@ class LearnSettings:
     service: str = ""
 
 
-def _from_env() -> LearnSettings:
+def check_environment(environ) -> None:
+    """Raise ``PoetConfigError`` (one line naming the variable) for a bad learning setting in
+    ``environ``: for the start-up checks of every setting (``settings.load_settings``)."""
+    _from_env(environ)
+
+
+def _from_env(environ=None) -> LearnSettings:
     values: dict = {}
-    env = os.environ
+    env = os.environ if environ is None else environ
     raw = env.get("POET_EVENTS", "").strip()
     if raw:
         if raw.lower() not in _TRUE + _FALSE:
