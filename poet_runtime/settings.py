@@ -265,6 +265,10 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
         value = _number(raw, integer=True)
         if value is None or not low <= value <= high:
             raise PoetConfigError(f"{variable}: {raw!r} is not valid: expected a whole number >= {low} and <= {high}")
+    # The learning settings (POET_EVENTS_*, POET_FEEDBACK_RATE) are checked at start-up too.
+    from poet_runtime.learn import config as learn_config
+
+    learn_config.check_environment(environ)
     return Settings(pyproject=pyproject, **values)
 
 
