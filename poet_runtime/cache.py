@@ -19,11 +19,14 @@ import hmac
 import logging
 import marshal
 import sys
+import os
 import threading
 from types import CodeType
 
 _cache = None
 _lock = threading.Lock()
+# A child forked while another thread held this lock would wait on it forever.
+os.register_at_fork(after_in_child=_lock._at_fork_reinit)
 _TAG = f"{sys.implementation.cache_tag}-{sys.version_info.releaselevel}"
 _MAGIC = b"PC1"  # entry layout: magic, 32-byte HMAC-SHA256, marshal data
 _MAC = 32

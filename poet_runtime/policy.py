@@ -158,6 +158,8 @@ def _resolve(name_or_path: str) -> Path:
 
 _cache: dict[Path, tuple[int, Policy]] = {}
 _cache_lock = threading.Lock()
+# A child forked while another thread held this lock would wait on it forever.
+os.register_at_fork(after_in_child=_cache_lock._at_fork_reinit)
 
 
 def load_policy(name_or_path: str) -> Policy:

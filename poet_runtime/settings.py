@@ -274,6 +274,8 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
 
 _settings: Settings | None = None
 _settings_lock = threading.Lock()
+# A child forked while another thread held this lock would wait on it forever.
+os.register_at_fork(after_in_child=_settings_lock._at_fork_reinit)
 
 
 def get_settings() -> Settings:

@@ -807,6 +807,8 @@ class FunctionStore:
 
 
 _thread_locks: dict = {}
+# A forked child starts with no lock held: the parent's threads are not there to release them.
+os.register_at_fork(after_in_child=_thread_locks.clear)
 
 
 def _now() -> str:

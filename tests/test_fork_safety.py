@@ -193,3 +193,43 @@ def test_multiprocessing_fork_children_write_their_events_although_they_skip_ate
     _check_journal(tmp_path / "home", found["children"])
     child_ids = [execution_id for child in found["children"] for execution_id in child["ids"]]
     assert len(set(child_ids)) == 18
+
+
+LOCKS_HELD_AT_FORK = r"""
+import os, sys, threading
+from poet_runtime import cache, domains, policy, settings, store
+from poet_runtime.resources import load_facility
+load_facility()
+from poet_sandbox import validate
+
+locks = {"settings": settings._settings_lock, "policy": policy._cache_lock, "domains": domains._lock,
+         "cache": cache._lock, "validate": validate._notes_lock,
+         "store": store._thread_locks.setdefault("/some/store", threading.Lock())}
+held, release = threading.Event(), threading.Event()
+
+def hold():  # another thread is inside each of them when the program forks
+    for lock in locks.values():
+        lock.acquire()
+    held.set()
+    release.wait()
+    for lock in locks.values():
+        lock.release()
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    child_store = store._thread_locks.setdefault("/some/store", threading.Lock())
+    stuck = [name for name, lock in {**locks, "store": child_store}.items() if not lock.acquire(timeout=2)]
+    os.write(1, (",".join(stuck) or "none").encode())
+    os._exit(0)
+release.set()
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_child_forked_while_another_thread_holds_the_runtimes_locks_can_take_them(tmp_path):
+    result = subprocess.run([sys.executable, "-c", LOCKS_HELD_AT_FORK], capture_output=True, text=True, timeout=60,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "none", f"locks the child could not take: {result.stdout}"

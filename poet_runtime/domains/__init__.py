@@ -9,6 +9,7 @@ lists them by name.
 from __future__ import annotations
 
 import builtins
+import os
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -215,6 +216,8 @@ def _read(folder: Path) -> Domain:
 
 _domains: dict[str, Domain] | None = None
 _lock = threading.Lock()
+# A child forked while another thread held this lock would wait on it forever.
+os.register_at_fork(after_in_child=_lock._at_fork_reinit)
 
 
 def all_domains() -> dict[str, Domain]:

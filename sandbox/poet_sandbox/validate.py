@@ -19,6 +19,7 @@ they are checked by the names of their type's MRO, the only thing that crossed.
 """
 
 import math
+import os
 import re
 import threading
 
@@ -36,6 +37,10 @@ _FALSE = frozenset({"false", "no", "0", "off"})
 # truth test; entries carry their thread, and each driver takes only its own.
 NOTES = []
 _notes_lock = threading.Lock()
+# A child forked while another thread held this lock would wait on it forever (the
+# WASM guest's CPython has no fork, hence the test).
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_notes_lock._at_fork_reinit)
 
 
 def note(kind: str, field: str, detail: str) -> None:
