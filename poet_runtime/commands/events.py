@@ -48,6 +48,9 @@ KNOWN_TYPES = (
     "learning.updated", "learning.degraded", "learning.recovered",
     "version.candidate", "version.shadow", "version.promoted", "version.rejected", "version.rolled_back",
     "version.regeneration_failed",
+    # The store's own reports (store.report_once): a damaged or unsigned file, a refused policy.
+    "store.damaged", "store.untrusted", "store.policy_refused",
+    "generation.attempt",
 )
 
 
