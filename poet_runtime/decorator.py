@@ -32,6 +32,9 @@ class PoetConfig:
     timeout: float | None = None
     policy: str | None = None
     repair: str | None = None  # None: mismatches are reported, not converted; "coerce": lossless repairs
+    # Starting values of the domain's own parameters (e.g. prompt_optimization's
+    # max_prompt_tokens), as sorted (name, number) pairs; the domain's ranges still hold.
+    domain_options: tuple = ()
 
     def key_data(self) -> dict:
         data = {
@@ -43,6 +46,8 @@ class PoetConfig:
         }
         if self.repair is not None:  # absent when unset, so existing keys stay as they were
             data["repair"] = self.repair
+        if self.domain_options:  # likewise
+            data["domain_options"] = [list(pair) for pair in self.domain_options]
         return data
 
     @classmethod
@@ -57,6 +62,7 @@ class PoetConfig:
         policy: str | None = None,
         enable_training: bool | None = None,
         repair: str | None = None,
+        domain_options: dict | None = None,
     ) -> "PoetConfig":
         from poet_runtime.domains import domain_names, objectives_for
 
@@ -87,7 +93,19 @@ class PoetConfig:
             raise fail("policy", policy, "a shipped policy name (default, strict, trusted) or a path to a policy file")
         if repair not in (None, "coerce"):
             raise fail("repair", repair, "None (report mismatches, change nothing) or 'coerce' (lossless repairs, each reported)")
-        return cls(domain, optimize_for, retries, float(timeout) if timeout is not None else None, policy, repair)
+        options = ()
+        if domain_options is not None:
+            if not isinstance(domain_options, dict):
+                raise fail("domain_options", domain_options, "a dict of parameter names to numbers")
+            for name, value in domain_options.items():
+                if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+                    raise fail("domain_options", domain_options, f"parameter names (not {name!r})")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                        or value in (float("inf"), float("-inf")):
+                    raise fail(f"domain_options[{name!r}]", value, "a finite number")
+            options = tuple(sorted(domain_options.items()))
+        return cls(domain, optimize_for, retries, float(timeout) if timeout is not None else None, policy, repair,
+                   options)
 
 
 def _function_id(obj: Any) -> str:
@@ -113,6 +131,7 @@ if TYPE_CHECKING:
         policy: str | None = None,
         enable_training: bool | None = None,
         repair: str | None = None,
+        domain_options: dict | None = None,
     ) -> Callable[[F], F]: ...
 
 
@@ -125,13 +144,16 @@ def poet(
     policy: str | None = None,
     enable_training: bool | None = None,
     repair: str | None = None,
+    domain_options: dict | None = None,
 ):
     """Mark a function for enhancement: ``@poet``, ``@poet()`` or ``@poet(domain, optimize_for, ...)``.
 
     ``domain`` picks the rules (``base``, ``ml_monitoring``, ``api_operations``, or any
     installed domain); ``optimize_for`` turns on training toward an objective;
     ``retries`` and ``timeout`` override the domain's; ``policy`` names the sandbox
-    policy. Invalid arguments raise ``PoetConfigError`` when the decorator is applied.
+    policy; ``domain_options`` sets the starting value of the domain's own parameters
+    (e.g. ``{"max_prompt_tokens": 2000}``). Invalid arguments raise ``PoetConfigError``
+    when the decorator is applied.
     """
     if callable(domain) or isinstance(domain, (staticmethod, classmethod)):
         # Bare @poet: the first positional argument is the function itself.
@@ -144,6 +166,7 @@ def poet(
         policy=policy,
         enable_training=enable_training,
         repair=repair,
+        domain_options=domain_options,
     )
 
     def decorate(function):

@@ -36,6 +36,10 @@ def test_off_returns_the_very_same_function():
         ({"timeout": -2.0}, "timeout", "> 0"),
         ({"policy": ""}, "policy", "default, strict, trusted"),
         ({"repair": "magic"}, "repair", "'coerce'"),
+        ({"domain_options": ["max_prompt_tokens", 5]}, "domain_options", "a dict"),
+        ({"domain_options": {"max_prompt_tokens": float("nan")}}, "domain_options['max_prompt_tokens']", "finite"),
+        ({"domain_options": {"max_prompt_tokens": True}}, "domain_options['max_prompt_tokens']", "finite"),
+        ({"domain_options": {"not a name": 1}}, "domain_options", "parameter names"),
     ],
 )
 def test_bad_arguments_name_function_argument_and_allowed_values(kwargs, argument, allowed):

@@ -61,6 +61,17 @@ def test_tokens_are_recorded_and_the_budget_is_checked_before_the_call(policy, w
     assert module.CALLS[-1] is huge or module.CALLS[-1] == huge  # reported before the call; the call still runs
 
 
+def test_the_decorators_domain_options_set_the_budget(poet_home, write_module, domain_events):
+    source = ASK.format(domain="prompt_optimization").replace(
+        '@poet(domain="prompt_optimization")', '@poet(domain="prompt_optimization", domain_options={"max_prompt_tokens": 5})')
+    module = write_module("po_options", source)
+    module.ask("Summarise the quarterly report in three bullet points, please.")  # ~12 tokens: over 5
+    warnings = [e for e in domain_events if e["type"] == "domain.warning"]
+    assert len(warnings) == 1 and warnings[0]["field"] == "budget", domain_events
+    params = next(poet_home.glob("po_options.ask/v1/params.json")).read_text()
+    assert '"max_prompt_tokens": 5' in params
+
+
 def test_rate_limits_and_timeouts_are_retried_other_errors_are_not(policy, write_module):
     module = write_module("po_retry", ASK.format(domain="prompt_optimization"))
     module.FAILURES[:] = [module.RateLimitError("429 Too Many Requests"), TimeoutError("read timed out")]
@@ -114,9 +125,7 @@ def test_a_pure_prompt_builder_answers_repeated_calls_from_the_cache_once_two_ag
 
 
 def test_domain_options_set_a_budget_per_function():
-    """What the generator does with PoetConfig.domain_options (the decorator does not pass them yet)."""
-    import dataclasses
-
+    """What the generator does with the decorator's domain_options: starting values, clamped to range."""
     from poet_runtime.decorator import PoetConfig
     from poet_runtime.domains import get_domain
     from poet_runtime.generate.builtin import BuiltinGenerator
@@ -124,13 +133,9 @@ def test_domain_options_set_a_budget_per_function():
 
     spec = spec_from_source("app", "ask", ASK.format(domain="prompt_optimization"), "app.py")
     config = PoetConfig.from_kwargs("app:ask", domain="prompt_optimization")
-
-    @dataclasses.dataclass(frozen=True)
-    class WithOptions(PoetConfig):
-        domain_options: tuple = ()
-
-    optioned = WithOptions(**dataclasses.asdict(config), domain_options=(("max_prompt_tokens", 50),
-                                                                         ("token_budget", -5)))
+    optioned = PoetConfig.from_kwargs("app:ask", domain="prompt_optimization",
+                                      domain_options={"max_prompt_tokens": 50, "token_budget": -5})
+    assert optioned.key_data() != config.key_data()  # a different version
     generated = BuiltinGenerator().generate(spec, optioned, get_domain("prompt_optimization"))
     assert generated.parameters["max_prompt_tokens"]["default"] == 50
     assert generated.parameters["token_budget"]["default"] == 0  # clamped to its range
