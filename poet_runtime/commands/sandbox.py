@@ -48,16 +48,36 @@ def _usage(parser):
     return handler
 
 
+PROGRESS_EVERY_S = 15.0  # a compile can take many minutes on a loaded machine: say it is alive
+
+
 def run(args) -> int:
-    """``sandbox warmup``: 0 when the compiled module is ready, 1 when it cannot be."""
+    """``sandbox warmup``: 0 when the compiled module is ready, 1 when it cannot be.
+
+    The compile is one native call with no progress of its own, so a ticker says how
+    long it has been running (every 15 s, on stderr) until it returns."""
+    import threading
+
     started = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(PROGRESS_EVERY_S):
+            print(f"poet: still compiling the WASM sandbox: {time.monotonic() - started:.0f} s so far "
+                  "(a loaded machine can take many minutes; calls run the original meanwhile)",
+                  file=sys.stderr, flush=True)
+
+    ticker = threading.Thread(target=tick, name="poet-warmup-progress", daemon=True)
+    ticker.start()
     try:
         from poet_runtime.backends.wasm import warmup
 
         path = warmup()
     except (ImportError, RuntimeError, OSError) as error:
-        print(f"poet: sandbox warmup failed: {error}", file=sys.stderr)
+        print(f"poet: sandbox warmup failed after {time.monotonic() - started:.1f} s: {error}", file=sys.stderr)
         return 1
+    finally:
+        done.set()
     print(f"WASM sandbox ready in {time.monotonic() - started:.1f} s: {path}")
     return 0
 
