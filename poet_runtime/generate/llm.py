@@ -420,11 +420,14 @@ class LLMGenerator:
                 return llm_request.Answer(hit["text"], hit.get("tokens") or {}, hit.get("finish_reason"), 0.0)
         litellm = _import_litellm()
         attempt["requests"] = 1
+        started = time.perf_counter()
         try:
             answer = llm_request.ask(litellm, self._request(prompt, max_tokens, mode), self.request_timeout_s)
         except Unavailable as error:
-            attempt["transport_errors"] = [{"error": error.reason, "status": error.status,
-                                            "message": error.detail[:300]}]
+            elapsed = _ms_since(started)  # a timed-out request is model time too
+            attempt.update(latency_ms=elapsed, transport_errors=[{"error": error.reason, "status": error.status,
+                                                                  "message": error.detail[:300]}])
+            details["latency_ms"] += elapsed
             raise
         details["latency_ms"] += answer.latency_ms
         attempt.update(cached=False, tokens=answer.tokens, latency_ms=answer.latency_ms,
