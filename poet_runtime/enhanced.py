@@ -186,7 +186,9 @@ class FunctionState:
 
         settings = get_settings()
         mode = settings.generate_mode
-        cold = self._sandbox_cold()
+        # In background mode nothing heavy runs on the caller's thread: not even the policy
+        # lookup (pydantic); the background thread meets a cold sandbox and compiles it.
+        cold = mode != "background" and self._sandbox_cold()
         if mode == "background" or (mode == "sync" and settings.model) or cold:
             with self.lock:
                 if self.cell[0] == self._first_call:
@@ -251,7 +253,9 @@ class FunctionState:
 
         settings = get_settings()
         mode = settings.generate_mode
-        cold = self._sandbox_cold()
+        # In background mode nothing heavy runs on the caller's thread: not even the policy
+        # lookup (pydantic); the background thread meets a cold sandbox and compiles it.
+        cold = mode != "background" and self._sandbox_cold()
         if mode == "background" or (mode == "sync" and settings.model) or cold:
             with self.lock:
                 if self.cell[0] == self._first_call_async:

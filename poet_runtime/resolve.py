@@ -332,6 +332,18 @@ def generate_version(store: FunctionStore, spec: FunctionSpec, config, *, domain
         **generated.details,
         **(metadata or {}),
     }
+    if make_current and status == "current":
+        # Identical code under the same key is not a new version (a process that could not
+        # reach the model writes the same built-in module another process already stored).
+        existing = store.find_key(key)
+        try:
+            same = existing is not None and existing.code() == generated.code
+        except (OSError, ValueError):  # a damaged one is repaired as a new version below
+            same = False
+        if same:
+            if store.current_number() != existing.number:
+                store.set_current(existing.number)
+            return existing
     version = store.create(generated.code, params, {"observations": {}, "audit": []}, record,
                            make_current=make_current)
     log.info("poet_runtime: %s: stored %s (%s, %s)", spec.function_id, version.name, generated.generator, status)

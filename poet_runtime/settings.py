@@ -269,6 +269,9 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
     from poet_runtime.learn import config as learn_config
 
     learn_config.check_environment(environ)
+    from poet_runtime.generate.llm_settings import read as read_llm_settings
+
+    read_llm_settings(environ)  # POET_LLM_*: a bad value is one PoetConfigError naming the variable
     return Settings(pyproject=pyproject, **values)
 
 

@@ -317,11 +317,13 @@ def test_an_invalid_decorator_policy_file_is_one_line_at_decoration_naming_file_
     assert not (tmp_path / "home" / "events").exists()  # no fallback events: it never was enhanced
 
 
-def test_the_cli_checks_the_learning_settings_at_start_up(tmp_path, python):
-    """A bad POET_EVENTS_* value stops `python -m poet_runtime` with status 2 before anything
+def test_the_cli_checks_the_learning_and_llm_settings_at_start_up(tmp_path, python):
+    """A bad POET_EVENTS_* (or POET_LLM_*) value stops `python -m poet_runtime` with status 2 before anything
     runs (found at start-up with every other setting, not at the first @poet)."""
     write_tree(tmp_path, {"app.py": LEARNING_APP})
     for command in (["app.py"], ["status", "."]):
         result = run(["-m", "poet_runtime", *command], tmp_path, python=python, POET_EVENTS_RETENTION_DAYS="-1")
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert "POET_EVENTS_RETENTION_DAYS: '-1' is not valid" in result.stderr and result.stdout == ""
+    llm = run(["-m", "poet_runtime", "status", "."], tmp_path, python=python, POET_LLM_MAX_TOKENS="lots")
+    assert llm.returncode == 2 and "POET_LLM_MAX_TOKENS" in llm.stderr, llm.stderr  # without a model set, too

@@ -152,3 +152,24 @@ def test_killing_a_writer_mid_version_never_leaves_the_store_inconsistent(tmp_pa
     leftovers = [name for name in os.listdir(folder) if name.startswith((".tmp-", ".trash-"))]
     assert leftovers == [], "a later writer removes what dead writers left"
     assert acknowledged == 12
+
+
+def test_identical_code_under_the_same_key_is_not_a_new_version(tmp_path):
+    """A second process that writes the same built-in module (it could not reach the model,
+    or lost the race) finds the version already there: no v2 identical to v1."""
+    from poet_runtime.decorator import PoetConfig
+    from poet_runtime.generate.spec import spec_from_source
+    from poet_runtime.resolve import generate_version
+
+    source = "def total(prices: list[float], rate: float = 0.2) -> float:\n    return sum(prices) * (1 + rate)\n"
+    spec = spec_from_source("shop", "total", source, str(tmp_path / "shop.py"))
+    config = PoetConfig.from_kwargs("shop:total")
+    store = FunctionStore(tmp_path / ".poet" / "shop.total", "shop:total")
+    with store.lock():
+        first = generate_version(store, spec, config)
+    with store.lock():
+        again = generate_version(store, spec, config)
+    assert again.number == first.number == 1 and [v.number for v in store.versions()] == [1]
+    other = PoetConfig.from_kwargs("shop:total", retries=5)  # another key: a new version
+    with store.lock():
+        assert generate_version(store, spec, other).number == 2
