@@ -90,6 +90,7 @@ def decode(value):
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one per call
+_decoder = json.JSONDecoder()  # json.loads' default decoder, without its per-call checks
 
 
 def dumps(message: dict) -> bytes:
@@ -103,7 +104,9 @@ def dumps_value(value) -> bytes:
 
 
 def loads(line: bytes) -> dict:
-    message = json.loads(line)
+    # Lines are UTF-8 (the encoder writes ASCII): decoded strictly in one pass, where
+    # json.loads would first guess among UTF-8/16/32 and pass lone surrogates through.
+    message = _decoder.decode(line.decode("utf-8"))
     if type(message) is not dict:
         raise ValueError("protocol message is not an object")
     return message
