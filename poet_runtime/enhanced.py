@@ -16,6 +16,7 @@ import inspect
 import logging
 import sys
 import threading
+import weakref
 
 from poet_runtime import events, records, runtime
 from poet_runtime.errors import GenerationError, PoetError, PoetViolation
@@ -111,6 +112,8 @@ class FunctionState:
         spec = self.spec()
         module = sys.modules.get(self.original.__module__)
         module_file = spec.filename or getattr(module, "__file__", None)
+        self.module_file = module_file
+        _reports.remember(self)  # its call counts reach reports.json at exit, whatever happens next
         self.policy = effective_policy(self.config, self.function_id)
         self.records_inputs = bool(getattr(self.policy, "record_inputs", False))
         version = ensure_version(spec, self.config, module_file=module_file, generate=generate)
@@ -554,8 +557,7 @@ class FunctionState:
         completed (``number``), and the event sink writes it to the journal.
         """
         counts = self.stats.notes
-        if not counts:
-            _reports.remember(self)
+        _reports.remember(self)
         redact = self.redactor
         for kind, field, detail in notes:
             if redact is not None:
@@ -867,11 +869,17 @@ class _Reports:
 
     def __init__(self):
         self.states = []
+        self.remembered = weakref.WeakSet()
         self.lock = threading.Lock()
         self.registered = False
 
     def remember(self, state) -> None:
+        if state in self.remembered:  # once per function (a cheap test on the notes path)
+            return
         with self.lock:
+            if state in self.remembered:
+                return
+            self.remembered.add(state)
             self.states.append(state)
             if not self.registered:
                 import atexit
@@ -884,12 +892,22 @@ class _Reports:
 
         with self.lock:
             states, self.states = self.states, []
+            self.remembered = weakref.WeakSet()
         for state in states:
             try:
+                stats = state.stats
+                counts = dict(stats.notes)
+                # How many calls ran enhanced, and why the others did not (status's "calls").
+                counts.update({("calls", "enhanced"): stats.enhanced_calls, ("calls", "errors"): stats.errors})
+                counts.update({("fallback", str(reason)): n for reason, n in stats.fallbacks.items()})
+                counts = {key: n for key, n in counts.items() if n}
+                if not counts:
+                    continue
                 version = state.version
-                counts = dict(state.stats.notes)
-                if version is not None and counts:
+                if version is not None:
                     FunctionStore(version.path.parent, state.function_id).add_reports(counts)
+                elif getattr(state, "module_file", None):  # never loaded: its folder, found as resolve finds it
+                    FunctionStore.open(state.module, state.qualname, state.module_file).add_reports(counts)
             except Exception as error:  # never the program's concern at exit
                 log.debug("poet_runtime: %s: reports not saved: %s", state.function_id, error)
 
@@ -901,6 +919,7 @@ def _reports_after_fork_in_child() -> None:
     """The parent adds its own counts at its exit; the child starts from none (its stats are zeroed)."""
     _reports.lock._at_fork_reinit()
     _reports.states = []
+    _reports.remembered = weakref.WeakSet()
 
 
 if hasattr(__import__("os"), "register_at_fork"):

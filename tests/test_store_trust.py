@@ -304,6 +304,12 @@ def test_a_planted_rewritten_module_pyc_is_ignored(tmp_path):
 def test_status_does_not_call_a_version_that_never_ran_enhanced_up_to_date(project):
     reports = project.home / "app.score" / "reports.json"
     assert json.loads(reports.read_text())["calls"] == {"enhanced": 2}  # the runner counted the fixture's run
+    # A program activated by POET_ENABLED=1 (no runner) counts its calls as well.
+    activated = subprocess.run([sys.executable, "-c", "from app import score; score([0.1, 0.2]); score([0.9, 1.0])"],
+                               capture_output=True, text=True, timeout=120, env=project.env(POET_ENABLED="1"),
+                               cwd=project.root)
+    assert activated.returncode == 0, activated.stderr
+    assert json.loads(reports.read_text())["calls"] == {"enhanced": 4}
     # What another machine's runs left: every call fell back (a version its policy can never load).
     reports.write_text(json.dumps({"fallback": {"violation:memory_mb": 5}}))
     status = project.run("status", ".", COLUMNS="250")

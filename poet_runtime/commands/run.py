@@ -127,38 +127,6 @@ def _enable(root: str) -> None:
     hook.install(roots=[root])
 
 
-def record_calls() -> None:
-    """At exit: add this run's call counts (enhanced, raised, fallback by reason) to each
-    function's ``reports.json``, so ``status`` can say how many calls ran enhanced and why
-    the others did not. Never the program's concern: any trouble is logged at debug level.
-
-    Imports nothing: a module first imported at exit would cost a program that made no
-    enhanced call, and changes how an uncaught KeyboardInterrupt ends the process.
-    """
-    runtime, store = sys.modules.get("poet_runtime.runtime"), sys.modules.get("poet_runtime.store")
-    if runtime is None or store is None or not getattr(runtime, "_stats", None):
-        return  # no @poet function was called: nothing to record
-    FunctionStore = store.FunctionStore
-    log = sys.modules["logging"].getLogger("poet_runtime")
-    for function_id, stats in list(runtime._stats.items()):
-        try:
-            counts = {("calls", "enhanced"): stats.enhanced_calls, ("calls", "errors"): stats.errors}
-            counts.update({("fallback", str(reason)): n for reason, n in stats.fallbacks.items()})
-            counts = {k: v for k, v in counts.items() if v}
-            if not counts:
-                continue
-            module, _, qualname = function_id.partition(":")
-            file = getattr(sys.modules.get(module), "__file__", None)
-            main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-            if file is None and main_file and os.path.splitext(os.path.basename(main_file))[0] == module.rpartition(".")[2]:
-                file = main_file  # the script itself: its functions are named after its file
-            if file is None:
-                continue
-            FunctionStore.open(module, qualname, file).add_reports(counts)
-        except Exception as error:
-            log.debug("poet_runtime: %s: call counts not saved: %s", function_id, error)
-
-
 def main(argv: list[str], prog: str = "python -m poet_runtime") -> int:
     """Run the program described by ``argv``; returns an exit code only when it could not start."""
     options, (kind, target), program_args = split(argv)
@@ -181,10 +149,8 @@ def main(argv: list[str], prog: str = "python -m poet_runtime") -> int:
         os.path.realpath(target) if kind == "script" else os.getcwd()
     )
     _enable(root)
-    import atexit
-
-    atexit.register(record_calls)  # after the program's own handlers, like the summary
     if current.log != "quiet":
+        import atexit
 
         from poet_runtime.hook.summary import print_summary
 
