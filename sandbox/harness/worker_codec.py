@@ -93,14 +93,32 @@ _encoder = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with
 _decoder = json.JSONDecoder()  # json.loads' default decoder, without its per-call checks
 
 
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring_ascii as _ascii
+except ImportError:  # no C accelerator: the encoder's own path
+    _c_make_encoder = None
+if _c_make_encoder is not None:
+    # JSONEncoder.encode builds a C encoder on every call; this is the same one (same
+    # separators, ASCII strings, NaN as NaN, no key sorting), built once. Without the
+    # circular-reference table (a reused one keeps stale ids after a failed encode):
+    # what is dumped is encode()'s fresh, depth-bounded output and protocol fields,
+    # and a cycle would still end in RecursionError, not a loop.
+    _fast = _c_make_encoder(None, _encoder.default, _ascii, None, ":", ",", False, False, True)
+
+    def _text(value) -> str:
+        return "".join(_fast(value, 0))
+else:
+    _text = _encoder.encode
+
+
 def dumps(message: dict) -> bytes:
     """One protocol line."""
-    return _encoder.encode(message).encode("utf-8") + b"\n"
+    return _text(message).encode("utf-8") + b"\n"
 
 
 def dumps_value(value) -> bytes:
     """A JSON value, no newline (parts of a line the host assembles)."""
-    return _encoder.encode(value).encode("utf-8")
+    return _text(value).encode("utf-8")
 
 
 def loads(line: bytes) -> dict:
