@@ -11,6 +11,7 @@ the confined worker within 2.5x of the raw pipe floor. Measured in the same run:
   the final reply), so one raw round trip leaves half the message pattern out;
 - the restricted worker with every layer on (what the default policy gets), and
   with every layer turned off (``POET_SANDBOX_LAYERS_OFF``), same code, same pool;
+- all four in alternating blocks, so the machine's drifting load hits each alike;
 - the worker's start-up time, both ways (it happens in the background).
 
 Run: ``.venv/bin/python benchmarks/bench_worker_confinement.py [--quick]``. Prints medians, p95, ratios.
@@ -18,7 +19,10 @@ Run: ``.venv/bin/python benchmarks/bench_worker_confinement.py [--quick]``. Prin
 
 from __future__ import annotations
 
+import json
 import os
+import select
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_restricted import TINY, add, percentiles, pipe_baseline  # noqa: E402
+from bench_restricted import PIPE_CHILD, TINY, add, percentiles  # noqa: E402
 
 from poet_runtime.backends import LoadRequest, os_sandbox  # noqa: E402
 from poet_runtime.backends.base import Limits  # noqa: E402
@@ -58,27 +62,53 @@ def _enhancement(layers_off: str | None):
         os.environ.pop(os_sandbox.OFF_VARIABLE, None)
 
 
-def worker_calls(n):
-    """Both workers, measured in alternating blocks (the machine's load drifts: a
-    block each way keeps the comparison fair). ((median, p95), layers) for on, off."""
+def _raw_pipe():
+    """A raw child answering JSON lines, and a function doing ``trips`` round trips with it."""
+    proc = subprocess.Popen([sys.executable, "-I", "-c", PIPE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    w, r = proc.stdin.fileno(), proc.stdout.fileno()
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
+
+    def trips(count):
+        for _ in range(count):
+            os.write(w, (json.dumps({"op": "call", "args": [1, 2]}) + "\n").encode())
+            poller.poll(1000)
+            json.loads(os.read(r, 65536))
+
+    return proc, trips
+
+
+def measured(n):
+    """The floors and both workers, measured in alternating blocks of 250 calls (the
+    machine's load drifts: a block of each in turn keeps the ratios fair).
+    {name: (median, p95)} and the layers of the on and off workers."""
     on_pool, on, on_layers = _enhancement(None)
     off_pool, off, off_layers = _enhancement(ALL_OFF)
-    samples = {"on": [], "off": []}
+    raw, trips = _raw_pipe()
+    runs = {
+        "one": lambda: trips(1),
+        "two": lambda: trips(2),
+        "on": lambda: on.call(add, (1, 2), {}),
+        "off": lambda: off.call(add, (1, 2), {}),
+    }
+    samples = {name: [] for name in runs}
     clock = time.perf_counter_ns
     try:
-        for enhancement in (on, off):
+        for run in runs.values():
             for _ in range(200):
-                enhancement.call(add, (1, 2), {})
+                run()
         for _ in range(max(1, n // 250)):
-            for name, enhancement in (("on", on), ("off", off)):
+            for name, run in runs.items():
                 for _ in range(250):
                     started = clock()
-                    enhancement.call(add, (1, 2), {})
+                    run()
                     samples[name].append(clock() - started)
     finally:
         on_pool.close()
         off_pool.close()
-    return (percentiles(samples["on"]), on_layers), (percentiles(samples["off"]), off_layers)
+        raw.kill()
+        raw.wait()
+    return {name: percentiles(values) for name, values in samples.items()}, on_layers, off_layers
 
 
 def start_times(n, layers_off: str | None):
@@ -96,9 +126,8 @@ def start_times(n, layers_off: str | None):
 def main():
     quick = "--quick" in sys.argv
     n, starts = (1000, 5) if quick else (5000, 15)
-    floor = pipe_baseline(n)
-    floor2 = pipe_baseline(n, trips=2)
-    (confined, on), (unconfined, off) = worker_calls(n)
+    results, on, off = measured(n)
+    floor, floor2, confined, unconfined = (results[name] for name in ("one", "two", "on", "off"))
     rows = [
         ("raw pipe, one round trip", floor),
         ("raw pipe, two round trips", floor2),
