@@ -950,3 +950,25 @@ def test_concurrent_async_calls_do_not_queue_behind_logics_awaiting_io():
 
     assert asyncio.run(main()) == list(range(6))
     assert in_flight[1] > pool.size  # more logics awaited at once than there are workers
+
+
+def test_the_worker_codec_writes_what_the_json_module_writes_and_reads_only_utf8():
+    """The codec builds its C encoder once (speed); its lines must stay exactly the
+    standard encoder's, and a line that is not UTF-8 is refused, not guessed at."""
+    import json
+
+    from poet_runtime.backends.restricted import harness_module
+
+    codec = harness_module("worker_codec")
+    reference = json.JSONEncoder(separators=(",", ":"))
+    values = [0, -1, 2 ** 70, 1.5, float("nan"), float("inf"), -float("inf"), "", "plain", "é ü 漢字 🙂",
+              "\ud800 lone", "quote \" backslash \\ newline \n", None, True, [1, [2, [3]]],
+              {"t": "d", "v": {"nested": ["x", {"y": 1.25}]}}, {"op": "call", "args": [["d", 1]], "kwargs": {}}]
+    for value in values:
+        assert codec.dumps_value(value) == reference.encode(value).encode(), value
+    assert codec.dumps({"ok": True}) == b'{"ok":true}\n'
+    assert codec.loads(codec.dumps({"s": "\ud800 lone é"})) == {"s": "\ud800 lone é"}
+    with pytest.raises(ValueError):
+        codec.loads(b'{"s": "\xff\xfe"}\n')
+    with pytest.raises(ValueError):
+        codec.loads(b"[1, 2]\n")  # a protocol line is an object
