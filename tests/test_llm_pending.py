@@ -92,6 +92,8 @@ def test_generation_survives_the_program_and_is_joined_not_repeated(tmp_path, se
     assert meta["checks"][-1] == "probe"  # probed in the generator process, the program never imported there
     assert len(server.requests) == 1 and not (home / "app.add" / "v2").exists()
     assert not (home / "app.add" / "pending.json").exists()
-    third = _run(folder, env)
+    # The stored answer serves the next run. Its first call still resolves in sync mode's
+    # thread: give it the time a loaded machine needs (it returns as soon as v1 is loaded).
+    third = _run(folder, {**env, "POET_GENERATION_TIMEOUT": "60"})
     assert third.returncode == 0 and third.stdout.strip() == "3"
     assert len(server.requests) == 1 and "1 enhanced" in third.stderr, third.stderr

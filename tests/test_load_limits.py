@@ -89,7 +89,9 @@ def _spins(backend, *fixtures):
     times, records = _calls(module)
     assert all(record.fell_back for record in records), records
     assert "violation:cpu_ms" in {record.reason for record in records}, records
-    assert max(times) < 6.0, times  # under a 500 ms CPU limit, not a loading budget of 20 s
+    # Under a 500 ms CPU limit, not a loading budget of 20 s CPU / 30 s wall (a loaded machine
+    # stretches the guest's start and its 500 ms of fuel, hence the margin).
+    assert max(times) < 15.0, times
 
 
 def test_a_module_that_spins_at_load_is_stopped_at_cpu_ms_restricted(poet_home, write_module, monkeypatch, tmp_path):
