@@ -120,17 +120,21 @@ def test_the_runner_and_the_cli_exit_with_2_naming_the_variable(tmp_path, python
     assert result.returncode == 2 and "genrate" in _one_line_about(result.stderr, "did you mean")
 
 
+# A program whose one function names its policy in the decorator (what POET does with it is the test).
+POLICY_APP = """
+    import poet_runtime
+    from poet_runtime import poet
+
+    @poet(policy="{policy}")
+    def add_one(x):
+        return x + 1
+
+    print([add_one(i) for i in range(5)], hasattr(add_one, "__poet__"), poet_runtime.is_enabled())
+"""
+
+
 def test_a_missing_decorator_policy_is_one_line_at_decoration_not_a_fallback_per_call(tmp_path, python):
-    write_tree(tmp_path, {"app.py": """
-        import poet_runtime
-        from poet_runtime import poet
-
-        @poet(policy="nosuch")
-        def add_one(x):
-            return x + 1
-
-        print([add_one(i) for i in range(5)], hasattr(add_one, "__poet__"), poet_runtime.is_enabled())
-    """})
+    write_tree(tmp_path, {"app.py": POLICY_APP.format(policy="nosuch")})
     result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_HOME=str(tmp_path / "home"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[1, 2, 3, 4, 5] False True"
@@ -299,16 +303,7 @@ def test_learning_settings_reject_nan_infinity_negatives_and_out_of_range(monkey
 ])
 def test_an_invalid_decorator_policy_file_is_one_line_at_decoration_naming_file_and_field(tmp_path, python, text,
                                                                                             field):
-    write_tree(tmp_path, {"app.py": """
-        import poet_runtime
-        from poet_runtime import poet
-
-        @poet(policy="policies/broken.toml")
-        def add_one(x):
-            return x + 1
-
-        print([add_one(i) for i in range(5)], hasattr(add_one, "__poet__"), poet_runtime.is_enabled())
-    """, "policies/broken.toml": text})
+    write_tree(tmp_path, {"app.py": POLICY_APP.format(policy="policies/broken.toml"), "policies/broken.toml": text})
     result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_HOME=str(tmp_path / "home"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[1, 2, 3, 4, 5] False True"
