@@ -319,21 +319,20 @@ def write_single(root: Path, name: str, line: bytes) -> Path:
 
 def claim(path: Path) -> Path | None:
     """Move a pending file to processed/; None when another process claimed it first."""
-    target = path.parent.parent / PROCESSED / path.name
-    try:
-        os.rename(path, target)
-    except FileNotFoundError:
-        return None
-    _fsync_dir(target.parent)
-    return target
+    return _move(path, PROCESSED, FileNotFoundError)
 
 
 def unclaim(path: Path) -> Path | None:
     """Move a claimed file back from processed/ to pending/ (it was not used after all)."""
-    target = path.parent.parent / PENDING / path.name
+    return _move(path, PENDING, OSError)
+
+
+def _move(path: Path, folder: str, lost) -> Path | None:
+    """``path`` renamed into its sibling ``folder`` and made durable; None on ``lost``."""
+    target = path.parent.parent / folder / path.name
     try:
         os.rename(path, target)
-    except OSError:
+    except lost:
         return None
     _fsync_dir(target.parent)
     return target
