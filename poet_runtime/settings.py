@@ -45,8 +45,15 @@ ENV_VARS = {
     "cache_dir": "POET_CACHE_DIR",
     "generation_timeout": "POET_GENERATION_TIMEOUT",
     "max_concurrent_generations": "POET_MAX_CONCURRENT_GENERATIONS",
+    "broker": "POET_BROKER",  # redis://host:port/db: fleet learning (poet_runtime.fleet)
+    "service_url": "POET_SERVICE_URL",  # http(s)://host:port of a POET service (templates)
+    "service_key": "POET_SERVICE_KEY",
 }
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+SERVICE_SCHEMES = ("http://", "https://")
 
+# Secrets are read from the environment only: a repository's pyproject is no place for a key.
+SECRET_SETTINGS = ("api_key", "service_key")
 ALLOW_REPO_VAR = "POET_ALLOW_REPO_POLICY"  # environment only: a repository cannot opt itself in
 
 
@@ -80,6 +87,9 @@ class Settings:
     cache_dir: Path | None = None
     generation_timeout: float = 60.0
     max_concurrent_generations: int = 50
+    broker: str | None = field(default=None, repr=False)  # may hold a password
+    service_url: str | None = None
+    service_key: str | None = field(default=None, repr=False)
     pyproject: Path | None = None  # where [tool.poet] was read from, if anywhere
 
     @property
@@ -170,6 +180,16 @@ def _parse(name: str, raw, where: str):
         if value is None or not 1 <= value <= MAX_CONCURRENT_GENERATIONS:
             fail(f"a whole number >= 1 and <= {MAX_CONCURRENT_GENERATIONS}")
         return value
+    if name == "broker":
+        text = str(raw).strip()
+        if not text.startswith(BROKER_SCHEMES) or len(text) <= len("unix://"):
+            fail("a Redis URL: redis://host:port/db, rediss://... or unix:///path")
+        return text
+    if name == "service_url":
+        text = str(raw).strip().rstrip("/")
+        if not text.startswith(SERVICE_SCHEMES) or len(text) <= len("https://"):
+            fail("an http:// or https:// URL of a POET service")
+        return text
     text = str(raw).strip()
     if not text:
         fail("a non-empty string")
@@ -199,10 +219,10 @@ def _from_pyproject(path: Path, environ=None) -> dict:
     values = {}
     for key, raw in table.items():
         name = key.replace("-", "_")
-        if name not in ENV_VARS or name in ("api_key",):
+        if name not in ENV_VARS or name in SECRET_SETTINGS:
             import difflib
 
-            close = difflib.get_close_matches(name, [n for n in ENV_VARS if n != "api_key"], n=1)
+            close = difflib.get_close_matches(name, [n for n in ENV_VARS if n not in SECRET_SETTINGS], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PoetConfigError(f"{path}: [tool.poet] {key}: unknown setting{hint}")
         values[name] = _parse(name, raw, f"{path}: [tool.poet] {key}")
