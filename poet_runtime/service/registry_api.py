@@ -1,0 +1,117 @@
+"""The template registry over HTTP: ``/api/v1/templates``, exactly the design's four routes.
+
+- ``GET /api/v1/templates/{domain}[?label=]`` -> ``{template, version, metadata}`` with an ETag
+  (a hash of that body), ``304`` on a matching ``If-None-Match``: the runtime's client revalidates
+  every 60 s and a 304 costs it no body;
+- ``GET /api/v1/templates/{domain}/versions`` -> ``{versions: [...]}``;
+- ``POST /api/v1/templates/{domain}`` ``{template, description}`` -> ``{version, created_at}``: the
+  new version becomes current; the author is the key's name (scope ``write``);
+- ``PUT /api/v1/templates/{domain}/{label}`` ``{version}`` -> ``{updated_at}``: ``current`` (a
+  rollback when older), ``production`` or ``staging`` (scope ``write``).
+Reads need ``read``. Storage, seeding and the template check are ``registry``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from poet_runtime.service.context import ServiceContext
+from poet_runtime.service.problems import Problem
+from poet_runtime.service.registry import (LABELS, MAX_DESCRIPTION, Registry, TemplateRefused, UnknownTemplate)
+
+log = logging.getLogger("poet_runtime")
+
+
+class NewTemplate(BaseModel):
+    template: str = Field(description="the template text, with ${field} placeholders")
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+
+
+class LabelTarget(BaseModel):
+    version: int = Field(ge=1)
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    """``If-None-Match`` holds ``etag`` (weak comparison, as RFC 9110 asks for this header)."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def _not_found(error: UnknownTemplate) -> Problem:
+    return Problem(404, "template-not-found", str(error).strip("'\""), title="Template not found")
+
+
+def build_router(context: ServiceContext) -> APIRouter:
+    registry = Registry(context.data_dir / "templates")
+    seeded = registry.seed()
+    if seeded:
+        log.info("poet service: templates seeded from the shipped domains: %s", ", ".join(seeded))
+    context.extras["templates"] = registry  # the service's own generation may read its templates here
+    router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
+    reader = Depends(context.require("read"))
+    writer = context.require("write")
+
+    @router.get("/{domain}", summary="A domain's template (current, or ?label=production|staging)")
+    def get_template(domain: str, request: Request, label: str = Query("current"), key=reader):
+        if label not in LABELS:
+            raise Problem(422, "unknown-label", f"label {label!r} is not one of {', '.join(LABELS)}", field="label")
+        try:
+            found = registry.get(domain, label=label)
+        except UnknownTemplate as error:
+            raise _not_found(error) from None
+        body = json.dumps({"template": found.text, "version": found.version,
+                           "metadata": found.public_metadata()}, sort_keys=True).encode("utf-8")
+        etag = _etag(body)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}  # always revalidate: a 304 is cheap
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+    @router.get("/{domain}/versions", summary="Every version of a domain's template, oldest first")
+    def list_versions(domain: str, key=reader):
+        try:
+            found = registry.versions(domain)
+        except UnknownTemplate as error:
+            raise _not_found(error) from None
+        return {"versions": [{"version": item.version, **item.public_metadata()} for item in found]}
+
+    @router.post("/{domain}", status_code=201, summary="Store a new version; it becomes current")
+    def create_template(domain: str, body: NewTemplate, key=Depends(writer)):
+        author = getattr(key, "name", None) or "unknown"
+        try:
+            created = registry.create(domain, body.template, body.description, author)
+        except UnknownTemplate as error:
+            raise _not_found(error) from None
+        except TemplateRefused as error:
+            raise Problem(422, "template-refused", str(error), title="Template does not render",
+                          placeholder=error.placeholder, line=error.line, column=error.column) from None
+        log.info("poet service: template %s v%d stored by %s", domain, created.version, author)
+        return {"version": created.version, "created_at": created.metadata["created_at"]}
+
+    @router.put("/{domain}/{label}", summary="Point a label (current, production, staging) at a version")
+    def set_label(domain: str, label: str, body: LabelTarget, key=Depends(writer)):
+        if label not in LABELS:
+            raise Problem(404, "unknown-label", f"label {label!r} is not one of {', '.join(LABELS)}")
+        try:
+            updated_at = registry.set_label(domain, body.version, label)
+        except UnknownTemplate as error:
+            raise _not_found(error) from None
+        log.info("poet service: template %s %s -> v%d by %s", domain, label, body.version,
+                 getattr(key, "name", None) or "unknown")
+        return {"updated_at": updated_at}
+
+    return router
