@@ -5,7 +5,9 @@ version is loaded. For a function without an objective (and ``POET_EVENTS`` unse
 returns at once: no listener, no files, no cost. Otherwise it registers the function
 with the event sink (which subscribes to the in-process bus) and, with an objective,
 gives it a ``Learning`` engine that first catches up on feedback left pending by earlier
-processes. Nothing here imports pydantic; ``models`` does, and only feedback and the
+processes. With a broker set (``POET_BROKER``) the journal is also forwarded to it
+(``fleet.publisher``), the engine steps aside (the fleet's learner learns; see ``engine``)
+and ``fleet.follower`` applies what that learner publishes. Nothing here imports pydantic; ``models`` does, and only feedback and the
 ``events`` command import it.
 """
 
@@ -49,6 +51,10 @@ def attach(state) -> None:
 
         info.engine = Learning(info, state)
         info.engine.catch_up()
+        if info.engine.fleet:  # a broker is set: what the fleet's learner decides comes from it
+            from poet_runtime.fleet import follower
+
+            follower.watch(info)
     elif info.engine.state is not state or info.engine.version != state.version_number:
         info.engine.version_loaded(state)
 

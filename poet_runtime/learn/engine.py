@@ -17,7 +17,9 @@ version that degrades is rolled back.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -52,6 +54,13 @@ class Learning:
         self.tuner = None  # replay.ReplayTuner, where labelled calls can be replayed through the function
         self.not_learnable: dict = {}  # parameter -> why replay cannot tune it (status shows it)
         self.failed_causes: set = set()  # why learning from feedback failed, each said once
+        # With a broker (POET_BROKER) the fleet's learner learns from every process's feedback and
+        # publishes what it decides; this engine then neither learns nor claims feedback (that would
+        # make islands and apply twice): it keeps the version's parameters and applies what the
+        # fleet sends (``apply_fleet``, from ``fleet.follower``). Recording stays as it is.
+        from poet_runtime.settings import get_settings
+
+        self.fleet = bool(get_settings().broker)
         self.version_loaded(state)
 
     # -- versions ----------------------------------------------------------------------------
@@ -152,6 +161,8 @@ class Learning:
 
     def catch_up(self) -> int:
         """Learn from feedback left pending by earlier processes (or the feedback CLI)."""
+        if self.fleet:
+            return 0  # the fleet's learner reads it from the broker; it stays where it is
         pending = self.info.root / journal.PENDING
         mine = []
         for path in pending.glob("fb-*.jsonl") if pending.is_dir() else ():
@@ -162,6 +173,8 @@ class Learning:
 
     def process(self, path: Path) -> int:
         """Claim one pending feedback file (another process may have) and learn from it."""
+        if self.fleet:
+            return 0  # not claimed: the fleet's learner learns from it (fleet.publisher forwards it)
         with self.lock:
             try:
                 claimed = journal.claim(path)
@@ -237,7 +250,7 @@ class Learning:
     def on_executions(self, payloads: list[dict]) -> None:
         """Measured objectives learn from the execution events themselves (flusher thread)."""
         learner = self.learner
-        if not hasattr(learner, "observe_execution"):
+        if self.fleet or not hasattr(learner, "observe_execution"):
             return
         with self.lock:
             for payload in payloads:
@@ -303,6 +316,48 @@ class Learning:
             # Both versions run with the same learned values, so the shadow compares their code.
             self.shadow.configure(applied)
         return applied
+
+    def apply_fleet(self, number: int, changes: dict, message: dict, outcome_id: str) -> dict:
+        """The fleet learner's ``params.updated`` for version ``number`` of this function's store:
+        values clamped to that version's declared ranges, written to its params.json with an
+        audit entry (cause: the outcome's id), and applied live when this process runs it.
+        Values already on disk (another process sharing the store wrote them) are applied live
+        all the same. Returns name -> value written or applied; unknown names are left out."""
+        with self.lock, self.store.lock():
+            version = self.store.get(number)
+            if version is None:
+                return {}
+            declared = dict(version.metadata.get("parameters") or {})
+            params, _ = version.params_problems()
+            state = self._state(version)
+            audit = state.setdefault("audit", [])
+            wanted, changed = {}, {}
+            for name, value in changes.items():
+                spec = declared.get(name)
+                if (type(spec) is not dict or type(value) not in (int, float) or not math.isfinite(value)
+                        or not all(type(spec.get(bound)) in (int, float) for bound in ("min", "max"))):
+                    continue  # only declared numeric parameters with a range; nothing else is taken
+                new = clamp(value, spec)
+                if type(spec.get("default")) is int and float(new).is_integer():
+                    new = int(new)
+                wanted[name] = new
+                old = params.get(name, spec.get("default"))
+                if new != old:
+                    audit.append({"parameter": name, "old": old, "new": new, "cause": outcome_id,
+                                  "evidence": {"fleet": {key: message.get(key) for key in ("learner", "evidence")
+                                                         if key in message}},
+                                  "event_id": outcome_id, "at": time.time()})
+                    params[name] = changed[name] = new
+            if changed:
+                state["audit"] = audit[-1000:]
+                self.store.update_json(number, "params.json", params)
+                self.store.update_json(number, "state.json", state)
+        loaded = self.state.loaded
+        if wanted and loaded is not None and self.state.version_number == number:
+            loaded.configure(params)
+            if self.shadow is not None:
+                self.shadow.configure(wanted)
+        return wanted
 
     # -- degradation, candidates, promotion, rollback ----------------------------------------
 

@@ -123,10 +123,26 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
     from poet_runtime import events
 
     events.emit("function.feedback", event=event)
+    _to_fleet(root, path, line, execution)
     info = sink.registered(function_id)
     if info is not None and info.engine is not None and info.root == root:
         info.engine.process(path)
     return event_id
+
+
+def _to_fleet(root: Path, path: Path, line: bytes, execution: dict) -> None:
+    """With a broker set, the feedback (and the execution it is about, ``x``) goes to the fleet's
+    learners by the publisher's thread; this returns at once. Unsent (the process ends first, the
+    broker is away), the file stays unforwarded in the journal and an instance forwards it."""
+    from poet_runtime.settings import get_settings
+
+    if not get_settings().broker:
+        return
+    from poet_runtime.fleet import publisher
+
+    fleet = publisher.get()
+    if fleet is not None:
+        fleet.notify(root, path, 0, line, {"x": publisher.encode_json(execution)})
 
 
 def _refuse_non_finite(execution_id: str, label, rating, metrics) -> None:

@@ -273,7 +273,28 @@ def register(function_id: str, root: Path, objective: str | None, needs_output: 
         if _unsubscribe is None:
             _unsubscribe = events.subscribe(_listener)
         _ensure_flusher()
+    _join_fleet(root)
     return info
+
+
+_fleet = None  # fleet.publisher.Publisher when a broker is set (POET_BROKER): the flusher hands it what it wrote
+
+
+def _join_fleet(root: Path) -> None:
+    """With a broker set, this store's journal is also forwarded to it (``fleet.publisher``).
+
+    Without one nothing is imported: no thread, no connection, no ``redis``.
+    """
+    global _fleet
+    from poet_runtime.settings import get_settings
+
+    if not get_settings().broker:
+        return
+    from poet_runtime.fleet import publisher
+
+    _fleet = publisher.get()
+    if _fleet is not None:
+        _fleet.add_root(root)
 
 
 def _ensure_flusher() -> None:
@@ -527,6 +548,7 @@ def flush() -> int:
                     segment = _segments[root] = journal.Segment(root, "ex", _segment_bytes(settings), _header,
                                                                 _process_tag)
                 segment.write(data)
+                written_at = (segment.path, segment.handle.tell()) if _fleet is not None else None
                 segment.sync()
                 limits = _limits.get(root)
                 if limits is not None:
@@ -546,6 +568,8 @@ def flush() -> int:
                 report_write_error(root, error)
                 continue
             _written(root)
+            if written_at is not None:  # the broker's copy: handed over, sent by its own thread (no I/O here)
+                _fleet.notify(root, written_at[0], written_at[1] - len(data), data)
             # Only now, durable, may an execution be found in memory for feedback: feedback on it
             # must never be stored while the execution itself could still be lost.
             for info, group in groups:
@@ -762,7 +786,10 @@ def write_decision(root: Path, event_type: str, payload: dict, *, correlation_id
                 segment = _decision_segments[root] = journal.Segment(root, "lr", _segment_bytes(config.get()))
             if line is not None:
                 segment.write(line)
+                written_at = (segment.path, segment.handle.tell()) if _fleet is not None else None
                 segment.sync()
+                if written_at is not None:
+                    _fleet.notify(root, written_at[0], written_at[1] - len(line), line)
         except OSError as error:  # the decision stands (it is applied); its record could not be written
             _decision_segments.pop(root, None)
             report_write_error(root, error)

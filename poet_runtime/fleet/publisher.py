@@ -1,0 +1,643 @@
+"""An instance's events on the broker: the journal's own lines, forwarded by a thread of their own.
+
+Why a thread and per-file cursors rather than writing to Redis from the flusher: the flusher
+holds ``sink._flush_lock`` (``feedback()`` waits on it), and a slow or absent broker must never
+make a call or ``feedback()`` wait. So the flusher only hands what it has just made durable
+to a bounded in-memory outbox (``notify``: a deque append, no I/O) and this thread sends it,
+pipelined, one ``XADD`` per journal line. What it has sent is kept per journal file as a byte
+offset in ``<events root>/fleet/cursors/<file name>``; the cursor, not the outbox, is the truth.
+An outbox entry is used only when it starts exactly at its file's cursor; anything else
+(outbox full, broker away, a restart) is read back from the journal file at the cursor. So
+an absent broker delays events but loses none, and redelivery after a crash (a cursor
+written just after its ``XADD``) is harmless: readers drop event ids they have counted.
+
+Which files: this process's own ``ex-``/``lr-`` segments (wherever they moved, pending/ or
+processed/), every feedback file (``fb-``, whoever wrote it: the ``feedback`` CLI publishes
+its own when it can; an instance forwards any it finds unforwarded), and the segments of
+writers that died before forwarding them (adopted under the cursor file's ``flock``, so
+two instances never forward one file at once). Files older than the store's first fleet
+start (``fleet/since``) are history from before the broker and are not sent. A file that is
+removed (retention, the size cap) before it was forwarded is treated as done, with a log
+line saying how many bytes were not sent; compacted copies (``kx-``) are not sent again.
+
+Also a heartbeat (``hi``) every ``HEARTBEAT_S`` and at start and exit: what this process
+runs, with each function's declared parameters and the values in force (learners read
+ranges from it, ``status --broker`` shows it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from poet_runtime import journal, records
+from poet_runtime.fleet import wire
+
+log = logging.getLogger("poet_runtime")
+
+HEARTBEAT_S = 2.0
+SCAN_EVERY_S = 1.0  # how often the journal folders are listed for files the outbox did not bring
+OUTBOX_BYTES = 8 << 20  # beyond this the outbox drops entries; the journal still has them
+ROUND_BYTES = 4 << 20  # at most this much per pipelined round
+ROUND_ENTRIES = 2000
+SOCKET_TIMEOUT_S = 1.0
+BACKOFF_MAX_S = 2.0
+EXIT_DRAIN_S = 1.5  # at exit, how long the last lines and the final heartbeat may take
+EVENTS_MAXLEN = 1_000_000  # approximate cap of the events stream (XADD MAXLEN ~)
+_KINDS = {"ex": b"ex", "lr": b"lr", "fb": b"fb"}
+_CURSOR_WIDTH = 20
+
+
+def fleet_dir(root: Path) -> Path:
+    return Path(root) / "fleet"
+
+
+class _File:
+    """One journal file being forwarded: its cursor (offset sent), lock and header."""
+
+    __slots__ = ("name", "kind", "fd", "offset", "header", "own", "done")
+
+    def __init__(self, name: str, fd: int, offset: int, own: bool):
+        self.name, self.kind, self.fd, self.offset, self.own = name, _KINDS[name[:2]], fd, offset, own
+        self.header: bytes | None = None  # the segment's header JSON (``m`` on ``ex`` entries)
+        self.done = False
+
+
+class _Root:
+    """What the publisher keeps per events root (one namespace each)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.namespace = wire.namespace(root.parent)
+        self.stream = wire.stream(self.namespace, wire.EVENTS)
+        self.files: dict[str, _File] = {}
+        self.own: set[str] = set()  # names of the segments this process wrote
+        self.finished: set[str] = set()  # names known done (fb forwarded, closed segments sent)
+        self.skipped: set[str] = set()  # names not ours to send (a live writer's, history)
+        self.since = _since(root)
+        self.last_scan = 0.0
+
+
+def _since(root: Path) -> float:
+    """When this store first had a broker: files last written before it are not forwarded."""
+    folder = fleet_dir(root)
+    path = folder / "since"
+    try:
+        return float(path.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    now = time.time()
+    with contextlib.suppress(OSError):
+        (folder / "cursors").mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"%.6f\n" % now)
+        finally:
+            os.close(fd)
+    try:
+        return float(path.read_text().strip())
+    except (OSError, ValueError):
+        return now
+
+
+def _locate(root: Path, name: str) -> Path | None:
+    for sub in (journal.PENDING, journal.PROCESSED):
+        path = root / sub / name
+        if path.exists():
+            return path
+    return None
+
+
+class Publisher:
+    def __init__(self, url: str, key: bytes | None):
+        self.url, self.key = url, key
+        self.outbox: deque = deque()  # (root, name, offset, data, extra fields or None)
+        self.outbox_bytes = 0
+        self.overflowed = False
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()  # roots and the outbox's byte count
+        self.roots: dict[Path, _Root] = {}
+        self.client = None
+        self.up: bool | None = None  # None: not tried yet
+        self.backoff = 0.1
+        self.retry_at = 0.0
+        self.started = time.time()
+        self.last_event: float | None = None
+        self.last_beat = 0.0
+        self.sent = 0  # entries acknowledged by the broker (tests, rows)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="poet-fleet-publisher", daemon=True)
+        self.thread.start()
+
+    # -- from other threads (no I/O) ---------------------------------------------------------
+
+    def _forked(self) -> "Publisher | None":
+        """In a forked child this object is the parent's: hand over to the child's own publisher."""
+        if self.pid == os.getpid():
+            return None
+        fresh = get()
+        return fresh if fresh is not None and fresh is not self else None
+
+    def add_root(self, root: Path) -> None:
+        if self.pid != os.getpid():
+            fresh = self._forked()
+            if fresh is not None:
+                fresh.add_root(root)
+            return
+        with self.lock:
+            if root not in self.roots:
+                self.roots[root] = None  # made in the thread (it reads and writes files)
+        self.wake.set()
+
+    def notify(self, root: Path, path: Path | None, offset: int, data: bytes, extra=None) -> None:
+        """The flusher (or ``feedback()``) made ``data`` durable at ``offset`` of ``path``."""
+        if self.pid != os.getpid():
+            fresh = self._forked()
+            if fresh is not None:
+                fresh.notify(root, path, offset, data, extra)
+            return
+        self.last_event = time.time()
+        if path is None:
+            return
+        with self.lock:
+            if root not in self.roots:
+                self.roots[root] = None
+            if self.outbox_bytes + len(data) > OUTBOX_BYTES:
+                self.overflowed = True  # the thread reads these from the journal instead
+            else:
+                self.outbox.append((root, path.name, offset, data, extra))
+                self.outbox_bytes += len(data)
+        self.wake.set()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.wake.wait(0.2)
+            self.wake.clear()
+            try:
+                self.round()
+            except Exception as error:  # never a traceback per round; the next round retries
+                self._down(error)
+
+    def round(self, final: bool = False) -> int:
+        now = time.monotonic()
+        if not self._connected(now, final):
+            self._drop_outbox()
+            return 0
+        with self.lock:
+            for root, value in list(self.roots.items()):
+                if value is None:
+                    self.roots[root] = _Root(root)
+        sent = 0
+        try:
+            if final or now - self.last_beat >= HEARTBEAT_S:
+                self.heartbeat()
+            sent += self._send_outbox()
+            for state in list(self.roots.values()):
+                if state is not None and (self.overflowed or final or now - state.last_scan >= SCAN_EVERY_S):
+                    state.last_scan = now
+                    sent += self._scan(state)
+            self.overflowed = False
+        except Exception as error:
+            self._down(error)
+            self._drop_outbox()
+        return sent
+
+    def _connected(self, now: float, final: bool) -> bool:
+        if self.client is not None:
+            return True
+        if now < self.retry_at and not final:
+            return False
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT_S,
+                                          socket_connect_timeout=SOCKET_TIMEOUT_S)
+            client.ping()
+        except Exception as error:
+            self._down(error)
+            return False
+        self.client = client
+        if self.up is False:
+            log.info("poet_runtime: fleet: broker %s reachable again; forwarding what waited in the journal",
+                     _safe_url(self.url))
+        self.up, self.backoff = True, 0.1
+        for state in self.roots.values():
+            if state is not None:
+                state.last_scan = 0.0  # look at every file now
+        return True
+
+    def _down(self, error: BaseException) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        if self.up is not False:
+            log.warning("poet_runtime: fleet: broker %s not reachable (%s: %s); events wait in the local journal "
+                        "and are forwarded when it is back; calls are not affected",
+                        _safe_url(self.url), type(error).__name__, error)
+        self.up = False
+        self.retry_at = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+
+    def _drop_outbox(self) -> None:
+        with self.lock:
+            if self.outbox:
+                self.outbox.clear()
+                self.outbox_bytes = 0
+                self.overflowed = True  # the cursors still say where each file stands
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _fields(self, kind: bytes, data: bytes, origin: str, header: bytes | None, extra) -> dict:
+        fields = {"k": kind, "d": data, "p": records.PROCESS_ID, "h": self.host, "i": os.getpid(), "o": origin}
+        if self.key is not None:
+            fields["s"] = wire.sign(self.key, kind, data)
+        if header is not None and kind == b"ex":
+            fields["m"] = header
+        if extra:
+            fields.update(extra)
+        return fields
+
+    def _send_outbox(self) -> int:
+        """Send outbox entries that start at their file's cursor; the rest is read from the file."""
+        sent = 0
+        while True:
+            with self.lock:
+                if not self.outbox:
+                    return sent
+                taken = []
+                size = 0
+                while self.outbox and len(taken) < ROUND_ENTRIES and size < ROUND_BYTES:
+                    entry = self.outbox.popleft()
+                    taken.append(entry)
+                    size += len(entry[3])
+                self.outbox_bytes -= size
+            entries, moves = [], []
+            for root, name, offset, data, extra in taken:
+                state = self.roots.get(root)
+                if state is None:
+                    self.overflowed = True
+                    continue
+                if name[:2] in ("ex", "lr"):
+                    state.own.add(name)
+                handle = self._open(state, name, own=True)
+                if handle is None:
+                    continue
+                if offset < handle.offset:
+                    continue  # already sent from the file
+                if offset > handle.offset:
+                    self.overflowed = True  # a gap: the file at the cursor has it
+                    continue
+                header = self._header(state, handle) if handle.kind == b"ex" else None
+                pieces = _lines(data)
+                at = offset
+                for line in pieces:
+                    if journal.decode(line) is not None and not _is_header(line):
+                        entries.append((state.stream, self._fields(handle.kind, line, f"{name}:{at}", header, extra)))
+                    at += len(line)
+                moves.append((handle, at))
+                if handle.kind == b"fb":
+                    handle.done = True
+            sent += self._xadd(entries)
+            for handle, at in moves:
+                self._advance(handle, at)
+            for state in self.roots.values():
+                if state is not None:
+                    self._finish_done(state)
+
+    def _xadd(self, entries: list) -> int:
+        if not entries:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for name, fields in entries:
+            pipe.xadd(name, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        pipe.execute()
+        self.sent += len(entries)
+        return len(entries)
+
+    def _scan(self, state: _Root) -> int:
+        """Forward what the journal holds beyond each cursor (files the outbox did not bring)."""
+        root = state.root
+        present: dict[str, Path] = {}
+        for sub in (journal.PENDING, journal.PROCESSED):
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(root / sub):
+                    name = entry.name
+                    if name[:3] in ("ex-", "lr-", "fb-") and name.endswith(".jsonl"):
+                        present[name] = Path(entry.path)
+        sent = 0
+        for name, path in present.items():
+            if name in state.finished or name in state.skipped:
+                continue
+            handle = state.files.get(name)
+            if handle is None:
+                own = name in state.own or self._mine(name)
+                if not own:
+                    if name[:2] != "fb" and journal._writer_alive(path):
+                        continue  # a live writer forwards its own segments
+                    try:
+                        if path.stat().st_mtime < state.since:
+                            state.skipped.add(name)  # from before the store had a broker
+                            continue
+                    except OSError:
+                        continue
+                handle = self._open(state, name, own=own)
+                if handle is None:
+                    continue
+            sent += self._forward_file(state, handle, path)
+        for name in list(state.files):
+            if name not in present:
+                self._vanished(state, state.files[name])
+        for name in [n for n in state.finished if n not in present]:
+            state.finished.discard(name)
+            with contextlib.suppress(OSError):
+                os.unlink(fleet_dir(root) / "cursors" / name)
+        state.skipped &= set(present)
+        self._finish_done(state)
+        return sent
+
+    def _mine(self, name: str) -> bool:
+        parts = name[:-len(".jsonl")].split("-")
+        return name[:2] in ("ex", "lr") and len(parts) >= 3 and parts[1] == str(os.getpid()) and (
+            len(parts) < 4 or parts[3] == records.PROCESS_ID)
+
+    def _forward_file(self, state: _Root, handle: _File, path: Path) -> int:
+        sent = 0
+        while not handle.done:
+            try:
+                with open(path, "rb") as source:
+                    size = os.fstat(source.fileno()).st_size
+                    if handle.offset >= size:
+                        chunk = b""
+                    else:
+                        source.seek(handle.offset)
+                        chunk = source.read(ROUND_BYTES)
+            except FileNotFoundError:
+                moved = _locate(state.root, handle.name)
+                if moved is None:
+                    self._vanished(state, handle)
+                    return sent
+                path = moved
+                continue
+            closed = path.parent.name == journal.PROCESSED
+            complete = chunk[:chunk.rfind(b"\n") + 1] if chunk else b""
+            if not complete:
+                if chunk and (closed or not (handle.own or journal._writer_alive(path))):
+                    log.info("poet_runtime: fleet: %s ends in %d bytes of a torn line; not forwarded",
+                             handle.name, len(chunk))
+                    self._advance(handle, handle.offset + len(chunk))
+                    continue
+                if closed or handle.kind == b"fb" or (not handle.own and not journal._writer_alive(path)):
+                    handle.done = True
+                break
+            header = self._header(state, handle, path) if handle.kind == b"ex" else None
+            entries, at = [], handle.offset
+            extra = self._execution_of(state, complete) if handle.kind == b"fb" else None
+            for line in _lines(complete):
+                if journal.decode(line) is not None and not _is_header(line):
+                    entries.append((state.stream, self._fields(handle.kind, line, f"{handle.name}:{at}", header,
+                                                                extra)))
+                at += len(line)
+            sent += self._xadd(entries)
+            self._advance(handle, at)
+        return sent
+
+    def _execution_of(self, state: _Root, line: bytes) -> dict | None:
+        """``x``: the execution a feedback line refers to, when this process can find it."""
+        event = journal.decode(line.split(b"\n", 1)[0] + b"\n")
+        execution_id = (event or {}).get("correlation_id") if type(event) is dict else None
+        if not execution_id:
+            return None
+        try:
+            from poet_runtime.learn import sink
+
+            found = sink.find_execution(execution_id, extra_roots=(state.root,))
+        except Exception:
+            return None
+        return {"x": encode_json(found[0])} if found is not None else None
+
+    def _header(self, state: _Root, handle: _File, path: Path | None = None) -> bytes | None:
+        if handle.header is None:
+            path = path or _locate(state.root, handle.name)
+            if path is not None:
+                with contextlib.suppress(OSError), open(path, "rb") as source:
+                    first = source.readline()
+                    value = journal.decode(first)
+                    if type(value) is dict and type(value.get("segment")) is dict:
+                        handle.header = encode_json(value["segment"])
+        return handle.header
+
+    # -- cursors -------------------------------------------------------------------------------
+
+    def _open(self, state: _Root, name: str, own: bool) -> _File | None:
+        handle = state.files.get(name)
+        if handle is not None:
+            return handle
+        if name in state.finished:
+            return None
+        folder = fleet_dir(state.root) / "cursors"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            _say_once(("cursor", str(folder)), "poet_runtime: fleet: cannot keep cursors in %s (%s); "
+                      "events of this store are not forwarded", folder, error)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # another instance forwards it now
+            return None
+        raw = os.pread(fd, 64, 0).strip()
+        if raw == b"done":
+            os.close(fd)
+            state.finished.add(name)
+            return None
+        offset = int(raw) if raw.isdigit() else 0
+        handle = state.files[name] = _File(name, fd, offset, own)
+        return handle
+
+    def _advance(self, handle: _File, offset: int) -> None:
+        handle.offset = offset
+        os.pwrite(handle.fd, b"%0*d\n" % (_CURSOR_WIDTH, offset), 0)
+
+    def _finish_done(self, state: _Root) -> None:
+        for name, handle in list(state.files.items()):
+            if not handle.done and handle.kind != b"fb":
+                # a closed segment whose cursor reached its end is done
+                path = state.root / journal.PROCESSED / name
+                try:
+                    handle.done = handle.offset >= path.stat().st_size
+                except OSError:
+                    pass
+            if handle.done:
+                with contextlib.suppress(OSError):
+                    os.pwrite(handle.fd, b"done" + b" " * (_CURSOR_WIDTH - 4) + b"\n", 0)
+                    os.close(handle.fd)
+                del state.files[name]
+                state.finished.add(name)
+
+    def _vanished(self, state: _Root, handle: _File) -> None:
+        if _locate(state.root, handle.name) is not None:
+            return
+        with contextlib.suppress(OSError):
+            os.close(handle.fd)
+        state.files.pop(handle.name, None)
+        state.finished.add(handle.name)
+        log.info("poet_runtime: fleet: %s was removed from the journal (retention, size cap or compaction) "
+                 "after %d bytes were forwarded; treated as done", handle.name, handle.offset)
+
+    # -- heartbeat -----------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self.last_beat = time.monotonic()
+        from poet_runtime.learn import sink
+
+        by_root: dict[Path, dict] = {}
+        for info in list(sink._functions.values()):
+            by_root.setdefault(info.root, {})[info.function_id] = _function_view(info)
+        pipe = self.client.pipeline(transaction=False)
+        for root, state in list(self.roots.items()):
+            if state is None:
+                continue
+            beat = {"host": self.host, "pid": os.getpid(), "process": records.PROCESS_ID,
+                    "root": str(root.parent), "started": self.started, "last_event": self.last_event,
+                    "functions": by_root.get(root, {}), "at": time.time()}
+            data = encode_json(beat)
+            pipe.xadd(state.stream, self._fields(b"hi", data, "-", None, None), maxlen=EVENTS_MAXLEN,
+                      approximate=True)
+        pipe.execute()
+
+    def close(self, timeout: float = EXIT_DRAIN_S) -> None:
+        """Stop the thread; send what is left (and a last heartbeat) within ``timeout``."""
+        self.stop.set()
+        self.wake.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return
+        deadline = time.monotonic() + timeout
+        self.retry_at = 0.0
+        with contextlib.suppress(Exception):
+            if self.client is not None or time.monotonic() < deadline:
+                self.round(final=True)
+        for state in self.roots.values():
+            for handle in list((state.files if state is not None else {}).values()):
+                with contextlib.suppress(OSError):
+                    os.close(handle.fd)
+            if state is not None:
+                state.files.clear()
+
+
+def _function_view(info) -> dict:
+    state = info.state
+    version = getattr(state, "version", None)
+    view = {"version": getattr(state, "version_number", None), "objective": info.objective,
+            "domain": getattr(getattr(state, "config", None), "domain", None), "parameters": {}, "params": {}}
+    if version is not None:
+        view["parameters"] = dict(version.metadata.get("parameters") or {})
+        with contextlib.suppress(OSError, ValueError):
+            view["params"] = version.params()
+    return view
+
+
+def _lines(data: bytes) -> list[bytes]:
+    return [line + b"\n" for line in data.split(b"\n")[:-1]]
+
+
+def _is_header(line: bytes) -> bool:
+    return line[9:20] == b'{"segment":'
+
+
+def encode_json(value) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def _safe_url(url: str) -> str:
+    """The broker's address without a password (it may hold one)."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
+
+
+_said: set = set()
+
+
+def _say_once(cause, message, *args) -> None:
+    if cause not in _said:
+        _said.add(cause)
+        log.warning(message, *args)
+
+
+_publisher: Publisher | None = None
+_start_lock = threading.Lock()
+
+
+def get(url: str | None = None) -> Publisher | None:
+    """This process's publisher, started on first use when a broker is set (else None)."""
+    global _publisher
+    if _publisher is not None:
+        return _publisher
+    if url is None:
+        from poet_runtime.settings import get_settings
+
+        url = get_settings().broker
+        if not url:
+            return None
+    with _start_lock:
+        if _publisher is None:
+            try:
+                key = wire.load_key()
+            except OSError as error:
+                _say_once(("key",), "poet_runtime: fleet: %s: cannot read the broker key (%s); entries go unsigned",
+                          os.environ.get(wire.KEY_FILE_VAR), error)
+                key = None
+            _publisher = Publisher(url, key)
+    return _publisher
+
+
+def close() -> None:
+    global _publisher
+    publisher, _publisher = _publisher, None
+    if publisher is not None:
+        publisher.close()
+
+
+def _exit() -> None:
+    with contextlib.suppress(Exception):
+        from poet_runtime.learn import sink
+
+        sink.flush()  # the last calls reach the journal, then the broker
+    close()
+
+
+atexit.register(_exit)
+
+
+def _after_fork_in_child() -> None:
+    """The parent's thread, connection and cursor locks are not the child's: it starts its own."""
+    global _publisher, _start_lock
+    _start_lock = threading.Lock()
+    publisher, _publisher = _publisher, None
+    if publisher is not None:
+        for state in publisher.roots.values():
+            for handle in list((state.files if state is not None else {}).values()):
+                with contextlib.suppress(OSError):
+                    os.close(handle.fd)  # flock is shared with the parent's descriptor; closing ours keeps theirs
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
