@@ -16,12 +16,28 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        ``p``  the writer's process id (``records.PROCESS_ID``), ``h`` host, ``i`` pid
                        ``o``  where it came from: ``<file name>:<byte offset>`` (``hi``: ``-``)
                        ``s``  ``sign(k, d)`` when the instance holds the key, else absent
-                       Learners read it in the consumer group ``LEARNERS``.
+                       ``m``  (``ex`` only) the segment's header JSON ``{process, pid, metadata}``: what
+                              ``journal.expand`` needs besides the line (the header line itself is not sent)
+                       ``x``  (``fb`` only, when the sending process could find it: ``sink.find_execution``)
+                              the JSON of the execution's payload the feedback refers to, as the journal
+                              holds it (inputs only where the function's policy has ``record_inputs``)
+                       An ``ex`` line is a batch line (``["C", ...]``) or one event line of an execution
+                       segment (``function.fallback``, a domain's note). ``lr`` lines include the
+                       follower's own ``fleet.refused`` / ``fleet.ignored`` (what it did not apply, why).
+                       ``hi`` data: ``{host, pid, process, root (store root), started, last_event, at,
+                       functions: {id: {version, objective, domain, parameters (PARAMETERS specs with
+                       ranges), params (in force)}}}``, every ~2 s and at start and exit.
+                       Learners read it in the consumer group ``LEARNERS``. An instance keeps what it
+                       sent per journal file in ``<events root>/fleet/cursors/`` (``fleet.publisher``).
 ``poet:NS:outcomes``   learners -> instances: ``params.updated``, ``version.promoted``,
                        ``version.rolled_back``. Fields: ``t`` type, ``m`` the message's JSON (its
                        ``function``, ``version`` and what changed), ``s`` ``sign(t, m)``, ``l`` the
                        learner's name. Instances read it with plain ``XREAD`` (every one sees all) and
                        apply only what verifies (``verify``); anything else is refused and reported.
+                       Messages: ``params.updated`` ``{function, version, params: {name: value}}``;
+                       ``version.promoted`` ``{function, number, files: {"code.py": text}, generator,
+                       params?, builtin_hints?}``; ``version.rolled_back`` ``{function, to}``. Where an
+                       instance stands is kept in ``<events root>/fleet/outcomes.last`` (``fleet.follower``).
 
 A signature is HMAC-SHA256 over ``kind + b"\\n" + data`` with the fleet's shared secret
 (``POET_BROKER_KEY``, or the file named by ``POET_BROKER_KEY_FILE``), hex-encoded.
