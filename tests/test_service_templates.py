@@ -193,3 +193,149 @@ def test_writers_in_separate_processes_get_distinct_versions(tmp_path):
         worker.join(10)
     assert sorted(numbers) == list(range(2, 17))
     assert registry.label("base") in numbers and not list((tmp_path / "templates" / "base").glob(".tmp-*"))
+
+
+# -- the runtime's client --------------------------------------------------------------------
+
+TARGET = '''
+def add(a: int, b: int = 2) -> int:
+    return a + b
+
+
+def scale(values: list[float], factor: float = 2.0) -> list[float]:
+    return [v * factor for v in values]
+'''
+
+
+def _example_answer(request: dict) -> str:
+    """The built-in module the prompt gives as its example, answered back: a valid answer."""
+    prompt = request["messages"][1]["content"]
+    return "```python\n" + re.findall(r"```python\n(.*?)```", prompt, re.S)[-1] + "```"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm(poet_home, fake, write_module, monkeypatch, service):
+    """A model configured (the fake), templates from ``service``; ``llm.generate(name)`` resolves a function."""
+    fake.script(default=Answer(_example_answer))
+    fake.context = 16384
+    monkeypatch.setenv("POET_LLM_WORKER", "off")  # generation in this process
+    settings.override(model="openai/fake-coder", api_base=fake.api_base, service_url=service.url,
+                      service_key=service.keys["read"])
+    remote_templates.reset()
+
+    class Env:
+        server = fake
+        module = write_module("remote_template_target", TARGET)
+
+        @staticmethod
+        def generator():
+            return LLMGenerator.from_settings(settings.get_settings(), backoff_base_s=0.01, probe_timeout_s=0.5,
+                                              worker=False, ask_backoff_s=0.0)
+
+        @classmethod
+        def spec_config(cls, name="add"):
+            return spec_from_function(getattr(cls.module, name)), PoetConfig.from_kwargs(f"target:{name}")
+
+        @classmethod
+        def generate(cls, name="add"):
+            spec, config = cls.spec_config(name)
+            return ensure_version(spec, config, module_file=cls.module.__file__, generator=cls.generator())
+
+        @staticmethod
+        def prompts() -> list[str]:
+            return [request["messages"][1]["content"] for request in fake.requests]
+
+    yield Env
+    remote_templates.reset()
+    fake.script(default=Status(500, "nothing scripted"))
+
+
+def meta(version) -> dict:
+    return json.loads((version.path / "metadata.json").read_text())
+
+
+def test_the_runtime_takes_its_template_from_the_service_and_a_new_one_makes_a_new_version(service, llm):
+    first_number = post(service, "base", marked("MARK-S1"), "service template").json()["version"]
+    first = llm.generate()
+    assert len(llm.server.requests) == 1 and "MARK-S1" in llm.prompts()[0]
+    assert meta(first)["template_version"] == first_number and meta(first)["template_source"] == service.url
+    client = remote_templates.client()
+    cache_file = client.cache_file
+    assert json.loads(cache_file.read_text())["domains"]["base"]["version"] == first_number
+
+    # Within the TTL an already generated version costs no HTTP at all (nor a model request).
+    asked = client.requests
+    assert llm.generate().number == first.number
+    assert client.requests == asked and len(llm.server.requests) == 1
+
+    # A new template on the service: seen once the TTL has run out, and it is a new function version.
+    second_number = post(service, "base", marked("MARK-S2")).json()["version"]
+    client._memory["base"].fetched_at -= remote_templates.TTL_S + 1  # 61 s later
+    second = llm.generate()
+    assert second.number == first.number + 1 and "MARK-S2" in llm.prompts()[-1]
+    assert meta(second)["template_version"] == second_number
+
+    # Revalidated after the next TTL: a 304, the same template, the same version, no model request.
+    client._memory["base"].fetched_at -= remote_templates.TTL_S + 1
+    requests = len(llm.server.requests)
+    assert llm.generate().number == second.number and client.requests == asked + 2
+    assert len(llm.server.requests) == requests
+
+    # A rollback on the service brings the first function version back: found by its key, not generated.
+    assert put(service, "base", first_number).status_code == 200
+    client._memory["base"].fetched_at -= remote_templates.TTL_S + 1
+    assert llm.generate().number == first.number and len(llm.server.requests) == requests
+
+    # A new process inherits the cache file: within the TTL it asks the service nothing either.
+    remote_templates.reset()
+    fresh = remote_templates.client()
+    assert fresh.cache_file == cache_file and remote_templates.key_part("base")["service_version"] == first_number
+    assert fresh.requests == 0
+
+
+def test_an_unreachable_service_means_the_local_templates_said_once(llm, caplog):
+    settings.override(service_url=f"http://127.0.0.1:{refused_port()}")
+    remote_templates.reset()
+    spec, config = llm.spec_config("add")
+    local_key = version_key(spec, config, llm.generator(), get_domain(None).version)
+    with caplog.at_level(logging.INFO, logger="poet_runtime"):
+        first = llm.generate("add")
+        llm.generate("scale")
+    lines = [record.getMessage() for record in caplog.records if "unreachable" in record.getMessage()]
+    assert len(lines) == 1 and "using the local templates" in lines[0], lines
+    assert len(llm.server.requests) == 2 and all("MARK-" not in prompt for prompt in llm.prompts())
+    assert "## The original function (not to copy)" in llm.prompts()[0]
+    assert meta(first)["template_version"] == get_domain(None).template_version
+    assert "template_source" not in meta(first)
+    # the key is the one a run without a service gives: versions made meanwhile are shared with it
+    settings.override(service_url=None)
+    assert first.metadata["key"] == local_key == version_key(spec, config, llm.generator(), get_domain(None).version)
+
+
+def test_without_a_service_nothing_is_imported_nor_asked(tmp_path):
+    program = (
+        "import sys\n"
+        "from poet_runtime.decorator import PoetConfig\n"
+        "from poet_runtime.domains import get_domain\n"
+        "from poet_runtime.generate.identity import version_key\n"
+        "from poet_runtime.generate.llm import LLMGenerator\n"
+        "from poet_runtime.generate.llm_prompt import load_template, template_version\n"
+        "from poet_runtime.generate.spec import spec_from_source\n"
+        "spec = spec_from_source('m', 'add', 'def add(a, b):\\n    return a + b\\n', None)\n"
+        "version_key(spec, PoetConfig.from_kwargs('m:add'), LLMGenerator('openai/x'), 1)\n"
+        "assert 'original_code' in load_template(get_domain('base')).template\n"
+        "assert template_version(get_domain('base')) == get_domain('base').template_version\n"
+        "loaded = [m for m in ('poet_runtime.generate.remote_templates', 'httpx', 'urllib.request') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "POET_CACHE_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr

@@ -25,4 +25,21 @@ def version_key(spec: FunctionSpec, config, generator, template_version: int) ->
     extra = getattr(generator, "key_data", None)
     if extra is not None:
         data["generator_config"] = extra()
+        # a generator that prompts with the domain templates (the LLM generator)
+        if isinstance(data["generator_config"], dict) and "templates" in data["generator_config"]:
+            remote = _remote_template_key(config)
+            if remote is not None:
+                data["remote_template"] = remote
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _remote_template_key(config) -> dict | None:
+    """The service's template version for the function's domain (``POET_SERVICE_URL``), else None:
+    without a service, or while it gives none, the key is what it always was."""
+    from poet_runtime.settings import get_settings
+
+    if not get_settings().service_url:
+        return None
+    from poet_runtime.generate.remote_templates import key_part
+
+    return key_part(config.domain or "base")

@@ -210,9 +210,11 @@ class LLMGenerator:
         hints = hints or {}
         baseline = BuiltinGenerator().generate(spec, config, domain, hints)
         policy = effective_policy(config, spec.function_id)
+        template = _template_source(domain)
         details = {
             "model": self.model,
-            "template_version": domain.template_version,
+            "template_version": template["version"],
+            **({"template_source": template["source"]} if template["source"] != "local" else {}),
             "tokens": {"prompt": 0, "completion": 0},
             "latency_ms": 0.0,
             "attempts": [],
@@ -320,7 +322,7 @@ class LLMGenerator:
                     logic_name=baseline.logic_name,
                     parameters=parameters,
                     generator=f"{GENERATOR_ID}-{GENERATOR_VERSION}",
-                    template_version=domain.template_version,
+                    template_version=template["version"],
                     details=details,
                 )
         last = details["attempts"][-1]
@@ -493,6 +495,18 @@ def prompt_hash(prompt: Prompt, model: str, max_tokens: int | None = None) -> st
     """The cache key of a request: the prompt, the model and the answer's cap."""
     base = prompt.hash(model)
     return base if not max_tokens else f"{base}-{max_tokens}"
+
+
+def _template_source(domain) -> dict:
+    """Which template the prompt is built from: the service's (POET_SERVICE_URL) or the package's."""
+    from poet_runtime.generate.llm_prompt import remote_template
+
+    remote = remote_template(domain)
+    if remote is None:
+        return {"version": domain.template_version, "source": "local"}
+    from poet_runtime.settings import get_settings
+
+    return {"version": remote.version, "source": get_settings().service_url}
 
 
 def _emit_attempt(spec, attempt: dict) -> None:

@@ -123,7 +123,28 @@ def compact_code(code: str) -> str:
     return ast.unparse(tree) + "\n"
 
 
+def remote_template(domain: Domain):
+    """The service's template for ``domain`` (``remote_templates.Entry``), or None: the local one.
+    Without ``POET_SERVICE_URL`` nothing is imported or asked."""
+    from poet_runtime.settings import get_settings
+
+    if not get_settings().service_url:
+        return None
+    from poet_runtime.generate.remote_templates import template_for
+
+    return template_for(domain.name)
+
+
+def template_version(domain: Domain) -> int:
+    """The version of the template a prompt for ``domain`` is built from (the service's, else the file's)."""
+    remote = remote_template(domain)
+    return remote.version if remote is not None else domain.template_version
+
+
 def load_template(domain: Domain) -> string.Template:
+    remote = remote_template(domain)
+    if remote is not None:
+        return string.Template(remote.text)
     path = domain.template_path
     if not path.is_file():  # a domain without its own template uses the base one
         from poet_runtime.domains import get_domain
@@ -137,9 +158,11 @@ def build_prompt(spec: FunctionSpec, config, domain: Domain, example: GeneratedC
     fields = prompt_fields(spec, config, domain, example, policy)
     if compact:
         fields["example"] = compact_code(example.code).rstrip()
-    text = load_template(domain).safe_substitute(fields)
-    return Prompt(({"role": "system", "content": SYSTEM}, {"role": "user", "content": text}), domain.template_version,
-                  compact)
+    remote = remote_template(domain)  # one answer for both: the text and its version agree
+    template = string.Template(remote.text) if remote is not None else load_template(domain)
+    text = template.safe_substitute(fields)
+    version = remote.version if remote is not None else domain.template_version
+    return Prompt(({"role": "system", "content": SYSTEM}, {"role": "user", "content": text}), version, compact)
 
 
 def prompt_fields(spec: FunctionSpec, config, domain: Domain, example: GeneratedCode, policy) -> dict[str, str]:
