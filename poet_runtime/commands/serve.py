@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     keys.add_argument("--add-key", metavar="NAME", help="make a key for NAME (replacing NAME's key) and print it once")
     keys.add_argument("--scope", choices=["read", "write", "admin"], default="read",
                       help="the new key's scope: read < write < admin, each including the ones before (default read)")
+    keys.add_argument("--key-rate-limit", type=int, metavar="N",
+                      help="the new key's own limit in requests per minute (default: the service's --rate-limit)")
     keys.add_argument("--revoke-key", metavar="NAME", help="remove NAME's key")
     keys.add_argument("--list-keys", action="store_true", help="list key names, scopes and creation times")
     parser.set_defaults(handler=run)
@@ -63,7 +65,7 @@ def _keys(args, data) -> int:
     store = KeyStore(data)
     try:
         if args.add_key:
-            key = store.add(args.add_key, args.scope)
+            key = store.add(args.add_key, args.scope, args.key_rate_limit)
             print(key)
             print(f"key {args.add_key!r} (scope {args.scope}) added to {store.path}; it is shown only now",
                   file=sys.stderr)
@@ -80,23 +82,24 @@ def _keys(args, data) -> int:
         return 2
     from poet_runtime.safe_text import visible
 
-    _render.table(f"keys in {store.path}", ["name", "scope", "created"],
-                  [[visible(r.name, allow_newlines=False), r.scope, r.created_at] for r in records])
+    _render.table(f"keys in {store.path}", ["name", "scope", "created", "rate limit"],
+                  [[visible(r.name, allow_newlines=False), r.scope, r.created_at, r.rate_limit or "default"]
+                   for r in records])
     return 0
 
 
 def run(args) -> int:
     from poet_runtime.commands import _render
 
+    data, store = _folders(args)
+    if args.add_key or args.revoke_key or args.list_keys:
+        return _keys(args, data)  # needs no web framework
     try:
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as error:
         _render.error(f"serve needs the [service] extra: pip install 'poet_runtime[service]' ({error})")
         return 2
-    data, store = _folders(args)
-    if args.add_key or args.revoke_key or args.list_keys:
-        return _keys(args, data)
     if args.rate_limit < 1:
         _render.error(f"--rate-limit: must be at least 1, not {args.rate_limit}")
         return 2

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from poet_runtime.service import problems
+from poet_runtime.service import metrics, problems
 from poet_runtime.service.auth import KeyFileError, KeyRecord, KeyStore, RateLimiter
 from poet_runtime.service.context import SCOPES, ServiceContext
 from poet_runtime.service.problems import Problem
@@ -59,10 +59,11 @@ def _key_checker(keys: KeyStore, limiter: RateLimiter):
             if record is None:
                 raise Problem(401, "unknown-key", "the API key is not one this service knows (revoked or mistyped)",
                               headers=challenge)
-            wait = limiter.hit(record.name)
+            wait = limiter.hit(record.name, record.rate_limit)
             if wait:
                 raise Problem(429, "rate-limited",
-                              f"key {record.name!r} made more than {limiter.limit} requests in {limiter.window:g} s",
+                              f"key {record.name!r} made more than {record.rate_limit or limiter.limit} requests "
+                              f"in {limiter.window:g} s",
                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
             if not record.allows(scope):
                 raise Problem(403, "insufficient-scope",
@@ -103,18 +104,21 @@ def create_app(*, data_dir: Path, store_root: Path, keys: KeyStore | None = None
     keys = keys if keys is not None else KeyStore(data_dir)
     limiter = RateLimiter(rate_limit, rate_window)
     context = ServiceContext(data_dir=data_dir, store_root=store_root, require=_key_checker(keys, limiter))
-    context.extras.update(keys=keys, limiter=limiter, model=model, routers=[])
+    counters = metrics.Counters()
+    context.extras.update(keys=keys, limiter=limiter, model=model, routers=[], counters=counters)
 
     app = FastAPI(title="POET service", version="1",
                   description="Templates, generation, feedback, functions and events of a poet_runtime store.")
     problems.install(app)
+    metrics.install(app, counters)
     app.state.context = context
 
     from poet_runtime.service import api, health
 
     app.include_router(health.build_router(context))
+    app.include_router(metrics.build_router(context))
     app.include_router(api.build_router(context))
-    context.extras["routers"].extend(["health", "api"])
+    context.extras["routers"].extend(["health", "metrics", "api"])
     for name in routers:
         if _include_optional(app, context, name):
             context.extras["routers"].append(name)

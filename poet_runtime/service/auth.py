@@ -42,6 +42,7 @@ class KeyRecord:
     scope: str
     digest: str  # sha256 hex of the key
     created_at: str
+    rate_limit: int | None = None  # requests per window for this key; None: the service's default
 
     def allows(self, scope: str) -> bool:
         return SCOPES.index(self.scope) >= SCOPES.index(scope)
@@ -97,7 +98,10 @@ class KeyStore:
                 raise KeyFileError(f"{where}.scope: {scope!r} is not one of {', '.join(SCOPES)}")
             if not isinstance(digest, str) or len(digest) != 64:
                 raise KeyFileError(f"{where}.sha256: expected 64 hex digits")
-            found.append(KeyRecord(name, scope, digest, str(item.get("created_at", ""))))
+            limit = item.get("rate_limit")
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+                raise KeyFileError(f"{where}.rate_limit: expected a whole number of requests of at least 1")
+            found.append(KeyRecord(name, scope, digest, str(item.get("created_at", "")), limit))
         return found
 
     def check(self, key: str) -> KeyRecord | None:
@@ -111,16 +115,18 @@ class KeyStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def add(self, name: str, scope: str) -> str:
+    def add(self, name: str, scope: str, rate_limit: int | None = None) -> str:
         """A new key for ``name`` with ``scope`` (replacing that name's key); returns the key,
-        which is never stored."""
+        which is never stored. ``rate_limit``: this key's requests per window instead of the service's."""
+        if rate_limit is not None and rate_limit < 1:
+            raise ValueError(f"rate limit must be at least 1 request per window, not {rate_limit}")
         if scope not in SCOPES:
             raise ValueError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
         if not name or any(ch.isspace() or not ch.isprintable() for ch in name):
             raise ValueError(f"key name {name!r}: use printable characters without spaces")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         records = [r for r in self.records() if r.name != name]
-        records.append(KeyRecord(name, scope, digest_of(key), _now()))
+        records.append(KeyRecord(name, scope, digest_of(key), _now(), rate_limit))
         self._write(records)
         return key
 
@@ -134,7 +140,8 @@ class KeyStore:
 
     def _write(self, records: list[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"keys": [{"name": r.name, "scope": r.scope, "sha256": r.digest, "created_at": r.created_at}
+        text = json.dumps({"keys": [{"name": r.name, "scope": r.scope, "sha256": r.digest, "created_at": r.created_at,
+                                     **({"rate_limit": r.rate_limit} if r.rate_limit else {})}
                                     for r in records]}, indent=2) + "\n"
         # mkstemp creates the file 0600; the replace is atomic, so a reader sees the old or the new list
         fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys.")
@@ -165,13 +172,14 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._seen: dict[str, deque] = {}
 
-    def hit(self, name: str, now: float | None = None) -> float:
+    def hit(self, name: str, limit: int | None = None, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
+        limit = limit or self.limit
         with self._lock:
             times = self._seen.setdefault(name, deque())
             while times and times[0] <= now - self.window:
                 times.popleft()
-            if len(times) >= self.limit:
+            if len(times) >= limit:
                 return max(times[0] + self.window - now, 0.001)
             times.append(now)
             return 0.0
