@@ -38,6 +38,10 @@ def select_generator():
     from poet_runtime.settings import get_settings
 
     settings = get_settings()
+    if settings.model == "service":  # generation through the POET service (generate/remote_generator.py)
+        from poet_runtime.generate.remote_generator import ServiceGenerator
+
+        return ServiceGenerator.from_settings(settings)
     if settings.model:
         from poet_runtime.generate.llm import LLMGenerator
 

@@ -62,6 +62,10 @@ def check_available(settings) -> None:
     """At start-up: a configured model needs the ``llm`` extra. Does not import litellm."""
     if not getattr(settings, "model", None):
         return
+    if settings.model == "service":  # the POET service generates; no litellm needed here
+        from poet_runtime.generate.remote_generator import check_available as check_service
+
+        return check_service(settings)
     import importlib.util
 
     from poet_runtime.generate import llm_settings
