@@ -319,6 +319,29 @@ def test_an_unreachable_service_means_the_local_templates_said_once(llm, caplog)
     assert first.metadata["key"] == local_key == version_key(spec, config, llm.generator(), get_domain(None).version)
 
 
+def test_an_unreachable_service_keeps_the_last_template_it_gave(llm, caplog):
+    """A previous process cached the service's v5 an hour ago; now the service is down: v5 is kept
+    (so is the version key: nothing is regenerated because the service went away)."""
+    import hashlib
+    import time
+
+    url = f"http://127.0.0.1:{refused_port()}"
+    settings.override(service_url=url)
+    remote_templates.reset()
+    client = remote_templates.client()
+    text = marked("MARK-CACHED")
+    client.cache_file.parent.mkdir(parents=True, exist_ok=True)
+    client.cache_file.write_text(json.dumps({"url": url, "domains": {"base": {
+        "version": 5, "text": text, "etag": '"e5"', "fetched_at": time.time() - 3600,
+        "sha256": hashlib.sha256(text.encode()).hexdigest()}}}))
+    with caplog.at_level(logging.WARNING, logger="poet_runtime"):
+        version = llm.generate()
+    assert "MARK-CACHED" in llm.prompts()[-1] and meta(version)["template_version"] == 5
+    assert "unreachable" in caplog.text and "using the last template it gave" in caplog.text
+    assert client.requests == 1 and remote_templates.key_part("base")["service_version"] == 5
+    assert client.requests == 1  # not asked again before the TTL
+
+
 def test_without_a_service_nothing_is_imported_nor_asked(tmp_path):
     program = (
         "import sys\n"
