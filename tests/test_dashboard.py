@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FUNCTION = "dash_app:detect"
 DRIFT = "dash_app:drift"
 HOSTILE = '<img src=x id=pwned onerror="document.title=1"> \u202egnp.exe'
+EVIL = "evil_mod:handmade"  # versions written by hand, not by the runtime: their code is hostile text
+EVIL_CODE = 'FUNCTION = "evil_mod:handmade"\n# </td></tr></table><script>document.title="pwned"</script>\nx = "\u202e{n}"\n'
 
 APP = '''\
 import statistics
@@ -98,6 +100,11 @@ def filled(tmp_path_factory):
     app.write_text(APP.format(extra=", retries=1"), encoding="utf-8")
     _run(folder, home, "10", "2", "3.0", "1", HOSTILE)
     assert os.readlink(home / "dash_app.detect" / "current") == "v2"
+    from poet_runtime.store import FunctionStore
+
+    evil = FunctionStore(home / "evil_mod.handmade", EVIL)
+    for n in (1, 2):
+        evil.create(EVIL_CODE.format(n=n), {}, {}, {"generator": "by-hand", "config": {"policy": "default"}})
     return folder, home
 
 
@@ -146,7 +153,7 @@ def test_functions_page_shows_the_numbers_in_the_store(browser, service, filled)
     _, home = filled
     _open(browser, service.url + "/", "#functions")
     rows = {row.get_attribute("data-function"): row for row in browser.find_elements(By.CSS_SELECTOR, "#functions tbody tr")}
-    assert set(rows) == {FUNCTION, DRIFT}
+    assert set(rows) == {FUNCTION, DRIFT, EVIL}
     for function_id, folder in ((FUNCTION, "dash_app.detect"), (DRIFT, "dash_app.drift")):
         row, reports = rows[function_id], _reports(home, folder)
         calls, fallbacks = _ints(reports.get("calls")), _ints(reports.get("fallback"))
@@ -157,6 +164,9 @@ def test_functions_page_shows_the_numbers_in_the_store(browser, service, filled)
         assert _cell_counts(row, "mismatches") == _ints(reports.get("mismatch"))
         assert int(row.find_element(By.CSS_SELECTOR, "td.calls").text) == sum(calls.values()) + sum(fallbacks.values())
         assert row.find_element(By.CSS_SELECTOR, "td.backend").text == "none"  # policy trusted: in-process
+    # Not written by the built-in generator: it would run in the default policy's sandbox.
+    assert rows[EVIL].find_element(By.CSS_SELECTOR, "td.backend").text == "restricted"
+    assert rows[EVIL].find_element(By.CSS_SELECTOR, "td.calls").text == "0"
     # What the runs did, so the comparison above compared something.
     assert _cell_counts(rows[FUNCTION], "fallbacks") == {"enforce_rejected": 4}
     assert _cell_counts(rows[DRIFT], "fallbacks") == {"perceive_rejected": 3}
@@ -275,6 +285,12 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
         assert page.status_code == 200
         policy = page.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+        # Hand-written code in a diff is text: escaped, its bidi override shown, no script of its own.
+        diff = client.get(f"/functions/{EVIL}", params={"a": "1", "b": "2"})
+        assert diff.status_code == 200
+        assert "<script>document" not in diff.text and "&lt;script&gt;document.title=" in diff.text
+        assert "\u202e" not in diff.text and "\\u{202e}1" in diff.text and "\\u{202e}2" in diff.text
+        assert "<script" not in diff.text.replace('<script src="/static/dashboard.js" defer></script>', "")
         # The session dies with its key.
         from poet_runtime.service.auth import KeyStore
 

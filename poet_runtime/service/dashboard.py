@@ -213,45 +213,59 @@ def build_router(context: ServiceContext) -> APIRouter:
         record = session(request)
         if record is None:
             return to_login(request)
-        events = _recent(context.store_root, function or None, _types(type))
-        return _html(with_session(render.events_page(events, function or None, type), record))
+        from poet_runtime.service import events_api
+
+        types = _types(type)
+        try:
+            events_api.check_types(types)
+        except Exception as error:  # a Problem: shown on the page, not as JSON
+            body = f'<h1>Live events</h1><p class="problem">{render.text(getattr(error, "detail", error))}</p>'
+            return _html(with_session(render.page("Live events", body, page_name="events"), record), status=422)
+        read_at = time.time()  # the stream starts after this: nothing written meanwhile is missed
+        events = _recent(context.store_root, function or None, types)
+        return _html(with_session(render.events_page(events, function or None, type, read_at), record))
 
     # -- the live stream (EventSource: the session cookie authenticates it) ----------------
 
     @router.get("/dashboard/events/stream")
     async def stream(request: Request, function: str | None = None, type: str | None = None,
-                     since: float | None = None):
-        record = session(request)
-        if record is None:
-            from poet_runtime.service.problems import Problem
+                     since: str | None = None):
+        """The API's event stream (``events_api``: its reader, filters and ``since``) with the session
+        cookie for a key, since EventSource cannot send one; each message is the short, visible-text
+        line the page shows (``event: poet``), never a whole payload (no recorded inputs)."""
+        from poet_runtime.service import events_api
+        from poet_runtime.service.problems import Problem
 
+        if session(request) is None:
             raise Problem(401, "no-session", "sign in on /login first: the event stream is read with the dashboard's "
                           "session cookie (EventSource cannot send an Authorization header)")
         types = _types(type)
-        follower = _Follower(context.store_root)
-        # Everything written after the page's newest row (or from now on), never what the page already has.
-        await asyncio.to_thread(follower.poll)
-        backlog = [e for e in follower.seen_events if since is not None and _stamp(e) > since] \
-            if since is not None else []
-        follower.seen_events = []
+        events_api.check_types(types)
+        after = events_api.parse_since(since)
+        resumed = request.headers.get("last-event-id")  # EventSource reconnecting: after the last one it got
+        if resumed:
+            after = max(after or 0.0, events_api.parse_since(resumed, "Last-Event-ID"))
+        reader = events_api.Reader(context.store_root)
 
         async def lines():
-            started = time.monotonic()
-            last_beat = started
-            pending = backlog
+            started = last_beat = time.monotonic()
             yield "retry: 1000\n\n"
-            while time.monotonic() - started < STREAM_SECONDS:
-                for event in sorted(pending, key=_stamp):
-                    if _matches(event, types, function):
+            fresh = await asyncio.to_thread(reader.read)
+            if after is None:
+                fresh = []  # without `since`, only what is written from now on: the page shows the rest
+            while True:
+                for event in fresh:
+                    if events_api.matches(event, types, function or None, after):
                         line = render.event_line(event)
-                        yield f"id: {line['id']}\nevent: poet\ndata: {json.dumps(line)}\n\n"
+                        yield f"id: {_stamp(event)!r}\nevent: poet\ndata: {json.dumps(line)}\n\n"
+                        last_beat = time.monotonic()
                 if time.monotonic() - last_beat > 10:
                     last_beat = time.monotonic()
                     yield ": keep-alive\n\n"
-                if await request.is_disconnected():
+                if await request.is_disconnected() or time.monotonic() - started > STREAM_SECONDS:
                     return
                 await asyncio.sleep(STREAM_POLL)
-                pending = await asyncio.to_thread(follower.poll)
+                fresh = await asyncio.to_thread(reader.read)
 
         return StreamingResponse(lines(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -268,57 +282,14 @@ def _stamp(event: dict) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
-def _matches(event: dict, types: list[str], function: str | None) -> bool:
-    """The CLI's ``events --type/--function`` rule: a type or a family (``learning`` = ``learning.*``)."""
-    kind = str(event.get("type", ""))
-    if types and not any(kind == t or kind.startswith(t.rstrip(".*") + ".") for t in types):
-        return False
-    payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
-    return not function or payload.get("function") == function
-
-
 def _recent(store_root: Path, function: str | None, types: list[str]) -> list[dict]:
     from poet_runtime import journal
 
     root = journal.events_root(store_root)
     if not root.is_dir():
         return []
-    found = [e for e in journal.read(root) if _matches(e, types, function)]
+    from poet_runtime.service import events_api
+
+    found = [e for e in journal.read(root) if events_api.matches(e, types, function, None)]
     found.sort(key=_stamp)
     return list(reversed(found[-RECENT_EVENTS:]))
-
-
-class _Follower:
-    """New events in the journal since the last poll: each file is re-read only when it grew or
-    changed, and only the events beyond those already seen in it are new (a segment closed by
-    its writer moves from pending/ to processed/ under the same name)."""
-
-    def __init__(self, store_root: Path):
-        from poet_runtime import journal
-
-        self.root = journal.events_root(store_root)
-        self.counts: dict[str, int] = {}
-        self.stamps: dict[str, tuple] = {}
-        self.seen_events: list[dict] = []
-
-    def poll(self) -> list[dict]:
-        from poet_runtime import journal
-
-        fresh = []
-        if not self.root.is_dir():
-            return fresh
-        for path in journal.files(self.root):
-            try:
-                info = path.stat()
-            except OSError:
-                continue
-            stamp = (info.st_size, info.st_mtime_ns)
-            if self.stamps.get(path.name) == stamp:
-                continue
-            self.stamps[path.name] = stamp
-            events = list(journal.read_file(path))
-            done = self.counts.get(path.name, 0)
-            self.counts[path.name] = len(events)
-            fresh.extend(events[done:])
-        self.seen_events.extend(fresh)
-        return fresh

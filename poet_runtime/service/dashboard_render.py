@@ -236,25 +236,26 @@ def event_line(event: dict) -> dict:
             "detail": visible(detail.strip()[:200], allow_newlines=False)}
 
 
-def events_table(events: list[dict], function_id: str | None) -> str:
+def events_table(events: list[dict], function_id: str | None, since: float | None = None) -> str:
     rows = "".join(
         f'<tr data-id="{html.escape(line["id"])}"><td>{html.escape(line["when"])}</td>'
         f'<td class="type">{html.escape(line["type"])}</td><td>{html.escape(line["function"])}</td>'
         f'<td>v{html.escape(line["version"])}</td><td class="detail">{html.escape(line["detail"])}</td></tr>'
         for line in map(event_line, events))
     where = f' data-function="{text(function_id)}"' if function_id else ""
+    where += f' data-since="{since!r}"' if since is not None else ""
     return (f'<table class="grid events" id="events"{where}><thead><tr><th>when (UTC)</th><th>type</th>'
             '<th>function</th><th>version</th><th>detail</th></tr></thead><tbody>' + rows + "</tbody></table>")
 
 
-def events_page(events: list[dict], function_id: str | None, types: str | None) -> str:
+def events_page(events: list[dict], function_id: str | None, types: str | None, since: float) -> str:
     form = ('<form class="card filters" method="get" action="/events">'
             f'<label>function <input name="function" value="{text(function_id or "")}"></label> '
             f'<label>type <input name="type" value="{text(types or "")}" placeholder="e.g. learning"></label> '
             '<button type="submit">filter</button> <span id="live-status" class="status" role="status">connecting…'
             '</span></form>')
     return page("Live events", "<h1>Live events</h1><p class=\"lead\">The newest events first; new ones appear "
-                "as they are written (server-sent events).</p>" + form + events_table(events, function_id),
+                "as they are written (server-sent events).</p>" + form + events_table(events, function_id, since),
                 page_name="events")
 
 
