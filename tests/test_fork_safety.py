@@ -233,3 +233,62 @@ def test_a_child_forked_while_another_thread_holds_the_runtimes_locks_can_take_t
                             cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "none", f"locks the child could not take: {result.stdout}"
+
+
+# Issue 12 (fork gap): children that each make K calls and leave through os._exit(3) at once, before the
+# flusher's next round. Their calls must reach the journal anyway, and the exit status must stay 3.
+EXIT_AT_ONCE = r'''
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import poet_runtime
+poet_runtime.enable(hook=False)
+import forky
+from poet_runtime.learn import sink
+
+CHILDREN, CALLS = int(sys.argv[2]), int(sys.argv[3])
+forky.detect(0.5)  # the version is generated once, before any fork
+sink.flush()
+pipes, pids = {}, {}
+for n in range(CHILDREN):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        score = round(0.01 + n / 1000.0, 4)
+        ids = []
+        for _ in range(CALLS):
+            forky.detect(score)
+            ids.append(poet_runtime.last_execution().execution_id)
+        os.write(write_end, json.dumps({"ids": ids, "score": score, "pid": os.getpid()}).encode())
+        os._exit(3)  # at once: no atexit, no finalizer, the flusher's round is ~100 ms away
+    os.close(write_end)
+    pipes[n], pids[n] = read_end, pid
+children, statuses, hung = {}, {}, []
+deadline = time.monotonic() + 60
+for n, pid in pids.items():
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            statuses[n] = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            hung.append(n)
+            break
+        time.sleep(0.002)
+    with os.fdopen(pipes[n], "rb") as pipe:
+        text = pipe.read()
+    children[n] = json.loads(text) if text else {"error": "no answer"}
+print(json.dumps({"children": children, "statuses": statuses, "hung": hung}))
+'''
+
+
+def test_children_leaving_through_os_exit_at_once_still_write_their_calls_and_keep_their_status(tmp_path):
+    calls = 4
+    found = _run(tmp_path, EXIT_AT_ONCE, "50", str(calls))
+    assert found["hung"] == [], f"children whose os._exit hung: {found['hung']}"
+    assert sorted(found["statuses"].values()) == [3] * 50, found["statuses"]
+    children = list(found["children"].values())
+    assert all(len(child.get("ids", ())) == calls for child in children), children[:3]
+    _check_journal(tmp_path / "home", children)

@@ -820,9 +820,23 @@ def find_execution(execution_id: str, extra_roots=()) -> tuple[dict, Path] | Non
     return None
 
 
+def recent_execution(execution_id: str) -> dict | None:
+    """The payload of an execution of this process still kept in memory (durable), else None;
+    never flushes nor reads the disk (the fleet publisher's thread asks)."""
+    process, _, number = execution_id.rpartition("-")
+    if process != records.PROCESS_ID or not number.isdigit():
+        return None
+    for info in list(_functions.values()):
+        found = _recent_row(info, int(number))
+        if found is not None:
+            header = {"process": process, "pid": os.getpid(), "metadata": _metadata()}
+            return journal.expand(found[0], header, found[1])["payload"]
+    return None
+
+
 def shutdown() -> None:
     """Flush, close segments, stop the flusher and forget registrations (tests; interpreter exit)."""
-    global _unsubscribe, _flusher
+    global _unsubscribe, _flusher, _fleet
     _stop.set()
     try:
         flush()
@@ -842,6 +856,7 @@ def shutdown() -> None:
             _limits.clear()
             _feedback_names.clear()
             _watched.clear()
+            _fleet = None  # the publisher (if any) keeps what it was given; nothing more is handed to it
         if _flusher is not None and _flusher is not threading.current_thread():
             _flusher.join(timeout=2)
         _flusher = None
@@ -908,6 +923,7 @@ def _after_fork_in_child() -> None:
         return
     _flusher = threading.Thread(target=_run, name="poet-events-flusher", daemon=True)
     _flusher.start()
+    _flush_at_os_exit()
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         # multiprocessing clears its finalizers in the child after this hook, then runs its
@@ -919,6 +935,50 @@ def _install_multiprocessing_flush(_mark) -> None:
     util = sys.modules.get("multiprocessing.util")
     if util is not None:
         util.Finalize(None, _exit_flush, exitpriority=1_000_000)
+
+
+EXIT_FLUSH_TIMEOUT_S = 2.0  # the longest os._exit waits for the last calls to reach the journal
+
+
+def _flush_at_os_exit() -> None:
+    """Make a forked child's ``os._exit`` write the calls still in the buffer first.
+
+    A plain ``os.fork()`` child, or a prefork server's worker, often ends with ``os._exit``:
+    no atexit, no finalizer, and the flusher thread dies mid-interval, so the calls of the
+    last ``flush_interval_s`` would be lost. In the child (never in the parent), ``os._exit``
+    becomes a function that flushes when there is something to write (or waits for the flush
+    under way: the flusher may hold calls it took from the buffer), in a thread it waits
+    for at most ``EXIT_FLUSH_TIMEOUT_S`` (a flusher stuck on a full or slow disk cannot make
+    the exit hang), then calls the real ``os._exit`` with the same status, whatever happened.
+    """
+    if getattr(os._exit, "_poet_flushes", False):
+        return  # a grandchild: the wrapper came along with the fork
+    real_exit = os._exit
+
+    def _exit(status):
+        try:
+            if _busy():
+                writer = threading.Thread(target=_exit_flush, name="poet-exit-flush", daemon=True)
+                writer.start()
+                writer.join(EXIT_FLUSH_TIMEOUT_S)
+        except BaseException:  # noqa: BLE001 - leaving is all that matters now
+            pass
+        real_exit(status)
+
+    _exit._poet_flushes = True
+    _exit.__doc__ = real_exit.__doc__
+    os._exit = _exit
+
+
+def _busy() -> bool:
+    """Whether the sink has calls to write, or is writing some (the flusher took them from the
+    buffer and holds the lock until they are on disk)."""
+    if not _flush_lock.acquire(blocking=False):
+        return True
+    try:
+        return bool(_buffer or _notes or _watched)
+    finally:
+        _flush_lock.release()
 
 
 if hasattr(os, "register_at_fork"):
