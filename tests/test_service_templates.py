@@ -503,3 +503,26 @@ def test_model_service_without_a_service_url_is_a_start_up_error(poet_home):
     with pytest.raises(PoetConfigError, match="POET_SERVICE_URL"):
         check_available(settings.override(model="service", service_url=None))
     check_available(settings.override(model="service", service_url="http://127.0.0.1:1"))  # no litellm asked for
+
+
+def test_the_services_own_generations_take_its_registry_templates(tmp_path, poet_home):
+    """Inside the service (``served_by``), prompts and keys use its registry, with no HTTP and no setting."""
+    from poet_runtime.generate.builtin import BuiltinGenerator
+    from poet_runtime.generate.llm_prompt import build_prompt
+    from poet_runtime.generate.spec import spec_from_source
+
+    registry = Registry(tmp_path / "templates")
+    registry.seed()
+    number = registry.create("base", marked("MARK-SERVED"), "", "test").version
+    spec = spec_from_source("m", "add", "def add(a: int, b: int) -> int:\n    return a + b\n", None)
+    config, domain = PoetConfig.from_kwargs("m:add"), get_domain(None)
+    example = BuiltinGenerator().generate(spec, config, domain)
+    generator = LLMGenerator("openai/x")
+    outside = build_prompt(spec, config, domain, example, None)
+    outside_key = version_key(spec, config, generator, domain.version)
+    with remote_templates.served_by(registry.template_entry):
+        inside = build_prompt(spec, config, domain, example, None)
+        inside_key = version_key(spec, config, generator, domain.version)
+    assert "MARK-SERVED" in inside.text() and inside.template_version == number
+    assert "MARK-SERVED" not in outside.text() and outside.template_version == domain.template_version
+    assert inside_key != outside_key == version_key(spec, config, generator, domain.version)

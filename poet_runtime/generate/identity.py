@@ -36,9 +36,12 @@ def version_key(spec: FunctionSpec, config, generator, template_version: int) ->
 def _remote_template_key(config) -> dict | None:
     """The service's template version for the function's domain (``POET_SERVICE_URL``), else None:
     without a service, or while it gives none, the key is what it always was."""
+    import sys
+
     from poet_runtime.settings import get_settings
 
-    if not get_settings().service_url:
+    served = sys.modules.get("poet_runtime.generate.remote_templates")  # the service's own registry
+    if not get_settings().service_url and (served is None or served.active_source() is None):
         return None
     from poet_runtime.generate.remote_templates import key_part
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import string
+import sys
 from dataclasses import dataclass
 
 from poet_runtime.domains import Domain
@@ -125,14 +126,20 @@ def compact_code(code: str) -> str:
 
 def remote_template(domain: Domain):
     """The service's template for ``domain`` (``remote_templates.Entry``), or None: the local one.
-    Without ``POET_SERVICE_URL`` nothing is imported or asked."""
+    Without ``POET_SERVICE_URL`` nothing is imported or asked (inside the service, its registry answers)."""
     from poet_runtime.settings import get_settings
 
-    if not get_settings().service_url:
+    if not get_settings().service_url and not _served_here():
         return None
     from poet_runtime.generate.remote_templates import template_for
 
     return template_for(domain.name)
+
+
+def _served_here() -> bool:
+    """True inside the service's own generation (``remote_templates.served_by``)."""
+    module = sys.modules.get("poet_runtime.generate.remote_templates")
+    return module is not None and module.active_source() is not None
 
 
 def template_version(domain: Domain) -> int:

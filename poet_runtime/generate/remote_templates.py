@@ -27,6 +27,8 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -250,8 +252,32 @@ def reset() -> None:
         _client = None
 
 
+# Inside the service: its own registry answers, without HTTP (``served_by``). A context
+# variable, not a global, so two services in one process (tests) each use their own.
+_source: contextvars.ContextVar = contextvars.ContextVar("poet_template_source", default=None)
+
+
+@contextlib.contextmanager
+def served_by(lookup):
+    """Within this block (this thread or task), templates come from ``lookup(domain) -> Entry | None``:
+    the service wraps its own generations in it, so its LLM prompts use its registry's current templates
+    and their versions enter the keys, as they do for a client."""
+    token = _source.set(lookup)
+    try:
+        yield
+    finally:
+        _source.reset(token)
+
+
+def active_source():
+    return _source.get()
+
+
 def template_for(domain_name: str) -> Entry | None:
     """The service's template for ``domain_name``, or None: the local one applies."""
+    lookup = _source.get()
+    if lookup is not None:
+        return lookup(domain_name)
     current = client()
     return current.entry(domain_name) if current is not None else None
 

@@ -236,6 +236,18 @@ class Registry:
         self._folder(domain)
         return [self.get(domain, number) for number in self._numbers(domain)]
 
+    def template_entry(self, domain: str):
+        """``domain``'s current template as the runtime's generators take it (``remote_templates.served_by``),
+        or None (a domain the registry does not have: the package's template)."""
+        from poet_runtime.generate.remote_templates import Entry
+
+        try:
+            found = self.get(domain)
+        except UnknownTemplate:
+            return None
+        return Entry(found.version, found.text, None, time.time(),
+                     hashlib.sha256(found.text.encode("utf-8")).hexdigest())
+
     def labels_of(self, domain: str) -> dict[str, int]:
         found = {}
         for label in LABELS:
