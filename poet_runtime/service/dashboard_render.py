@@ -107,7 +107,7 @@ def function(summary, rows: list, diff_view: str, plot_view: str, events_view: s
             f'<td><code>{text(row.key)}</code></td><td class="actions">{compare} {action}</td></tr>')
     options_a = "".join(f'<option value="{n}">v{n}</option>' for n in numbers)
     versions = (
-        f'<section id="versions"><h2>Versions</h2>'
+        '<section id="versions"><h2>Versions</h2>'
         '<table class="grid"><thead><tr><th>version</th><th>created</th><th>generator</th><th>status</th>'
         '<th>trust</th><th>parameters</th><th>key</th><th></th></tr></thead><tbody>'
         + "".join(version_rows) + "</tbody></table>"
