@@ -10,6 +10,12 @@ diskcache lock held while generating.
 
 The client never trusts the answer for being ours (it runs its own checks and sandbox), but the
 service checks it too (``generate.checks``), so a broken answer is refused here, not cached.
+
+The service never runs a client's code: the source is parsed, not executed. So with ``--model``
+the LLM generator cannot probe a model's answer against the original here (it finds no file to
+load the original from), and answers as it does for any unprobeable function: with the built-in
+code under the model's key, saying why in ``metadata.details.fallback``. Such an answer is not
+cached (the next request asks again).
 """
 
 from __future__ import annotations
@@ -173,7 +179,10 @@ class Generations:
     async def enhance(self, request: EnhanceRequest) -> dict:
         from starlette.concurrency import run_in_threadpool
 
-        spec, config, domain, key = await run_in_threadpool(self.prepare, request)
+        spec, config, domain, key, found = await run_in_threadpool(self._prepare_and_look, request)
+        if found is not None:  # the common case after start-up: one thread hop, no generation
+            self._count("hit")
+            return _with_cache(found, "hit")
         waiting = self._inflight.get(key)
         if waiting is not None:
             answer = await asyncio.shield(waiting)
@@ -197,6 +206,10 @@ class Generations:
     def _count(self, how: str) -> None:
         if self.counters is not None:
             self.counters.inc("poet_service_enhance_answers_total", {"cache": how})
+
+    def _prepare_and_look(self, request: EnhanceRequest):
+        spec, config, domain, key = self.prepare(request)
+        return spec, config, domain, key, self.cache().get(key)
 
     def _lookup_or_generate(self, spec, config, domain, key) -> tuple[dict, str]:
         import diskcache

@@ -252,12 +252,21 @@ def render(counters: Counters, scan: JournalScan, store_root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def route_of(request) -> str:
+def route_of(scope: dict, app) -> str:
     """The route template (``/api/v1/functions/{function_id}``), never the raw path: ids would
     make one series per function and a scanner one per URL it tried."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    from starlette.routing import Match
+
+    for route in getattr(app, "routes", ()):  # plain Starlette routes (/docs) do not record themselves
+        try:
+            if route.matches(scope)[0] != Match.NONE and isinstance(getattr(route, "path", None), str):
+                return route.path
+        except Exception:
+            continue
+    return "unmatched"
 
 
 def install(app, counters: Counters) -> None:
@@ -282,9 +291,7 @@ def install(app, counters: Counters) -> None:
             try:
                 await self.inner(scope, receive, sending)
             finally:
-                from starlette.requests import Request
-
-                route = route_of(Request(scope))
+                route = route_of(scope, app)
                 counters.inc("poet_service_requests_total",
                              {"route": route, "method": scope.get("method", ""), "status": str(status["code"])})
                 counters.observe("poet_service_request_seconds", {"route": route}, time.perf_counter() - started)

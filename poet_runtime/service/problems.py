@@ -76,6 +76,10 @@ def install(app: FastAPI) -> None:
         detail = error.detail if isinstance(error.detail, str) else str(error.detail)
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {visible(request.url.path, allow_newlines=False)}"
+        elif error.status_code == 405 and detail == "Method Not Allowed":
+            allowed = (getattr(error, "headers", None) or {}).get("Allow") or (getattr(error, "headers", None) or {}).get("allow")
+            detail = f"{request.method} is not allowed on {visible(request.url.path, allow_newlines=False)}" + \
+                (f" (allowed: {allowed})" if allowed else "")
         return problem_response(request, error.status_code, _kind_of(error.status_code), detail,
                                 headers=getattr(error, "headers", None))
 
