@@ -202,7 +202,7 @@ class Follower:
         from poet_runtime import events
 
         kind = kind.decode(errors="replace") if isinstance(kind, bytes) else kind
-        payload = {"outcome": entry_id, "type": kind, "reason": reason, "stream": ns.stream}
+        payload = {"outcome": entry_id, "outcome_type": kind, "reason": reason, "stream": ns.stream}
         cause = ("refused", ns.stream, reason)
         if cause not in _said:
             _say_once(cause, logging.WARNING, "poet_runtime: fleet: refused outcome %s (%s) from %s: %s; "

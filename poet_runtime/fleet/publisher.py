@@ -50,7 +50,7 @@ OUTBOX_BYTES = 8 << 20  # beyond this the outbox drops entries; the journal stil
 ROUND_BYTES = 4 << 20  # at most this much per pipelined round
 ROUND_ENTRIES = 2000
 SOCKET_TIMEOUT_S = 1.0
-BACKOFF_MAX_S = 2.0
+BACKOFF_MAX_S = 1.0
 EXIT_DRAIN_S = 1.5  # at exit, how long the last lines and the final heartbeat may take
 EVENTS_MAXLEN = 1_000_000  # approximate cap of the events stream (XADD MAXLEN ~)
 _KINDS = {"ex": b"ex", "lr": b"lr", "fb": b"fb"}
@@ -135,6 +135,7 @@ class Publisher:
         self.last_event: float | None = None
         self.last_beat = 0.0
         self.sent = 0  # entries acknowledged by the broker (tests, rows)
+        self.catching_up = None  # (since, sent then) after the broker came back
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="poet-fleet-publisher", daemon=True)
@@ -156,8 +157,12 @@ class Publisher:
                 fresh.add_root(root)
             return
         with self.lock:
-            if root not in self.roots:
-                self.roots[root] = None  # made in the thread (it reads and writes files)
+            known = root in self.roots and self.roots[root] is not None
+        if not known:
+            made = _Root(root)  # at registration: files before this moment are not forwarded
+            with self.lock:
+                if self.roots.get(root) is None:
+                    self.roots[root] = made
         self.wake.set()
 
     def notify(self, root: Path, path: Path | None, offset: int, data: bytes, extra=None) -> None:
@@ -183,23 +188,29 @@ class Publisher:
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self.stop.is_set():
+        while True:
             self.wake.wait(0.2)
             self.wake.clear()
+            final = self.stop.is_set()  # at exit: one last round (whatever is left, a last heartbeat)
             try:
-                self.round()
+                sent = self.round(final)
             except Exception as error:  # never a traceback per round; the next round retries
                 self._down(error)
+                sent = 0
+            if final:
+                return
+            if self.catching_up is not None and not sent and not self.outbox and not self.overflowed:
+                began, before = self.catching_up
+                self.catching_up = None
+                log.info("poet_runtime: fleet: forwarded %d entries that waited in the journal (%.1f s after the "
+                         "broker was back)", self.sent - before, time.monotonic() - began)
 
     def round(self, final: bool = False) -> int:
         now = time.monotonic()
+        self._make_roots()  # before connecting: a store's ``since`` is when it got a broker, not when it was reached
         if not self._connected(now, final):
             self._drop_outbox()
             return 0
-        with self.lock:
-            for root, value in list(self.roots.items()):
-                if value is None:
-                    self.roots[root] = _Root(root)
         sent = 0
         try:
             if final or now - self.last_beat >= HEARTBEAT_S:
@@ -214,6 +225,15 @@ class Publisher:
             self._down(error)
             self._drop_outbox()
         return sent
+
+    def _make_roots(self) -> None:
+        with self.lock:
+            missing = [root for root, value in self.roots.items() if value is None]
+        for root in missing:
+            made = _Root(root)  # reads or writes ``fleet/since``: not under the lock
+            with self.lock:
+                if self.roots.get(root) is None:
+                    self.roots[root] = made
 
     def _connected(self, now: float, final: bool) -> bool:
         if self.client is not None:
@@ -233,6 +253,7 @@ class Publisher:
         if self.up is False:
             log.info("poet_runtime: fleet: broker %s reachable again; forwarding what waited in the journal",
                      _safe_url(self.url))
+            self.catching_up = (time.monotonic(), self.sent)
         self.up, self.backoff = True, 0.1
         for state in self.roots.values():
             if state is not None:
@@ -309,11 +330,11 @@ class Publisher:
                         entries.append((state.stream, self._fields(handle.kind, line, f"{name}:{at}", header, extra)))
                     at += len(line)
                 moves.append((handle, at))
+            sent += self._xadd(entries)
+            for handle, at in moves:  # only once the broker has them
+                self._advance(handle, at)
                 if handle.kind == b"fb":
                     handle.done = True
-            sent += self._xadd(entries)
-            for handle, at in moves:
-                self._advance(handle, at)
             for state in self.roots.values():
                 if state is not None:
                     self._finish_done(state)
@@ -338,7 +359,9 @@ class Publisher:
                     name = entry.name
                     if name[:3] in ("ex-", "lr-", "fb-") and name.endswith(".jsonl"):
                         present[name] = Path(entry.path)
-        sent = 0
+        sent, more = 0, False
+        batch: list = []
+        moves: list = []
         for name, path in present.items():
             if name in state.finished or name in state.skipped:
                 continue
@@ -357,7 +380,16 @@ class Publisher:
                 handle = self._open(state, name, own=own)
                 if handle is None:
                     continue
-            sent += self._forward_file(state, handle, path)
+            if handle.done or any(moved is handle for moved, _, _ in moves):
+                continue
+            if self._collect(state, handle, path, batch, moves):
+                more = True
+            if len(batch) >= ROUND_ENTRIES or sum(len(f["d"]) for _, f in batch) >= ROUND_BYTES:
+                sent += self._send(batch, moves)
+        sent += self._send(batch, moves)
+        if more:
+            state.last_scan = 0.0  # the rest of a long file: next round at once
+            self.wake.set()
         for name in list(state.files):
             if name not in present:
                 self._vanished(state, state.files[name])
@@ -374,45 +406,57 @@ class Publisher:
         return name[:2] in ("ex", "lr") and len(parts) >= 3 and parts[1] == str(os.getpid()) and (
             len(parts) < 4 or parts[3] == records.PROCESS_ID)
 
-    def _forward_file(self, state: _Root, handle: _File, path: Path) -> int:
-        sent = 0
-        while not handle.done:
+    def _collect(self, state: _Root, handle: _File, path: Path, batch: list, moves: list) -> bool:
+        """Add the complete lines of ``handle``'s file beyond its cursor (one chunk) to ``batch``;
+        the cursor moves only once the broker has them (``moves``). True: the chunk was full, more
+        may follow. One pipeline carries many files: the broker may fsync once per write."""
+        for _attempt in range(2):
             try:
                 with open(path, "rb") as source:
                     size = os.fstat(source.fileno()).st_size
-                    if handle.offset >= size:
-                        chunk = b""
-                    else:
+                    chunk = b""
+                    if handle.offset < size:
                         source.seek(handle.offset)
                         chunk = source.read(ROUND_BYTES)
+                break
             except FileNotFoundError:
                 moved = _locate(state.root, handle.name)
                 if moved is None:
                     self._vanished(state, handle)
-                    return sent
+                    return False
                 path = moved
-                continue
-            closed = path.parent.name == journal.PROCESSED
-            complete = chunk[:chunk.rfind(b"\n") + 1] if chunk else b""
-            if not complete:
-                if chunk and (closed or not (handle.own or journal._writer_alive(path))):
-                    log.info("poet_runtime: fleet: %s ends in %d bytes of a torn line; not forwarded",
-                             handle.name, len(chunk))
-                    self._advance(handle, handle.offset + len(chunk))
-                    continue
-                if closed or handle.kind == b"fb" or (not handle.own and not journal._writer_alive(path)):
-                    handle.done = True
-                break
-            header = self._header(state, handle, path) if handle.kind == b"ex" else None
-            entries, at = [], handle.offset
-            extra = self._execution_of(state, complete) if handle.kind == b"fb" else None
-            for line in _lines(complete):
-                if journal.decode(line) is not None and not _is_header(line):
-                    entries.append((state.stream, self._fields(handle.kind, line, f"{handle.name}:{at}", header,
-                                                                extra)))
-                at += len(line)
-            sent += self._xadd(entries)
+        else:
+            return False
+        closed = path.parent.name == journal.PROCESSED
+        complete = chunk[:chunk.rfind(b"\n") + 1] if chunk else b""
+        writer_gone = closed or handle.kind == b"fb" or (not handle.own and not journal._writer_alive(path))
+        if not complete:
+            if chunk and writer_gone:
+                log.info("poet_runtime: fleet: %s ends in %d bytes of a torn line; not forwarded",
+                         handle.name, len(chunk))
+                moves.append((handle, handle.offset + len(chunk), True))
+            elif writer_gone:
+                handle.done = True
+            return False
+        header = self._header(state, handle, path) if handle.kind == b"ex" else None
+        at = handle.offset
+        extra = self._execution_of(state, complete) if handle.kind == b"fb" else None
+        for line in _lines(complete):
+            if journal.decode(line) is not None and not _is_header(line):
+                batch.append((state.stream, self._fields(handle.kind, line, f"{handle.name}:{at}", header, extra)))
+            at += len(line)
+        full = len(chunk) >= ROUND_BYTES
+        moves.append((handle, at, handle.kind == b"fb" or (closed and not full and at == size)))
+        return full
+
+    def _send(self, batch: list, moves: list) -> int:
+        sent = self._xadd(batch)
+        for handle, at, done in moves:  # only once the broker has them
             self._advance(handle, at)
+            if done:
+                handle.done = True
+        batch.clear()
+        moves.clear()
         return sent
 
     def _execution_of(self, state: _Root, line: bytes) -> dict | None:
@@ -424,10 +468,12 @@ class Publisher:
         try:
             from poet_runtime.learn import sink
 
-            found = sink.find_execution(execution_id, extra_roots=(state.root,))
+            # Memory only: never a flush from this thread, and no search of the journal per file
+            # while catching up (the learner finds the execution among the ``ex`` entries).
+            payload = sink.recent_execution(execution_id)
         except Exception:
             return None
-        return {"x": encode_json(found[0])} if found is not None else None
+        return {"x": encode_json(payload)} if payload is not None else None
 
     def _header(self, state: _Root, handle: _File, path: Path | None = None) -> bytes | None:
         if handle.header is None:
@@ -522,23 +568,12 @@ class Publisher:
         pipe.execute()
 
     def close(self, timeout: float = EXIT_DRAIN_S) -> None:
-        """Stop the thread; send what is left (and a last heartbeat) within ``timeout``."""
+        """Stop the thread after its last round (what is left, a last heartbeat), waiting at most
+        ``timeout`` (plus one socket timeout); what it could not send stays in the journal."""
         self.stop.set()
-        self.wake.set()
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            return
-        deadline = time.monotonic() + timeout
         self.retry_at = 0.0
-        with contextlib.suppress(Exception):
-            if self.client is not None or time.monotonic() < deadline:
-                self.round(final=True)
-        for state in self.roots.values():
-            for handle in list((state.files if state is not None else {}).values()):
-                with contextlib.suppress(OSError):
-                    os.close(handle.fd)
-            if state is not None:
-                state.files.clear()
+        self.wake.set()
+        self.thread.join(timeout + SOCKET_TIMEOUT_S)
 
 
 def _function_view(info) -> dict:
