@@ -140,6 +140,11 @@ def test_a_template_that_does_not_render_is_refused_naming_the_placeholder(servi
     assert get(service, f"{API}/api_operations").json()["version"] == 1  # nothing stored
 
 
+def test_a_description_with_hidden_characters_is_refused_naming_the_field(service):
+    body = is_problem(post(service, "api_operations", marked("MARK-D"), "fine\u202eenif"), 422)
+    assert body["field"] == "description" and "U+202E" in body["detail"]
+
+
 def test_a_template_with_an_escaped_dollar_renders():
     from poet_runtime.service.registry import check_template
 

@@ -20,6 +20,7 @@ import logging
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from poet_runtime.safe_text import hidden_characters
 from poet_runtime.service.context import ServiceContext
 from poet_runtime.service.problems import Problem
 from poet_runtime.service.registry import (LABELS, MAX_DESCRIPTION, Registry, TemplateRefused, UnknownTemplate)
@@ -34,6 +35,36 @@ class NewTemplate(BaseModel):
 
 class LabelTarget(BaseModel):
     version: int = Field(ge=1)
+
+
+class TemplateMetadata(BaseModel):
+    created_at: str
+    updated_at: str
+    author: str
+    description: str
+
+
+class TemplateOut(BaseModel):
+    template: str
+    version: int
+    metadata: TemplateMetadata
+
+
+class VersionOut(TemplateMetadata):
+    version: int
+
+
+class VersionsOut(BaseModel):
+    versions: list[VersionOut]
+
+
+class CreatedOut(BaseModel):
+    version: int
+    created_at: str
+
+
+class UpdatedOut(BaseModel):
+    updated_at: str
 
 
 def _etag(body: bytes) -> str:
@@ -65,7 +96,9 @@ def build_router(context: ServiceContext) -> APIRouter:
     reader = Depends(context.require("read"))
     writer = context.require("write")
 
-    @router.get("/{domain}", summary="A domain's template (current, or ?label=production|staging)")
+    @router.get("/{domain}", summary="A domain's template (current, or ?label=production|staging)",
+                responses={200: {"model": TemplateOut, "description": "the template, with an ETag"},
+                           304: {"description": "If-None-Match holds the current ETag"}})
     def get_template(domain: str, request: Request, label: str = Query("current"), key=reader):
         if label not in LABELS:
             raise Problem(422, "unknown-label", f"label {label!r} is not one of {', '.join(LABELS)}", field="label")
@@ -81,7 +114,8 @@ def build_router(context: ServiceContext) -> APIRouter:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
-    @router.get("/{domain}/versions", summary="Every version of a domain's template, oldest first")
+    @router.get("/{domain}/versions", summary="Every version of a domain's template, oldest first",
+                response_model=VersionsOut)
     def list_versions(domain: str, key=reader):
         try:
             found = registry.versions(domain)
@@ -89,9 +123,15 @@ def build_router(context: ServiceContext) -> APIRouter:
             raise _not_found(error) from None
         return {"versions": [{"version": item.version, **item.public_metadata()} for item in found]}
 
-    @router.post("/{domain}", status_code=201, summary="Store a new version; it becomes current")
+    @router.post("/{domain}", status_code=201, summary="Store a new version; it becomes current",
+                 response_model=CreatedOut)
     def create_template(domain: str, body: NewTemplate, key=Depends(writer)):
         author = getattr(key, "name", None) or "unknown"
+        hidden = hidden_characters(body.description)
+        if hidden:
+            line, column, name = hidden[0]
+            raise Problem(422, "validation-error", f"description: holds a hidden character {name} (line {line}, "
+                          f"column {column})", title="Request not valid", field="description")
         try:
             created = registry.create(domain, body.template, body.description, author)
         except UnknownTemplate as error:
@@ -102,7 +142,8 @@ def build_router(context: ServiceContext) -> APIRouter:
         log.info("poet service: template %s v%d stored by %s", domain, created.version, author)
         return {"version": created.version, "created_at": created.metadata["created_at"]}
 
-    @router.put("/{domain}/{label}", summary="Point a label (current, production, staging) at a version")
+    @router.put("/{domain}/{label}", summary="Point a label (current, production, staging) at a version",
+                response_model=UpdatedOut)
     def set_label(domain: str, label: str, body: LabelTarget, key=Depends(writer)):
         if label not in LABELS:
             raise Problem(404, "unknown-label", f"label {label!r} is not one of {', '.join(LABELS)}")
