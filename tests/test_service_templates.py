@@ -531,3 +531,26 @@ def test_the_services_own_generations_take_its_registry_templates(tmp_path, poet
     assert "MARK-SERVED" in inside.text() and inside.template_version == number
     assert "MARK-SERVED" not in outside.text() and outside.template_version == domain.template_version
     assert inside_key != outside_key == version_key(spec, config, generator, domain.version)
+
+
+def test_learned_values_are_written_locally_not_asked_of_the_service(through_service):
+    from poet_runtime.resolve import verified_builtin
+
+    scripted = ScriptedService()
+    scripted.answer = lambda body: {"code": "", "metadata": {}}
+    try:
+        through_service.use(scripted.url, "a-key")
+        function = through_service.module.add
+        spec = spec_from_function(function)
+        config = PoetConfig.from_kwargs(spec.function_id, retries=2)
+        from poet_runtime.resolve import select_generator
+
+        version = ensure_version(spec, config, module_file=through_service.module.__file__,
+                                 generator=select_generator(), hints={"params": {"retries": 1}})
+        data = meta(version)
+        assert scripted.received == [] and data["generator"].startswith("builtin-")
+        assert data["builtin_hints"] == {"params": {"retries": 1}} and "service_skipped" in data
+        assert json.loads((version.path / "params.json").read_text())["retries"] == 1
+        assert verified_builtin(version, spec, config)
+    finally:
+        scripted.stop()

@@ -84,6 +84,11 @@ class ServiceGenerator:
         hints = hints or {}
         baseline = BuiltinGenerator().generate(spec, config, domain, hints)
         details = {"service": self.url}
+        if hints.get("params"):
+            # Learned values (a learning candidate) are this store's knowledge, not the service's:
+            # the local built-in generator writes them in; the service would answer without them.
+            details["service_skipped"] = "learned values are written by the local built-in generator"
+            return self._as_builtin(baseline, hints, details, started)
         try:
             answer = self._ask(spec, config)
         except CheckFailed as failure:  # unreachable, refused or unreadable: the built-in version, asked again later
@@ -96,13 +101,8 @@ class ServiceGenerator:
         if code == baseline.code:
             # Exactly the local built-in module: stored as built-in code, which resolve verifies
             # again by regenerating it (so it runs in-process where the policy trusts built-in code).
-            details["generation_ms"] = _ms_since(started)
-            if hints.get("params"):
-                details["builtin_hints"] = {"params": dict(hints["params"])}
             log.info("poet_runtime: %s: the service's answer is the built-in module", spec.function_id)
-            return GeneratedCode(code=baseline.code, logic_name=baseline.logic_name, parameters=baseline.parameters,
-                                 generator=baseline.generator, template_version=baseline.template_version,
-                                 notes=list(baseline.notes), details=details)
+            return self._as_builtin(baseline, hints, details, started)
         from poet_runtime.generate.llm import TRANSFORMED_KEY, _checks_lock
         from poet_runtime.generate.llm_checks import check_answer
 
@@ -125,6 +125,16 @@ class ServiceGenerator:
         return GeneratedCode(code=code, logic_name=baseline.logic_name, parameters=parameters,
                              generator=f"{GENERATOR_ID}-{GENERATOR_VERSION}", template_version=template_version,
                              details=details)
+
+    @staticmethod
+    def _as_builtin(baseline, hints, details, started) -> GeneratedCode:
+        """The local built-in module, with what resolve needs to write it again and verify it."""
+        details["generation_ms"] = _ms_since(started)
+        if hints.get("params"):
+            details["builtin_hints"] = {"params": dict(hints["params"])}
+        return GeneratedCode(code=baseline.code, logic_name=baseline.logic_name, parameters=baseline.parameters,
+                             generator=baseline.generator, template_version=baseline.template_version,
+                             notes=list(baseline.notes), details=details)
 
     def _fallback(self, spec, config, domain, baseline, details, started, failure, *, ask_again):
         details.update(fallback={"reason": failure.reason, "detail": failure.detail[:1000]},
