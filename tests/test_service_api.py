@@ -387,3 +387,36 @@ def test_metrics_is_prometheus_text(world):
         return
     names = {family.name for family in text_string_to_metric_families(response.text)}
     assert {"poet_calls", "poet_call_duration_seconds"} <= names
+
+
+def test_open_event_stream_does_not_hold_up_the_server_stopping(tmp_path):
+    """SIGTERM with a follow=1 stream open: the stream ends and the server exits at once (uvicorn waits for
+    open responses before it stops, and an event stream never ends by itself)."""
+    import signal
+    import threading
+
+    service = ServiceProcess(tmp_path / "data", tmp_path / "store").start()
+    opened, ended = threading.Event(), threading.Event()
+
+    def follow():
+        try:
+            with httpx.stream("GET", service.url + "/api/v1/events", params={"follow": "1"},
+                              headers=service.headers("read"), timeout=30) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("retry:"):
+                        opened.set()
+        except httpx.HTTPError:
+            pass
+        finally:
+            ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    try:
+        assert opened.wait(20)
+        started = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        service.process.wait(timeout=4)  # uvicorn's own graceful timeout (5 s) is only the backstop
+        assert time.monotonic() - started < 4
+        assert ended.wait(5)
+    finally:
+        service.stop()

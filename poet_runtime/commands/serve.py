@@ -121,5 +121,16 @@ def run(args) -> int:
         print(f"poet serve: no API keys in {data}; make one with "
               f"`python -m poet_runtime serve --data {data} --add-key NAME --scope admin`", file=sys.stderr)
     app = create_app(data_dir=data, store_root=store, rate_limit=args.rate_limit, model=args.model)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    stopping = app.state.context.extras["stopping"]
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # Event streams never end by themselves, and uvicorn waits for open responses before
+            # it stops: tell them to end first (the graceful timeout is the backstop).
+            stopping.set()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=5)
+    Server(config).run()
     return 0

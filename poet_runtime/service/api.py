@@ -146,7 +146,8 @@ def build_router(context: ServiceContext) -> APIRouter:
             after = max(after or 0.0, events_api.parse_since(resume, "Last-Event-ID"))
         admin = key.allows("admin")
         if follow or "text/event-stream" in request.headers.get("accept", ""):
-            return StreamingResponse(events_api.stream(request, store_root, type, function, after, admin),
+            return StreamingResponse(events_api.stream(request, store_root, type, function, after, admin, limit,
+                                                       context.extras.get("stopping")),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return await run_in_threadpool(events_api.listing, store_root, type, function, after, limit, admin)

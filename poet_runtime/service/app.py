@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -105,7 +106,9 @@ def create_app(*, data_dir: Path, store_root: Path, keys: KeyStore | None = None
     limiter = RateLimiter(rate_limit, rate_window)
     context = ServiceContext(data_dir=data_dir, store_root=store_root, require=_key_checker(keys, limiter))
     counters = metrics.Counters()
-    context.extras.update(keys=keys, limiter=limiter, model=model, routers=[], counters=counters)
+    # stopping: set when the server is asked to exit; long responses (event streams) end on it
+    context.extras.update(keys=keys, limiter=limiter, model=model, routers=[], counters=counters,
+                          stopping=threading.Event())
 
     app = FastAPI(title="POET service", version="1",
                   description="Templates, generation, feedback, functions and events of a poet_runtime store.")

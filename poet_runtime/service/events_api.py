@@ -124,21 +124,22 @@ def _sse(event: dict) -> bytes:
     return f"id: {_timestamp(event)!r}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
-async def stream(request, store_root: Path, types, function, since, admin: bool):
-    """An async iterator of SSE messages: the matching events there are, then new ones until the client goes."""
+async def stream(request, store_root: Path, types, function, since, admin: bool, limit: int, stopping=None):
+    """An async iterator of SSE messages: the last ``limit`` matching events there are, then new
+    ones until the client goes or the server stops (``stopping``, a threading.Event)."""
     from starlette.concurrency import run_in_threadpool
 
     reader = Reader(store_root)
     yield b"retry: 1000\n\n"
     quiet_since = time.monotonic()
-    while True:
-        fresh = await run_in_threadpool(reader.read)
-        sent = False
+    first = True
+    while stopping is None or not stopping.is_set():
+        fresh = [e for e in await run_in_threadpool(reader.read) if matches(e, types, function, since)]
+        if first:
+            fresh, first = fresh[-limit:], False
         for event in fresh:
-            if matches(event, types, function, since):
-                yield _sse(for_scope(event, admin))
-                sent = True
-        if sent:
+            yield _sse(for_scope(event, admin))
+        if fresh:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > HEARTBEAT_S:
             yield b": keep-alive\n\n"  # a comment: proxies and clients see the stream is alive
