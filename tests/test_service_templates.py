@@ -554,3 +554,37 @@ def test_learned_values_are_written_locally_not_asked_of_the_service(through_ser
         assert verified_builtin(version, spec, config)
     finally:
         scripted.stop()
+
+
+def test_a_redirect_is_not_followed_so_the_key_stays_with_the_service(poet_home, caplog):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.end_headers()
+
+    class Redirecting(Elsewhere):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/steal")
+            self.end_headers()
+
+    other, first = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere), ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    for server in (other, first):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = remote_templates.TemplateClient(f"http://127.0.0.1:{first.server_port}", "secret-key", None)
+        with caplog.at_level(logging.WARNING, logger="poet_runtime"):
+            assert client.entry("base") is None
+        assert seen == [] and "answered 302" in caplog.text
+    finally:
+        for server in (other, first):
+            server.shutdown()
+            server.server_close()

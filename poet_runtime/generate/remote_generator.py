@@ -151,6 +151,7 @@ class ServiceGenerator:
 
     def _ask(self, spec, config) -> dict:
         """The service's ``{code, metadata}``; ``CheckFailed`` (reason ``service_*``) for anything else."""
+        from poet_runtime.generate.remote_templates import open_url
         from poet_runtime.generate.sources import remembered_source
 
         module_text = remembered_source(spec.filename) if spec.filename else None
@@ -168,7 +169,7 @@ class ServiceGenerator:
         if self.key:
             request.add_header("Authorization", f"Bearer {self.key}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with open_url(request, self.timeout_s) as response:
                 raw = response.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as error:
             detail = _problem_detail(error)

@@ -49,6 +49,22 @@ MAX_BODY = 256 * 1024
 EVENT_TYPE = "templates.fallback"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is refused, not followed: urllib would send the key's Authorization header to
+    wherever the answer points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def open_url(request, timeout: float):
+    """``urlopen`` without redirects (the service's key stays with the service)."""
+    return _opener.open(request, timeout=timeout)
+
+
 @dataclass
 class Entry:
     version: int
@@ -107,7 +123,7 @@ class TemplateClient:
             request.add_header("If-None-Match", cached.etag)
         self.requests += 1
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with open_url(request, self.timeout_s) as response:
                 body = response.read(MAX_BODY + 1)
                 etag = response.headers.get("ETag")
         except urllib.error.HTTPError as error:
