@@ -95,7 +95,7 @@ def run(args) -> int:
     if args.add_key or args.revoke_key or args.list_keys:
         return _keys(args, data)  # needs no web framework
     try:
-        import fastapi  # noqa: F401
+        import fastapi  # noqa: F401  (the [service] extra: fastapi and uvicorn)
         import uvicorn
     except ImportError as error:
         _render.error(f"serve needs the [service] extra: pip install 'poet_runtime[service]' ({error})")
@@ -117,7 +117,14 @@ def run(args) -> int:
     from poet_runtime.service.app import create_app
     from poet_runtime.service.auth import KeyStore
 
-    if not KeyStore(data).records():
+    from poet_runtime.service.auth import KeyFileError
+
+    try:
+        known = KeyStore(data).records()
+    except KeyFileError as error:
+        _render.error(f"{error}; fix or remove it (then add keys with --add-key)")
+        return 2
+    if not known:
         print(f"poet serve: no API keys in {data}; make one with "
               f"`python -m poet_runtime serve --data {data} --add-key NAME --scope admin`", file=sys.stderr)
     app = create_app(data_dir=data, store_root=store, rate_limit=args.rate_limit, model=args.model)

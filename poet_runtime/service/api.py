@@ -139,17 +139,19 @@ def build_router(context: ServiceContext) -> APIRouter:
                      key=Depends(context.require("read"))):
         from starlette.concurrency import run_in_threadpool
 
-        events_api.check_types(type)
         after = events_api.parse_since(since)
         resume = request.headers.get("last-event-id")
         if resume:
             after = max(after or 0.0, events_api.parse_since(resume, "Last-Event-ID"))
+        reader = events_api.Reader(store_root)
+        found = await run_in_threadpool(reader.read)
+        events_api.check_types(type, found)
         admin = key.allows("admin")
         if follow or "text/event-stream" in request.headers.get("accept", ""):
-            return StreamingResponse(events_api.stream(request, store_root, type, function, after, admin, limit,
+            return StreamingResponse(events_api.stream(request, reader, found, type, function, after, admin, limit,
                                                        context.extras.get("stopping")),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await run_in_threadpool(events_api.listing, store_root, type, function, after, limit, admin)
+        return await run_in_threadpool(events_api.listing, found, type, function, after, limit, admin)
 
     return router

@@ -47,10 +47,11 @@ def parse_since(value: str | None, field: str = "since") -> float | None:
     return number
 
 
-def check_types(types: list[str]) -> None:
+def check_types(types: list[str], events=()) -> None:
+    """A ``type`` must name a known event type or family, or one found in the journal (as ``events --type``)."""
     from poet_runtime.commands.events import unknown_types
 
-    bad = unknown_types(types)
+    bad = unknown_types(types, {e.get("type") for e in events})
     if bad:
         raise Problem(422, "unknown-event-type", f"type: unknown event type {', '.join(map(repr, bad))}",
                       field="type")
@@ -110,8 +111,8 @@ class Reader:
         return fresh
 
 
-def listing(store_root: Path, types, function, since, limit: int, admin: bool) -> dict:
-    events = [for_scope(e, admin) for e in Reader(store_root).read() if matches(e, types, function, since)]
+def listing(found: list[dict], types, function, since, limit: int, admin: bool) -> dict:
+    events = [for_scope(e, admin) for e in found if matches(e, types, function, since)]
     total = len(events)
     events = events[-limit:]
     last = _timestamp(events[-1]) if events else since
@@ -124,19 +125,17 @@ def _sse(event: dict) -> bytes:
     return f"id: {_timestamp(event)!r}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
-async def stream(request, store_root: Path, types, function, since, admin: bool, limit: int, stopping=None):
-    """An async iterator of SSE messages: the last ``limit`` matching events there are, then new
-    ones until the client goes or the server stops (``stopping``, a threading.Event)."""
+async def stream(request, reader: Reader, found: list[dict], types, function, since, admin: bool, limit: int,
+                 stopping=None):
+    """An async iterator of SSE messages: the last ``limit`` matching events of ``found`` (what
+    ``reader`` read first), then new ones until the client goes or the server stops (``stopping``,
+    a threading.Event)."""
     from starlette.concurrency import run_in_threadpool
 
-    reader = Reader(store_root)
     yield b"retry: 1000\n\n"
     quiet_since = time.monotonic()
-    first = True
+    fresh = [e for e in found if matches(e, types, function, since)][-limit:]
     while stopping is None or not stopping.is_set():
-        fresh = [e for e in await run_in_threadpool(reader.read) if matches(e, types, function, since)]
-        if first:
-            fresh, first = fresh[-limit:], False
         for event in fresh:
             yield _sse(for_scope(event, admin))
         if fresh:
@@ -147,3 +146,4 @@ async def stream(request, store_root: Path, types, function, since, admin: bool,
         if await request.is_disconnected():
             return
         await asyncio.sleep(POLL_S)
+        fresh = [e for e in await run_in_threadpool(reader.read) if matches(e, types, function, since)]
