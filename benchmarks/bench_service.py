@@ -7,7 +7,8 @@ a FastAPI app whose one route returns a constant), one httpx client for both, an
 measured in alternating blocks so the machine's drifting load hits both alike. Medians over the
 blocks are printed, with the ratio to the floor measured at the same concurrency.
 
-Rows: template fetch with an ETag hit (``GET /api/v1/templates/{domain}`` + ``If-None-Match`` ->
+Rows: ``/api/v1/whoami`` (what every route pays: the key check, the rate limit, the request
+metrics, around a constant), template fetch with an ETag hit (``GET /api/v1/templates/{domain}`` + ``If-None-Match`` ->
 304; skipped with a message when the registry is not installed), ``/api/v1/enhance`` with the
 built-in generator and 50 concurrent clients, each asking for a function nobody asked for before
 (every request a generation) and all asking for one function (one generation, the rest shared or
@@ -176,6 +177,9 @@ async def main_async(args) -> int:
             for concurrency in (1, args.concurrency):
                 record(f"floor c={concurrency}", await run_block(
                     bare, lambda i: ("GET", "/const", {}), args.requests, concurrency))
+            # the service's own floor: key check, rate limit and request metrics around a constant
+            record("whoami (key check) c=1", await run_block(
+                ours, lambda i: ("GET", "/api/v1/whoami", {}), args.requests, 1))
             if etag:
                 for concurrency in (1, args.concurrency):
                     record(f"template ETag hit c={concurrency}", await run_block(

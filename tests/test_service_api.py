@@ -389,13 +389,19 @@ def test_metrics_is_prometheus_text(world):
     assert {"poet_calls", "poet_call_duration_seconds"} <= names
 
 
-def test_open_event_stream_does_not_hold_up_the_server_stopping(tmp_path):
-    """SIGTERM with a follow=1 stream open: the stream ends and the server exits at once (uvicorn waits for
-    open responses before it stops, and an event stream never ends by itself)."""
+def test_readiness_and_an_open_event_stream_not_holding_up_the_stop(tmp_path):
+    """Ready means the store can be read (503 problem otherwise). SIGTERM with a follow=1 stream open: the
+    stream ends and the server exits at once (uvicorn waits for open responses before it stops, and an event
+    stream never ends by itself)."""
     import signal
     import threading
 
     service = ServiceProcess(tmp_path / "data", tmp_path / "store").start()
+    assert httpx.get(service.url + "/health/live").json() == {"status": "ok"}
+    (tmp_path / "store").rename(tmp_path / "elsewhere")
+    assert "store" in assert_problem(httpx.get(service.url + "/health/ready"), 503)["detail"]
+    (tmp_path / "elsewhere").rename(tmp_path / "store")
+    assert httpx.get(service.url + "/health/ready").status_code == 200
     opened, ended = threading.Event(), threading.Event()
 
     def follow():
