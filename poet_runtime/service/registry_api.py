@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -82,6 +83,53 @@ def _matches(header: str | None, etag: str) -> bool:
     return False
 
 
+def _stamp(path) -> tuple:
+    status = os.stat(path)
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+class _Rendered:
+    """The GET body and ETag of each (domain, label), kept until its pointer file or the version's
+    metadata.json changes (both are replaced by rename, so a new inode; template.txt never changes):
+    a revalidation costs two stat calls instead of three reads, a JSON dump and a hash."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.memo: dict[tuple[str, str], tuple] = {}
+
+    def get(self, domain: str, label: str) -> tuple[bytes, str]:
+        known = self.memo.get((domain, label))
+        if known is not None:
+            stamps, number, body, etag = known
+            folder = self.registry.root / domain
+            try:
+                if stamps == (_stamp(folder / label), _stamp(folder / f"v{number}" / "metadata.json")):
+                    return body, etag
+            except OSError:
+                pass
+        folder = self.registry.root / domain
+        for _ in range(3):  # a writer between the stamps and the reads: read again
+            number = self.registry.label(domain, label)  # validates the name; UnknownTemplate -> 404
+            try:
+                before = (_stamp(folder / label), _stamp(folder / f"v{number}" / "metadata.json"))
+            except OSError:
+                before = None
+            found = self.registry.get(domain, number)
+            body = json.dumps({"template": found.text, "version": found.version,
+                               "metadata": found.public_metadata()}, sort_keys=True).encode("utf-8")
+            etag = _etag(body)
+            try:
+                after = (_stamp(folder / label), _stamp(folder / f"v{number}" / "metadata.json"))
+            except OSError:
+                after = None
+            if before is not None and before == after:
+                if len(self.memo) > 1024:
+                    self.memo.clear()
+                self.memo[(domain, label)] = (after, number, body, etag)
+                return body, etag
+        return body, etag  # changing under us three times: this answer, not remembered
+
+
 def _not_found(error: UnknownTemplate) -> Problem:
     return Problem(404, "template-not-found", str(error).strip("'\""), title="Template not found")
 
@@ -96,19 +144,19 @@ def build_router(context: ServiceContext) -> APIRouter:
     reader = Depends(context.require("read"))
     writer = context.require("write")
 
+    rendered = _Rendered(registry)
+
     @router.get("/{domain}", summary="A domain's template (current, or ?label=production|staging)",
                 responses={200: {"model": TemplateOut, "description": "the template, with an ETag"},
                            304: {"description": "If-None-Match holds the current ETag"}})
-    def get_template(domain: str, request: Request, label: str = Query("current"), key=reader):
+    async def get_template(domain: str, request: Request, label: str = Query("current"), key=reader):
+        # async: every client revalidates on its TTL, and a hit is two stat calls (no thread hop needed)
         if label not in LABELS:
             raise Problem(422, "unknown-label", f"label {label!r} is not one of {', '.join(LABELS)}", field="label")
         try:
-            found = registry.get(domain, label=label)
+            body, etag = rendered.get(domain, label)
         except UnknownTemplate as error:
             raise _not_found(error) from None
-        body = json.dumps({"template": found.text, "version": found.version,
-                           "metadata": found.public_metadata()}, sort_keys=True).encode("utf-8")
-        etag = _etag(body)
         headers = {"ETag": etag, "Cache-Control": "no-cache"}  # always revalidate: a 304 is cheap
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
