@@ -74,6 +74,16 @@ def seen(event):
         print(json.dumps({"refused": event.get("reason"), "outcome_type": event.get("outcome_type")}), flush=True)
 
 events.subscribe(seen)
+detect(0.3)
+# What a learner would publish as a promoted built-in version with a learned threshold of 0.2
+# (the built-in generator is deterministic): printed for the test to send.
+from poet_runtime.domains import get_domain
+from poet_runtime.generate.builtin import BuiltinGenerator
+from poet_runtime.runtime import state_of
+state = state_of(detect)
+made = BuiltinGenerator().generate(state.spec(), state.config, get_domain(state.config.domain),
+                                   {"params": {"threshold": 0.2}})
+print(json.dumps({"candidate": made.code, "generator": made.generator}), flush=True)
 last = None
 deadline = time.time() + 60
 while not os.path.exists("stop") and time.time() < deadline:
@@ -122,7 +132,7 @@ def _stream_events(client) -> tuple[set, set, list]:
                     executions.add(f"{fields[b'p'].decode()}-{row[3]}")
         elif kind == b"fb":
             feedback.add(value["id"])
-            assert json.loads(fields[b"x"])["execution_id"] == value["correlation_id"]
+            assert b"x" not in fields or json.loads(fields[b"x"])["execution_id"] == value["correlation_id"]
     return executions, feedback, entries
 
 
@@ -203,11 +213,12 @@ def _wait_line(process, predicate, timeout: float = 30.0) -> dict:
     raise AssertionError("timed out waiting for the app")
 
 
-def test_forged_outcomes_are_refused_and_a_signed_one_applies_within_a_second(tmp_path, redis_server):  # noqa: F811
+def test_forged_outcomes_are_refused_signed_ones_apply_within_a_second(tmp_path, redis_server):  # noqa: F811
     app = _app(tmp_path, FOLLOW)
     process = _start(app, _env(app, redis_server.url))
     client = redis_server.client()
     try:
+        made = _wait_line(process, lambda v: "candidate" in v)
         assert _wait_line(process, lambda v: "pair" in v)["pair"] == [False, True]  # threshold 0.5
         store = app / ".poet" / "mod.detect"
         before = {path.name: path.read_bytes() for path in (store / "v1").iterdir()}
@@ -242,6 +253,24 @@ def test_forged_outcomes_are_refused_and_a_signed_one_applies_within_a_second(tm
         assert audit[-1]["cause"] == entry and audit[-1]["old"] == 0.5 and audit[-1]["new"] == 0.6
         last = (app / ".poet" / "events" / "fleet" / "outcomes.last").read_text().strip()
         assert last == entry  # a restart starts after it
+
+        # Signed is not enough for a version: its code gets the checks an LLM answer gets.
+        _outcome(client, "version.promoted", {"function": "mod:detect", "number": 2, "generator": "builtin-3",
+                                              "files": {"code.py": evil_code}}, KEY.encode())
+        assert _wait_line(process, lambda v: "refused" in v)["refused"].startswith("checks failed: structure")
+        assert sorted(path.name for path in store.iterdir() if path.name.startswith("v")) == ["v1"]
+        # A signed built-in version is stored as the new current one and serves the next calls ...
+        _outcome(client, "version.promoted", {"function": "mod:detect", "number": 2, "generator": made["generator"],
+                                              "files": {"code.py": made["candidate"]}, "params": {"threshold": 0.2},
+                                              "builtin_hints": {"params": {"threshold": 0.2}}}, KEY.encode())
+        assert _wait_line(process, lambda v: "pair" in v)["pair"] == [True, True]
+        metadata = json.loads((store / "v2" / "metadata.json").read_text())
+        assert metadata["fleet"]["number"] == 2 and metadata["generator"] == made["generator"]
+        assert os.readlink(store / "current") == "v2"
+        # ... and a signed rollback makes v1 (threshold 0.6) current again.
+        _outcome(client, "version.rolled_back", {"function": "mod:detect", "to": 1}, KEY.encode())
+        assert _wait_line(process, lambda v: "pair" in v)["pair"] == [False, False]
+        assert os.readlink(store / "current") == "v1"
     finally:
         (app / "stop").write_text("")
         try:
@@ -250,9 +279,9 @@ def test_forged_outcomes_are_refused_and_a_signed_one_applies_within_a_second(tm
             if process.poll() is None:
                 process.kill()
     # Reported once per cause, not once per message.
-    assert err.count("refused outcome") == 2, err[-3000:]
+    assert err.count("refused outcome") == 3, err[-3000:]
     refusals = list(journal.read(app / ".poet" / "events", {"fleet.refused"}))
-    assert len(refusals) == 2 and all(r["payload"]["reason"] for r in refusals)
+    assert len(refusals) == 3 and all(r["payload"]["reason"] for r in refusals)
 
 
 NO_BROKER = '''\
@@ -281,3 +310,51 @@ def test_no_broker_no_thread_no_connection_no_redis(tmp_path):
     assert not (root / "fleet").exists()
     # ... and learning is local as before: the feedback was claimed and learned from here.
     assert not list((root / "pending").glob("fb-*")) and list((root / "processed").glob("fb-*"))
+
+
+IDLE = '''\
+import os, time
+from mod import detect
+
+detect(0.1)
+deadline = time.time() + 60
+while not os.path.exists("stop") and time.time() < deadline:
+    time.sleep(0.05)
+'''
+
+
+def test_what_a_dead_process_and_the_feedback_command_left_is_forwarded_by_the_next_instance(tmp_path,
+                                                                                            redis_server):  # noqa: F811
+    from redis_helpers import free_port
+
+    app = _app(tmp_path, NO_BROKER)
+    # A process whose broker never answered: everything stays in its journal.
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    first = subprocess.run([sys.executable, "main.py"], cwd=app, env=_env(app, nowhere), capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = app / ".poet" / "events"
+    written = {event["payload"]["execution_id"] for event in journal.read(root, {"function.execution"})}
+    assert len(written) == 200
+    # Feedback from the command line, in another process.
+    command = subprocess.run([sys.executable, "-m", "poet_runtime", "feedback", sorted(written)[7], "--label", "true"],
+                             cwd=app, env=_env(app, redis_server.url), capture_output=True, text=True, timeout=60)
+    assert command.returncode == 0, command.stderr[-3000:]
+    files = {event["id"] for event in journal.read(root, {"function.feedback"})}
+    assert len(files) == 2
+
+    (app / "main.py").write_text(IDLE)
+    client = redis_server.client()
+    process = _start(app, _env(app, redis_server.url))
+    try:
+        _wait_for(lambda: len(_stream_events(client)[1]) >= 2 and len(_stream_events(client)[0]) > 200, process)
+    finally:
+        (app / "stop").write_text("")
+        _, err = process.communicate(timeout=30)
+    executions, feedback, entries = _stream_events(client)
+    written = {event["payload"]["execution_id"] for event in journal.read(root, {"function.execution"})}
+    assert executions == written and feedback == files
+    # Sent under the name of the process that wrote them, not of the one that forwarded them.
+    assert {fields[b"p"] for _, fields in entries if fields[b"k"] == b"ex"} == {
+        execution.rpartition("-")[0].encode() for execution in written}
+    assert "Traceback" not in err

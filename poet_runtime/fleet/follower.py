@@ -105,6 +105,17 @@ class Follower:
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        from poet_runtime.fleet.publisher import _import_redis, ending
+
+        if _import_redis() is None:
+            return
+        try:
+            self._loop()
+        except BaseException:
+            if not ending():  # at interpreter exit a daemon thread just ends
+                raise
+
+    def _loop(self) -> None:
         while not self.stop.is_set():
             if self.client is None and not self._connect():
                 self.stop.wait(self.backoff)
@@ -136,8 +147,11 @@ class Follower:
                     ns.save(entry_id)
 
     def _connect(self) -> bool:
-        import redis
+        from poet_runtime.fleet.publisher import _import_redis
 
+        redis = _import_redis()
+        if redis is None:
+            return False
         try:
             client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT_S,
                                           socket_connect_timeout=1.0)

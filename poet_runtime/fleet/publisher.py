@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -65,12 +66,14 @@ def fleet_dir(root: Path) -> Path:
 class _File:
     """One journal file being forwarded: its cursor (offset sent), lock and header."""
 
-    __slots__ = ("name", "kind", "fd", "offset", "header", "own", "done")
+    __slots__ = ("name", "kind", "fd", "offset", "header", "own", "done", "writer")
 
     def __init__(self, name: str, fd: int, offset: int, own: bool):
         self.name, self.kind, self.fd, self.offset, self.own = name, _KINDS[name[:2]], fd, offset, own
         self.header: bytes | None = None  # the segment's header JSON (``m`` on ``ex`` entries)
         self.done = False
+        # (process, pid) of the file's writer: ``p`` and ``i`` name it, not the forwarding process
+        self.writer = None if own else _writer_of(name)
 
 
 class _Root:
@@ -108,6 +111,18 @@ def _since(root: Path) -> float:
         return float(path.read_text().strip())
     except (OSError, ValueError):
         return now
+
+
+def _writer_of(name: str) -> tuple[str, int] | None:
+    """What a journal file's name says of its writer: ``ex-<pid>-<ns>-<process>``,
+    ``fb-ev-<process>-<n>`` (pid unknown: 0), ``lr-<pid>-<ns>`` (process read from its lines)."""
+    parts = name[:-len(".jsonl")].split("-")
+    if name.startswith("ex-"):
+        named = journal.header_from_name(Path(name))
+        return (named["process"], named["pid"]) if named else None
+    if name.startswith("fb-ev-") and len(parts) == 4:
+        return parts[2], 0
+    return None
 
 
 def _locate(root: Path, name: str) -> Path | None:
@@ -190,6 +205,8 @@ class Publisher:
     # -- the thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if _import_redis() is None:
+            return  # the process is ending before the client could load: the journal keeps it all
         while True:
             self.wake.wait(0.2)
             self.wake.clear()
@@ -244,8 +261,9 @@ class Publisher:
             return True
         if now < self.retry_at and not final:
             return False
-        import redis
-
+        redis = _import_redis()
+        if redis is None:
+            return False
         try:
             client = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT_S,
                                           socket_connect_timeout=SOCKET_TIMEOUT_S)
@@ -286,8 +304,9 @@ class Publisher:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def _fields(self, kind: bytes, data: bytes, origin: str, header: bytes | None, extra) -> dict:
-        fields = {"k": kind, "d": data, "p": records.PROCESS_ID, "h": self.host, "i": os.getpid(), "o": origin}
+    def _fields(self, kind: bytes, data: bytes, origin: str, header: bytes | None, extra, writer=None) -> dict:
+        process, pid = writer or (records.PROCESS_ID, os.getpid())
+        fields = {"k": kind, "d": data, "p": process, "h": self.host, "i": pid, "o": origin}
         if self.key is not None:
             fields["s"] = wire.sign(self.key, kind, data)
         if header is not None and kind == b"ex":
@@ -443,11 +462,14 @@ class Publisher:
                 handle.done = True
             return False
         header = self._header(state, handle, path) if handle.kind == b"ex" else None
+        if not handle.own and handle.writer is None:
+            handle.writer = _writer_from_lines(handle, complete, header)
         at = handle.offset
         extra = self._execution_of(state, complete) if handle.kind == b"fb" else None
         for line in _lines(complete):
             if _intact(line) and not _is_header(line):
-                batch.append((state.stream, self._fields(handle.kind, line, f"{handle.name}:{at}", header, extra)))
+                batch.append((state.stream, self._fields(handle.kind, line, f"{handle.name}:{at}", header, extra,
+                                                          handle.writer)))
             at += len(line)
         full = len(chunk) >= ROUND_BYTES
         moves.append((handle, at, handle.kind == b"fb" or (closed and not full and at == size)))
@@ -578,6 +600,45 @@ class Publisher:
         self.retry_at = 0.0
         self.wake.set()
         self.thread.join(timeout + SOCKET_TIMEOUT_S)
+
+
+def _writer_from_lines(handle: _File, complete: bytes, header: bytes | None) -> tuple[str, int] | None:
+    """An adopted file's writer when its name does not say: the segment header, else an event id."""
+    if header is not None:
+        value = json.loads(header)
+        if type(value.get("process")) is str:
+            return value["process"], int(value.get("pid") or 0)
+    parts = handle.name.split("-")
+    pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+    for line in _lines(complete):
+        event = journal.decode(line)
+        if type(event) is dict and type(event.get("id")) is str and event["id"].count("-") == 2:
+            return event["id"].split("-")[1], pid
+    return None
+
+
+_import_lock = threading.Lock()  # one thread imports the client; the other waits for all of it
+
+
+def _import_redis():
+    """The ``redis`` module, loaded in a fleet thread (never the caller's: it takes a tenth of a
+    second or more), or None. A process that ends meanwhile cannot finish the import (the
+    interpreter takes no new exit hooks once it is shutting down): then nothing is sent, and
+    the journal keeps everything for the next instance of this store."""
+    with _import_lock:
+        try:
+            import redis
+        except Exception as error:
+            if threading.main_thread().is_alive() and not sys.is_finalizing():
+                _say_once(("import",), "poet_runtime: fleet: the redis client cannot be loaded (%s: %s); nothing "
+                          "is sent to the broker, the journal keeps everything", type(error).__name__, error)
+            return None
+        return redis
+
+
+def ending() -> bool:
+    """The program has finished (its main thread ended): a fleet thread then stops quietly."""
+    return not threading.main_thread().is_alive() or sys.is_finalizing()
 
 
 def _function_view(info) -> dict:
