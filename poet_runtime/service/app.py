@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from poet_runtime.service import metrics, problems
+from poet_runtime.service import limits, metrics, problems
 from poet_runtime.service.auth import KeyFileError, KeyRecord, KeyStore, RateLimiter
 from poet_runtime.service.context import SCOPES, ServiceContext
 from poet_runtime.service.problems import Problem
@@ -94,7 +94,8 @@ def _include_optional(app: FastAPI, context: ServiceContext, name: str) -> bool:
 
 def create_app(*, data_dir: Path, store_root: Path, keys: KeyStore | None = None,
                rate_limit: int = DEFAULT_RATE_LIMIT, rate_window: float = 60.0,
-               model: str | None = None, routers=OPTIONAL_ROUTERS) -> FastAPI:
+               model: str | None = None, routers=OPTIONAL_ROUTERS,
+               max_body_bytes: int = limits.MAX_BODY_BYTES) -> FastAPI:
     """The service on ``data_dir`` (keys, answer cache, templates) serving the store at ``store_root``.
 
     ``rate_limit`` requests per ``rate_window`` seconds per key; ``model``: an LLM (litellm name)
@@ -113,7 +114,8 @@ def create_app(*, data_dir: Path, store_root: Path, keys: KeyStore | None = None
     app = FastAPI(title="POET service", version="1",
                   description="Templates, generation, feedback, functions and events of a poet_runtime store.")
     problems.install(app)
-    metrics.install(app, counters)
+    app.add_middleware(limits.BodyLimit, limit=max_body_bytes)
+    metrics.install(app, counters)  # added last, so outermost: it counts the 413s too
     app.state.context = context
 
     from poet_runtime.service import api, health

@@ -125,18 +125,35 @@ class KeyStore:
         if not name or any(ch.isspace() or not ch.isprintable() for ch in name):
             raise ValueError(f"key name {name!r}: use printable characters without spaces")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        records = [r for r in self.records() if r.name != name]
-        records.append(KeyRecord(name, scope, digest_of(key), _now(), rate_limit))
-        self._write(records)
+        with self._exclusive():
+            records = [r for r in self.records() if r.name != name]
+            records.append(KeyRecord(name, scope, digest_of(key), _now(), rate_limit))
+            self._write(records)
         return key
 
     def revoke(self, name: str) -> bool:
-        records = self.records()
-        kept = [r for r in records if r.name != name]
-        if len(kept) == len(records):
-            return False
-        self._write(kept)
+        with self._exclusive():
+            records = self.records()
+            kept = [r for r in records if r.name != name]
+            if len(kept) == len(records):
+                return False
+            self._write(kept)
         return True
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One writer of keys.json at a time (two ``--add-key`` at once must not lose one)."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.parent / ".keys.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with self._lock:
+                self._stamp = None  # read the file again under the lock
+            yield
+        finally:
+            os.close(fd)
 
     def _write(self, records: list[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

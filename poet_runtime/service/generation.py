@@ -154,6 +154,10 @@ class Generations:
             return self._cache
 
     def generator(self):
+        with self._cache_lock:  # one generator per service, however many threads ask first
+            return self._make_generator()
+
+    def _make_generator(self):
         if self._generator is None:
             if self.model:
                 from poet_runtime import settings

@@ -24,12 +24,15 @@ MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://poet-runtime.invalid/problems/"  # a name, not a page: RFC 7807 allows any URI
 
 
-class Problem(Exception):
-    """An error a handler answers with: ``raise Problem(403, "insufficient-scope", "...")``."""
+class Problem(StarletteHTTPException):
+    """An error a handler answers with: ``raise Problem(403, "insufficient-scope", "...")``.
+
+    An HTTPException, so that FastAPI passes it through where it wraps other errors (a body
+    reader that refuses a body raises it: ``limits.BodyLimit``)."""
 
     def __init__(self, status: int, kind: str, detail: str, *, title: str | None = None,
                  headers: dict | None = None, **extra):
-        super().__init__(detail)
+        super().__init__(status_code=status, detail=detail, headers=headers)
         self.status = status
         self.kind = kind
         self.detail = detail
