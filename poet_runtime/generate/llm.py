@@ -510,7 +510,8 @@ def _template_source(domain) -> dict:
         return {"version": domain.template_version, "source": "local"}
     from poet_runtime.settings import get_settings
 
-    return {"version": remote.version, "source": get_settings().service_url}
+    # inside the service itself (remote_templates.served_by) there is no URL: its own registry
+    return {"version": remote.version, "source": get_settings().service_url or "service registry"}
 
 
 def _emit_attempt(spec, attempt: dict) -> None:
