@@ -23,7 +23,43 @@ def register(subparsers) -> None:
         "version, and whether that version is up to date with the function's source and arguments.",
     )
     parser.add_argument("paths", nargs="*", default=["."], metavar="PATH")
+    parser.add_argument("--broker", metavar="URL", help="show the fleet instead: instances seen (heartbeats), lag and "
+                        "pending entries per learner, last decision per function (redis://...; see "
+                        "poet_runtime.fleet.status)")
+    parser.add_argument("--namespace", metavar="NS", help="with --broker: the stream namespace (default: "
+                        "POET_BROKER_NAMESPACE, else the one derived from the store root)")
+    parser.add_argument("--json", action="store_true", help="with --broker: one JSON object")
     parser.set_defaults(handler=run)
+
+
+def run_broker(args) -> int:
+    """``status --broker URL``: the fleet as Redis sees it (read-only)."""
+    import json
+    import sys
+
+    if not args.broker.startswith(("redis://", "rediss://", "unix://")):
+        print(f"poet status: --broker {args.broker!r}: expected redis://, rediss:// or unix://", file=sys.stderr)
+        return 2
+    try:
+        import redis
+    except ImportError:
+        print("poet status: redis-py is not installed: pip install 'poet_runtime[fleet]'", file=sys.stderr)
+        return 2
+    from poet_runtime.fleet import status
+    from poet_runtime.fleet.learner import default_namespace
+
+    client = redis.Redis.from_url(args.broker, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        report = status.collect(client, args.namespace or default_namespace())
+    except redis.RedisError as error:
+        print(f"poet status: broker {args.broker.rpartition('@')[2]}: {type(error).__name__}: {error}",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, default=str, sort_keys=True))
+    else:
+        status.render(report)
+    return 0
 
 
 def _state(item, store, current) -> str:
@@ -122,6 +158,11 @@ def _calls(store) -> str:
 
 
 def run(args) -> int:
+    if getattr(args, "broker", None):
+        return run_broker(args)
+    if getattr(args, "json", False) or getattr(args, "namespace", None):
+        print("poet status: --json and --namespace go with --broker", file=__import__("sys").stderr)
+        return 2
     from poet_runtime.commands import _render
     from poet_runtime.hook.discover import discover
     from poet_runtime.store import FunctionStore

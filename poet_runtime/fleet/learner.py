@@ -61,6 +61,9 @@ class Keys:
         self.ns = ns
         self.events = wire.stream(ns, wire.EVENTS)
         self.outcomes = wire.stream(ns, wire.OUTCOMES)
+        # learning.degraded / learning.recovered: signed like outcomes, but on a stream of their own, since
+        # instances apply only wire.OUTCOME_TYPES (status shows them; an instance may follow it to regenerate)
+        self.learning = wire.stream(ns, "learning")
         self.instances = f"poet:{ns}:instances"  # process id -> last heartbeat (JSON)
         self.functions = f"poet:{ns}:functions"  # function id -> spec from the last heartbeat (JSON)
         self.decisions = f"poet:{ns}:decisions"  # function id -> last decision (JSON)
@@ -245,6 +248,12 @@ class Learner:
                         "host", "pid", "process", "root", "started", "last_event")} | {"seen_ms": seen_ms})
                     for function, spec in (beat.get("functions") or {}).items():
                         functions[function] = json.dumps({**spec, "root": beat.get("root")})
+                        if spec.get("objective") and spec.get("version") is not None:
+                            # In the function's own order too: a new version takes over at this point
+                            # of its feedback, for every learner alike.
+                            item = {"spec": {k: spec.get(k) for k in (
+                                "version", "objective", "domain", "parameters", "params")}}
+                            staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
                     acks.append(entry_id)
                 elif kind == b"ex":
                     for value in _lines(data):
@@ -294,7 +303,7 @@ class Learner:
         for function, members in staged.items():
             pipe.zadd(keys.stage(function), members)
             pipe.sadd(keys.staged, function)
-        count = sum(len(m) for m in staged.values())
+        count = sum(1 for members in staged.values() for member in members if '|{"spec":' not in member)
         for name, value in (("staged", count), ("refused", refused), ("malformed", malformed), ("entries", len(acks))):
             if value:
                 pipe.hincrby(keys.stats, name, value)
@@ -420,23 +429,32 @@ class Learner:
                         pipe.srem(keys.staged, function)
                         pipe.execute()
                     return 0
-                raw, spec = pipe.get(state_key), pipe.hget(keys.functions, function)
-                spec = json.loads(spec) if spec else None
-                if raw is None and spec is None:
-                    self._once(("no spec", function), "poet_runtime: learner %s: %s: feedback waits for the "
-                               "function's first heartbeat (its parameters and objective)", self.name, function)
-                    return 0
-                state = (FunctionLearning.from_json(json.loads(raw), self.settings) if raw is not None
-                         else FunctionLearning(function, spec, self.settings))
-                if spec is not None and spec.get("version") is not None and spec.get("version") != state.version:
-                    state.version_changed(spec)
+                raw = pipe.get(state_key)
+                state = FunctionLearning.from_json(json.loads(raw), self.settings) if raw is not None else None
                 decoded = [(_text(m).partition("|")[0], json.loads(_text(m).partition("|")[2])) for m in items]
                 ids = [item["e"] for _, item in decoded if item.get("e")]
                 known = set()
                 if ids:
                     known = {i for i, score in zip(ids, pipe.zmscore(seen_key, ids)) if score is not None}
-                outcomes, applied, duplicates = [], {}, 0
+                outcomes, applied, duplicates, done = [], {}, 0, 0
                 for position, item in decoded:
+                    spec = item.get("spec")
+                    if spec is not None:  # a heartbeat: the version in force from here on
+                        if state is None:
+                            state = FunctionLearning(function, spec, self.settings)
+                        elif spec.get("version") != state.version:
+                            state.version_changed(spec)
+                        done += 1
+                        continue
+                    if state is None:  # feedback before any heartbeat of its function: the latest one known
+                        latest = pipe.hget(keys.functions, function)
+                        if latest is None:
+                            self._once(("no spec", function), "poet_runtime: learner %s: %s: feedback waits for "
+                                       "the function's first heartbeat (its parameters and objective)",
+                                       self.name, function)
+                            break
+                        state = FunctionLearning(function, json.loads(latest), self.settings)
+                    done += 1
                     event_id = item.get("e")
                     if event_id in known or event_id in applied:
                         duplicates += 1
@@ -447,17 +465,20 @@ class Learner:
                     else:
                         self._labelled(state, item, outcomes)
                     state.last_id = position
+                if not done:
+                    return 0
+                decoded = [item for _, item in decoded[:done] if "spec" not in item]
                 pipe.multi()
                 pipe.set(state_key, json.dumps(state.to_json(), default=str))
-                pipe.zremrangebylex(stage_key, "-", b"[" + items[-1])
+                pipe.zremrangebylex(stage_key, "-", b"[" + items[done - 1])
                 applied = {k: v for k, v in applied.items() if k}
                 if applied:
                     pipe.zadd(seen_key, applied)
                     pipe.zremrangebyscore(seen_key, "-inf", time.time() - SEEN_DAYS * 86400)
                 for kind, message in outcomes:
                     data = json.dumps(message, sort_keys=True, default=str).encode()
-                    pipe.xadd(keys.outcomes, {"t": kind, "m": data, "s": wire.sign(self.key, kind.encode(), data),
-                                              "l": self.name})
+                    pipe.xadd(keys.outcomes if kind in wire.OUTCOME_TYPES else keys.learning,
+                              {"t": kind, "m": data, "s": wire.sign(self.key, kind.encode(), data), "l": self.name})
                     pipe.hset(keys.decisions, function, json.dumps({
                         "type": kind, "version": message.get("version"), "at": message.get("at"),
                         "by": f"learner {self.name}",

@@ -1,0 +1,132 @@
+"""``status --broker URL``: what the fleet looks like from Redis, in one read-only pass.
+
+Why from Redis alone: the instances may be on other hosts and the learners anywhere; the broker
+is the one place that sees all of them. Instances come from their heartbeats (``hi`` entries,
+kept by the learners), lag and pending entries from the consumer group itself (``XINFO``,
+``XPENDING``), learning from the per-function state and the last decision the learners wrote.
+Nothing here writes to the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from poet_runtime.fleet import wire
+from poet_runtime.fleet.learner import Keys
+
+LAG_COUNT_LIMIT = 100_000  # entries counted past the group's last delivered one (beyond: "at least")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json(raw) -> dict:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"damaged": _text(raw)[:80]}
+    return value if isinstance(value, dict) else {}
+
+
+def collect(client, namespace: str, now: float | None = None) -> dict:
+    """Everything ``status --broker`` shows, as plain data (``--json`` prints it as it is)."""
+    keys = Keys(namespace)
+    now = time.time() if now is None else now
+    report: dict = {"namespace": namespace, "stream": keys.events, "length": client.xlen(keys.events),
+                    "outcomes": client.xlen(keys.outcomes)}
+    instances = []
+    for process, raw in sorted(client.hgetall(keys.instances).items()):
+        beat = _json(raw)
+        seen = beat.get("seen_ms")
+        instances.append({"process": _text(process), "host": beat.get("host"), "pid": beat.get("pid"),
+                          "root": beat.get("root"), "started": beat.get("started"),
+                          "last_event": beat.get("last_event"),
+                          "heartbeat_age_s": round(now - seen / 1000.0, 1) if isinstance(seen, (int, float)) else None})
+    report["instances"] = instances
+    group = None
+    try:
+        groups = client.xinfo_groups(keys.events)
+    except Exception:  # no stream yet
+        groups = []
+    for found in groups:
+        if _text(found["name"]) == wire.LEARNERS:
+            group = found
+    if group is None:
+        report["group"] = None
+        report["consumers"] = []
+    else:
+        last = _text(group["last-delivered-id"])
+        behind = client.xrange(keys.events, f"({last}" if last != "0-0" else "-", "+", count=LAG_COUNT_LIMIT)
+        summary = client.xpending(keys.events, wire.LEARNERS)
+        report["group"] = {"name": wire.LEARNERS, "consumers": group["consumers"], "pending": group["pending"],
+                           "last_delivered": last, "lag": len(behind), "lag_capped": len(behind) >= LAG_COUNT_LIMIT,
+                           "oldest_pending": _text(summary["min"]) if summary.get("pending") else None}
+        report["consumers"] = [{"name": _text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
+                               for c in client.xinfo_consumers(keys.events, wire.LEARNERS)]
+    stats = {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
+    report["counts"] = stats
+    specs = {_text(k): _json(v) for k, v in client.hgetall(keys.functions).items()}
+    decisions = {_text(k): _json(v) for k, v in client.hgetall(keys.decisions).items()}
+    functions = []
+    for function in sorted(set(specs) | set(decisions)):
+        state = _json(client.get(keys.state(function)))
+        spec = specs.get(function, {})
+        functions.append({
+            "function": function, "version": state.get("version", spec.get("version")),
+            "objective": state.get("objective", spec.get("objective")),
+            "staged": client.zcard(keys.stage(function)), "feedback": state.get("feedback", 0),
+            "samples": (state.get("learner") or {}).get("seen", 0), "unmatched": state.get("unmatched", 0),
+            "params": state.get("params", spec.get("params")), "last_decision": decisions.get(function)})
+    report["functions"] = functions
+    return report
+
+
+def _age(stamp, now: float) -> str:
+    if not isinstance(stamp, (int, float)):
+        return "-"
+    return f"{max(0.0, now - stamp):.1f} s ago"
+
+
+def render(report: dict, now: float | None = None) -> None:
+    """Three tables (instances, learners, functions) and a line of counts."""
+    from poet_runtime.commands import _render
+    from poet_runtime.safe_text import visible
+
+    now = time.time() if now is None else now
+
+    def show(value) -> str:  # what instances wrote is untrusted text
+        return visible(str(value), allow_newlines=False) if value is not None else "-"
+
+    _render.table(f"fleet {report['namespace']}: instances (heartbeats)",
+                  ["process", "host", "pid", "last event", "heartbeat", "store"],
+                  [[show(i["process"]), show(i["host"]), show(i["pid"]), _age(i["last_event"], now),
+                    f"{i['heartbeat_age_s']} s ago" if i["heartbeat_age_s"] is not None else "-", show(i["root"])]
+                   for i in report["instances"]] or [["-", "-", "-", "-", "-", "no heartbeat seen"]])
+    group = report["group"]
+    if group is None:
+        print(f"no learner group {wire.LEARNERS} on {report['stream']} yet (no learner has started)")
+    else:
+        lag = f"{'>=' if group['lag_capped'] else ''}{group['lag']}"
+        rows = [[f"group {group['name']}", group["pending"], "-", lag]]
+        rows += [[c["name"], c["pending"], f"{c['idle_ms'] / 1000:.1f} s", "-"] for c in report["consumers"]]
+        _render.table(f"learners on {report['stream']} ({report['length']} entries; oldest pending "
+                      f"{group['oldest_pending'] or '-'})", ["consumer", "pending", "idle", "lag (not yet read)"],
+                      rows)
+    rows = []
+    for f in report["functions"]:
+        decision = f["last_decision"] or {}
+        said = "-"
+        if decision:
+            said = f"{decision.get('type')} v{decision.get('version')} by {decision.get('by')}"
+            if decision.get("detail") is not None:
+                said += f" {json.dumps(decision['detail'], default=str)}"
+            said += f" ({_age(decision.get('at'), now)})"
+        rows.append([show(f["function"]), show(f["version"]), show(f["objective"]), f["staged"], f["samples"],
+                     show(json.dumps(f["params"], default=str) if f["params"] else "-"), show(said)])
+    _render.table("learning", ["function", "version", "objective", "staged", "samples", "params", "last decision"],
+                  rows or [["-", "-", "-", "-", "-", "-", "no function seen"]])
+    counts = report["counts"]
+    print("counts: " + (", ".join(f"{name} {value}" for name, value in sorted(counts.items())) or "none yet")
+          + (f"; {counts['refused']} entries refused (unsigned or wrongly signed)" if counts.get("refused") else ""))
