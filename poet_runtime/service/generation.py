@@ -27,9 +27,9 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from poet_runtime.service.problems import Problem
 
@@ -45,14 +45,16 @@ class EnhanceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    domain: Optional[str] = Field(None, description="base, ml_monitoring, api_operations, ... (default base)")
-    optimize_for: Optional[str] = Field(None, description="an objective the domain knows, e.g. accuracy")
-    retries: Optional[int] = None
-    timeout: Optional[float] = None
-    policy: Optional[str] = Field(None, description="default, strict, trusted (a policy file path is the client's)")
-    repair: Optional[str] = Field(None, description="None or 'coerce'")
-    domain_options: Optional[dict[str, float]] = None
-    enable_training: Optional[bool] = None
+    # Strict types: a value is part of the version key as the client's decorator has it (5 and
+    # 5.0 are different keys), so nothing may be converted on the way in.
+    domain: Optional[StrictStr] = Field(None, description="base, ml_monitoring, api_operations, ... (default base)")
+    optimize_for: Optional[StrictStr] = Field(None, description="an objective the domain knows, e.g. accuracy")
+    retries: Optional[StrictInt] = None
+    timeout: Optional[Union[StrictInt, StrictFloat]] = None
+    policy: Optional[StrictStr] = Field(None, description="default, strict, trusted (a policy file path is the client's)")
+    repair: Optional[StrictStr] = Field(None, description="None or 'coerce'")
+    domain_options: Optional[dict[StrictStr, Union[StrictInt, StrictFloat]]] = None
+    enable_training: Optional[StrictBool] = None
 
 
 class EnhanceRequest(BaseModel):
