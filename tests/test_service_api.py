@@ -215,11 +215,14 @@ def test_enhance_many_clients_one_generation(world):
     assert other.status_code == 200 and again.json()["metadata"]["cache"] == "hit"
     assert generations(world) - before == 2
 
-    # numbers reach the key as the client's decorator has them (an int timeout is not made a float)
+    # numbers reach the key as the client's decorator has them (an int domain option is not made a float)
+    options = {"domain": "prompt_optimization", "domain_options": {"max_prompt_tokens": 2000}, "timeout": 2}
     timed = httpx.post(world.url + "/api/v1/enhance", headers=world.headers("write"), timeout=60,
-                       json={**body, "config": {"timeout": 2, "retries": 1}}).json()["metadata"]
-    config = PoetConfig.from_kwargs(spec.function_id, timeout=2, retries=1)
-    assert timed["version_key"] == version_key(spec, config, generator, get_domain(None).version)
+                       json={**body, "config": options})
+    assert timed.status_code == 200, timed.text
+    config = PoetConfig.from_kwargs(spec.function_id, **options)
+    assert timed.json()["metadata"]["version_key"] == version_key(spec, config, generator,
+                                                                  get_domain("prompt_optimization").version)
 
     # a method read from its module's text; a bad config names its field; read scope may not generate
     module = "class Box:\n    def size(self, n: int) -> int:\n        return n\n"
