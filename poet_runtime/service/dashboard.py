@@ -106,6 +106,7 @@ def build_router(context: ServiceContext) -> APIRouter:
     sessions = Sessions(context.extras.get("keys"))
     limiter = context.extras.get("limiter")
     context.extras["dashboard_sessions"] = sessions
+    journal_cache = data.EventCache(context.store_root)
 
     def session(request: Request):
         """The signed-in key (a read session), rate-limited like the key itself; None when signed out."""
@@ -200,7 +201,7 @@ def build_router(context: ServiceContext) -> APIRouter:
                 new_text, problem2 = data.code_of(store, new)
                 problem = problem or problem2
                 diff_html = render.diff_view(old, new, None if problem else data.diff(old_text, new_text), problem)
-        events = data.function_events(context.store_root, store.function_id)
+        events = journal_cache.of_function(store.function_id)
         plot_html = render.plot_view(data.objective_series(events, summary.objective),
                                      data.parameter_series(store, events), data.version_marks(store))
         recent = list(reversed(events[-20:]))
@@ -216,13 +217,16 @@ def build_router(context: ServiceContext) -> APIRouter:
         from poet_runtime.service import events_api
 
         types = _types(type)
+        read_at = time.time()  # the stream starts after this: nothing written meanwhile is missed
+        newest, seen_types = journal_cache.newest()
         try:
-            events_api.check_types(types)
+            events_api.check_types(types, [{"type": t} for t in seen_types])
         except Exception as error:  # a Problem: shown on the page, not as JSON
             body = f'<h1>Live events</h1><p class="problem">{render.text(getattr(error, "detail", error))}</p>'
             return _html(with_session(render.page("Live events", body, page_name="events"), record), status=422)
-        read_at = time.time()  # the stream starts after this: nothing written meanwhile is missed
-        events = _recent(context.store_root, function or None, types)
+        source = journal_cache.of_function(function) if function else newest
+        found = [e for e in source if events_api.matches(e, types, None, None)]
+        events = list(reversed(found[-RECENT_EVENTS:]))
         return _html(with_session(render.events_page(events, function or None, type, read_at), record))
 
     # -- the live stream (EventSource: the session cookie authenticates it) ----------------
@@ -240,12 +244,13 @@ def build_router(context: ServiceContext) -> APIRouter:
             raise Problem(401, "no-session", "sign in on /login first: the event stream is read with the dashboard's "
                           "session cookie (EventSource cannot send an Authorization header)")
         types = _types(type)
-        events_api.check_types(types)
+        events_api.check_types(types, [{"type": t} for t in journal_cache.newest()[1]])
         after = events_api.parse_since(since)
         resumed = request.headers.get("last-event-id")  # EventSource reconnecting: after the last one it got
         if resumed:
             after = max(after or 0.0, events_api.parse_since(resumed, "Last-Event-ID"))
         reader = events_api.Reader(context.store_root)
+        stopping = context.extras.get("stopping")
 
         async def lines():
             started = last_beat = time.monotonic()
@@ -262,8 +267,9 @@ def build_router(context: ServiceContext) -> APIRouter:
                 if time.monotonic() - last_beat > 10:
                     last_beat = time.monotonic()
                     yield ": keep-alive\n\n"
-                if await request.is_disconnected() or time.monotonic() - started > STREAM_SECONDS:
-                    return
+                if (await request.is_disconnected() or time.monotonic() - started > STREAM_SECONDS
+                        or (stopping is not None and stopping.is_set())):
+                    return  # the client went, or the server is stopping (uvicorn waits for open responses)
                 await asyncio.sleep(STREAM_POLL)
                 fresh = await asyncio.to_thread(reader.read)
 
@@ -280,16 +286,3 @@ def _types(value: str | None) -> list[str]:
 def _stamp(event: dict) -> float:
     value = event.get("timestamp")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def _recent(store_root: Path, function: str | None, types: list[str]) -> list[dict]:
-    from poet_runtime import journal
-
-    root = journal.events_root(store_root)
-    if not root.is_dir():
-        return []
-    from poet_runtime.service import events_api
-
-    found = [e for e in journal.read(root) if events_api.matches(e, types, function, None)]
-    found.sort(key=_stamp)
-    return list(reversed(found[-RECENT_EVENTS:]))

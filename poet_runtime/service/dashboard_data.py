@@ -13,6 +13,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,16 +231,54 @@ class Series:
     step: bool = False  # a parameter holds its value until the next change
 
 
-def function_events(store_root: Path, function_id: str) -> list[dict]:
-    from poet_runtime import journal
+class EventCache:
+    """The journal as the pages need it, read once and then only what is new (``events_api.Reader``
+    re-reads a segment only when it changed): the newest ``per_function`` events of each function
+    and the newest ``recent`` of all. A page load is then a copy of a list, not a read of every
+    segment (a journal of 10,000 events took 1.6 s to read whole). Listing a journal of thousands
+    of files still costs a few hundred ms, so the journal is looked at most once a second."""
 
-    root = journal.events_root(store_root)
-    if not root.is_dir():
-        return []
-    found = [e for e in journal.read(root) if isinstance(e.get("payload"), dict)
-             and e["payload"].get("function") == function_id]
-    found.sort(key=lambda e: _number(e.get("timestamp")) or 0.0)
-    return found
+    def __init__(self, store_root: Path, per_function: int = 20_000, recent: int = 2_000, interval: float = 1.0):
+        from poet_runtime.service.events_api import Reader
+
+        self.reader = Reader(store_root)
+        self.lock = threading.Lock()
+        self.per_function = per_function
+        self.functions: dict[str, deque] = {}
+        self.recent: deque = deque(maxlen=recent)
+        self.types: set = set()
+        self.interval = interval
+        self.read_at: float | None = None
+
+    def _update(self) -> None:
+        if self.read_at is not None and time.monotonic() - self.read_at < self.interval:
+            return
+        fresh = self.reader.read()
+        self.read_at = time.monotonic()
+        for event in fresh:
+            self.recent.append(event)
+            self.types.add(event.get("type"))
+            payload = event.get("payload")
+            function = payload.get("function") if isinstance(payload, dict) else None
+            if isinstance(function, str):
+                if function not in self.functions:
+                    self.functions[function] = deque(maxlen=self.per_function)
+                self.functions[function].append(event)
+
+    def of_function(self, function_id: str) -> list[dict]:
+        with self.lock:
+            self._update()
+            found = list(self.functions.get(function_id, ()))
+        found.sort(key=lambda e: _number(e.get("timestamp")) or 0.0)
+        return found
+
+    def newest(self) -> tuple[list[dict], set]:
+        """(the newest events, oldest first; every type seen in the journal)."""
+        with self.lock:
+            self._update()
+            found, types = list(self.recent), set(self.types)
+        found.sort(key=lambda e: _number(e.get("timestamp")) or 0.0)
+        return found, types
 
 
 def _number(value) -> float | None:
@@ -335,7 +376,6 @@ def version_marks(store) -> list[tuple[float, str]]:
 
 def _created(text) -> float | None:
     import calendar
-    import time
 
     try:
         return float(calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")))
