@@ -47,7 +47,7 @@ def detect(score: float, threshold: float = 0.9) -> dict:
     return {{"drift_detected": score > threshold, "score": score}}
 
 
-@poet(domain="ml_monitoring", policy="trusted")
+@poet(domain="ml_monitoring", policy="trusted", repair="coerce")
 def drift(current: list[float], reference: list[float], threshold: float = 0.5) -> dict:
     gap = abs(statistics.fmean(current) - statistics.fmean(reference))
     return {{"drift_detected": gap > threshold, "score": gap}}
@@ -73,6 +73,7 @@ for _ in range(int(sys.argv[4])):  # every value missing: Perceive refuses, the 
     except TypeError:
         pass
 dash_app.drift([0.2, 0.3], [0.25])
+dash_app.drift(["0.2", "0.3"], [0.25])  # strings where floats belong: coerced, each one a reported repair
 if len(sys.argv) > 5:
     dash_app.detect(0.7)
     dash_app.detect.feedback(label=True, comments=sys.argv[5])
@@ -160,7 +161,9 @@ def test_functions_page_shows_the_numbers_in_the_store(browser, service, filled)
         assert int(row.find_element(By.CSS_SELECTOR, "td.enhanced").text) == calls.get("enhanced", 0)
         assert int(row.find_element(By.CSS_SELECTOR, "td.errors").text) == calls.get("errors", 0)
         assert _cell_counts(row, "fallbacks") == fallbacks
-        assert _cell_counts(row, "mismatches") == _ints(reports.get("mismatch"))
+        assert _cell_counts(row, "reported") == {kind: sum(_ints(fields).values()) for kind, fields in reports.items()
+                                                 if kind not in ("calls", "fallback", "repair") and _ints(fields)}
+        assert _cell_counts(row, "repairs") == _ints(reports.get("repair"))
         assert int(row.find_element(By.CSS_SELECTOR, "td.calls").text) == sum(calls.values()) + sum(fallbacks.values())
         assert row.find_element(By.CSS_SELECTOR, "td.backend").text == "none"  # policy trusted: in-process
     # Not written by the built-in generator: it would run in the default policy's sandbox.
@@ -169,6 +172,8 @@ def test_functions_page_shows_the_numbers_in_the_store(browser, service, filled)
     # What the runs did, so the comparison above compared something.
     assert _cell_counts(rows[FUNCTION], "fallbacks") == {"enforce_rejected": 4}
     assert _cell_counts(rows[DRIFT], "fallbacks") == {"perceive_rejected": 3}
+    assert sum(_cell_counts(rows[DRIFT], "repairs").values()) >= 2  # both strings were coerced
+    assert _cell_counts(rows[DRIFT], "reported")  # ml_monitoring's own notes (data quality, evidence)
     assert int(rows[FUNCTION].find_element(By.CSS_SELECTOR, "td.enhanced").text) == 131  # 120 + 10 labelled, one commented
     screenshot(browser, "dashboard-functions")
 

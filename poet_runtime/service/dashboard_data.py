@@ -37,7 +37,7 @@ class FunctionSummary:
     fallbacks: dict = field(default_factory=dict)  # reason -> n, biggest first
     errors: int = 0
     repairs: dict = field(default_factory=dict)  # field -> n
-    mismatches: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)  # every other kind the checks reported -> its total
     objective: str | None = None
 
     @property
@@ -55,6 +55,18 @@ def _counts(value) -> dict:
         return {}
     found = {str(k): int(n) for k, n in value.items() if isinstance(n, int) and not isinstance(n, bool) and n}
     return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _reported(reports: dict) -> dict:
+    """What else calls' checks reported (mismatches left as they were, retries, a domain's own
+    notes such as ``domain.warning``), one total per kind, as ``status``'s "reported" column."""
+    totals = {}
+    for kind, fields in reports.items():
+        if kind not in ("calls", "fallback", "repair"):
+            total = sum(_counts(fields).values())
+            if total:
+                totals[str(kind)] = total
+    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _store_for(folder: Path):
@@ -142,7 +154,7 @@ def summary(store) -> FunctionSummary:
         function_id=store.function_id, folder=store.folder, current=label, current_number=current_number,
         versions=len(store.versions()) + len(store.damaged()), backend=backend_of(store, current), enhanced=calls.get("enhanced", 0),
         errors=calls.get("errors", 0), fallbacks=_counts(reports.get("fallback")),
-        repairs=_counts(reports.get("repair")), mismatches=_counts(reports.get("mismatch")),
+        repairs=_counts(reports.get("repair")), reported=_reported(reports),
         objective=objective if isinstance(objective, str) else None)
 
 

@@ -76,15 +76,16 @@ def functions(summaries: list, store_root: Path) -> str:
                 f'<td class="errors num">{s.errors}</td>'
                 f'<td class="fallbacks">{_counts(s.fallbacks, "fallback")}</td>'
                 f'<td class="repairs">{_counts(s.repairs, "repair")}</td>'
-                f'<td class="mismatches">{_counts(s.mismatches, "mismatch")}</td>'
+                f'<td class="reported">{_counts(s.reported, "report")}</td>'
                 f'<td class="objective">{text(s.objective or "-")}</td></tr>')
         body = ('<table class="grid" id="functions"><thead><tr><th>function</th><th>current</th><th>versions</th>'
                 '<th>backend</th><th>calls</th><th>enhanced</th><th>raised</th><th>fallbacks by reason</th>'
-                '<th>repairs</th><th>mismatches</th><th>objective</th></tr></thead><tbody>'
+                '<th>repairs</th><th>other reports</th><th>objective</th></tr></thead><tbody>'
                 + "".join(rows) + "</tbody></table>")
     intro = (f'<p class="lead">Store <code>{text(store_root)}</code>. Calls are counted over every process '
              'that ran a function (<code>reports.json</code>, as <code>python -m poet_runtime status</code> reads it); '
-             '"raised" are calls whose logic raised its own exception.</p>')
+             '"raised" are calls whose logic raised its own exception; repairs are by field, other reports '
+             '(mismatches left as they were, retries, the domain\'s own notes) by kind.</p>')
     return page("Functions", "<h1>Functions</h1>" + intro + body, page_name="functions")
 
 
