@@ -295,6 +295,11 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
         assert "<script>document" not in diff.text and "&lt;script&gt;document.title=" in diff.text
         assert "\u202e" not in diff.text and "\\u{202e}1" in diff.text and "\\u{202e}2" in diff.text
         assert "<script" not in diff.text.replace('<script src="/static/dashboard.js" defer></script>', "")
+        # Signing in sends the browser back only to a path on this server.
+        for target, kept in (("/events?type=learning", "/events?type=learning"), ("//evil.example/", "/"),
+                             ("/\\evil.example/", "/"), ("https://evil.example/", "/")):
+            login = client.get("/login", params={"next": target})
+            assert f'data-next="{kept.replace("&", "&amp;")}"' in login.text
         # The session dies with its key.
         from poet_runtime.service.auth import KeyStore
 
@@ -304,3 +309,6 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
             assert other.get("/").status_code == 200
             KeyStore(service.data_dir).revoke("short-lived")
             assert other.get("/").status_code == 303
+        # Signing out ends the session.
+        assert client.post("/dashboard/logout").status_code == 200
+        assert client.get("/").status_code == 303
