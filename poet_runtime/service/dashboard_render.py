@@ -183,8 +183,9 @@ def _panel(series, marks, t0: float, t1: float, css: str) -> str:
         for t, name in marks if t0 <= t <= t1)
     times = (f'<text class="tick" x="{PAD_L}" y="{H - 8}">{_when(t0)}</text>'
              f'<text class="tick" x="{W - PAD_R}" y="{H - 8}" text-anchor="end">{_when(t1)}</text>')
-    dots = "".join(f'<circle class="dot" cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5"/>' for t, v in series.points) \
-        if len(series.points) <= 60 else ""
+    # a dot per point where they fit, each with its time and value on hover
+    dots = "".join(f'<circle class="dot" cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5"><title>{_when(t)}: {v:.4g}</title>'
+                   '</circle>' for t, v in series.points) if len(series.points) <= 60 else ""
     last = series.points[-1][1]
     return (f'<figure class="plot {css}" data-series="{text(series.name)}" data-points="{len(series.points)}" '
             f'data-last="{last:.6g}"><figcaption>{text(series.name)} <span class="last">now {last:.4g}</span>'
