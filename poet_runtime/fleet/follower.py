@@ -91,6 +91,7 @@ class Follower:
         self.client = None
         self.up: bool | None = None
         self.backoff = 0.1
+        self.joined: list = []  # functions attached since the last read (see ``_catch_up``)
         self.applied: list = []  # (entry id, type, function, seconds from publication to applied): tests, rows
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="poet-fleet-follower", daemon=True)
@@ -98,9 +99,65 @@ class Follower:
 
     def watch(self, info) -> None:
         with self.lock:
+            known = info.function_id in self.functions
             self.functions[info.function_id] = info
             if info.root not in self.namespaces:
                 self.namespaces[info.root] = _Namespace(info.root)
+            if not known:
+                self.joined.append(info)  # what came before it attached is read for it (``_catch_up``)
+
+    def _catch_up(self) -> None:
+        """A function that attaches after the follower has read past outcomes for it (a second
+        function's first call, a process whose store's ``outcomes.last`` another process moved) gets
+        them now: the stream up to where this follower stands, that function's outcomes only, in
+        order. Applying is idempotent (equal values are not written again; a version already stored
+        from the same fleet number is made current, not stored twice)."""
+        with self.lock:
+            joined, self.joined = self.joined, []
+        for info in joined:
+            ns = self.namespaces.get(info.root)
+            if ns is None or ns.last == "0-0":
+                continue  # the follower reads this stream from its start anyway
+            start, mine = "-", []
+            while True:
+                entries = self.client.xrange(ns.stream, min=start, max=ns.last, count=500)
+                for entry_id, fields in entries:
+                    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    if _names(fields, info.function_id):
+                        mine.append((entry_id, fields))
+                if len(entries) < 500:
+                    break
+                start = "(" + (entries[-1][0].decode() if isinstance(entries[-1][0], bytes) else entries[-1][0])
+            for entry_id, fields in self._latest(mine):
+                try:
+                    self.handle(ns, entry_id, fields, only=info.function_id)
+                except Exception as error:
+                    _say_once(("apply", type(error).__name__, str(error)[:200]), logging.WARNING,
+                              "poet_runtime: fleet: outcome %s could not be applied (%s: %s)", entry_id,
+                              type(error).__name__, error)
+
+    def _latest(self, entries: list) -> list:
+        """``entries`` without the verified ``params.updated`` that a later verified one for the same
+        version replaces entirely (catching up writes each value once, not the whole history)."""
+        covered: dict = {}  # version -> parameter names set by later messages
+        kept = []
+        for entry_id, fields in reversed(entries):
+            kind, data = fields.get(b"t"), fields.get(b"m")
+            if kind == b"params.updated" and self.key is not None and data is not None and wire.verify(
+                    self.key, kind, data, fields.get(b"s")):
+                try:
+                    message = json.loads(data)
+                    names = set(message["params"])
+                    version = message["version"]
+                except (ValueError, TypeError, KeyError):
+                    kept.append((entry_id, fields))
+                    continue
+                later = covered.setdefault(json.dumps(version), set())
+                if names <= later:
+                    continue
+                later |= names
+            kept.append((entry_id, fields))
+        return kept[::-1]
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -121,6 +178,12 @@ class Follower:
                 self.stop.wait(self.backoff)
                 self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
                 continue
+            if self.joined:
+                try:
+                    self._catch_up()
+                except Exception as error:
+                    self._down(error)
+                    continue
             with self.lock:
                 streams = {ns.stream: ns.last for ns in self.namespaces.values()}
                 by_stream = {ns.stream: ns for ns in self.namespaces.values()}
@@ -177,7 +240,7 @@ class Follower:
 
     # -- one outcome ---------------------------------------------------------------------------
 
-    def handle(self, ns: _Namespace, entry_id: str, fields: dict) -> str:
+    def handle(self, ns: _Namespace, entry_id: str, fields: dict, only: str | None = None) -> str:
         """Verify and apply one outcome; returns what was done (``applied``, ``refused: ...``, ...)."""
         kind, data, signature = fields.get(b"t"), fields.get(b"m"), fields.get(b"s")
         if kind is None or data is None:
@@ -197,6 +260,8 @@ class Follower:
         if kind not in wire.OUTCOME_TYPES or type(message) is not dict or type(message.get("function")) is not str:
             return self.refuse(ns, entry_id, f"unknown outcome {kind!r} or no function named", kind.encode())
         info = self.functions.get(message["function"])
+        if only is not None and message["function"] != only:
+            return "skipped: catching up another function"
         if info is None or info.engine is None:
             return "skipped: function not run here"
         published = _entry_time(entry_id)
@@ -355,6 +420,12 @@ def accept_code(state, code: str, message: dict) -> tuple[list, dict, bool]:
     policy = getattr(state, "policy", None)
     checks, parameters, _probe, _transformed = check_answer(code, spec, config, baseline, policy, hints or {})
     return checks, dict(parameters or _parameters(code, filename)), False
+
+
+def _names(fields: dict, function_id: str) -> bool:
+    """Whether an outcome entry may concern ``function_id`` (a cheap look before verifying it)."""
+    data = fields.get(b"m") or b""
+    return json.dumps(function_id).encode() in data
 
 
 def _entry_time(entry_id: str) -> float | None:
