@@ -342,3 +342,31 @@ def test_status_broker_shows_instances_learner_lag_and_the_last_decision(fleet):
         "learner", "instance") and decision["version"] == 1
     table = subprocess.run(command, env={**env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and "poet-learners" in table.stdout and decision["type"] in table.stdout
+
+
+@pytest.mark.parametrize("objective", ["accuracy", "precision", "recall", "alert_quality", "drift_sensitivity"])
+@pytest.mark.parametrize("parameter", ["threshold", "alpha"])
+def test_the_fleet_learners_fast_search_proposes_exactly_what_the_labelled_learner_proposes(objective, parameter):
+    import random
+
+    from poet_runtime.fleet import learner_fast
+    from poet_runtime.learn import config
+    from poet_runtime.learn.objectives import LabelledLearner
+
+    import zlib
+
+    rng = random.Random(zlib.crc32(f"{objective}/{parameter}".encode()))
+    settings = config.LearnSettings(memory=60, min_samples=6, learn_every=3)
+    spec = {parameter: {"default": 0.5, "min": 0.05, "max": 0.95, "description": ""}}
+    learner = LabelledLearner(objective, spec, settings, beta=2.0)
+    current, moved = {parameter: 0.5}, 0
+    for step in range(150):
+        score = round(rng.random(), 2) if rng.random() > 0.05 else None  # ties, and outputs without a score
+        boundary = 0.3 if step < 70 else 0.7
+        key = "p_value" if parameter == "alpha" else "score"
+        learner.observe({"drift_detected": rng.random() < 0.5, key: score}, (score or 0) > boundary)
+        slow, fast = learner.propose(current), learner_fast.propose(learner, current)
+        assert fast == slow, (step, fast, slow)
+        moved += bool(slow)
+        current.update(slow)
+    assert moved >= 1  # the search ran, and moved the value

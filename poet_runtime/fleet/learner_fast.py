@@ -1,0 +1,89 @@
+"""``LabelledLearner.propose`` with the same answer, in O(n log n) instead of O(n²).
+
+Why: a learner of the fleet serves every process's feedback, and the labelled learner's search
+scores each candidate threshold by walking all remembered samples (``value_for``): with 500
+samples that is ~250 000 steps every ``learn_every`` feedbacks, about 30 feedbacks a second.
+Here each candidate's confusion counts come from two sorted score lists (``bisect``), and the
+objective from those counts by the formula ``objectives.objective_value`` applies to pairs.
+The candidates are built as ``propose`` builds them, in the same order, so ``max`` breaks ties
+the same way: the answer is the original's, bit for bit (``tests/test_fleet_learner.py``
+checks it on random streams for every labelled objective).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+
+from poet_runtime.learn.objectives import LabelledLearner, clamp
+
+
+def value_from_counts(objective: str, tp: int, fp: int, fn: int, tn: int, *, beta: float = 1.0,
+                      settings=None) -> float:
+    """``objectives.objective_value`` on pairs with these confusion counts (same operations, same floats)."""
+    n = tp + fp + fn + tn
+    if not n:
+        return 0.0
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    if objective == "precision":
+        floor = settings.min_recall if settings else 0.5
+        return precision if recall >= floor else precision * recall / floor
+    if objective == "recall":
+        floor = settings.min_precision if settings else 0.5
+        return recall if precision >= floor else recall * precision / floor
+    if objective == "alert_quality":
+        b2 = beta * beta
+        denominator = (1 + b2) * tp + b2 * fn + fp
+        fbeta = (1 + b2) * tp / denominator if denominator else 1.0
+        alert_rate = (tp + fp) / n
+        base_rate = (tp + fn) / n
+        penalty = (settings.alert_rate_penalty if settings else 0.1) * max(0.0, alert_rate - base_rate)
+        return max(0.0, fbeta - penalty)
+    return (tp + tn) / n
+
+
+class Scorer:
+    """The objective of any threshold on a learner's scored samples, by counting (``value_for``'s answer)."""
+
+    def __init__(self, learner: LabelledLearner):
+        self.learner = learner
+        positives, negatives = [], []
+        for score, _, actual in learner.samples:
+            if score is not None:
+                (positives if actual else negatives).append(score)
+        self.positives, self.negatives = sorted(positives), sorted(negatives)
+
+    def __call__(self, value: float) -> float:
+        learner, positives, negatives = self.learner, self.positives, self.negatives
+        if learner.direction == "above":  # predicted positive when score > value
+            tp = len(positives) - bisect_right(positives, value)
+            fp = len(negatives) - bisect_right(negatives, value)
+        else:  # when score < value
+            tp = bisect_left(positives, value)
+            fp = bisect_left(negatives, value)
+        return value_from_counts(learner.objective, tp, fp, len(positives) - tp, len(negatives) - fp,
+                                 beta=learner.beta, settings=learner.settings)
+
+
+def propose(learner, current: dict) -> dict:
+    """``learner.propose(current)``, fast for a labelled learner with scores (the others as they are)."""
+    if type(learner) is not LabelledLearner:
+        return learner.propose(current)
+    settings = learner.settings
+    if learner.parameter is None or learner.seen < settings.min_samples or learner.seen % settings.learn_every:
+        return {}
+    scored = [s for s, _, _ in learner.samples if s is not None]
+    if len(scored) < settings.min_samples:
+        return learner.propose(current)  # the nudge: no search
+    spec = learner.parameters[learner.parameter]
+    value = current.get(learner.parameter, spec["default"])
+    points = sorted(set(scored))
+    candidates = {clamp(value, spec)}
+    candidates.update(clamp((a + b) / 2, spec) for a, b in zip(points, points[1:]))
+    candidates.update(clamp(p, spec) for p in (points[0] - 1e-9, points[-1] + 1e-9))
+    score = Scorer(learner)
+    best = max(candidates, key=lambda c: (round(score(c), 9), -abs(c - value)))
+    if isinstance(spec["default"], int) and not isinstance(spec["default"], bool):
+        best = int(round(best))
+    return {learner.parameter: best} if not math.isclose(best, value, rel_tol=1e-9, abs_tol=1e-12) else {}
