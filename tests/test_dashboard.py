@@ -120,6 +120,7 @@ def browser(service):
     with chromium() as driver:
         driver.get(service.url + "/")  # not signed in: the sign-in page
         WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "login")))
+        screenshot(driver, "dashboard-login")
         driver.find_element(By.ID, "key").send_keys(service.keys["read"])
         driver.find_element(By.CSS_SELECTOR, "#login button").click()
         WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "functions")))
@@ -249,6 +250,9 @@ def test_rollback_button_needs_write_and_moves_current_on_disk(browser, service,
     _wait(browser, lambda d: d.find_element(By.ID, "current-version").text == f"v{target}")
     assert os.readlink(pointer) == f"v{target}"
     assert browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{target}"]').get_attribute("class") == "version is-current"
+    # The default diff now shows what the other version changes from the current one.
+    shown = browser.find_element(By.CSS_SELECTOR, "table.diff")
+    assert {shown.get_attribute("data-old"), shown.get_attribute("data-new")} == {"1", "2"}
     screenshot(browser, "dashboard-function-rollback")
     # And forward again with the key the tab kept (sessionStorage), so the store is as it was.
     browser.find_element(By.CSS_SELECTOR, f'tr[data-version="{before[1:]}"] button.rollback').click()

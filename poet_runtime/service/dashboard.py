@@ -186,11 +186,10 @@ def build_router(context: ServiceContext) -> APIRouter:
         numbers = [row.number for row in rows if not row.damaged]
         old, new = _int(a), _int(b)
         if a is None and b is None and len(numbers) >= 2:
+            # by default: what changed when the current version came, or since it (the oldest is current)
             new = summary.current_number if summary.current_number in numbers else numbers[-1]
             older = [n for n in numbers if n < new]
-            old = older[-1] if older else numbers[0]
-            if old == new:
-                old = numbers[-2]
+            old, new = (older[-1], new) if older else (new, next(n for n in numbers if n > new))
         diff_html = ""
         if a is not None or b is not None or (old is not None and new is not None):
             if old is None or new is None:
