@@ -162,10 +162,10 @@ class FunctionState:
         self.disabled = (reason, detail)
         if self.is_async:
             async def call_original(args, kwargs):
-                return await self._fallback_async(args, kwargs, reason, detail)
+                return await _marked_async(self._fallback_async, args, kwargs, reason, detail)
         else:
             def call_original(args, kwargs):
-                return self._fallback(args, kwargs, reason, detail)
+                return _marked(self._fallback, args, kwargs, reason, detail)
         self.cell[0] = call_original
 
     def _resolve_or_disable(self) -> None:
@@ -199,7 +199,8 @@ class FunctionState:
             if mode == "sync" and not cold:
                 self._wait_for_generation(settings.generation_timeout)
             if self.cell[0] == self._first_call:
-                return self._fallback(args, kwargs, *self._pending_reason(cold), warn=mode == "sync" and not cold)
+                return _marked(self._fallback, args, kwargs, *self._pending_reason(cold),
+                               warn=mode == "sync" and not cold)
         else:
             with self.lock:
                 if self.cell[0] == self._first_call:
@@ -267,8 +268,8 @@ class FunctionState:
                 # Waiting blocks: keep it off the event loop.
                 await asyncio.to_thread(self._wait_for_generation, settings.generation_timeout)
             if self.cell[0] == self._first_call_async:
-                return await self._fallback_async(args, kwargs, *self._pending_reason(cold),
-                                                  warn=mode == "sync" and not cold)
+                return await _marked_async(self._fallback_async, args, kwargs, *self._pending_reason(cold),
+                                           warn=mode == "sync" and not cold)
         else:
             # Generation may block: keep it off the event loop.
             def resolve():
@@ -366,7 +367,7 @@ class FunctionState:
         state = self
         budget = self.budget = _InputBudget.for_policy(self.policy)
 
-        def fast(args, kwargs):
+        def run(args, kwargs):
             units = 0
             if budget is not None:
                 units = budget.units(args, kwargs)
@@ -395,6 +396,9 @@ class FunctionState:
                 return outcome
             return state._succeeded(outcome, args, kwargs)
 
+        def fast(args, kwargs):
+            return _marked(run, args, kwargs)  # a round trip to a worker: the marker costs nothing here
+
         return fast
 
     def _make_fast_async(self):
@@ -403,7 +407,7 @@ class FunctionState:
         state = self
         budget = self.budget = _InputBudget.for_policy(self.policy)
 
-        async def fast(args, kwargs):
+        async def run(args, kwargs):
             units = 0
             if budget is not None:
                 units = budget.units(args, kwargs)
@@ -432,6 +436,9 @@ class FunctionState:
                     raise outcome.error
                 return outcome
             return state._succeeded(outcome, args, kwargs)
+
+        async def fast(args, kwargs):
+            return await _marked_async(run, args, kwargs)
 
         return fast
 
@@ -594,7 +601,11 @@ class FunctionState:
         clock = records.clock
         stats = self.stats
         set_last = records.last.set
+        get_last = records.last.get
         next_number = records.next_number
+        Open, settle, quiet_calls = records.Open, records.settle, records.QUIET_CALLS
+        quiet = 0  # calls in a row that made no inner enhanced call (see records: nested calls)
+        marking = True  # until quiet_calls such calls in a row
         listeners = events._listeners
         emit_execution = self._emit_execution
         noted = self._noted
@@ -649,7 +660,23 @@ class FunctionState:
             state._note_fallback(reason, f"{type(error).__name__}: {error}", warn=True, logic_ran=True)
             return result
 
+        def unmarked_end(entry, before):
+            """The end of a call that was not marked, off the plain path: it is an inner call
+            (its caller collects it), or it made inner calls (its next calls are marked)."""
+            nonlocal quiet, marking
+            if get_last() is not before:
+                quiet, marking = 0, True  # these inner calls were lost; the next ones are not
+            set_last(entry)
+            settle(before, None)
+
         def fast(args, kwargs):
+            nonlocal quiet, marking
+            before = get_last()
+            if marking:
+                marker = Open(before)
+                set_last(marker)
+            else:
+                marker = None
             t0 = clock()
             failure = None
             try:
@@ -664,7 +691,10 @@ class FunctionState:
             if failure is not None:
                 if notes:
                     noted(notes)
-                return before_logic(failure, "perceive", args, kwargs)
+                try:
+                    return before_logic(failure, "perceive", args, kwargs)
+                finally:
+                    settle(before, marker)
             t1 = clock()
             try:
                 result = operate(logic, call_args, call_kwargs)
@@ -674,7 +704,10 @@ class FunctionState:
                 more = take_notes() if notes_list else None  # retries: this call's, not the next one's
                 if notes or more:
                     noted((notes or ()) + (more or ()))
-                return operate_failed(failure, args, kwargs)
+                try:
+                    return operate_failed(failure, args, kwargs)
+                finally:
+                    settle(before, marker)
             t2 = clock()
             try:
                 checked = enforce(result)
@@ -684,7 +717,10 @@ class FunctionState:
                 more = take_notes() if notes_list else None
                 if notes or more:
                     noted((notes or ()) + (more or ()))
-                return enforce_failed(failure, result)
+                try:
+                    return enforce_failed(failure, result)
+                finally:
+                    settle(before, marker)
             if train is not None:
                 state._train(call_args, call_kwargs, checked, t2 - t1)
             t3 = clock()
@@ -693,7 +729,19 @@ class FunctionState:
                 notes = more if notes is None else (notes + more if more else notes)
             stats.enhanced_calls += 1
             entry = (state, next_number(), OK, None, notes, t0, t1, t2, t3)
-            set_last(entry)
+            if marker is None:
+                if get_last() is before and type(before) is tuple:
+                    set_last(entry)  # the plain path: no call around it, none inside it
+                else:
+                    unmarked_end(entry, before)
+            else:
+                set_last(entry)
+                if marker.children:
+                    quiet = 0
+                else:
+                    quiet += 1
+                    marking = quiet < quiet_calls
+                settle(before, marker)
             if notes:
                 noted(notes, entry[1])
             if listeners:
@@ -1080,6 +1128,28 @@ def _relocated(source: str, filename: str, lineno: int):
     return compile(tree, filename, "exec", dont_inherit=True)
 
 
+def _marked(run, *args, **kwargs):
+    """Run a call path that is not the inline fast path with its call marked as under way, so
+    that the enhanced calls made inside it become its children (``records.settle``)."""
+    before = records.last.get()
+    marker = records.Open(before)
+    records.last.set(marker)
+    try:
+        return run(*args, **kwargs)
+    finally:
+        records.settle(before, marker)
+
+
+async def _marked_async(run, *args, **kwargs):
+    before = records.last.get()
+    marker = records.Open(before)
+    records.last.set(marker)
+    try:
+        return await run(*args, **kwargs)
+    finally:
+        records.settle(before, marker)
+
+
 def _wrapper(original, state):
     """The enhanced callable: a function with the original's signature shape.
 
@@ -1096,7 +1166,8 @@ def _wrapper(original, state):
     kind = ("generator" if inspect.isgeneratorfunction(original)
             else "async" if state.is_async else "sync")
     names = code.co_varnames[: code.co_argcount]
-    reserved = ("cell", "empty", "original", "own", "getframe", "clean", "stream", "error")
+    reserved = ("cell", "empty", "original", "own", "getframe", "clean", "stream", "error", "last", "mine",
+                "result")
     positional = (kind == "sync" and not (code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS))
                   and not code.co_kwonlyargcount and not code.co_posonlyargcount and not original.__defaults__
                   and all(name.isidentifier() and name not in reserved for name in names))
@@ -1119,7 +1190,7 @@ def _wrapper(original, state):
     else:
         head, body = "def", f"return cell[0]({call_args})"
     lines = [
-        "def make(cell, empty, original, own, getframe, clean):",
+        "def make(cell, empty, original, own, getframe, clean, last):",
         f"    {head} enhanced({params}):",
         *([f"        if {test}:  # recursion: straight to the logic",
            f"            return {direct}"] if recursive else []),
@@ -1129,12 +1200,26 @@ def _wrapper(original, state):
         "            raise clean(error)",
     ]
     if kind == "generator":
-        lines.append("        return (yield from stream)")
+        # The items come after the call's record was set: the inner calls the body makes as it is
+        # iterated would be the caller's last one. Once it is used up (or raised), the generator's
+        # own call is last again, as for any call (closed early, e.g. by the collector, it is not:
+        # that may happen in another thread).
+        lines += ["        mine = last.get()",
+                  "        try:",
+                  "            result = yield from stream",
+                  "        except GeneratorExit:",
+                  "            raise",
+                  "        except BaseException:",
+                  "            last.set(mine)",
+                  "            raise",
+                  "        last.set(mine)",
+                  "        return result"]
     lines.append("    return enhanced")
     filename = code.co_filename or f"<poet_runtime wrapper of {original.__qualname__}>"
     namespace: dict = {}
     exec(_relocated("\n".join(lines) + "\n", filename, code.co_firstlineno or 1), namespace)
-    made = namespace["make"](state.cell, _NO_KEYWORDS, original, own[0] if len(own) == 1 else own, _getframe, _clean)
+    made = namespace["make"](state.cell, _NO_KEYWORDS, original, own[0] if len(own) == 1 else own, _getframe, _clean,
+                             records.last)
     wrapper_code = made.__code__.replace(co_name=original.__name__,
                                          co_qualname=f"<poet wrapper of {original.__qualname__}>")
     runtime.wrapper_codes.add(wrapper_code)
