@@ -105,6 +105,8 @@ def filled(tmp_path_factory):
     evil = FunctionStore(home / "evil_mod.handmade", EVIL)
     for n in (1, 2):
         evil.create(EVIL_CODE.format(n=n), {}, {}, {"generator": "by-hand", "config": {"policy": "default"}})
+    (home / "evil_mod.handmade" / "v3").mkdir()  # a version whose metadata.json is not JSON: shown as damaged
+    (home / "evil_mod.handmade" / "v3" / "metadata.json").write_text("{not json\u202e", encoding="utf-8")
     return folder, home
 
 
@@ -299,6 +301,10 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
         assert "<script>document" not in diff.text and "&lt;script&gt;document.title=" in diff.text
         assert "\u202e" not in diff.text and "\\u{202e}1" in diff.text and "\\u{202e}2" in diff.text
         assert "<script" not in diff.text.replace('<script src="/static/dashboard.js" defer></script>', "")
+        # A damaged version is listed as damaged, with no button to make it current.
+        rows = diff.text[diff.text.index('<section id="versions">'):diff.text.index("</tbody>")]
+        damaged = rows[rows.index('data-version="3"'):]
+        assert "damaged: metadata.json" in damaged and 'class="rollback"' not in damaged
         # Signing in sends the browser back only to a path on this server.
         for target, kept in (("/events?type=learning", "/events?type=learning"), ("//evil.example/", "/"),
                              ("/\\evil.example/", "/"), ("https://evil.example/", "/")):
