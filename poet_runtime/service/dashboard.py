@@ -255,6 +255,7 @@ def build_router(context: ServiceContext) -> APIRouter:
             started = last_beat = time.monotonic()
             yield "retry: 1000\n\n"
             fresh = await asyncio.to_thread(reader.read)
+            pause = STREAM_POLL
             if after is None:
                 fresh = []  # without `since`, only what is written from now on: the page shows the rest
             while True:
@@ -269,8 +270,11 @@ def build_router(context: ServiceContext) -> APIRouter:
                 if (await request.is_disconnected() or time.monotonic() - started > STREAM_SECONDS
                         or (stopping is not None and stopping.is_set())):
                     return  # the client went, or the server is stopping (uvicorn waits for open responses)
-                await asyncio.sleep(STREAM_POLL)
+                await asyncio.sleep(pause)
+                took = time.monotonic()
                 fresh = await asyncio.to_thread(reader.read)
+                # listing a journal of thousands of files takes a while: an open view costs at most ~20% of a core
+                pause = min(max(STREAM_POLL, 4 * (time.monotonic() - took)), 5.0)
 
         return StreamingResponse(lines(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
