@@ -233,3 +233,27 @@ def test_a_long_loop_of_inner_calls_keeps_the_first_hundred_and_counts_the_rest(
     assert record.children_dropped == calls - records.CHILDREN_KEPT
     assert [int(child.execution_id.rsplit("-", 1)[1]) for child in record.children] == sorted(
         int(child.execution_id.rsplit("-", 1)[1]) for child in record.children)  # the first ones, in order
+
+
+def test_a_function_that_nests_only_after_many_quiet_calls_lists_its_children_from_the_next_call(poet_home):
+    """After QUIET_CALLS calls without an inner call a function's calls are no longer marked (the
+    plain path's cost); the first call that nests turns marking back on, the calls after it list
+    their children."""
+    nest = []
+
+    @poet
+    def leaf(x: int) -> int:
+        return x
+
+    @poet
+    def outer(x: int) -> int:
+        return leaf(x) if nest else x
+
+    for i in range(records.QUIET_CALLS + 5):
+        outer(i)
+    assert poet_runtime.last_execution().children == ()
+    nest.append(True)
+    outer(1)  # unmarked: its inner call is not listed, but it is seen
+    assert name(poet_runtime.last_execution()) == "outer"
+    outer(2)
+    assert [name(child) for child in poet_runtime.last_execution().children] == ["leaf"]
