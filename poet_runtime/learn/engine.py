@@ -12,6 +12,12 @@ candidate version is generated with the learned values and the evidence as hints
 screened on the recorded labelled executions, run in shadow beside live calls where the
 domain is pure (see ``shadow``), and promoted only if it is at least as good; a promoted
 version that degrades is rolled back.
+
+With a broker set (``POET_BROKER``) all of that happens once, in the fleet's learner, from
+every process's feedback: this engine then learns nothing, decides nothing and claims no
+feedback (``fleet``); it stays for what is local: the version's declared parameters, live
+``configure``, the audit trail, and ``apply_fleet`` / reloads for what ``fleet.follower``
+receives. The monitor is not fed (its verdicts are the learner's).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ clear error with nothing recorded rather than silent noise. The execution is fou
 this process's memory or, for an execution recorded by an earlier process, in the
 durable execution events. The feedback event is fsynced before this returns; if the
 function lives in this process its learner then learns from it at once, otherwise the
-event waits in ``pending/`` for the next process that loads the function.
+event waits in ``pending/`` for the next process that loads the function. With a broker
+set (``POET_BROKER``) it is handed to the fleet's publisher instead (no network I/O here)
+and stays in ``pending/``: the fleet's learner learns from it, not this process.
 """
 
 from __future__ import annotations
