@@ -301,6 +301,11 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
         assert "<script>document" not in diff.text and "&lt;script&gt;document.title=" in diff.text
         assert "\u202e" not in diff.text and "\\u{202e}1" in diff.text and "\\u{202e}2" in diff.text
         assert "<script" not in diff.text.replace('<script src="/static/dashboard.js" defer></script>', "")
+        # Bad filters are refused naming what was wrong.
+        bad_type = client.get("/events", params={"type": "nonsense"})
+        assert bad_type.status_code == 422 and "unknown event type &#x27;nonsense&#x27;" in bad_type.text
+        bad_since = client.get("/dashboard/events/stream", params={"since": "yesterday"})
+        assert bad_since.status_code == 422 and "since" in bad_since.json()["detail"]
         # A damaged version is listed as damaged, with no button to make it current.
         rows = diff.text[diff.text.index('<section id="versions">'):diff.text.index("</tbody>")]
         damaged = rows[rows.index('data-version="3"'):]
@@ -322,3 +327,15 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
         # Signing out ends the session.
         assert client.post("/dashboard/logout").status_code == 200
         assert client.get("/").status_code == 303
+
+
+def test_pages_count_against_the_keys_rate_limit(tmp_path):
+    with ServiceProcess(tmp_path / "data", tmp_path / "store", args=["--rate-limit", "3"]) as limited:
+        with httpx.Client(base_url=limited.url, timeout=10) as client:
+            assert client.post("/dashboard/session", headers=limited.headers("read")).status_code == 200
+            answers = [client.get("/") for _ in range(3)]
+        assert [a.status_code for a in answers[:2]] == [200, 200]  # the sign-in was the first of three
+        assert "No functions in the store" in answers[0].text
+        refused = answers[2]
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "test-read" in refused.json()["detail"]

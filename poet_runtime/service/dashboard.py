@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from poet_runtime.service import dashboard_data as data
 from poet_runtime.service import dashboard_render as render
 from poet_runtime.service.context import ServiceContext
+from poet_runtime.service.problems import Problem
 
 log = logging.getLogger("poet_runtime")
 
@@ -105,17 +106,15 @@ def build_router(context: ServiceContext) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     sessions = Sessions(context.extras.get("keys"))
     limiter = context.extras.get("limiter")
-    context.extras["dashboard_sessions"] = sessions
     journal_cache = data.EventCache(context.store_root)
 
     def session(request: Request):
         """The signed-in key (a read session), rate-limited like the key itself; None when signed out."""
         record = sessions.check(request.cookies.get(COOKIE))
-        if record is not None and limiter is not None and limiter.hit(record.name):
-            from poet_runtime.service.problems import Problem
-
+        wait = limiter.hit(record.name) if record is not None and limiter is not None else 0
+        if wait:
             raise Problem(429, "rate-limited", f"key {record.name!r} made more than {limiter.limit} requests "
-                          f"in {limiter.window:g} s", headers={"Retry-After": "5"})
+                          f"in {limiter.window:g} s", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         return record
 
     def signed_in(record) -> str:
@@ -156,8 +155,6 @@ def build_router(context: ServiceContext) -> APIRouter:
     @router.get("/static/{name}")
     def asset(name: str) -> Response:
         if name not in ASSETS:
-            from poet_runtime.service.problems import Problem
-
             raise Problem(404, "not-found", f"no dashboard asset {name!r}")
         return Response((STATIC / name).read_bytes(), media_type=ASSETS[name],
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
@@ -220,7 +217,7 @@ def build_router(context: ServiceContext) -> APIRouter:
         newest, seen_types = journal_cache.newest()
         try:
             events_api.check_types(types, [{"type": t} for t in seen_types])
-        except Exception as error:  # a Problem: shown on the page, not as JSON
+        except Problem as error:  # shown on the page, not as JSON
             body = f'<h1>Live events</h1><p class="problem">{render.text(getattr(error, "detail", error))}</p>'
             return _html(with_session(render.page("Live events", body, page_name="events"), record), status=422)
         source = journal_cache.of_function(function) if function else newest
@@ -237,8 +234,6 @@ def build_router(context: ServiceContext) -> APIRouter:
         cookie for a key, since EventSource cannot send one; each message is the short, visible-text
         line the page shows (``event: poet``), never a whole payload (no recorded inputs)."""
         from poet_runtime.service import events_api
-        from poet_runtime.service.problems import Problem
-
         if session(request) is None:
             raise Problem(401, "no-session", "sign in on /login first: the event stream is read with the dashboard's "
                           "session cookie (EventSource cannot send an Authorization header)")
