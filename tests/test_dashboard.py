@@ -278,6 +278,12 @@ def test_live_view_shows_a_new_event_and_escapes_what_users_wrote(browser, servi
     assert {row.get_attribute("data-id") for row in fresh}.isdisjoint(before)
     assert any(FUNCTION in row.text and "function.execution" in row.text for row in fresh)
     screenshot(browser, "dashboard-events")
+    # A function's page follows its own events the same way.
+    _open(browser, service.url + "/functions/" + FUNCTION, "#recent")
+    _wait(browser, lambda d: d.find_element(By.ID, "live-status").text == "live")
+    _run(folder, home, "1", "4", "", "0")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#recent tbody tr.fresh"), 20)
+    assert all(FUNCTION in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#recent tbody tr"))
 
 
 def test_pages_need_a_session_and_forbid_inline_script(service):

@@ -197,12 +197,12 @@ def build_router(context: ServiceContext) -> APIRouter:
                 new_text, problem2 = data.code_of(store, new)
                 problem = problem or problem2
                 diff_html = render.diff_view(old, new, None if problem else data.diff(old_text, new_text), problem)
-        events = journal_cache.of_function(store.function_id)
+        events, _, since = journal_cache.snapshot(store.function_id)
         plot_html = render.plot_view(data.objective_series(events, summary.objective),
                                      data.parameter_series(store, events), data.version_marks(store))
         recent = list(reversed(events[-20:]))
         html_text = render.function(summary, rows, diff_html, plot_html,
-                                    render.function_events_view(recent, store.function_id))
+                                    render.function_events_view(recent, store.function_id, since))
         return _html(with_session(html_text, record))
 
     @router.get("/events")
@@ -213,17 +213,15 @@ def build_router(context: ServiceContext) -> APIRouter:
         from poet_runtime.service import events_api
 
         types = _types(type)
-        read_at = time.time()  # the stream starts after this: nothing written meanwhile is missed
-        newest, seen_types = journal_cache.newest()
+        source, seen_types, since = journal_cache.snapshot(function or None)
         try:
             events_api.check_types(types, [{"type": t} for t in seen_types])
         except Problem as error:  # shown on the page, not as JSON
             body = f'<h1>Live events</h1><p class="problem">{render.text(getattr(error, "detail", error))}</p>'
             return _html(with_session(render.page("Live events", body, page_name="events"), record), status=422)
-        source = journal_cache.of_function(function) if function else newest
         found = [e for e in source if events_api.matches(e, types, None, None)]
         events = list(reversed(found[-RECENT_EVENTS:]))
-        return _html(with_session(render.events_page(events, function or None, type, read_at), record))
+        return _html(with_session(render.events_page(events, function or None, type, since), record))
 
     # -- the live stream (EventSource: the session cookie authenticates it) ----------------
 
@@ -238,7 +236,7 @@ def build_router(context: ServiceContext) -> APIRouter:
             raise Problem(401, "no-session", "sign in on /login first: the event stream is read with the dashboard's "
                           "session cookie (EventSource cannot send an Authorization header)")
         types = _types(type)
-        events_api.check_types(types, [{"type": t} for t in journal_cache.newest()[1]])
+        events_api.check_types(types, [{"type": t} for t in journal_cache.snapshot()[1]])
         after = events_api.parse_since(since)
         resumed = request.headers.get("last-event-id")  # EventSource reconnecting: after the last one it got
         if resumed:

@@ -260,13 +260,15 @@ class EventCache:
         self.recent: deque = deque(maxlen=recent)
         self.types: set = set()
         self.interval = interval
-        self.read_at: float | None = None
+        self.read_at: float | None = None  # monotonic, for the interval
+        self.since = 0.0  # wall clock just before the last read: the events after it are not here yet
 
     def _update(self) -> None:
         if self.read_at is not None and time.monotonic() - self.read_at < self.interval:
             return
+        since = time.time()
         fresh = self.reader.read()
-        self.read_at = time.monotonic()
+        self.read_at, self.since = time.monotonic(), since
         for event in fresh:
             self.recent.append(event)
             self.types.add(event.get("type"))
@@ -277,20 +279,15 @@ class EventCache:
                     self.functions[function] = deque(maxlen=self.per_function)
                 self.functions[function].append(event)
 
-    def of_function(self, function_id: str) -> list[dict]:
+    def snapshot(self, function_id: str | None = None) -> tuple[list[dict], set, float]:
+        """(the newest events of ``function_id``, or of all, oldest first; every type seen in the
+        journal; the time a live view must follow from so it misses nothing these lack)."""
         with self.lock:
             self._update()
-            found = list(self.functions.get(function_id, ()))
+            found = list(self.functions.get(function_id, ()) if function_id else self.recent)
+            types, since = set(self.types), self.since
         found.sort(key=lambda e: _number(e.get("timestamp")) or 0.0)
-        return found
-
-    def newest(self) -> tuple[list[dict], set]:
-        """(the newest events, oldest first; every type seen in the journal)."""
-        with self.lock:
-            self._update()
-            found, types = list(self.recent), set(self.types)
-        found.sort(key=lambda e: _number(e.get("timestamp")) or 0.0)
-        return found, types
+        return found, types, since
 
 
 def _number(value) -> float | None:

@@ -261,7 +261,8 @@ def events_page(events: list[dict], function_id: str | None, types: str | None, 
                 page_name="events")
 
 
-def function_events_view(events: list[dict], function_id: str) -> str:
+def function_events_view(events: list[dict], function_id: str, since: float) -> str:
     link = f'/events?function={quote(function_id, safe=":")}'
-    return (f'<section id="recent"><h2>Recent events <small><a href="{text(link)}">live view</a></small></h2>'
-            + events_table(events, function_id) + "</section>")
+    return (f'<section id="recent"><h2>Recent events <small><a href="{text(link)}">all of them, live</a> '
+            '<span id="live-status" class="status" role="status"></span></small></h2>'
+            + events_table(events, function_id, since) + "</section>")

@@ -96,15 +96,17 @@
   }
 
   // -- live events: EventSource on the dashboard's stream (the session cookie authenticates it)
+  // (the events page and a function's recent events both follow; the table says what and from when)
   const events = document.getElementById("events");
-  if (events && document.body.dataset.page === "events") {
+  if (events && events.dataset.since) {
     const status = document.getElementById("live-status");
     const body = events.querySelector("tbody");
     const seen = new Set(Array.from(body.rows).map(function (row) { return row.dataset.id; }));
     const query = new URLSearchParams(window.location.search);
     const params = new URLSearchParams();
-    if (query.get("function")) params.set("function", query.get("function"));
-    if (query.get("type")) params.set("type", query.get("type"));
+    const only = events.dataset.function || query.get("function");
+    if (only) params.set("function", only);
+    if (document.body.dataset.page === "events" && query.get("type")) params.set("type", query.get("type"));
     // The server's clock: everything written after it read the rows shown (rows are deduplicated by id).
     params.set("since", events.dataset.since || String(Date.now() / 1000));
     const source = new EventSource("/dashboard/events/stream?" + params.toString(), {withCredentials: true});
@@ -125,7 +127,8 @@
         row.appendChild(cell);
       });
       body.insertBefore(row, body.firstChild);
-      while (body.rows.length > 500) body.deleteRow(body.rows.length - 1);
+      const keep = document.body.dataset.page === "events" ? 500 : 20;
+      while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
     });
   }
 })();
