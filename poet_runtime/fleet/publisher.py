@@ -88,7 +88,37 @@ class _Root:
         self.finished: set[str] = set()  # names known done (fb forwarded, closed segments sent)
         self.skipped: set[str] = set()  # names not ours to send (a live writer's, history)
         self.since = _since(root)
+        self.forwarded_path = fleet_dir(root) / "forwarded-fb"
+        self.forgotten = 0  # names in that file whose feedback file is gone (it is rewritten past a bound)
+        with contextlib.suppress(OSError):
+            self.finished.update(line for line in self.forwarded_path.read_text().split() if line.startswith("fb-"))
         self.last_scan = 0.0
+        self.behind = False  # the last scan stopped at a full chunk: more is waiting
+
+
+    def note_forwarded(self, names: list) -> None:
+        """Feedback files the broker has: one line each, appended (two instances may both send one;
+        the event id makes that harmless)."""
+        try:
+            fd = os.open(self.forwarded_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, "".join(name + "\n" for name in names).encode())
+            finally:
+                os.close(fd)
+        except OSError as error:
+            _say_once(("forwarded", str(self.forwarded_path)), "poet_runtime: fleet: cannot note forwarded "
+                      "feedback in %s (%s); a restart sends it again", self.forwarded_path, error)
+
+    def forget_forwarded(self, count: int) -> None:
+        """Feedback files removed from the journal: their lines go when enough have gone."""
+        self.forgotten += count
+        if self.forgotten < 1000:
+            return
+        self.forgotten = 0
+        temp = self.forwarded_path.with_name(f".forwarded-fb.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            temp.write_text("".join(name + "\n" for name in sorted(self.finished) if name.startswith("fb-")))
+            os.replace(temp, self.forwarded_path)
 
 
 def _since(root: Path) -> float:
@@ -220,11 +250,6 @@ class Publisher:
             self.cpu_s += time.thread_time() - began
             if final:
                 return
-            if self.catching_up is not None and not sent and not self.outbox and not self.overflowed:
-                began, before = self.catching_up
-                self.catching_up = None
-                log.info("poet_runtime: fleet: forwarded %d entries that waited in the journal (%.1f s after the "
-                         "broker was back)", self.sent - before, time.monotonic() - began)
 
     def round(self, final: bool = False) -> int:
         now = time.monotonic()
@@ -237,11 +262,19 @@ class Publisher:
             if final or now - self.last_beat >= HEARTBEAT_S:
                 self.heartbeat()
             sent += self._send_outbox()
+            scanned = False
             for state in list(self.roots.values()):
                 if state is not None and (self.overflowed or final or now - state.last_scan >= SCAN_EVERY_S):
                     state.last_scan = now
                     sent += self._scan(state)
+                    scanned = True
             self.overflowed = False
+            if self.catching_up is not None and scanned and not any(
+                    state.behind for state in self.roots.values() if state is not None):
+                began, before = self.catching_up
+                self.catching_up = None
+                log.info("poet_runtime: fleet: forwarded %d entries that waited in the journal (%.1f s after the "
+                         "broker was back)", self.sent - before, time.monotonic() - began)
         except Exception as error:
             self._down(error)
             self._drop_outbox()
@@ -385,6 +418,7 @@ class Publisher:
         sent, more = 0, False
         batch: list = []
         moves: list = []
+        size = counted = 0  # bytes of ``batch`` so far, and how many of its entries they count
         for name, path in present.items():
             if name in state.finished or name in state.skipped:
                 continue
@@ -407,19 +441,26 @@ class Publisher:
                 continue
             if self._collect(state, handle, path, batch, moves):
                 more = True
-            if len(batch) >= ROUND_ENTRIES or sum(len(f["d"]) for _, f in batch) >= ROUND_BYTES:
+            size += sum(len(fields["d"]) for _, fields in batch[counted:])
+            counted = len(batch)
+            if counted >= ROUND_ENTRIES or size >= ROUND_BYTES:
                 sent += self._send(batch, moves)
+                size = counted = 0
         sent += self._send(batch, moves)
+        state.behind = more
         if more:
             state.last_scan = 0.0  # the rest of a long file: next round at once
             self.wake.set()
         for name in list(state.files):
             if name not in present:
                 self._vanished(state, state.files[name])
-        for name in [n for n in state.finished if n not in present]:
+        gone = [n for n in state.finished if n not in present]
+        for name in gone:
             state.finished.discard(name)
-            with contextlib.suppress(OSError):
-                os.unlink(fleet_dir(root) / "cursors" / name)
+            if not name.startswith("fb-"):
+                with contextlib.suppress(OSError):
+                    os.unlink(fleet_dir(root) / "cursors" / name)
+        state.forget_forwarded(sum(1 for name in gone if name.startswith("fb-")))
         state.skipped &= set(present)
         self._finish_done(state)
         return sent
@@ -520,10 +561,16 @@ class Publisher:
             return handle
         if name in state.finished:
             return None
+        if name.startswith("fb-"):  # one line each: forwarded or not, kept in ``fleet/forwarded-fb``
+            handle = state.files[name] = _File(name, -1, 0, own)
+            return handle
         folder = fleet_dir(state.root) / "cursors"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # made by ``_since``; made again if someone removed it
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             _say_once(("cursor", str(folder)), "poet_runtime: fleet: cannot keep cursors in %s (%s); "
                       "events of this store are not forwarded", folder, error)
@@ -544,9 +591,12 @@ class Publisher:
 
     def _advance(self, handle: _File, offset: int) -> None:
         handle.offset = offset
+        if handle.fd < 0:
+            return
         os.pwrite(handle.fd, b"%0*d\n" % (_CURSOR_WIDTH, offset), 0)
 
     def _finish_done(self, state: _Root) -> None:
+        forwarded = []
         for name, handle in list(state.files.items()):
             if not handle.done and handle.kind != b"fb":
                 # a closed segment whose cursor reached its end is done
@@ -556,17 +606,23 @@ class Publisher:
                 except OSError:
                     pass
             if handle.done:
-                with contextlib.suppress(OSError):
-                    os.pwrite(handle.fd, b"done" + b" " * (_CURSOR_WIDTH - 4) + b"\n", 0)
-                    os.close(handle.fd)
+                if handle.fd < 0:
+                    forwarded.append(name)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.pwrite(handle.fd, b"done" + b" " * (_CURSOR_WIDTH - 4) + b"\n", 0)
+                        os.close(handle.fd)
                 del state.files[name]
                 state.finished.add(name)
+        if forwarded:
+            state.note_forwarded(forwarded)
 
     def _vanished(self, state: _Root, handle: _File) -> None:
         if _locate(state.root, handle.name) is not None:
             return
-        with contextlib.suppress(OSError):
-            os.close(handle.fd)
+        if handle.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(handle.fd)
         state.files.pop(handle.name, None)
         state.finished.add(handle.name)
         log.info("poet_runtime: fleet: %s was removed from the journal (retention, size cap or compaction) "
@@ -747,7 +803,8 @@ def _after_fork_in_child() -> None:
         for state in publisher.roots.values():
             for handle in list((state.files if state is not None else {}).values()):
                 with contextlib.suppress(OSError):
-                    os.close(handle.fd)  # flock is shared with the parent's descriptor; closing ours keeps theirs
+                    if handle.fd >= 0:
+                        os.close(handle.fd)  # flock is shared with the parent's descriptor; closing ours keeps theirs
 
 
 if hasattr(os, "register_at_fork"):
