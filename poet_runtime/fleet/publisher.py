@@ -4,8 +4,9 @@ Why a thread and per-file cursors rather than writing to Redis from the flusher:
 holds ``sink._flush_lock`` (``feedback()`` waits on it), and a slow or absent broker must never
 make a call or ``feedback()`` wait. So the flusher only hands what it has just made durable
 to a bounded in-memory outbox (``notify``: a deque append, no I/O) and this thread sends it,
-pipelined, one ``XADD`` per journal line. What it has sent is kept per journal file as a byte
-offset in ``<events root>/fleet/cursors/<file name>``; the cursor, not the outbox, is the truth.
+pipelined, one ``XADD`` per journal line. What it has sent is kept per segment as a byte
+offset in ``<events root>/fleet/cursors/<file name>`` (feedback files, one line each, as a line
+naming them in ``fleet/forwarded-fb``); the cursor, not the outbox, is the truth.
 An outbox entry is used only when it starts exactly at its file's cursor; anything else
 (outbox full, broker away, a restart) is read back from the journal file at the cursor. So
 an absent broker delays events but loses none, and redelivery after a crash (a cursor
@@ -15,7 +16,8 @@ Which files: this process's own ``ex-``/``lr-`` segments (wherever they moved, p
 processed/), every feedback file (``fb-``, whoever wrote it: the ``feedback`` CLI publishes
 its own when it can; an instance forwards any it finds unforwarded), and the segments of
 writers that died before forwarding them (adopted under the cursor file's ``flock``, so
-two instances never forward one file at once). Files older than the store's first fleet
+two instances never forward one segment at once; two may both send one feedback file, which
+the event id makes harmless). Files older than the store's first fleet
 start (``fleet/since``) are history from before the broker and are not sent. A file that is
 removed (retention, the size cap) before it was forwarded is treated as done, with a log
 line saying how many bytes were not sent; compacted copies (``kx-``) are not sent again.

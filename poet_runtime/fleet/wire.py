@@ -28,7 +28,8 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        functions: {id: {version, objective, domain, parameters (PARAMETERS specs with
                        ranges), params (in force)}}}``, every ~2 s and at start and exit.
                        Learners read it in the consumer group ``LEARNERS``. An instance keeps what it
-                       sent per journal file in ``<events root>/fleet/cursors/`` (``fleet.publisher``).
+                       sent in ``<events root>/fleet/`` (``fleet.publisher``) and trims the stream
+                       to about a million entries (``XADD MAXLEN ~``): learners must keep up.
 ``poet:NS:outcomes``   learners -> instances: ``params.updated``, ``version.promoted``,
                        ``version.rolled_back``. Fields: ``t`` type, ``m`` the message's JSON (its
                        ``function``, ``version`` and what changed), ``s`` ``sign(t, m)``, ``l`` the
