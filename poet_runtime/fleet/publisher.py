@@ -688,8 +688,9 @@ def _import_redis():
             import redis
         except Exception as error:
             if threading.main_thread().is_alive() and not sys.is_finalizing():
-                _say_once(("import",), "poet_runtime: fleet: the redis client cannot be loaded (%s: %s); nothing "
-                          "is sent to the broker, the journal keeps everything", type(error).__name__, error)
+                _say_once(("import",), "poet_runtime: fleet: POET_BROKER is set but the redis client cannot be "
+                          "loaded (%s: %s; pip install 'poet_runtime[fleet]'); nothing is sent to the broker and "
+                          "nothing learned is applied, the journal keeps everything", type(error).__name__, error)
             return None
         return redis
 
