@@ -34,7 +34,8 @@ FUNCTION = "dash_app:detect"
 DRIFT = "dash_app:drift"
 HOSTILE = '<img src=x id=pwned onerror="document.title=1"> \u202egnp.exe'
 EVIL = "evil_mod:handmade"  # versions written by hand, not by the runtime: their code is hostile text
-EVIL_CODE = 'FUNCTION = "evil_mod:handmade"\n# </td></tr></table><script>document.title="pwned"</script>\nx = "\u202e{n}"\n'
+EVIL_CODE = ('FUNCTION = "evil_mod:handmade"\n# </td></tr></table><script>document.title="pwned"</script>\n'
+             'x = "\u202e{n}"  # \u2028 is no line end to Python\n')
 
 APP = '''\
 import statistics
@@ -306,6 +307,8 @@ def test_pages_need_a_session_and_forbid_inline_script(service):
         assert diff.status_code == 200
         assert "<script>document" not in diff.text and "&lt;script&gt;document.title=" in diff.text
         assert "\u202e" not in diff.text and "\\u{202e}1" in diff.text and "\\u{202e}2" in diff.text
+        # U+2028 is no line end to Python: the diff keeps it inside its line (splitlines() would break there)
+        assert any("x = " in row and "is no line end" in row for row in diff.text.split("<tr")[1:])
         assert "<script" not in diff.text.replace('<script src="/static/dashboard.js" defer></script>', "")
         # Bad filters are refused naming what was wrong.
         bad_type = client.get("/events", params={"type": "nonsense"})

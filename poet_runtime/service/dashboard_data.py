@@ -220,7 +220,9 @@ def code_of(store, number: int) -> tuple[str | None, str | None]:
 def diff(old: str, new: str, context: int = 3) -> list[DiffLine]:
     """A unified line diff with line numbers on both sides; runs of unchanged lines beyond
     ``context`` lines around a change become one ``skip`` line."""
-    a, b = old.splitlines(), new.splitlines()
+    # split on "\n" only: splitlines() would also break at U+2028, form feeds and other separators
+    # Python's parser does not treat as line ends, and they would vanish from the view
+    a, b = old.split("\n"), new.split("\n")
     lines: list[DiffLine] = []
     for group in difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(context):
         if lines:

@@ -140,7 +140,7 @@ def diff_view(old_number: int, new_number: int, lines: list | None, problem: str
             body.append('<tr class="skip"><td></td><td></td><td class="code">⋯</td></tr>')
             continue
         body.append(f'<tr class="{line.kind}"><td class="ln">{line.old or ""}</td><td class="ln">{line.new or ""}</td>'
-                    f'<td class="code"><span class="mark">{marks[line.kind]}</span>{text(line.text)}</td></tr>')
+                    f'<td class="code"><span class="mark">{marks[line.kind]}</span>{text(line.text, allow_newlines=True)}</td></tr>')
     added = sum(1 for line in lines if line.kind == "add")
     removed = sum(1 for line in lines if line.kind == "del")
     return (f'<section id="diff">{title}<p class="lead"><span class="added">+{added}</span> '
