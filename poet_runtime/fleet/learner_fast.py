@@ -66,6 +66,45 @@ class Scorer:
                                  beta=learner.beta, settings=learner.settings)
 
 
+def _below(scores: list, ascending: list, strict: bool) -> list:
+    """For each value of ``ascending``, how many of the sorted ``scores`` are below it (``<``) or at most it."""
+    counts, i, n = [], 0, len(scores)
+    for value in ascending:
+        if strict:
+            while i < n and scores[i] < value:
+                i += 1
+        else:
+            while i < n and scores[i] <= value:
+                i += 1
+        counts.append(i)
+    return counts
+
+
+def _keys(learner, candidates, value: float) -> dict:
+    """candidate -> propose's sort key (objective rounded to 9 places, then nearness to ``value``),
+    the confusion counts of all candidates from one sweep over the sorted scores."""
+    scorer = Scorer(learner)
+    positives, negatives = scorer.positives, scorer.negatives
+    ascending = sorted(candidates)
+    above = learner.direction == "above"
+    pos = _below(positives, ascending, strict=not above)
+    neg = _below(negatives, ascending, strict=not above)
+    p, q = len(positives), len(negatives)
+    objective, beta, settings = learner.objective, learner.beta, learner.settings
+    keys = {}
+    if objective in ("precision", "recall", "alert_quality"):
+        for c, below_p, below_n in zip(ascending, pos, neg):
+            tp, fp = (p - below_p, q - below_n) if above else (below_p, below_n)
+            keys[c] = (round(value_from_counts(objective, tp, fp, p - tp, q - fp, beta=beta, settings=settings), 9),
+                       -abs(c - value))
+        return keys
+    n = p + q  # accuracy (and the legacy names): (tp + tn) / n, as objective_value computes it
+    for c, below_p, below_n in zip(ascending, pos, neg):
+        tp, fp = (p - below_p, q - below_n) if above else (below_p, below_n)
+        keys[c] = (round((tp + q - fp) / n, 9) if n else 0.0, -abs(c - value))
+    return keys
+
+
 def propose(learner, current: dict) -> dict:
     """``learner.propose(current)``, fast for a labelled learner with scores (the others as they are)."""
     if type(learner) is not LabelledLearner:
@@ -82,8 +121,8 @@ def propose(learner, current: dict) -> dict:
     candidates = {clamp(value, spec)}
     candidates.update(clamp((a + b) / 2, spec) for a, b in zip(points, points[1:]))
     candidates.update(clamp(p, spec) for p in (points[0] - 1e-9, points[-1] + 1e-9))
-    score = Scorer(learner)
-    best = max(candidates, key=lambda c: (round(score(c), 9), -abs(c - value)))
+    keys = _keys(learner, candidates, value)
+    best = max(candidates, key=keys.__getitem__)  # the set's own order: ties go where propose's go
     if isinstance(spec["default"], int) and not isinstance(spec["default"], bool):
         best = int(round(best))
     return {learner.parameter: best} if not math.isclose(best, value, rel_tol=1e-9, abs_tol=1e-12) else {}
