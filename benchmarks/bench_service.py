@@ -4,7 +4,8 @@ Why: the design asks the service for 50 concurrent generations and 100 per minut
 fetches cheap enough to do on every client's TTL. Everything runs in this one process's run: two
 real uvicorn subprocesses (``python -m poet_runtime serve`` on a store a real program filled, and
 a FastAPI app whose one route returns a constant), one small HTTP/1.1 client for both (``Connection``), and the rows are
-measured in alternating blocks so the machine's drifting load hits both alike. Medians over the
+measured in alternating blocks, in a new random order each time, so the machine's drifting load
+hits both alike. Medians over the
 blocks are printed, with the ratio to the floor measured at the same concurrency.
 
 Rows: ``/api/v1/whoami`` (what every route pays: the key check, the rate limit, the request
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -235,35 +237,39 @@ async def main_async(args) -> int:
                   f"{'' if template.status_code != 200 else ' without an ETag'}; is the registry installed?)")
 
         rows: dict[str, list] = {}
-        series = 0
 
         def record(name, result):
             rows.setdefault(name, []).append(result)
 
+        c = args.concurrency
+        plan = [(f"floor c={n}", bare, lambda tag: (lambda i: ("GET", "/const", {})), args.requests, n)
+                for n in (1, c)]
+        # the service's own floor: key check, rate limit and request metrics around a constant
+        plan.append(("whoami (key check) c=1", ours, lambda tag: (lambda i: ("GET", "/api/v1/whoami", {})),
+                     args.requests, 1))
+        if etag:
+            plan += [(f"template ETag hit c={n}", ours,
+                      lambda tag: (lambda i: ("GET", f"/api/v1/templates/{args.domain}",
+                                              {"headers": {"If-None-Match": etag}})), args.requests, n)
+                     for n in (1, c)]
+        plan += [
+            (f"enhance new functions c={c}", ours,
+             lambda tag: (lambda i: ("POST", "/api/v1/enhance", {"json": enhance_body(f"fn_{tag}_{i}")})),
+             args.generations, c),
+            (f"enhance one function c={c}", ours,
+             lambda tag: (lambda i: ("POST", "/api/v1/enhance", {"json": enhance_body(f"same_{tag}")})),
+             args.generations, c),
+            (f"feedback c={args.feedback_concurrency}", ours,
+             lambda tag: (lambda i: ("POST", "/api/v1/feedback",
+                                     {"json": {"execution_id": execution_id, "metrics": {"latency": float(i)}}})),
+             args.feedback, args.feedback_concurrency),
+        ]
+        order = random.Random(1)
         for repeat in range(args.repeats):
-            for concurrency in (1, args.concurrency):
-                record(f"floor c={concurrency}", await run_block(
-                    bare, lambda i: ("GET", "/const", {}), args.requests, concurrency))
-            # the service's own floor: key check, rate limit and request metrics around a constant
-            record("whoami (key check) c=1", await run_block(
-                ours, lambda i: ("GET", "/api/v1/whoami", {}), args.requests, 1))
-            if etag:
-                for concurrency in (1, args.concurrency):
-                    record(f"template ETag hit c={concurrency}", await run_block(
-                        ours, lambda i: ("GET", f"/api/v1/templates/{args.domain}",
-                                         {"headers": {"If-None-Match": etag}}), args.requests, concurrency))
-            series += 1
-            tag = f"r{repeat}s{series}"
-            record(f"enhance new functions c={args.concurrency}", await run_block(
-                ours, lambda i: ("POST", "/api/v1/enhance", {"json": enhance_body(f"fn_{tag}_{i}")}),
-                args.generations, args.concurrency))
-            record(f"enhance one function c={args.concurrency}", await run_block(
-                ours, lambda i: ("POST", "/api/v1/enhance", {"json": enhance_body(f"same_{tag}")}),
-                args.generations, args.concurrency))
-            record(f"feedback c={args.feedback_concurrency}", await run_block(
-                ours, lambda i: ("POST", "/api/v1/feedback", {"json": {"execution_id": execution_id,
-                                                                        "metrics": {"latency": float(i)}}}),
-                args.feedback, args.feedback_concurrency))
+            # a new order each block: a row always run after the fsync-heavy feedback block (or any
+            # other) would carry that block's after-effects in every repeat
+            for name, connect, maker, count, concurrency in order.sample(plan, len(plan)):
+                record(name, await run_block(connect, maker(f"r{repeat}"), count, concurrency))
         metrics = httpx.get(service.url + "/metrics", headers=service.headers("read")).text
     finally:
         service.stop()
@@ -274,7 +280,8 @@ async def main_async(args) -> int:
           f"ratio = floor req/s / row req/s at the same concurrency")
     print(f"{'row':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'x floor':>8}  statuses")
     floor_rate = {}
-    for name, results in rows.items():
+    for name in [row[0] for row in plan]:
+        results = rows[name]
         rate = statistics.median(r[0] for r in results)
         p50 = statistics.median(percentile(r[1], 0.5) for r in results) * 1000
         p99 = percentile([x for r in results for x in r[1]], 0.99) * 1000
