@@ -23,6 +23,9 @@ _BIDI_AND_INVISIBLE = frozenset(
 )
 
 
+_HIDDEN_CATEGORIES = frozenset(["Cf", "Zl", "Zp"])
+
+
 def is_hidden(char: str, *, allow_newlines: bool = True) -> bool:
     """True for a character a terminal would act on or not show: controls, bidi, zero-width."""
     code = ord(char)
@@ -32,8 +35,10 @@ def is_hidden(char: str, *, allow_newlines: bool = True) -> bool:
         return True
     if code in _BIDI_AND_INVISIBLE:
         return True
-    # Other format characters (Unicode category Cf) render as nothing as well.
-    return unicodedata.category(char) == "Cf"
+    # Other format characters (Cf) render as nothing as well; the line and paragraph
+    # separators (Zl, Zp: U+2028, U+2029) break lines in editors and browsers that Python
+    # and the reader's tools see as one.
+    return unicodedata.category(char) in _HIDDEN_CATEGORIES
 
 
 def visible(text: str, *, allow_newlines: bool = True) -> str:
