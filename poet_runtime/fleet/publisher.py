@@ -515,7 +515,7 @@ class Publisher:
                                                           handle.writer)))
             at += len(line)
         full = len(chunk) >= ROUND_BYTES
-        moves.append((handle, at, handle.kind == b"fb" or (closed and not full and at == size)))
+        moves.append((handle, at, handle.kind == b"fb" or (writer_gone and not full and at == size)))
         return full
 
     def _send(self, batch: list, moves: list) -> int:
