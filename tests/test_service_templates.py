@@ -241,7 +241,8 @@ def llm(poet_home, fake, write_module, monkeypatch, service):
 
         @staticmethod
         def generator():
-            return LLMGenerator.from_settings(settings.get_settings(), backoff_base_s=0.01, probe_timeout_s=0.5,
+            # probe_timeout_s: a valid answer's probes take milliseconds; 5 s is for a loaded machine
+            return LLMGenerator.from_settings(settings.get_settings(), backoff_base_s=0.01, probe_timeout_s=5.0,
                                               worker=False, ask_backoff_s=0.0)
 
         @classmethod
@@ -434,6 +435,7 @@ def through_service(poet_home, write_module, monkeypatch):
             config = PoetConfig.from_kwargs(spec.function_id)
             generator = select_generator()
             assert generator.id == "service"
+            generator.probe_timeout_s = 5.0  # probes of a sandboxed answer on a loaded machine
             version = ensure_version(spec, config, module_file=cls.module.__file__, generator=generator)
             loaded = load_version(version, function_id=spec.function_id, original=function, spec=spec, config=config,
                                   policy=effective_policy(config, spec.function_id))
