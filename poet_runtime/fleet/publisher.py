@@ -272,7 +272,7 @@ class Publisher:
                     scanned = True
             self.overflowed = False
             if self.catching_up is not None and scanned and not any(
-                    state.behind for state in self.roots.values() if state is not None):
+                    state.behind for state in list(self.roots.values()) if state is not None):
                 began, before = self.catching_up
                 self.catching_up = None
                 log.info("poet_runtime: fleet: forwarded %d entries that waited in the journal (%.1f s after the "
@@ -312,7 +312,7 @@ class Publisher:
                      _safe_url(self.url))
             self.catching_up = (time.monotonic(), self.sent)
         self.up, self.backoff = True, 0.1
-        for state in self.roots.values():
+        for state in list(self.roots.values()):
             if state is not None:
                 state.last_scan = 0.0  # look at every file now
         return True
@@ -393,7 +393,7 @@ class Publisher:
                 self._advance(handle, at)
                 if handle.kind == b"fb":
                     handle.done = True
-            for state in self.roots.values():
+            for state in list(self.roots.values()):
                 if state is not None:
                     self._finish_done(state)
 
