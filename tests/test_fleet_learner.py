@@ -370,3 +370,36 @@ def test_the_fleet_learners_fast_search_proposes_exactly_what_the_labelled_learn
         moved += bool(slow)
         current.update(slow)
     assert moved >= 1  # the search ran, and moved the value
+
+
+def test_the_learner_survives_the_broker_going_away_and_loses_nothing(fleet, tmp_path):
+    from poet_runtime.fleet.learner import Learner
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        client = server.client()
+        entries = fleet["client"].xrange(f"poet:{SOURCE_NS}:events")
+        half = len(entries) // 2
+        pipe = client.pipeline(transaction=False)
+        for _, fields in entries[:half]:
+            pipe.xadd(f"poet:{SOURCE_NS}:events", fields)
+        pipe.execute()
+        learner = Learner(server.url, KEY.encode(), namespace=SOURCE_NS, name="a", block_ms=10)
+        learner.run(rounds=3)
+        server.stop()  # the broker goes away (its append-only file keeps what it acknowledged)
+        started = time.monotonic()
+        assert learner.run(rounds=3) == 3  # three tries, none possible; nothing raised
+        assert time.monotonic() - started < 30
+        server.start()
+        pipe = client.pipeline(transaction=False)
+        for _, fields in entries[half:]:
+            pipe.xadd(f"poet:{SOURCE_NS}:events", fields)
+        pipe.execute()
+        sent = len(_feedback_entries(client, SOURCE_NS))
+        _wait(lambda: learner.run(rounds=1) == 0 and _stats(client, SOURCE_NS).get("applied", 0) >= sent, 30,
+              "the learner to catch up after the broker came back")
+        state = _state(client, SOURCE_NS, fleet["function"])
+        assert state["feedback"] == sent == fleet["sent"] and _stats(client, SOURCE_NS)["applied"] == sent
+        assert state["params"] == _state(fleet["client"], SOURCE_NS, fleet["function"])["params"]
+    finally:
+        server.stop()

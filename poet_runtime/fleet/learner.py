@@ -147,20 +147,22 @@ class Learner:
                 raise
 
     def run(self, rounds: int | None = None) -> int:
-        """Learn until ``stop()`` (SIGTERM) or ``rounds`` rounds; survives the broker going away."""
-        delay, down_since, done = 0.1, None, 0
+        """Learn until ``stop()`` (SIGTERM) or ``rounds`` rounds (tries, when the broker is away);
+        survives the broker going away. Returns how many rounds failed for want of a broker."""
+        delay, down_since, done, failed = 0.1, None, 0, 0
         while not self.stopping and (rounds is None or done < rounds):
+            done += 1
             try:
-                if down_since is not None or done == 0:
+                if down_since is not None or done == 1:
                     self.ensure_group()
                 self.round()
-                done += 1
                 if down_since is not None:
                     log.warning("poet_runtime: learner %s: broker back after %.1f s", self.name,
                                 time.monotonic() - down_since)
                     down_since, delay = None, 0.1
             except (self.redis.ConnectionError, self.redis.TimeoutError, self.redis.BusyLoadingError,
                     OSError) as error:
+                failed += 1
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning("poet_runtime: learner %s: broker unreachable (%s); retrying", self.name, error)
@@ -168,10 +170,10 @@ class Learner:
                 delay = min(delay * 2, 2.0)
             except self.redis.ResponseError as error:
                 if "NOGROUP" in str(error):  # the broker lost its data (or the stream was deleted): start over
-                    self.ensure_group()
+                    down_since = down_since or time.monotonic()
                     continue
                 raise
-        return 0
+        return failed
 
     def stop(self, *_):
         self.stopping = True
