@@ -51,6 +51,8 @@ log = logging.getLogger("poet_runtime")
 
 DEFER_S = 10.0  # feedback whose execution is nowhere yet waits this long (pending) before it counts as unmatched
 SEEN_DAYS = 7.0  # applied feedback event ids are remembered this long (a redelivery older than that is unlikely)
+SEEN_MAX = 200_000  # and at most this many per function (redeliveries come after a crash: recent ones)
+INDEX_TTL_S = 7 * 86400  # a process's execution index outlives it by this much (process ids change on restart)
 APPLY_LIMIT = 5000  # staged feedback applied per function per transaction
 
 
@@ -302,6 +304,7 @@ class Learner:
         for process, members in index.items():
             pipe.zadd(keys.index(process), members)
             pipe.zremrangebyrank(keys.index(process), 0, -100_001)  # the newest 100 000 batches per process
+            pipe.expire(keys.index(process), INDEX_TTL_S)
         for function, members in staged.items():
             pipe.zadd(keys.stage(function), members)
             pipe.sadd(keys.staged, function)
@@ -477,6 +480,7 @@ class Learner:
                 if applied:
                     pipe.zadd(seen_key, applied)
                     pipe.zremrangebyscore(seen_key, "-inf", time.time() - SEEN_DAYS * 86400)
+                    pipe.zremrangebyrank(seen_key, 0, -SEEN_MAX - 1)
                 for kind, message in outcomes:
                     data = json.dumps(message, sort_keys=True, default=str).encode()
                     pipe.xadd(keys.outcomes if kind in wire.OUTCOME_TYPES else keys.learning,
