@@ -403,3 +403,30 @@ def test_the_learner_survives_the_broker_going_away_and_loses_nothing(fleet, tmp
         assert state["params"] == _state(fleet["client"], SOURCE_NS, fleet["function"])["params"]
     finally:
         server.stop()
+
+
+def test_feedback_without_its_execution_is_joined_with_the_execution_batches_on_the_broker(fleet):
+    from poet_runtime.fleet.learner import Learner
+
+    client, function, url = fleet["client"], fleet["function"], fleet["server"].url
+    ns = "joined"
+    from poet_runtime.fleet import wire
+
+    entries = []
+    for i, fields in client.xrange(f"poet:{SOURCE_NS}:events"):
+        fields = {k: v for k, v in fields.items() if k != b"x"}
+        if fields[b"k"] == b"hi":  # instances on other hosts: their stores are out of the learner's reach
+            beat = json.loads(fields[b"d"])
+            fields[b"d"] = json.dumps({**beat, "root": "/nonexistent/store"}).encode()
+            fields[b"s"] = wire.sign(KEY.encode(), b"hi", fields[b"d"])
+        entries.append((i, fields))
+    # The batches first (as a learner that reads them in an earlier round indexes them), then the feedback.
+    _copy(client, SOURCE_NS, ns, [e for e in entries if e[1][b"k"] != b"fb"])
+    learner = Learner(url, KEY.encode(), namespace=ns, name="a", block_ms=10)
+    learner.run(rounds=2)
+    _copy(client, SOURCE_NS, ns, [e for e in entries if e[1][b"k"] == b"fb"])
+    _wait(lambda: learner.run(rounds=1) == 0 and _stats(client, ns).get("applied", 0) >= fleet["sent"], 30,
+          "the learner to join and apply the feedback")
+    state, source = _state(client, ns, function), _state(client, SOURCE_NS, function)
+    assert state["unmatched"] == 0 and state["learner"]["seen"] == fleet["sent"]
+    assert sorted(map(tuple, state["learner"]["samples"])) == sorted(map(tuple, source["learner"]["samples"]))
