@@ -292,7 +292,21 @@ def load_settings(environ=None, cwd: Path | None = None) -> Settings:
     from poet_runtime.generate.llm_settings import read as read_llm_settings
 
     read_llm_settings(environ)  # POET_LLM_*: a bad value is one PoetConfigError naming the variable
+    if values.get("broker") and not _installed("redis"):
+        where = "POET_BROKER" if environ.get("POET_BROKER") else f"{pyproject}: [tool.poet] broker"
+        raise PoetConfigError(f"{where}: a broker is set but the redis package is not installed "
+                              "(pip install 'poet-runtime[fleet]')")
     return Settings(pyproject=pyproject, **values)
+
+
+def _installed(name: str) -> bool:
+    """Whether a package can be imported, found without importing it (start-up stays cheap)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a module set to None
+        return False
 
 
 _settings: Settings | None = None

@@ -13,7 +13,10 @@ import math
 
 import pytest
 
-from hook_helpers import pth_python, run, write_tree
+import subprocess
+from pathlib import Path
+
+from hook_helpers import REPO, pth_python, run, write_tree
 
 pytestmark = pytest.mark.slow
 
@@ -184,6 +187,49 @@ def test_numeric_settings_reject_nan_infinity_and_out_of_range(tmp_path):
     settings = load_settings({"POET_GENERATION_TIMEOUT": "2.5", "POET_MAX_CONCURRENT_GENERATIONS": "8"}, cwd=tmp_path)
     assert settings.generation_timeout == 2.5 and settings.max_concurrent_generations == 8
     assert math.isfinite(load_settings({}, cwd=tmp_path).generation_timeout)
+
+
+def test_broker_and_service_urls_are_checked_at_start_up(tmp_path):
+    from poet_runtime.errors import PoetConfigError
+    from poet_runtime.settings import load_settings
+
+    for variable, value in [("POET_BROKER", "localhost:6379"), ("POET_BROKER", "http://h/0"), ("POET_BROKER", "unix://"),
+                            ("POET_SERVICE_URL", "127.0.0.1:8477"), ("POET_SERVICE_URL", "ftp://h")]:
+        with pytest.raises(PoetConfigError, match=variable):
+            load_settings({variable: value}, cwd=tmp_path)
+    settings = load_settings({"POET_BROKER": "redis://127.0.0.1:6379/0", "POET_SERVICE_URL": "http://127.0.0.1:8477/"},
+                             cwd=tmp_path)
+    assert settings.broker == "redis://127.0.0.1:6379/0" and settings.service_url == "http://127.0.0.1:8477"
+    assert "6379" not in repr(settings)  # a broker URL may hold a password
+    (tmp_path / "pyproject.toml").write_text('[tool.poet]\nservice_key = "k"\n')
+    with pytest.raises(PoetConfigError, match="service_key: unknown setting"):  # secrets: environment only
+        load_settings({}, cwd=tmp_path)
+
+
+def test_a_broker_without_the_redis_package_is_one_line_and_the_program_runs_without_poet(tmp_path):
+    """A machine without the [fleet] extra: an interpreter whose import system has no redis."""
+    import site
+    import venv
+
+    from poet_runtime.hook.activate import PTH_LINE, PTH_NAME
+
+    target = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
+    python = str(target / "bin" / "python")
+    purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    # .pth files run in name order: the finder that refuses redis is in place before ours activates.
+    (purelib / "_a_no_redis.pth").write_text(
+        "import sys; sys.meta_path.insert(0, type('NoRedis', (), {'find_spec': staticmethod(lambda name, *a: "
+        "(_ for _ in ()).throw(ModuleNotFoundError(name)) if name.split('.')[0] == 'redis' else None)}))\n")
+    (purelib / "_b_paths.pth").write_text("\n".join([str(REPO), *site.getsitepackages()]) + "\n")
+    (purelib / PTH_NAME).write_text(PTH_LINE)
+    write_tree(tmp_path, {"app.py": APP})
+    result = run(["app.py"], tmp_path, python=python, POET_ENABLED="1", POET_BROKER="redis://127.0.0.1:1/0")
+    assert result.returncode == 5, result.stderr
+    assert result.stdout.strip() == "ran False", result.stderr
+    line = _one_line_about(result.stderr, "POET_BROKER")
+    assert "poet-runtime[fleet]" in line and "continuing without POET" in line, line
 
 
 def test_backend_tuning_variables_are_checked_at_start_up_and_never_raise_at_import(tmp_path, monkeypatch):
