@@ -111,7 +111,7 @@ def build_router(context: ServiceContext) -> APIRouter:
     def session(request: Request):
         """The signed-in key (a read session), rate-limited like the key itself; None when signed out."""
         record = sessions.check(request.cookies.get(COOKIE))
-        wait = limiter.hit(record.name) if record is not None and limiter is not None else 0
+        wait = limiter.hit(record.name, record.rate_limit) if record is not None and limiter is not None else 0
         if wait:
             raise Problem(429, "rate-limited", f"key {record.name!r} made more than {limiter.limit} requests "
                           f"in {limiter.window:g} s", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
