@@ -434,12 +434,14 @@ class Segment:
         claim(self.path)
 
 
-def files(root: Path) -> list[Path]:
+def files(root: Path, prefixes: tuple[str, ...] = ()) -> list[Path]:
+    """Every journal file under ``root`` in write order; only names starting with one of
+    ``prefixes`` when given (looked at before any stat: a journal may hold a file per feedback)."""
     found = []
     for sub in (PROCESSED, PENDING):
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(root / sub):
-                if entry.name.endswith(".jsonl"):
+                if entry.name.endswith(".jsonl") and (not prefixes or entry.name.startswith(prefixes)):
                     found.append(Path(entry.path))
     # The nanosecond stamp in the name orders segments of one writer; mtime orders the rest.
     return sorted(found, key=lambda p: (_mtime(p), p.name))
@@ -601,7 +603,7 @@ def find_execution_event(root: Path, execution_id: str) -> dict | None:
     if not process or not number.isdigit():
         return None
     number = int(number)
-    for path in files(root):
+    for path in files(root, ("ex-", "kx-")):  # only execution segments and their compacted copies hold one
         name = path.name
         if name.startswith("kx-"):
             named = header_from_name(path)
