@@ -266,6 +266,20 @@ def test_feedback_is_validated_like_the_library_and_stored(world):
     assert len(written) == 1 and event_id in written[0].name
 
 
+def test_feedback_is_written_only_to_the_store_the_service_serves(world, tmp_path):
+    """A service on another store never finds (and writes feedback beside) an execution of the store
+    its own environment's POET_HOME names."""
+    execution = world.execution_ids[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POET_")}
+    env.update(POET_HOME=str(world.store_root))
+    before = feedback_files(world)
+    with ServiceProcess(tmp_path / "data", tmp_path / "empty_store", env=env) as other:
+        refused = httpx.post(other.url + "/api/v1/feedback", json={"execution_id": execution, "label": True},
+                             headers=other.headers("write"), timeout=30)
+    assert_problem(refused, 404)
+    assert feedback_files(world) == before
+
+
 # -- functions, versions, rollback -------------------------------------------------------------
 
 

@@ -31,12 +31,14 @@ class FeedbackError(PoetError, ValueError):
     """Feedback that was refused; nothing was recorded."""
 
 
-def _roots(extra) -> list[Path]:
+def _roots(extra, only: bool = False) -> list[Path]:
     from poet_runtime import journal
     from poet_runtime.settings import get_settings
 
-    settings = get_settings()
     found = [Path(r) for r in extra]
+    if only:
+        return found
+    settings = get_settings()
     for base in (settings.home, Path.cwd() / ".poet", settings.fallback_home()):
         if base is not None:
             found.append(journal.events_root(base))
@@ -65,13 +67,16 @@ def _feedback_type(label, rating, metrics, comments, suggestions) -> str:
 
 
 def feedback(execution_id: str, *, label=None, rating=None, metrics=None, comments=None, suggestions=None,
-             feedback_type: str | None = None, roots=()) -> str:
+             feedback_type: str | None = None, roots=(), only_roots: bool = False) -> str:
     """Record feedback on one execution; returns the feedback event's id.
 
     ``label``: the right answer (for accuracy, precision, recall, alert_quality);
     ``rating``: 0..5; ``metrics``: name -> number; ``comments``: text; ``suggestions``:
     list of text. Raises ``FeedbackError`` (nothing recorded) for an unknown execution,
     a function without ``optimize_for``, wrong types, oversized text or too much feedback.
+    ``only_roots``: look for the execution in ``roots`` alone (the service serves one store and must
+    never write feedback into another that happens to hold the id), not also in POET_HOME, ./.poet
+    and the fallback store.
     """
     if not isinstance(execution_id, str) or not _ID.fullmatch(execution_id):
         raise FeedbackError(f"feedback: {execution_id!r} is not an execution id (expected '<process>-<n>', "
@@ -94,7 +99,7 @@ def feedback(execution_id: str, *, label=None, rating=None, metrics=None, commen
     if all(value is None for value in fields.values()):
         raise FeedbackError(f"feedback on {execution_id}: nothing to record (give a label, rating, metrics, "
                             "comments or suggestions)")
-    found = sink.find_execution(execution_id, extra_roots=_roots(roots))
+    found = sink.find_execution(execution_id, extra_roots=_roots(roots, only_roots))
     if found is None:
         raise FeedbackError(f"feedback: unknown execution {execution_id} (not in this process and not in the "
                             "durable execution events; was the function's optimize_for set when it ran?)")

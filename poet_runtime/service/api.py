@@ -96,7 +96,8 @@ def build_router(context: ServiceContext) -> APIRouter:
         try:
             event_id = record(body.execution_id, label=body.label, rating=body.rating, metrics=body.metrics,
                               comments=body.comments, suggestions=body.suggestions,
-                              feedback_type=body.feedback_type, roots=[journal.events_root(store_root)])
+                              feedback_type=body.feedback_type, roots=[journal.events_root(store_root)],
+                              only_roots=True)
         except FeedbackError as error:
             message = str(error)
             status, kind = _feedback_status(message)
