@@ -62,6 +62,8 @@ class _Namespace:
         self.root = root  # the events root
         self.name = wire.namespace(root.parent)
         self.stream = wire.stream(self.name, wire.OUTCOMES)
+        self.learning = wire.stream(self.name, "learning")  # the learners' verdicts (``fleet.regenerate``)
+        self.learning_last = "0-0"  # old verdicts are not acted on (``regenerate.MAX_AGE_S``)
         self.path = root / "fleet" / LAST_FILE
         try:
             self.last = self.path.read_text().strip() or "0-0"
@@ -94,6 +96,10 @@ class Follower:
         self.joined: list = []  # functions attached since the last read (see ``_catch_up``)
         self.applied: list = []  # (entry id, type, function, seconds from publication to applied): tests, rows
         self.pid = os.getpid()
+        if key is None:
+            _say_once(("nokey",), logging.WARNING, "poet_runtime: fleet: no broker key (%s / %s unset): no outcome "
+                      "is applied and this instance does not regenerate for the fleet", wire.KEY_VAR,
+                      wire.KEY_FILE_VAR)
         self.thread = threading.Thread(target=self._run, name="poet-fleet-follower", daemon=True)
         self.thread.start()
 
@@ -187,6 +193,9 @@ class Follower:
             with self.lock:
                 streams = {ns.stream: ns.last for ns in self.namespaces.values()}
                 by_stream = {ns.stream: ns for ns in self.namespaces.values()}
+                if self.key is not None:  # no key: no verdict can be verified, none is read
+                    streams.update({ns.learning: ns.learning_last for ns in self.namespaces.values()})
+                    by_stream.update({ns.learning: ns for ns in self.namespaces.values()})
             if not streams:
                 self.stop.wait(0.2)
                 continue
@@ -196,11 +205,21 @@ class Follower:
                 self._down(error)
                 continue
             for stream, entries in answer or ():
-                ns = by_stream.get(stream.decode() if isinstance(stream, bytes) else stream)
+                stream = stream.decode() if isinstance(stream, bytes) else stream
+                ns = by_stream.get(stream)
                 if ns is None:
                     continue
                 for entry_id, fields in entries:
                     entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    if stream == ns.learning:
+                        ns.learning_last = entry_id
+                        try:
+                            self.handle(ns, entry_id, fields, learning=True)
+                        except Exception as error:
+                            _say_once(("verdict", type(error).__name__, str(error)[:200]), logging.WARNING,
+                                      "poet_runtime: fleet: verdict %s could not be acted on (%s: %s)", entry_id,
+                                      type(error).__name__, error)
+                        continue
                     try:
                         self.handle(ns, entry_id, fields)
                     except Exception as error:  # one bad outcome never stops the follower
@@ -240,8 +259,11 @@ class Follower:
 
     # -- one outcome ---------------------------------------------------------------------------
 
-    def handle(self, ns: _Namespace, entry_id: str, fields: dict, only: str | None = None) -> str:
-        """Verify and apply one outcome; returns what was done (``applied``, ``refused: ...``, ...)."""
+    def handle(self, ns: _Namespace, entry_id: str, fields: dict, only: str | None = None,
+               learning: bool = False) -> str:
+        """Verify and apply one outcome; returns what was done (``applied``, ``refused: ...``, ...).
+        ``learning``: an entry of ``poet:NS:learning`` (a learner's verdict), verified the same way
+        and then handed to ``fleet.regenerate``."""
         kind, data, signature = fields.get(b"t"), fields.get(b"m"), fields.get(b"s")
         if kind is None or data is None:
             return self.refuse(ns, entry_id, "not an outcome entry (no t or m field)", kind)
@@ -257,6 +279,15 @@ class Follower:
         except ValueError as error:
             return self.refuse(ns, entry_id, f"message is not JSON ({error})", kind)
         kind = kind.decode(errors="replace")
+        if learning:
+            from poet_runtime.fleet import regenerate
+
+            if kind not in regenerate.TYPES or type(message) is not dict or type(message.get("function")) is not str:
+                return self.refuse(ns, entry_id, f"unknown verdict {kind!r} or no function named", kind.encode())
+            info = self.functions.get(message["function"])
+            if info is None or info.engine is None:
+                return "skipped: function not run here"
+            return regenerate.on_learning(self, ns, entry_id, info, kind, message)
         if kind not in wire.OUTCOME_TYPES or type(message) is not dict or type(message.get("function")) is not str:
             return self.refuse(ns, entry_id, f"unknown outcome {kind!r} or no function named", kind.encode())
         info = self.functions.get(message["function"])

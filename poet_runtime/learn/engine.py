@@ -400,13 +400,58 @@ class Learning:
                                            "reason": "objective degraded"})
         return version
 
-    def shadow_scores(self, candidate) -> tuple[float, float]:
-        """Objective of current and candidate on the recorded labelled executions.
+    def regenerate_for_fleet(self, evidence: dict):
+        """The fleet's regeneration, run by the one instance the fleet elected (``fleet.regenerate``):
+        the same candidate (``regenerate``, with the learner's evidence instead of this monitor's)
+        and the same screening as ``evaluate``, on the labelled executions the evidence carries
+        (``samples``: ``{"output", "label"}`` objects or the learner's ``[score, predicted, actual]``)
+        besides this engine's own; no live shadow (this process sees none of the fleet's labels) and
+        no local promotion (the instance publishes it; every instance applies it through
+        ``fleet.follower``). Fewer than ``min_samples`` labelled executions to screen on: nothing is
+        generated (a candidate no one can judge is not promoted), said as
+        ``version.regeneration_failed``. Returns ``(candidate, scores)``, or None: not generated, or
+        refused by screening (``version.rejected``, as locally)."""
+        from poet_runtime.learn.objectives import make_learner
+
+        with self.lock:
+            screen = make_learner(self.objective, self.parameters, self.settings, self.beta)
+            screen.samples.extend(getattr(self.learner, "samples", ()))
+            for sample in evidence.get("samples") or ():
+                if type(sample) is dict and "label" in sample:
+                    screen.observe(sample.get("output"), sample["label"])
+                elif type(sample) in (list, tuple) and len(sample) == 3:
+                    screen.samples.append((sample[0], bool(sample[1]), bool(sample[2])))
+            if getattr(screen, "parameter", None) is None or not hasattr(screen, "value_for"):
+                reason = "no decision parameter to compare on"
+            elif len(screen.samples) < self.settings.min_samples:
+                reason = (f"{len(screen.samples)} labelled executions to screen a candidate on "
+                          f"(fewer than {self.settings.min_samples})")
+            else:
+                reason = None
+            if reason is not None:
+                self._decide("version.regeneration_failed", {"function": self.info.function_id,
+                                                             "version": self.version, "reason": reason})
+                return None
+            candidate = self.regenerate(evidence)
+            if candidate is None:
+                return None
+            current, proposed = self.shadow_scores(candidate, screen)
+            scores = {"current": round(current, 6), "candidate": round(proposed, 6), "samples": len(screen.samples),
+                      "evaluated_on": "labelled executions of the fleet"}
+            if proposed + 1e-9 < current:
+                self._reject(candidate, "worse than the current version on labelled executions of the fleet", scores)
+                return None
+            return candidate, scores
+
+    def shadow_scores(self, candidate, learner=None) -> tuple[float, float]:
+        """Objective of current and candidate on the recorded labelled executions (``learner``'s,
+        else this engine's).
 
         Replays the decision each version's parameters make on the recorded scores;
         the generated code of both reads that parameter, so this is what it would answer.
         """
-        name = self.learner.parameter
+        screen = self.learner if learner is None else learner
+        name = screen.parameter
         current = self._params().get(name, self.parameters.get(name, {}).get("default"))
         proposed = candidate.params().get(name, current)
         tuner = self.tuner
@@ -418,7 +463,7 @@ class Learning:
             return tuner.value_for(mine), tuner.value_for(theirs)
         if name is None:
             return 0.0, 0.0
-        return self.learner.value_for(current), self.learner.value_for(proposed)
+        return screen.value_for(current), screen.value_for(proposed)
 
     def evaluate(self, candidate) -> bool | None:
         """Screen the candidate on the recorded labelled executions; then shadow it on live calls

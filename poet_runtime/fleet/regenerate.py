@@ -1,0 +1,114 @@
+"""Regeneration in a fleet: one instance regenerates for all, on the learner's signed verdict.
+
+Why an instance and not the learner: regenerating needs the function (its spec, config, domain
+and generator), which only the instances load; the learner has outputs and labels only. Why one
+instance: N instances regenerating on the same verdict would publish N rival versions.
+
+On a verified ``learning.degraded`` (read by ``fleet.follower`` from ``poet:NS:learning`` and
+checked exactly as an outcome is: the fleet's key, HMAC over type and message; anything else is
+refused, never acted on) for a function and version this process runs (its current version's
+fleet number: ``metadata.json`` ``fleet.number``, else its own number):
+
+- the instance that wins ``SET poet:NS:regen:<function>:<version> <me> NX EX <ttl>`` on the
+  broker acts; the others do nothing (they apply what it publishes);
+- if that version is on probation (``poet:NS:regen:probation:<function>`` names it, set when it
+  was promoted here), it publishes a signed ``version.rolled_back`` ``{function, to: previous}``;
+- else it runs the engine's own regeneration and screening (``Learning.regenerate_for_fleet``)
+  with the message's evidence (recent failures, rolling objective, baseline, comments) and, for
+  an accepted candidate, publishes a signed ``version.promoted`` ``{function, number, files,
+  generator, params, builtin_hints?, previous}`` on ``poet:NS:outcomes``. Every instance, this
+  one included, applies it through the follower's checked path (this one finds its candidate
+  by its fleet number and makes it current). A refused candidate is a ``version.rejected``
+  decision, as locally, and nothing is published.
+
+An instance without the fleet's key regenerates nothing (the follower refuses every message then,
+said once). An old verdict (older than ``MAX_AGE_S``: a process that starts long after) is not
+acted on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+
+from poet_runtime.fleet import wire
+
+log = logging.getLogger("poet_runtime")
+
+ELECTION_TTL_S = 600
+MAX_AGE_S = 300.0
+LEARNING = "learning"
+TYPES = ("learning.degraded", "learning.recovered")
+
+
+def me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fleet_number(version) -> int:
+    fleet = version.metadata.get("fleet") if version is not None else None
+    if type(fleet) is dict and type(fleet.get("number")) is int:
+        return fleet["number"]
+    return version.number
+
+
+def on_learning(follower, ns, entry_id: str, info, kind: str, message: dict) -> str:
+    """A verified ``learning.*`` message for a function this process runs; returns what was done."""
+    if kind != "learning.degraded":
+        return "skipped: nothing to do on " + kind
+    stamp = entry_id.partition("-")[0]
+    if stamp.isdigit() and time.time() - int(stamp) / 1000 > MAX_AGE_S:
+        return "skipped: an old verdict"
+    engine = info.engine
+    function = info.function_id
+    current = engine.store.current()
+    if current is None or message.get("version") != fleet_number(current):
+        return "skipped: not the version this process runs"
+    client = follower.client
+    version = message["version"]
+    if not client.set(f"poet:{ns.name}:regen:{function}:{version}", me(), nx=True, ex=ELECTION_TTL_S):
+        return "skipped: another instance regenerates"
+    probation_key = f"poet:{ns.name}:regen:probation:{function}"
+    probation = client.get(probation_key)
+    probation = json.loads(probation) if probation else None
+    if type(probation) is dict and probation.get("version") == version:
+        publish(follower, ns, "version.rolled_back", {"function": function, "to": probation.get("previous"),
+                                                      "previous": version, "reason": "the promoted version degraded",
+                                                      "rolling": message.get("rolling"), "by": me()})
+        client.delete(probation_key)
+        log.info("poet_runtime: fleet: %s: v%s degraded on probation; rollback to v%s published", function,
+                 version, probation.get("previous"))
+        return "rolled back"
+    evidence = dict(message.get("evidence") or {}) if type(message.get("evidence")) is dict else {}
+    for name in ("objective", "rolling", "baseline"):
+        evidence.setdefault(name, message.get(name))
+    evidence["fleet"] = {"cause": message.get("cause"), "learner": message.get("learner"), "outcome": entry_id}
+    made = engine.regenerate_for_fleet(evidence)
+    if made is None:
+        return "rejected"
+    candidate, scores = made
+    number = candidate.number
+    previous = fleet_number(current)
+    # Known by its number in the fleet: the follower finds it here and makes it current.
+    with engine.store.lock():
+        engine.store.update_json(number, "metadata.json", {
+            **candidate.metadata, "fleet": {"number": number, "by": me()}, "scores": scores})
+    hints = candidate.metadata.get("builtin_hints")
+    body = {"function": function, "number": number, "version": number, "previous": previous,
+            "files": {"code.py": candidate.code()}, "generator": candidate.metadata.get("generator"),
+            "params": candidate.params(), "scores": scores, "by": me(), "reason": "objective degraded",
+            **({"builtin_hints": hints} if type(hints) is dict else {})}
+    client.set(probation_key, json.dumps({"version": number, "previous": previous}))
+    publish(follower, ns, "version.promoted", body)
+    log.info("poet_runtime: fleet: %s: regenerated v%s for the fleet (previous v%s)", function, number, previous)
+    return "promoted"
+
+
+def publish(follower, ns, kind: str, message: dict) -> str:
+    data = json.dumps(message, sort_keys=True, default=str).encode()
+    entry = follower.client.xadd(ns.stream, {"t": kind, "m": data, "s": wire.sign(follower.key, kind.encode(), data),
+                                             "l": f"instance {me()}"})
+    return entry.decode() if isinstance(entry, bytes) else entry
