@@ -30,6 +30,10 @@ never applied. A verified outcome is still checked as any input is:
 - ``version.rolled_back`` ``{function, to}``: the local version the fleet knows as ``to``
   becomes current if it exists and is not damaged (``resolve.inspect_version``).
 
+With the key held, the follower also reads the learners' verdicts on ``poet:NS:learning``
+(``learning.degraded`` / ``recovered``), verified exactly as outcomes are, and hands a verified one
+to ``fleet.regenerate`` (one elected instance regenerates for the fleet and publishes here).
+
 Outcomes for functions this process does not run are skipped (another process applies them to
 its store). Where to start after a restart: the last outcome id read is kept in
 ``<events root>/fleet/outcomes.last``; a process starts after it (its store already holds the

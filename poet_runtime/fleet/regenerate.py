@@ -95,7 +95,7 @@ def on_learning(follower, ns, entry_id: str, info, kind: str, message: dict) -> 
     # Known by its number in the fleet: the follower finds it here and makes it current.
     with engine.store.lock():
         engine.store.update_json(number, "metadata.json", {
-            **candidate.metadata, "fleet": {"number": number, "by": me()}, "scores": scores})
+            **candidate.metadata, "status": "current", "fleet": {"number": number, "by": me()}, "scores": scores})
     hints = candidate.metadata.get("builtin_hints")
     body = {"function": function, "number": number, "version": number, "previous": previous,
             "files": {"code.py": candidate.code()}, "generator": candidate.metadata.get("generator"),

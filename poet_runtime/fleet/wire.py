@@ -39,6 +39,14 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        ``version.promoted`` ``{function, number, files: {"code.py": text}, generator,
                        params?, builtin_hints?}``; ``version.rolled_back`` ``{function, to}``. Where an
                        instance stands is kept in ``<events root>/fleet/outcomes.last`` (``fleet.follower``).
+                       An instance elected to regenerate (``fleet.regenerate``) publishes here too, signed
+                       with the same key: ``version.promoted`` (with ``previous``) and ``version.rolled_back``.
+``poet:NS:learning``   learners -> instances: ``learning.degraded`` ``{function, version, objective, rolling,
+                       baseline, evidence: {recent_failures, comments, trend, samples?}, cause}`` and
+                       ``learning.recovered``, same fields and signature as outcomes. Instances holding the
+                       key read it (``fleet.follower``) and act on a verified ``learning.degraded`` only
+                       through ``fleet.regenerate`` (one instance, elected with
+                       ``SET poet:NS:regen:<function>:<version> NX``).
 
 A signature is HMAC-SHA256 over ``kind + b"\\n" + data`` with the fleet's shared secret
 (``POET_BROKER_KEY``, or the file named by ``POET_BROKER_KEY_FILE``), hex-encoded.
