@@ -132,6 +132,14 @@ def test_one_instance_regenerates_for_the_fleet_and_a_degraded_promotion_rolls_b
         assert [_current(app) for app in apps] == ["v1", "v1"]
         assert not client.keys(f"poet:{NS}:regen:*")
 
+        # Signed, but nothing to screen a candidate on: nothing is generated, nothing published.
+        unjudged = _degraded(1)
+        del unjudged["evidence"]["samples"]
+        _verdict(client, unjudged, KEY.encode())
+        root = [app / ".poet" / "events" for app in apps]
+        _wait(lambda: sum(len(list(journal.read(r, {"version.regeneration_failed"}))) for r in root) == 1)
+        assert client.xlen(outcomes) == 0 and [_current(app) for app in apps] == ["v1", "v1"]
+
         # Signed as a learner signs: exactly one instance regenerates; both run what it promotes.
         _verdict(client, _degraded(1), KEY.encode())
         _wait(lambda: [_current(app) for app in apps] == ["v2", "v2"])

@@ -9,8 +9,10 @@ checked exactly as an outcome is: the fleet's key, HMAC over type and message; a
 refused, never acted on) for a function and version this process runs (its current version's
 fleet number: ``metadata.json`` ``fleet.number``, else its own number):
 
-- the instance that wins ``SET poet:NS:regen:<function>:<version> <me> NX EX <ttl>`` on the
-  broker acts; the others do nothing (they apply what it publishes);
+- the instance that wins ``SET poet:NS:regen:<function>:<version>:<verdict id> <me> NX EX <ttl>``
+  handles the verdict, and acts only if it also wins ``SET poet:NS:regen:<function>:<version> <me>
+  NX EX <ttl>`` (one outcome per version: kept once something is published, let go when nothing
+  was, so the next verdict may try again); the others do nothing (they apply what it publishes);
 - if that version is on probation (``poet:NS:regen:probation:<function>`` names it, set when it
   was promoted here), it publishes a signed ``version.rolled_back`` ``{function, to: previous}``;
 - else it runs the engine's own regeneration and screening (``Learning.regenerate_for_fleet``)
@@ -69,8 +71,26 @@ def on_learning(follower, ns, entry_id: str, info, kind: str, message: dict) -> 
         return "skipped: not the version this process runs"
     client = follower.client
     version = message["version"]
-    if not client.set(f"poet:{ns.name}:regen:{function}:{version}", me(), nx=True, ex=ELECTION_TTL_S):
-        return "skipped: another instance regenerates"
+    # One instance per verdict ...
+    if not client.set(f"poet:{ns.name}:regen:{function}:{version}:{entry_id}", me(), nx=True, ex=ELECTION_TTL_S):
+        return "skipped: another instance handles this verdict"
+    # ... and one outcome per version: held while regenerating, kept once something is published,
+    # let go when nothing was (the next verdict for that version may try again, as locally).
+    elected = f"poet:{ns.name}:regen:{function}:{version}"
+    if not client.set(elected, me(), nx=True, ex=ELECTION_TTL_S):
+        return "skipped: another instance regenerates this version"
+    try:
+        done = _act(follower, ns, entry_id, engine, function, current, version, message)
+    except BaseException:
+        client.delete(elected)
+        raise
+    if done not in ("promoted", "rolled back"):
+        client.delete(elected)
+    return done
+
+
+def _act(follower, ns, entry_id: str, engine, function: str, current, version, message: dict) -> str:
+    client = follower.client
     probation_key = f"poet:{ns.name}:regen:probation:{function}"
     probation = client.get(probation_key)
     probation = json.loads(probation) if probation else None
