@@ -15,32 +15,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 
-from poet_runtime.learn.objectives import LabelledLearner, clamp
-
-
-def value_from_counts(objective: str, tp: int, fp: int, fn: int, tn: int, *, beta: float = 1.0,
-                      settings=None) -> float:
-    """``objectives.objective_value`` on pairs with these confusion counts (same operations, same floats)."""
-    n = tp + fp + fn + tn
-    if not n:
-        return 0.0
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    if objective == "precision":
-        floor = settings.min_recall if settings else 0.5
-        return precision if recall >= floor else precision * recall / floor
-    if objective == "recall":
-        floor = settings.min_precision if settings else 0.5
-        return recall if precision >= floor else recall * precision / floor
-    if objective == "alert_quality":
-        b2 = beta * beta
-        denominator = (1 + b2) * tp + b2 * fn + fp
-        fbeta = (1 + b2) * tp / denominator if denominator else 1.0
-        alert_rate = (tp + fp) / n
-        base_rate = (tp + fn) / n
-        penalty = (settings.alert_rate_penalty if settings else 0.1) * max(0.0, alert_rate - base_rate)
-        return max(0.0, fbeta - penalty)
-    return (tp + tn) / n
+from poet_runtime.learn.objectives import LabelledLearner, clamp, value_from_counts
 
 
 class Scorer:

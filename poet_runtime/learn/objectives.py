@@ -81,8 +81,15 @@ def objective_value(objective: str, pairs, *, beta: float = 1.0, settings=None) 
     pairs = list(pairs)
     if not pairs:
         return 0.0
-    tp, fp, fn, tn = confusion(pairs)
-    n = len(pairs)
+    return value_from_counts(objective, *confusion(pairs), beta=beta, settings=settings)
+
+
+def value_from_counts(objective: str, tp: int, fp: int, fn: int, tn: int, *, beta: float = 1.0,
+                      settings=None) -> float:
+    """The objective from confusion counts: what ``objective_value`` computes, for learners that count."""
+    n = tp + fp + fn + tn
+    if not n:
+        return 0.0
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     if objective == "precision":
