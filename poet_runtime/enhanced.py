@@ -1119,13 +1119,15 @@ def _relocated(source: str, filename: str, lineno: int):
     import ast
     import linecache
 
-    tree = ast.parse(source)
+    from poet_runtime.generate.parsing import compile_tree, parse
+
+    tree = parse(source)
     width = len(linecache.getline(filename, lineno).rstrip("\n")) or 1
     for node in ast.walk(tree):
         if hasattr(node, "lineno"):
             node.lineno = node.end_lineno = lineno
             node.col_offset, node.end_col_offset = 0, width
-    return compile(tree, filename, "exec", dont_inherit=True)
+    return compile_tree(tree, filename)
 
 
 def _marked(run, *args, **kwargs):

@@ -252,10 +252,10 @@ def parse_checked(text: str, filename: str) -> None:
             depth = max(0, depth - 1)
     if deepest > MAX_NESTING:
         raise DamagedFile(filename, None, f"nests brackets {deepest} deep; the cap is {MAX_NESTING}")
-    import ast
+    from poet_runtime.generate.parsing import parse
 
     try:
-        compile(text, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        parse(text, filename)
     except SyntaxError as error:
         raise DamagedFile(filename, f"line {error.lineno}", f"syntax error: {error.msg}") from None
     except (ValueError, MemoryError, RecursionError) as error:

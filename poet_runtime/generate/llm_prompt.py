@@ -112,8 +112,10 @@ def compact_code(code: str) -> str:
     """``code`` without docstrings and comments (same behaviour, about half the tokens)."""
     import ast
 
+    from poet_runtime.generate.parsing import parse
+
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return code
     for node in ast.walk(tree):

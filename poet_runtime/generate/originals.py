@@ -27,6 +27,8 @@ import logging
 import sys
 import threading
 
+from poet_runtime.generate.parsing import compile_tree, parse
+
 log = logging.getLogger("poet_runtime")
 
 _loaded: dict[tuple[str, str, int], dict] = {}  # (file, module, hash of text) -> namespace
@@ -93,14 +95,14 @@ def _definitions(spec) -> tuple[dict | None, str]:
         if namespace is not None:
             return namespace, "cached"
         try:
-            tree = ast.parse(text, filename)
+            tree = parse(text, filename)
         except SyntaxError as error:
             return None, f"{filename} does not parse: {error}"
         tree.body = [node for node in tree.body if _is_definition(node)]
         namespace = {"__name__": spec.module, "__file__": filename, "__builtins__": __builtins__,
                      "__package__": spec.module.rpartition(".")[0] or None}
         try:
-            exec(compile(tree, filename, "exec"), namespace)  # noqa: S102 - the user's own definitions
+            exec(compile_tree(tree, filename), namespace)  # noqa: S102 - the user's own definitions
         except BaseException as error:  # noqa: BLE001 - a definition needing the program: not probeable
             if isinstance(error, KeyboardInterrupt):
                 raise
