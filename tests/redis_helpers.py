@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import json
 import time
 from pathlib import Path
 
@@ -90,6 +91,19 @@ class RedisServer:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self.process = None
+
+
+def app_line(process, predicate, *, timeout: float) -> dict:
+    """The next JSON line a fleet test's app prints that ``predicate`` accepts (the app reports on stdout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the app ended: {process.stderr.read()[-3000:]}")
+        value = json.loads(line)
+        if predicate(value):
+            return value
+    raise AssertionError("timed out waiting for the app")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from redis_helpers import redis_server  # noqa: F401
+from redis_helpers import app_line, redis_server  # noqa: F401
 
 from poet_runtime import journal
 from poet_runtime.fleet import wire
@@ -215,16 +215,8 @@ def _outcome(client, kind: str, message: dict, key: bytes | None) -> str:
     return client.xadd(wire.stream(NS, wire.OUTCOMES), fields).decode()
 
 
-def _wait_line(process, predicate, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            raise AssertionError(f"the app ended: {process.stderr.read()[-3000:]}")
-        value = json.loads(line)
-        if predicate(value):
-            return value
-    raise AssertionError("timed out waiting for the app")
+def _wait_line(process, predicate) -> dict:
+    return app_line(process, predicate, timeout=30.0)
 
 
 def test_forged_outcomes_are_refused_signed_ones_apply_within_a_second(tmp_path, redis_server):  # noqa: F811

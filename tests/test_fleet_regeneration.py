@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from redis_helpers import redis_server  # noqa: F401
+from redis_helpers import app_line, redis_server  # noqa: F401
 
 from poet_runtime import journal
 from poet_runtime.fleet import wire
@@ -69,16 +69,8 @@ def _start(app: Path, broker: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _line(process, predicate, timeout: float = 15.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            raise AssertionError(f"the app ended: {process.stderr.read()[-3000:]}")
-        value = json.loads(line)
-        if predicate(value):
-            return value
-    raise AssertionError("timed out waiting for the app")
+def _line(process, predicate) -> dict:
+    return app_line(process, predicate, timeout=15.0)
 
 
 def _verdict(client, message: dict, key: bytes | None) -> None:
