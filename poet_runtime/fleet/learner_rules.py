@@ -1,0 +1,96 @@
+"""What one staged item does to a function's learning state: the fleet's copy of the engine's rules.
+
+Why a module of its own: ``learner.Learner.apply`` is transaction mechanics (watermark, WATCH,
+one MULTI/EXEC per run of items); this is the learning itself, as ``engine.Learning`` does it in
+one process (``on_feedback`` with replay off, ``on_executions``): observe, propose, clamp,
+publish ``params.updated``; feed the monitor, publish ``learning.degraded``/``recovered``.
+``Rules`` is a mixin of ``learner.Learner`` (it uses the learner's name and settings).
+"""
+
+from __future__ import annotations
+
+import time
+
+from poet_runtime.fleet import learner_fast
+from poet_runtime.fleet.learner_state import FunctionLearning
+from poet_runtime.learn.objectives import LABELLED, clamp, correct, prediction_of
+
+
+class Rules:
+    """Learning from one item (mixed into ``learner.Learner``)."""
+
+    def _labelled(self, state: FunctionLearning, item: dict, outcomes: list) -> None:
+        """One feedback, as ``engine.Learning.on_feedback`` learns from it (without replay)."""
+        state.feedback += 1
+        if item.get("u"):
+            state.unmatched += 1
+        if item.get("c"):
+            state.comments.append(item["c"])
+        label, output = item.get("l"), item.get("o")
+        if state.objective not in LABELLED or label is None or not item.get("k"):
+            return
+        if not correct(output, label):
+            state.failures.append({"execution_id": item.get("x"), "output": output, "label": label,
+                                   "version": item.get("v")})
+        learner = state.learner
+        learner.observe(output, label)
+        changes = learner_fast.propose(learner, self._current(state))  # the learner's own answer, faster
+        if changes:
+            value = getattr(learner, "value_for", None)
+            name = getattr(learner, "parameter", None)
+            evidence = {"samples": learner.seen}
+            if value is not None and name is not None:
+                evidence["objective_now"] = round(value(changes.get(name, self._current(state).get(name))), 4)
+            self._update(state, changes, evidence, item.get("e"), outcomes)
+        verdict = state.monitor.add(bool(prediction_of(output)), bool(label))
+        if verdict == "degraded":
+            evidence = {"objective": state.objective, "rolling": state.monitor.rolling(),
+                        "baseline": state.monitor.baseline, "trend": list(state.monitor.trend),
+                        "recent_failures": list(state.failures), "comments": list(state.comments)}
+            outcomes.append(("learning.degraded", {
+                "function": state.function, "version": state.version, "objective": state.objective,
+                "rolling": evidence["rolling"], "baseline": evidence["baseline"], "evidence": evidence,
+                "cause": item.get("e"), "at": time.time(), "learner": self.name}))
+        elif verdict == "recovered":
+            outcomes.append(("learning.recovered", {
+                "function": state.function, "version": state.version, "objective": state.objective,
+                "rolling": state.monitor.rolling(), "cause": item.get("e"), "at": time.time(),
+                "learner": self.name}))
+
+    def _measured(self, state: FunctionLearning, item: dict, outcomes: list) -> None:
+        """Executions of a latency/cost function, as ``engine.Learning.on_executions`` learns from them."""
+        learner = state.learner
+        if not hasattr(learner, "observe_execution"):
+            return
+        for status, operate, duration, version in item["m"]:
+            if version != state.version:
+                continue
+            learner.observe_execution({"status": status, "phase_ms": {"operate": operate} if operate is not None
+                                       else {}, "metrics": {"duration_ms": duration}})
+            changes = learner.propose(self._current(state))
+            if changes:
+                self._update(state, changes, {"samples": learner.seen}, item.get("e"), outcomes)
+
+    @staticmethod
+    def _current(state: FunctionLearning) -> dict:
+        return {name: state.params.get(name, spec.get("default")) for name, spec in state.parameters.items()}
+
+    def _update(self, state: FunctionLearning, changes: dict, evidence: dict, cause, outcomes: list) -> None:
+        current = self._current(state)
+        applied, audit = {}, []
+        for name, value in changes.items():
+            spec = state.parameters.get(name)
+            if spec is None:
+                continue
+            new = clamp(value, spec)
+            if new == current.get(name):
+                continue
+            applied[name] = new
+            audit.append({"parameter": name, "old": current.get(name), "new": new})
+        if not applied:
+            return
+        state.params.update(applied)
+        outcomes.append(("params.updated", {
+            "function": state.function, "version": state.version, "params": applied, "changes": audit,
+            "evidence": evidence, "cause": cause, "objective": state.objective, "at": time.time(),
+            "learner": self.name}))

@@ -1,0 +1,269 @@
+"""The learner's first step, *stage*: read the events stream as a consumer group member, verify,
+join each feedback with its execution, and stage it with its ``XACK`` in one transaction.
+
+Why a module of its own: staging is where a learner meets the network (reads, reclaims, lookups
+of executions in other processes' batches) and untrusted entries (every one is verified with the
+fleet's key before anything else); applying (``learner``) is pure learning on what is staged.
+``learner``'s docstring tells how the two steps together make a group of learners lose nothing
+and count nothing twice. ``Staging`` is a mixin of ``learner.Learner``: it uses the learner's
+client, keys, key, name, batch size and counters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from poet_runtime import journal
+from poet_runtime.fleet import wire
+from poet_runtime.learn.objectives import MEASURED
+
+DEFER_S = 10.0  # feedback whose execution is nowhere yet waits this long (pending) before it counts as unmatched
+INDEX_TTL_S = 7 * 86400  # a process's execution index outlives it by this much (process ids change on restart)
+
+
+def padded(entry_id) -> str:
+    """A stream id whose text sorts as the id does (sorted-set members are compared as bytes)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return f"{int(ms):015d}-{int(seq or 0):010d}"
+
+
+def _next_padded(entry_id) -> str:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return f"{int(ms):015d}-{int(seq or 0) + 1:010d}"
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _lines(data: bytes):
+    """The JSON values of an entry's ``d`` (one journal line, or a flusher's notes and batch line)."""
+    for line in data.splitlines(keepends=True):
+        value = journal.decode(line)
+        if value is not None:
+            yield value
+
+
+class Staging:
+    """Reading and staging (mixed into ``learner.Learner``)."""
+
+    def read(self) -> list:
+        """Entries to stage: this learner's own pending ones, those reclaimed from silent learners, new ones."""
+        stream, group = self.keys.events, wire.LEARNERS
+        entries: dict = {}
+        own = self.client.xreadgroup(group, self.name, {stream: "0"}, count=self.batch + len(self.deferred))
+        for _, items in own or ():
+            for entry_id, fields in items:
+                entries[entry_id] = fields
+        now = time.monotonic()
+        if now - self.last_claim >= min(self.claim_idle / 2, 5.0):
+            self.last_claim = now
+            start = "0-0"
+            while len(entries) < self.batch * 2:
+                answer = self.client.xautoclaim(stream, group, self.name, int(self.claim_idle * 1000), start,
+                                                count=self.batch)
+                start, claimed = answer[0], answer[1]
+                for entry_id, fields in claimed:
+                    entries[entry_id] = fields
+                if _text(start) == "0-0" or not claimed:
+                    break
+        waiting = {i for i in entries if i not in self.deferred}
+        block = None if waiting else self.block_ms
+        fresh = self.client.xreadgroup(group, self.name, {stream: ">"}, count=self.batch, block=block)
+        for _, items in fresh or ():
+            for entry_id, fields in items:
+                entries[entry_id] = fields
+        return sorted(entries.items(), key=lambda item: padded(item[0]))
+
+    # -- stage -----------------------------------------------------------------------------------
+
+    def stage(self, entries: list) -> None:
+        keys = self.keys
+        acks, refused, malformed, deferred = [], 0, 0, 0
+        instances, functions, decisions = {}, {}, {}
+        index: dict = {}  # process -> {member: first number}
+        staged: dict = {}  # function -> {member: 0}
+        local: dict = {}  # (process, number) -> payload, from execution batches in this read
+        feedback = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted from the stream before it was read (trimmed)
+                acks.append(entry_id)
+                continue
+            kind, data = fields.get(b"k"), fields.get(b"d")
+            if kind not in wire.ENTRY_KINDS or data is None:
+                malformed += 1
+                acks.append(entry_id)
+                continue
+            if not wire.verify(self.key, kind, data, fields.get(b"s")):
+                refused += 1
+                self._once(("refused", _text(fields.get(b"p", b"?"))), "poet_runtime: learner %s: refused %s entry "
+                           "%s from process %s: %s (refused entries are counted in status, never learned from)",
+                           self.name, _text(kind), _text(entry_id), _text(fields.get(b"p", b"?")),
+                           "unsigned" if not fields.get(b"s") else "signature does not verify")
+                acks.append(entry_id)
+                continue
+            process = _text(fields.get(b"p", b""))
+            try:
+                if kind == b"hi":
+                    beat = json.loads(data)
+                    seen_ms = int(_text(entry_id).partition("-")[0])
+                    instances[process] = json.dumps({k: beat.get(k) for k in (
+                        "host", "pid", "process", "root", "started", "last_event")} | {"seen_ms": seen_ms})
+                    for function, spec in (beat.get("functions") or {}).items():
+                        functions[function] = json.dumps({**spec, "root": beat.get("root")})
+                        if spec.get("objective") and spec.get("version") is not None:
+                            # In the function's own order too: a new version takes over at this point
+                            # of its feedback, for every learner alike.
+                            item = {"spec": {k: spec.get(k) for k in (
+                                "version", "objective", "domain", "parameters", "params")}}
+                            staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
+                    acks.append(entry_id)
+                elif kind == b"ex":
+                    for value in _lines(data):
+                        self._index_batch(entry_id, process, value, index, staged, local)
+                    acks.append(entry_id)
+                elif kind == b"lr":
+                    for event in _lines(data):
+                        if type(event) is dict and type(event.get("payload")) is dict and event["payload"].get("function"):
+                            decisions[event["payload"]["function"]] = json.dumps({
+                                "type": event.get("type"), "version": event["payload"].get("version"),
+                                "at": event.get("timestamp"), "by": f"instance {process}"})
+                    acks.append(entry_id)
+                else:
+                    feedback.append((entry_id, fields, process))
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
+                malformed += 1
+                self._once(("malformed", type(error).__name__), "poet_runtime: learner %s: entry %s is malformed "
+                           "(%s: %s); acknowledged, not learned from", self.name, _text(entry_id),
+                           type(error).__name__, error)
+                acks.append(entry_id)
+        if functions:  # a feedback in this read may need its function's store root
+            self.client.hset(keys.functions, mapping=functions)
+        for entry_id, fields, process in feedback:
+            outcome = self._feedback(entry_id, fields, process, local)
+            if outcome is None:
+                deferred += 1
+                continue
+            self.deferred.pop(entry_id, None)
+            acks.append(entry_id)
+            if outcome is False:
+                malformed += 1
+                continue
+            function, member = outcome
+            staged.setdefault(function, {})[member] = 0
+        if not acks:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        if instances:
+            pipe.hset(keys.instances, mapping=instances)
+        if functions:
+            pipe.hset(keys.functions, mapping=functions)
+        if decisions:
+            pipe.hset(keys.decisions, mapping=decisions)
+        for process, members in index.items():
+            pipe.zadd(keys.index(process), members)
+            pipe.zremrangebyrank(keys.index(process), 0, -100_001)  # the newest 100 000 batches per process
+            pipe.expire(keys.index(process), INDEX_TTL_S)
+        for function, members in staged.items():
+            pipe.zadd(keys.stage(function), members)
+            pipe.sadd(keys.staged, function)
+        count = sum(1 for members in staged.values() for member in members if '|{"spec":' not in member)
+        for name, value in (("staged", count), ("refused", refused), ("malformed", malformed), ("entries", len(acks))):
+            if value:
+                pipe.hincrby(keys.stats, name, value)
+        pipe.xack(keys.events, wire.LEARNERS, *acks)
+        pipe.execute()
+        self.counts["staged"] += count
+        self.counts["refused"] += refused
+
+    def _index_batch(self, entry_id, process: str, value, index: dict, staged: dict, local: dict) -> None:
+        """An execution batch line: where its executions are (for feedback without ``x``); measured
+        objectives' executions are staged as they are (they learn from executions, not labels)."""
+        if type(value) is not list or len(value) != 4 or value[0] not in ("C", "B"):
+            return
+        groups = value[3] if value[0] == "C" else []
+        header = {"process": process, "pid": 0, "metadata": {}}
+        for group in groups:
+            if not group[2]:  # no objective: nobody gives feedback on it
+                continue
+            numbers = journal.unpack(group[5])
+            index.setdefault(process, {})[f"{_text(entry_id)}:{max(numbers)}"] = min(numbers)
+            rows = journal.group_rows(group)
+            if group[2] in MEASURED:
+                measured = []
+                for row in rows:
+                    payload = journal.expand(row, header, value)["payload"]
+                    measured.append([payload["status"], (payload.get("phase_ms") or {}).get("operate"),
+                                     payload["metrics"].get("duration_ms"), payload.get("version")])
+                first = journal.expand(rows[0], header, value)["id"]
+                member = f"{padded(entry_id)}|{json.dumps({'m': measured, 'e': first, 't': time.time()})}"
+                staged.setdefault(group[0], {})[member] = 0
+            elif len(local) < 200_000:
+                for row in rows:
+                    local[(process, row[3])] = (row, value)
+
+    def _feedback(self, entry_id, fields, process: str, local: dict):
+        """(function, staged member) for a feedback entry; None: wait (its execution is not here yet);
+        False: not a feedback event."""
+        event = journal.decode(fields[b"d"]) if fields[b"d"].endswith(b"\n") else None
+        if event is None:
+            event = next(iter(_lines(fields[b"d"])), None)
+        if type(event) is not dict or type(event.get("payload")) is not dict:
+            return False
+        payload = event["payload"]
+        function, execution_id = payload.get("function"), payload.get("execution_id")
+        if not isinstance(function, str) or not isinstance(execution_id, str):
+            return False
+        execution = None
+        if fields.get(b"x"):
+            execution = json.loads(fields[b"x"])
+        if execution is None:
+            execution = self._find_execution(function, execution_id, local)
+        found = execution is not None and "output" in execution
+        if execution is None:
+            first = self.deferred.setdefault(entry_id, time.monotonic())
+            age = time.time() - int(_text(entry_id).partition("-")[0]) / 1000.0
+            if max(age, time.monotonic() - first) < DEFER_S:
+                return None
+            self._once(("unmatched", function), "poet_runtime: learner %s: feedback %s on %s: execution %s not found "
+                       "on the broker nor in the function's store; counted as unmatched", self.name, event.get("id"),
+                       function, execution_id)
+        item = {"e": event.get("id"), "t": event.get("timestamp"), "x": execution_id, "k": found,
+                "o": execution.get("output") if found else None, "l": payload.get("label"),
+                "c": payload.get("comments"), "v": (execution or {}).get("version", payload.get("version")),
+                "u": execution is None}
+        return function, f"{padded(entry_id)}|{json.dumps(item, default=str)}"
+
+    def _find_execution(self, function: str, execution_id: str, local: dict):
+        process, _, number = execution_id.rpartition("-")
+        if not number.isdigit():
+            return None
+        number = int(number)
+        header = {"process": process, "pid": 0, "metadata": {}}
+        found = local.get((process, number))
+        if found is not None:
+            return journal.expand(found[0], header, found[1])["payload"]
+        for member in self.client.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3):
+            batch_id, _, last = _text(member).rpartition(":")
+            if int(last) < number:
+                continue
+            for _, fields in self.client.xrange(self.keys.events, batch_id, batch_id):
+                for value in _lines(fields.get(b"d", b"")):
+                    if type(value) is not list or len(value) != 4 or value[0] != "C":
+                        continue
+                    for group in value[3]:
+                        numbers = journal.unpack(group[5])
+                        if number in numbers:
+                            row = journal.group_row(group, numbers.index(number))
+                            return journal.expand(row, header, value)["payload"]
+        spec = self.client.hget(self.keys.functions, function)
+        root = json.loads(spec).get("root") if spec else None
+        if root and Path(root).is_dir():  # the function's store is reachable from here (same machine, shared path)
+            event = journal.find_execution_event(journal.events_root(Path(root)), execution_id)
+            if event is not None:
+                return event["payload"]
+        return None
