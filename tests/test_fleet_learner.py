@@ -34,7 +34,12 @@ APP = textwrap.dedent('''\
     import sys
 
     from poet_runtime import poet
+    from poet_runtime.learn import config
 
+    # What the fleet learns here is compared with one local learner that never regenerates: an early
+    # learning.degraded (the first windows at the default threshold) must not make an instance
+    # regenerate (tests/test_fleet_regeneration.py covers that path).
+    config.override(auto_regenerate=False)
 
     @poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
     def detect(score: float, threshold: float = 0.9) -> dict:
@@ -62,6 +67,9 @@ APP = textwrap.dedent('''\
             time.sleep(0.05)
             raw = client.get(f"poet:{ns}:learn:state:__main__:detect")
             state = json.loads(raw) if raw else {}
+        if state.get("feedback") != total:
+            print("not converged: the learner has", state.get("feedback"), "of", total, "feedback", flush=True)
+            sys.exit(0)
         learned = state["params"]["threshold"]
         while time.monotonic() < deadline:
             if detect(learned)["drift_detected"] is False and detect(learned + 1e-9)["drift_detected"] is True:
@@ -215,6 +223,7 @@ def test_four_processes_feedback_reaches_one_learner_which_learns_what_one_local
     assert fleet["said"] == [f"converged {learned!r}\n"] * PROCESSES
     assert state["params"]["threshold"] == learned
     updates = [f for _, f in client.xrange(f"poet:{SOURCE_NS}:outcomes") if f[b"t"] == b"params.updated"]
+    assert len(updates) == client.xlen(f"poet:{SOURCE_NS}:outcomes")  # no instance regenerated (see APP)
     last = json.loads(updates[-1][b"m"])
     assert last["function"] == function and last["params"] == {"threshold": learned}
     from poet_runtime.fleet import wire

@@ -93,7 +93,7 @@ def _wait(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _degraded(version: int) -> dict:
+def _degraded(version: int, numbering: str = "local") -> dict:
     failures = [{"execution_id": f"x-{i}", "output": {"drift_detected": False, "score": 0.45}, "label": True,
                  "version": version} for i in range(3)]
     # The labelled executions a candidate is screened on (a fleet instance has none of its own).
@@ -101,7 +101,8 @@ def _degraded(version: int) -> dict:
                for score in (i / 20 for i in range(20))]
     evidence = {"objective": "accuracy", "rolling": 0.41, "baseline": 0.9, "trend": [0.9, 0.6, 0.41],
                 "recent_failures": failures, "comments": ["misses drift at 0.45"], "samples": samples}
-    return {"function": "mod:detect", "version": version, "objective": "accuracy", "rolling": 0.41,
+    return {"function": "mod:detect", "version": version, "numbering": numbering, "objective": "accuracy",
+            "rolling": 0.41,
             "baseline": 0.9, "evidence": evidence, "cause": "fb-test", "at": time.time(), "learner": "test-learner"}
 
 
@@ -157,7 +158,7 @@ def test_one_instance_regenerates_for_the_fleet_and_a_degraded_promotion_rolls_b
         assert candidate["scores"]["samples"] == 20  # screened on the labelled executions the verdict carries
 
         # The promoted version degrades while on probation: rolled back in both, published once.
-        _verdict(client, _degraded(2), KEY.encode())
+        _verdict(client, _degraded(2, "fleet"), KEY.encode())
         _wait(lambda: [_current(app) for app in apps] == ["v1", "v1"])
         kinds = [fields[b"t"] for _, fields in client.xrange(outcomes)]
         assert kinds == [b"version.promoted", b"version.rolled_back"]

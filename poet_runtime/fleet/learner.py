@@ -41,7 +41,7 @@ import os
 import socket
 import time
 
-from poet_runtime.fleet import wire
+from poet_runtime.fleet import learner_versions, wire
 from poet_runtime.fleet.learner_rules import Rules
 from poet_runtime.fleet.staging import Staging, _next_padded, _text, padded
 from poet_runtime.fleet.learner_state import FunctionLearning
@@ -156,6 +156,7 @@ class Learner(Staging, Rules):
         entries = self.read()
         if entries:
             self.stage(entries)
+        learner_versions.follow(self)  # the fleet's promotions and rollbacks, staged in order (learner_versions)
         for function in sorted(_text(f) for f in self.client.smembers(self.keys.staged)):
             self.apply(function)
         self.counts["rounds"] += 1

@@ -5,15 +5,37 @@ one MULTI/EXEC per run of items); this is the learning itself, as ``engine.Learn
 one process (``on_feedback`` with replay off, ``on_executions``): observe, propose, clamp,
 publish ``params.updated``; feed the monitor, publish ``learning.degraded``/``recovered``.
 ``Rules`` is a mixin of ``learner.Learner`` (it uses the learner's name and settings).
+
+A ``learning.degraded`` verdict carries, besides the evidence one process's verdict has, the
+labelled samples the learner remembers (``evidence.samples``: ``[score, predicted, actual]``
+each, newest last, at most ``SAMPLES_BYTES`` of JSON): what the elected instance screens a
+candidate on (``engine.Learning.regenerate_for_fleet``), since no instance sees the fleet's
+labels. A reader of ``poet:NS:learning`` sees those scores and labels, the recent failures'
+outputs and labels, and comments: never a call's inputs.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from poet_runtime.fleet import learner_fast
 from poet_runtime.fleet.learner_state import FunctionLearning
 from poet_runtime.learn.objectives import LABELLED, clamp, correct, prediction_of
+
+SAMPLES_BYTES = 64 * 1024  # the labelled samples a verdict carries, as JSON (500 samples take ~18 KiB)
+
+
+def verdict_samples(learner, limit: int = SAMPLES_BYTES) -> list:
+    """The learner's remembered samples, newest last, as many of the newest as fit in ``limit`` bytes."""
+    kept, size = [], 2
+    for score, predicted, actual in reversed(getattr(learner, "samples", ())):
+        sample = [score, bool(predicted), bool(actual)]
+        size += len(json.dumps(sample)) + 2
+        if size > limit:
+            break
+        kept.append(sample)
+    return kept[::-1]
 
 
 class Rules:
@@ -46,14 +68,17 @@ class Rules:
         if verdict == "degraded":
             evidence = {"objective": state.objective, "rolling": state.monitor.rolling(),
                         "baseline": state.monitor.baseline, "trend": list(state.monitor.trend),
-                        "recent_failures": list(state.failures), "comments": list(state.comments)}
+                        "recent_failures": list(state.failures), "comments": list(state.comments),
+                        "samples": verdict_samples(learner)}
             outcomes.append(("learning.degraded", {
-                "function": state.function, "version": state.version, "objective": state.objective,
+                "function": state.function, "version": state.version, "numbering": state.numbering,
+                "objective": state.objective,
                 "rolling": evidence["rolling"], "baseline": evidence["baseline"], "evidence": evidence,
                 "cause": item.get("e"), "at": time.time(), "learner": self.name}))
         elif verdict == "recovered":
             outcomes.append(("learning.recovered", {
-                "function": state.function, "version": state.version, "objective": state.objective,
+                "function": state.function, "version": state.version, "numbering": state.numbering,
+                "objective": state.objective,
                 "rolling": state.monitor.rolling(), "cause": item.get("e"), "at": time.time(),
                 "learner": self.name}))
 
@@ -91,6 +116,7 @@ class Rules:
             return
         state.params.update(applied)
         outcomes.append(("params.updated", {
-            "function": state.function, "version": state.version, "params": applied, "changes": audit,
+            "function": state.function, "version": state.version, "numbering": state.numbering,
+            "params": applied, "changes": audit,
             "evidence": evidence, "cause": cause, "objective": state.objective, "at": time.time(),
             "learner": self.name}))

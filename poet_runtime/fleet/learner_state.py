@@ -5,6 +5,15 @@ Why a snapshot of the very objects one process uses (``objectives.make_learner``
 from the same feedback, so the state is those objects' fields, restored field by field. Every
 learner of a group loads it, applies a run of feedback in stream order and writes it back in
 the same transaction as its acknowledgements (``learner``), so no learner holds an island.
+
+Which version the state learns for: the first heartbeat's, then each heartbeat's that names
+another one (a deploy), until the fleet promotes or rolls back a version (``learner_versions``):
+from then on only the fleet's own outcomes move it, since heartbeats name instances' local
+numbers and a lagging instance would otherwise pull the state back. ``numbering`` says how
+``version`` is counted, and every message the learner signs carries it: ``"local"`` (a version
+the fleet never promoted, known by its number in each instance's store) or ``"fleet"`` (a number
+the fleet allocated when it promoted the version: ``metadata.json`` ``fleet.number`` in every
+store that holds it).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from poet_runtime.learn.monitor import Monitor
 from poet_runtime.learn.objectives import make_learner
 
 FORMAT = 1
+LOCAL, FLEET = "local", "fleet"  # how a version number is counted (``numbering``)
 _MONITOR_FIELDS = ("history", "count", "in_episode", "baseline")
 
 
@@ -46,16 +56,33 @@ class FunctionLearning:
         self.feedback = 0  # feedback entries applied (labelled or not)
         self.unmatched = 0  # feedback whose execution was never found
         self.last_id = "0-0"  # the last stream entry applied
+        fleet = spec.get("fleet") if type(spec.get("fleet")) is dict else {}
+        self.numbering = spec.get("numbering") or fleet.get("numbering") or LOCAL
+        self.followed = spec.get("followed") or fleet.get("outcome")  # the last fleet outcome followed
 
-    def version_changed(self, spec: dict) -> None:
-        """A new version serves (as ``engine.version_loaded``): its parameters, the evidence kept."""
+    def version_changed(self, spec: dict) -> bool:
+        """A new version serves (as ``engine.version_loaded``): its parameters, the evidence kept.
+        ``spec["fleet"]``: the fleet promoted or rolled back (``learner_versions``); the monitor
+        starts over as the engine's does then. A heartbeat's version is not followed once the
+        state has followed the fleet (see the module's docstring). True when the state changed."""
+        fleet = spec.get("fleet") if type(spec.get("fleet")) is dict else None
+        if fleet is None and self.followed:
+            return False
         old = self.learner
         self.version = spec.get("version")
-        self.parameters = dict(spec.get("parameters") or {})
-        self.params = dict(spec.get("params") or {})
+        if spec.get("parameters") or fleet is None:
+            self.parameters = dict(spec.get("parameters") or {})
+        if spec.get("params") is not None or fleet is None:
+            self.params = dict(spec.get("params") or {})
         self.learner = make_learner(self.objective, self.parameters, self.settings, self.beta)
         if hasattr(old, "samples") and hasattr(self.learner, "samples"):
             self.learner.samples.extend(old.samples)
+        if fleet is not None:
+            self.numbering = fleet.get("numbering") or LOCAL
+            self.followed = fleet.get("outcome")
+            baseline = fleet.get("baseline")
+            self.monitor.restart(baseline if type(baseline) in (int, float) else None)
+        return True
 
     # -- JSON ----------------------------------------------------------------------------------
 
@@ -72,7 +99,8 @@ class FunctionLearning:
                 "monitor": {"pairs": [list(p) for p in monitor.pairs], "trend": list(monitor.trend),
                             **{name: getattr(monitor, name) for name in _MONITOR_FIELDS}},
                 "failures": list(self.failures), "comments": list(self.comments),
-                "feedback": self.feedback, "unmatched": self.unmatched, "last_id": self.last_id}
+                "feedback": self.feedback, "unmatched": self.unmatched, "last_id": self.last_id,
+                "numbering": self.numbering, "followed": self.followed}
 
     @classmethod
     def from_json(cls, data: dict, settings) -> "FunctionLearning":

@@ -6,22 +6,34 @@ instance: N instances regenerating on the same verdict would publish N rival ver
 
 On a verified ``learning.degraded`` (read by ``fleet.follower`` from ``poet:NS:learning`` and
 checked exactly as an outcome is: the fleet's key, HMAC over type and message; anything else is
-refused, never acted on) for a function and version this process runs (its current version's
-fleet number: ``metadata.json`` ``fleet.number``, else its own number):
+refused, never acted on) for a function and version this process runs (``identity``: its current
+version's fleet number, ``metadata.json`` ``fleet.number``, with numbering ``"fleet"``, else its
+own number with numbering ``"local"``; the verdict names both) and whose settings allow it
+(``auto_regenerate``, as locally):
 
 - the instance that wins ``SET poet:NS:regen:<function>:<version>:<verdict id> <me> NX EX <ttl>``
   handles the verdict, and acts only if it also wins ``SET poet:NS:regen:<function>:<version> <me>
-  NX EX <ttl>`` (one outcome per version: kept once something is published, let go when nothing
-  was, so the next verdict may try again); the others do nothing (they apply what it publishes);
+  NX EX <ttl>`` (``<version>``: ``f<n>`` for a fleet number; one outcome per version: kept once
+  something is published, let go when nothing was, so the next verdict may try again); the
+  others do nothing (they apply what it publishes);
 - if that version is on probation (``poet:NS:regen:probation:<function>`` names it, set when it
-  was promoted here), it publishes a signed ``version.rolled_back`` ``{function, to: previous}``;
+  was promoted here), it publishes a signed ``version.rolled_back`` ``{function, to: previous,
+  numbering, parameters?, params?, baseline, by}``;
 - else it runs the engine's own regeneration and screening (``Learning.regenerate_for_fleet``)
   with the message's evidence (recent failures, rolling objective, baseline, comments) and, for
   an accepted candidate, publishes a signed ``version.promoted`` ``{function, number, files,
-  generator, params, builtin_hints?, previous}`` on ``poet:NS:outcomes``. Every instance, this
-  one included, applies it through the follower's checked path (this one finds its candidate
-  by its fleet number and makes it current). A refused candidate is a ``version.rejected``
-  decision, as locally, and nothing is published.
+  generator, params, parameters, objective, domain, scores, builtin_hints?, previous,
+  previous_numbering, by}`` on ``poet:NS:outcomes``. Every instance, this one included, applies
+  it through the follower's checked path (this one finds its candidate by its fleet number and
+  makes it current), and the learners follow it (``learner_versions``). A refused candidate is a
+  ``version.rejected`` decision, as locally, and nothing is published.
+
+Fleet numbers: ``number`` is allocated by the fleet, not taken from the elected instance's store
+(other stores may already hold a local version by that number): ``poet:NS:regen:number:<function>``
+counts them, and a new one is above both every number allocated before and the version it
+replaces, so it is never reused, not even after a rollback. Every store keeps it as
+``fleet.number`` of the version it stored (its local number may differ); the learner's
+``params.updated`` names it with numbering ``"fleet"``.
 
 An instance without the fleet's key regenerates nothing (the follower refuses every message then,
 said once). An old verdict (older than ``MAX_AGE_S``: a process that starts long after) is not
@@ -57,6 +69,26 @@ def fleet_number(version) -> int:
     return version.number
 
 
+def identity(version) -> tuple[int, str]:
+    """How the fleet knows ``version``: (number, numbering)."""
+    fleet = version.metadata.get("fleet") if version is not None else None
+    if type(fleet) is dict and type(fleet.get("number")) is int:
+        return fleet["number"], "fleet"
+    return version.number, "local"
+
+
+# The next fleet number: above every one allocated before and above the version it replaces.
+_ALLOCATE = """
+local n = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
+redis.call('SET', KEYS[1], n)
+return n
+"""
+
+
+def allocate(client, ns_name: str, function: str, floor: int) -> int:
+    return int(client.eval(_ALLOCATE, 1, f"poet:{ns_name}:regen:number:{function}", int(floor)))
+
+
 def on_learning(follower, ns, entry_id: str, info, kind: str, message: dict) -> str:
     """A verified ``learning.*`` message for a function this process runs; returns what was done."""
     if kind != "learning.degraded":
@@ -66,17 +98,20 @@ def on_learning(follower, ns, entry_id: str, info, kind: str, message: dict) -> 
         return "skipped: an old verdict"
     engine = info.engine
     function = info.function_id
+    if not engine.settings.auto_regenerate:
+        return "skipped: auto_regenerate is off in this process"
     current = engine.store.current()
-    if current is None or message.get("version") != fleet_number(current):
+    if current is None or (message.get("version"), message.get("numbering") or "local") != identity(current):
         return "skipped: not the version this process runs"
     client = follower.client
     version = message["version"]
+    named = version if identity(current)[1] == "local" else f"f{version}"  # fleet numbers apart from local ones
     # One instance per verdict ...
-    if not client.set(f"poet:{ns.name}:regen:{function}:{version}:{entry_id}", me(), nx=True, ex=ELECTION_TTL_S):
+    if not client.set(f"poet:{ns.name}:regen:{function}:{named}:{entry_id}", me(), nx=True, ex=ELECTION_TTL_S):
         return "skipped: another instance handles this verdict"
     # ... and one outcome per version: held while regenerating, kept once something is published,
     # let go when nothing was (the next verdict for that version may try again, as locally).
-    elected = f"poet:{ns.name}:regen:{function}:{version}"
+    elected = f"poet:{ns.name}:regen:{function}:{named}"
     if not client.set(elected, me(), nx=True, ex=ELECTION_TTL_S):
         return "skipped: another instance regenerates this version"
     try:
@@ -94,10 +129,20 @@ def _act(follower, ns, entry_id: str, engine, function: str, current, version, m
     probation_key = f"poet:{ns.name}:regen:probation:{function}"
     probation = client.get(probation_key)
     probation = json.loads(probation) if probation else None
-    if type(probation) is dict and probation.get("version") == version:
-        publish(follower, ns, "version.rolled_back", {"function": function, "to": probation.get("previous"),
-                                                      "previous": version, "reason": "the promoted version degraded",
-                                                      "rolling": message.get("rolling"), "by": me()})
+    on_probation = type(probation) is dict and probation.get("version") == version
+    if on_probation and (message.get("numbering") or "local") == "fleet":
+        to, numbering = probation.get("previous"), probation.get("previous_numbering") or "local"
+        body = {"function": function, "to": to, "numbering": numbering, "previous": version,
+                "reason": "the promoted version degraded", "rolling": message.get("rolling"),
+                "baseline": message.get("baseline"), "objective": message.get("objective"), "by": me()}
+        target = _stored(engine, to, numbering)
+        if target is not None:  # what the learners learn for from here on (``learner_versions``)
+            body["parameters"] = dict(target.metadata.get("parameters") or {})
+            try:
+                body["params"] = target.params()
+            except (OSError, ValueError):
+                pass
+        publish(follower, ns, "version.rolled_back", body)
         client.delete(probation_key)
         log.info("poet_runtime: fleet: %s: v%s degraded on probation; rollback to v%s published", function,
                  version, probation.get("previous"))
@@ -110,21 +155,33 @@ def _act(follower, ns, entry_id: str, engine, function: str, current, version, m
     if made is None:
         return "rejected"
     candidate, scores = made
-    number = candidate.number
-    previous = fleet_number(current)
+    previous, previous_numbering = identity(current)
+    number = allocate(client, ns.name, function, previous)
     # Known by its number in the fleet: the follower finds it here and makes it current.
     with engine.store.lock():
-        engine.store.update_json(number, "metadata.json", {
+        engine.store.update_json(candidate.number, "metadata.json", {
             **candidate.metadata, "status": "current", "fleet": {"number": number, "by": me()}, "scores": scores})
     hints = candidate.metadata.get("builtin_hints")
-    body = {"function": function, "number": number, "version": number, "previous": previous,
+    body = {"function": function, "number": number, "version": number, "numbering": "fleet",
+            "previous": previous, "previous_numbering": previous_numbering,
             "files": {"code.py": candidate.code()}, "generator": candidate.metadata.get("generator"),
-            "params": candidate.params(), "scores": scores, "by": me(), "reason": "objective degraded",
+            "params": candidate.params(), "parameters": dict(candidate.metadata.get("parameters") or {}),
+            "objective": engine.objective, "domain": engine.state.config.domain,
+            "scores": scores, "by": me(), "reason": "objective degraded",
             **({"builtin_hints": hints} if type(hints) is dict else {})}
-    client.set(probation_key, json.dumps({"version": number, "previous": previous}))
+    client.set(probation_key, json.dumps({"version": number, "previous": previous,
+                                          "previous_numbering": previous_numbering}))
     publish(follower, ns, "version.promoted", body)
     log.info("poet_runtime: fleet: %s: regenerated v%s for the fleet (previous v%s)", function, number, previous)
     return "promoted"
+
+
+def _stored(engine, number, numbering: str):
+    """The local version the fleet knows as (``number``, ``numbering``), or None."""
+    for version in engine.store.versions():
+        if identity(version) == (number, numbering):
+            return version
+    return None
 
 
 def publish(follower, ns, kind: str, message: dict) -> str:

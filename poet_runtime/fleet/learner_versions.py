@@ -1,0 +1,126 @@
+"""The learner follows the versions the fleet promotes and rolls back.
+
+Why: regeneration happens in one elected instance (``fleet.regenerate``), which publishes a
+signed ``version.promoted`` / ``version.rolled_back`` on ``poet:NS:outcomes``, and every instance
+moves to that version. A learner still learning for the old one would publish ``params.updated``
+that the instances, now on the new one, ignore. So each round a learner reads the outcomes
+stream past the group's cursor (``poet:NS:learn:versions``) and, for each ``version.*`` entry:
+
+- verifies it with the fleet's key (``wire.verify``) and checks it is an instance's (``by``
+  names one) and well formed; anything else is refused, counted (``versions_refused`` in the
+  learner's stats), logged once per cause, and never followed;
+- stages the switch in the function's own order, as heartbeats are staged (``staging``): a
+  ``spec`` item keyed by the outcome's stream id among the function's staged feedback. Both
+  streams' ids are the broker's clock, so ``apply`` switches the state at that point
+  (``learner_state.FunctionLearning.version_changed``): feedback whose events entry is older
+  than the outcome is learned for the old version, later feedback for the new one, the
+  evidence kept across, and the monitor starts over as the engine's does on a promotion or
+  rollback. That order is the streams', not a learner's, so two learners learn what one learns.
+
+Staging and moving the cursor are one MULTI/EXEC under ``WATCH`` of the cursor, so a switch is
+staged once even when two learners read the same entries (the second one's transaction fails
+and it reads on from the new cursor). The switch takes effect once the events group's
+watermark passes the outcome's id: within a heartbeat interval (``publisher.HEARTBEAT_S``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from poet_runtime.fleet import wire
+from poet_runtime.fleet.learner_state import FLEET, LOCAL
+from poet_runtime.fleet.staging import _text, padded
+
+log = logging.getLogger("poet_runtime")
+
+TYPES = (b"version.promoted", b"version.rolled_back")
+READ = 200  # outcome entries read per round
+
+
+def cursor_key(keys) -> str:
+    return f"poet:{keys.ns}:learn:versions"
+
+
+def switch(kind: str, message: dict, entry_id: str) -> tuple[str, dict] | str:
+    """(function, the staged spec item) for a verified ``version.*`` message, or why it is refused."""
+    function = message.get("function")
+    if type(function) is not str:
+        return "no function named"
+    if type(message.get("by")) is not str:
+        return "not an instance's (no 'by')"  # the learners publish no version.*; an instance names itself
+    if kind == "version.promoted":
+        number, numbering = message.get("number"), FLEET
+    else:
+        number, numbering = message.get("to"), message.get("numbering") or LOCAL
+    if type(number) is not int or numbering not in (LOCAL, FLEET):
+        return "no version number"
+    spec = {"version": number, "fleet": {"outcome": entry_id, "type": kind, "numbering": numbering}}
+    for name in ("objective", "domain"):
+        if type(message.get(name)) is str:
+            spec[name] = message[name]
+    if type(message.get("parameters")) is dict:
+        spec["parameters"] = message["parameters"]
+    if type(message.get("params")) is dict:
+        spec["params"] = message["params"]
+    scores = message.get("scores") if type(message.get("scores")) is dict else {}
+    baseline = scores.get("candidate") if kind == "version.promoted" else message.get("baseline")
+    if type(baseline) in (int, float):
+        spec["fleet"]["baseline"] = baseline
+    return function, {"spec": spec}
+
+
+def follow(learner) -> int:
+    """Stage the fleet's version switches published since the cursor; returns how many."""
+    client, keys = learner.client, learner.keys
+    key = cursor_key(keys)
+    for _ in range(20):
+        pipe = client.pipeline(transaction=True)
+        try:
+            pipe.watch(key)
+            last = _text(pipe.get(key) or b"0-0")
+            entries = pipe.xrange(keys.outcomes, min=f"({last}", count=READ)
+            if not entries:
+                return 0
+            staged, refused = {}, 0
+            for entry_id, fields in entries:
+                kind = fields.get(b"t")
+                if kind not in TYPES:
+                    continue  # params.updated: the learners' own
+                entry_id = _text(entry_id)
+                data = fields.get(b"m")
+                reason = None
+                if data is None or not wire.verify(learner.key, kind, data, fields.get(b"s")):
+                    reason = "unsigned" if not fields.get(b"s") else "signature does not verify"
+                else:
+                    try:
+                        message = json.loads(data)
+                    except ValueError:
+                        message = None
+                    made = switch(kind.decode(), message, entry_id) if type(message) is dict else "not JSON"
+                    if type(made) is str:
+                        reason = made
+                    else:
+                        function, item = made
+                        staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
+                if reason is not None:
+                    refused += 1
+                    learner._once(("version refused", reason), "poet_runtime: learner %s: refused %s %s on %s: %s "
+                                  "(not followed; counted as versions_refused)", learner.name, _text(kind),
+                                  entry_id, keys.outcomes, reason)
+            pipe.multi()
+            for function, members in staged.items():
+                pipe.zadd(keys.stage(function), members)
+                pipe.sadd(keys.staged, function)
+            if refused:
+                pipe.hincrby(keys.stats, "versions_refused", refused)
+            if staged:
+                pipe.hincrby(keys.stats, "versions_followed", sum(len(m) for m in staged.values()))
+            pipe.set(key, _text(entries[-1][0]))
+            pipe.execute()
+            return sum(len(m) for m in staged.values())
+        except learner.redis.WatchError:
+            continue  # another learner moved the cursor: read on from there
+        finally:
+            pipe.reset()
+    return 0
