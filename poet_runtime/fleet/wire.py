@@ -48,16 +48,58 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        through ``fleet.regenerate`` (one instance, elected with
                        ``SET poet:NS:regen:<function>:<version> NX``).
 
-A signature is HMAC-SHA256 over ``kind + b"\\n" + data`` with the fleet's shared secret
-(``POET_BROKER_KEY``, or the file named by ``POET_BROKER_KEY_FILE``), hex-encoded.
+Signatures, wire format 2 (``FORMAT``). A signature is
+``2.<signed at, ms>.<sender>.<sequence>.<HMAC hex>``: HMAC-SHA256, with the fleet's shared secret
+(``POET_BROKER_KEY``, or the file named by ``POET_BROKER_KEY_FILE``), over
+``b"poet-wire 2\\n" + stamp + b"\\n" + kind + b"\\n" + data`` where the stamp is
+``<at>.<sender>.<sequence>``. The sender is random per process (new after a fork), the sequence
+counts that process's signatures, and the time never goes back within a process: so every
+signed message is unique and carries when it was made, inside the HMAC. Why: whoever can write
+to the broker (no key needed) can delete entries and re-add them under new stream ids, so
+neither the stream id nor the entry's place says anything; only what is signed does.
+
+How a reader uses it (``admit``, called by ``fleet.follower`` for outcomes and verdicts):
+
+- a format-1 signature (a bare 64-hex HMAC, as before) is refused, said once: "old wire format";
+- a message signed more than ``max_age()`` ago (outcomes; ``POET_BROKER_MAX_AGE_S``, default a
+  day) or ``VERDICT_MAX_AGE_S`` ago (verdicts), or more than ``FUTURE_S`` ahead of the reader's
+  clock, is refused as stale / from the future;
+- per function, and separately for outcomes and verdicts, a message is admitted only if its
+  stamp (time, then sender, then sequence) is newer than the newest this process admitted, which
+  starts as what the function's store had when the function attached. The newest admitted stamp
+  is kept in the function's store, ``<store>/fleet-ledger.json`` (beside the versions and their
+  params.json), so a restarted process, or another process sharing the store, refuses what was
+  already superseded there. A replayed ``version.rolled_back`` is therefore refused after any
+  newer outcome of that function, by every instance, restarted or not.
+
+Clocks: ordering between two signers (two learners, a learner and an elected instance) is by
+signed time, so their clocks must agree to better than the time between two messages of one
+function (NTP keeps hosts within milliseconds); a signer that knows the newest stamp of a
+function passes it as ``after_ms`` and signs after it whatever its clock says. A signer whose
+clock runs more than ``FUTURE_S`` ahead is refused (its messages would otherwise lock out the
+others' until the instances' clocks caught up).
+
+Size: a reader never takes an entry bigger than ``MAX_ENTRY_BYTES`` into its memory
+(``read_bounded``: the broker measures each entry in a script and sends a marker instead).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import itertools
+import json
+import logging
 import os
+import secrets
+import threading
+import time
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
+
+log = logging.getLogger("poet_runtime")
 
 EVENTS = "events"
 OUTCOMES = "outcomes"
@@ -67,6 +109,16 @@ KEY_FILE_VAR = "POET_BROKER_KEY_FILE"
 NAMESPACE_VAR = "POET_BROKER_NAMESPACE"
 OUTCOME_TYPES = ("params.updated", "version.promoted", "version.rolled_back")
 ENTRY_KINDS = (b"ex", b"fb", b"lr", b"hi")
+LEARNING_TYPES = ("learning.degraded", "learning.recovered")
+FORMAT = 2
+MAX_AGE_VAR = "POET_BROKER_MAX_AGE_S"
+MAX_AGE_S = 86400.0  # an outcome older than this is refused: a process away longer starts from its store
+VERDICT_MAX_AGE_S = 300.0  # a verdict older than this is not acted on (as ``fleet.regenerate`` says)
+FUTURE_S = 60.0  # signed further ahead of the reader's clock than this: refused (the signer's clock is wrong)
+MAX_ENTRY_BYTES = 4 << 20  # an outcome or verdict entry bigger than this never reaches a reader's memory
+READ_BUDGET_BYTES = 16 << 20  # what one bounded read returns at most (besides one entry)
+LEDGER_FILE = "fleet-ledger.json"
+CHANNELS = ("outcomes", "learning")  # each function's messages are ordered per channel
 
 
 def namespace(store_root: Path | None = None, environ=None) -> str:
@@ -100,12 +152,396 @@ def load_key(environ=None) -> bytes | None:
     return None
 
 
-def sign(key: bytes, kind: bytes, data: bytes) -> bytes:
-    return hmac.new(key, kind + b"\n" + data, hashlib.sha256).hexdigest().encode()
+
+
+# -- signing -------------------------------------------------------------------------------------
+
+_PREFIX = b"poet-wire 2\n"
+_sign_lock = threading.Lock()
+_sender = secrets.token_hex(8)
+_sequence = itertools.count(1)
+_last_ms = 0
+
+
+def _new_sender() -> None:
+    """A forked child is another sender: the parent's sender and sequence would repeat stamps."""
+    global _sender, _sequence, _last_ms, _sign_lock
+    _sign_lock = threading.Lock()
+    _sender, _sequence = secrets.token_hex(8), itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_sender)
+
+
+class Stamp(NamedTuple):
+    """What a format-2 signature says about its message: when, who, which one."""
+
+    at_ms: int
+    sender: str
+    sequence: int
+
+    @property
+    def order(self) -> tuple:
+        return (self.at_ms, self.sender, self.sequence)
+
+    @property
+    def id(self) -> str:
+        """Unique per signed message (an election or a log line can name the message by it)."""
+        return f"{self.sender}.{self.sequence}"
+
+    def text(self) -> str:
+        return f"{self.at_ms}.{self.sender}.{self.sequence}"
+
+    @classmethod
+    def parse(cls, text) -> "Stamp | None":
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("ascii", "replace")
+        if type(text) is not str or len(text) > 80:
+            return None
+        at, _, rest = text.partition(".")
+        sender, _, sequence = rest.partition(".")
+        if not (at.isdigit() and len(at) <= 15 and sequence.isdigit() and len(sequence) <= 19
+                and 0 < len(sender) <= 32 and all(c in "0123456789abcdef" for c in sender)):
+            return None
+        return cls(int(at), sender, int(sequence))
+
+
+def _mac(key: bytes, stamp: bytes, kind: bytes, data: bytes) -> bytes:
+    return hmac.new(key, _PREFIX + stamp + b"\n" + kind + b"\n" + data, hashlib.sha256).hexdigest().encode()
+
+
+def sign(key: bytes, kind: bytes, data: bytes, *, at: float | None = None, after_ms: int | None = None) -> bytes:
+    """A format-2 signature of (``kind``, ``data``): made now (``at``: a test's other time), after
+    ``after_ms`` when given (the newest stamp the signer knows for the message's function), never
+    before this process's previous signature."""
+    global _last_ms
+    with _sign_lock:
+        now = int((time.time() if at is None else at) * 1000)
+        if at is None:
+            now = max(now, _last_ms)  # the wall clock may step back; a process's stamps do not
+            _last_ms = now
+        if after_ms is not None:
+            now = max(now, int(after_ms) + 1)
+        stamp = f"{now}.{_sender}.{next(_sequence)}".encode()
+    return b"2." + stamp + b"." + _mac(key, stamp, kind, data)
+
+
+OLD_FORMAT = ("old wire format (a format-1 signature, without signed time and id): this reader accepts "
+              f"format {FORMAT} only; upgrade the sender")
+BAD = "bad signature (not signed with this fleet's key)"
+
+
+def check(key: bytes | None, kind: bytes, data: bytes, signature) -> tuple[Stamp | None, str | None]:
+    """(the message's stamp, None) when ``signature`` is this key's format-2 signature of
+    ``kind``/``data``; else (None, why not), in words fit for a log line (one per cause)."""
+    if key is None:
+        return None, f"no key held ({KEY_VAR} / {KEY_FILE_VAR} unset)"
+    if not signature:
+        return None, "unsigned"
+    if not isinstance(signature, (bytes, bytearray)):
+        signature = str(signature).encode()
+    signature = bytes(signature)
+    if len(signature) == 64 and all(c in b"0123456789abcdef" for c in signature):
+        return None, OLD_FORMAT
+    head, _, rest = signature.partition(b".")
+    if head != b"2":
+        if head.isdigit() and len(head) < 6:
+            return None, (f"wire format {head.decode()} (this reader speaks format {FORMAT} only; "
+                          "upgrade the reader)")
+        return None, "malformed signature (not a poet wire signature)"
+    stamp_text, _, mac = rest.rpartition(b".")
+    stamp = Stamp.parse(stamp_text)
+    if stamp is None or len(mac) != 64:
+        return None, "malformed signature (not a poet wire signature)"
+    if not hmac.compare_digest(_mac(key, stamp_text, kind, data), mac):
+        return None, BAD
+    return stamp, None
 
 
 def verify(key: bytes | None, kind: bytes, data: bytes, signature: bytes | None) -> bool:
-    """True only when a key is held and the signature is that key's over ``kind``/``data``."""
-    if key is None or not signature:
-        return False
-    return hmac.compare_digest(sign(key, kind, data), bytes(signature))
+    """True only when a key is held and the signature is that key's format-2 one over ``kind``/``data``."""
+    return check(key, kind, data, signature)[1] is None
+
+
+def stamp_of(signature) -> Stamp | None:
+    """The stamp a signature claims (not verified: for naming a message, not for trusting it)."""
+    if not isinstance(signature, (bytes, bytearray)) or not signature.startswith(b"2."):
+        return None
+    return Stamp.parse(bytes(signature)[2:].rpartition(b".")[0])
+
+
+def max_age(environ=None) -> float:
+    environ = os.environ if environ is None else environ
+    raw = (environ.get(MAX_AGE_VAR) or "").strip()
+    if raw:
+        try:
+            value = float(raw)
+            if value > 0:
+                return value
+        except ValueError:
+            pass
+        _once(("max-age", raw), logging.WARNING, "poet_runtime: fleet: %s=%r is not a positive number of seconds; "
+              "using %.0f", MAX_AGE_VAR, raw, MAX_AGE_S)
+    return MAX_AGE_S
+
+
+def fresh(stamp: Stamp, limit: float, now: float | None = None) -> str | None:
+    """Why a message signed at ``stamp`` is too old or too far ahead for a reader now, or None.
+    The words name the bound, not the message's age, so the log says it once per cause."""
+    age = (time.time() if now is None else now) - stamp.at_ms / 1000.0
+    if age > limit:
+        return (f"stale: signed more than {limit:.0f} s ago (a replay, or a reader that was away longer; "
+                "this process keeps what its store has)")
+    if -age > FUTURE_S:
+        return f"signed more than {FUTURE_S:.0f} s in the future (the signer's clock is ahead)"
+    return None
+
+
+# -- what an instance admits -------------------------------------------------------------------
+
+REFUSED: Counter = Counter()  # cause -> messages refused by ``admit`` in this process
+
+
+class Ledger:
+    """The newest stamp admitted per channel (``outcomes`` / ``learning``) for one function:
+    in this process (``mine``), and in the function's store (``fleet-ledger.json``), shared with
+    every process of that store and kept across restarts."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LEDGER_FILE
+        self.mine: dict[str, tuple | None] = {}  # channel -> newest admitted here (None: nothing yet)
+        self.lock = threading.Lock()
+
+    def stored(self) -> dict:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            _once(("ledger", str(self.path)), logging.WARNING, "poet_runtime: fleet: %s cannot be read (%s); "
+                  "it is written anew: until then only the age bound stops a replay here", self.path, error)
+            return {}
+        return raw if type(raw) is dict else {}
+
+    def newest(self, channel: str) -> tuple | None:
+        stamp = Stamp.parse(self.stored().get(channel))
+        return stamp.order if stamp is not None else None
+
+    def attach(self) -> None:
+        """This process starts from what the store holds now (its engine just loaded the store)."""
+        with self.lock:
+            stored = self.stored()
+            for channel in CHANNELS:
+                if channel not in self.mine:  # attached once: a second function object changes nothing
+                    stamp = Stamp.parse(stored.get(channel))
+                    self.mine[channel] = stamp.order if stamp is not None else None
+
+    def admit(self, channel: str, stamp: Stamp) -> bool:
+        """Whether ``stamp`` is newer than what this process admitted for the channel (and then
+        it is recorded, here and in the store when newer than the store's)."""
+        with self.lock, self._file_lock():
+            stored = self.stored()
+            if channel not in self.mine:  # not attached (``attach``): start from the store
+                known = Stamp.parse(stored.get(channel))
+                self.mine[channel] = known.order if known is not None else None
+            mine = self.mine[channel]
+            if mine is not None and stamp.order <= mine:
+                return False
+            self.mine[channel] = stamp.order
+            known = Stamp.parse(stored.get(channel))
+            if known is None or stamp.order > known.order:
+                stored = {name: value for name, value in stored.items() if type(value) is str}
+                stored[channel] = stamp.text()
+                self._write(stored)
+            return True
+
+    @contextlib.contextmanager
+    def _file_lock(self):
+        import fcntl
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / ".fleet-ledger.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError:
+            yield  # a read-only store: this process's memory still refuses replays
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, data: dict) -> None:
+        temp = self.path.with_name(f".{LEDGER_FILE}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            temp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(temp, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            _once(("ledger-write", str(self.path)), logging.WARNING, "poet_runtime: fleet: cannot write %s (%s); "
+                  "a restart of this process relies on the age bound alone", self.path, error)
+
+
+_ledgers: dict[str, Ledger] = {}
+_ledgers_lock = threading.Lock()
+
+
+def ledger(folder: Path) -> Ledger:
+    key = str(Path(folder).resolve())
+    with _ledgers_lock:
+        found = _ledgers.get(key)
+        if found is None:
+            found = _ledgers[key] = Ledger(Path(folder))
+        return found
+
+
+def attached(info) -> None:
+    """A function's engine attached to the follower: its ledger starts from its store now.
+    (Without this call, the first message read for it does the same.)"""
+    engine = getattr(info, "engine", None)
+    store = getattr(engine, "store", None)
+    if store is not None:
+        with contextlib.suppress(OSError):
+            ledger(store.folder).attach()
+
+
+def admit(follower, fields: dict, only: str | None = None, learning: bool = False) -> str | None:
+    """Why an outcome (``learning``: a verdict) entry must be refused by this instance, or None.
+
+    None also for what the caller reports or skips itself (no key, unsigned, not JSON, no
+    function, a function this process does not run). Otherwise: the signature must be this
+    fleet's format-2 one, the message fresh (``fresh``), and newer, for its function, than what
+    this process and its store admitted (``Ledger``). Admitting records it: a second copy of the
+    same message, whatever its stream id, is refused. While catching up (``only``: re-reading what
+    this store's processes read live), what is not newer comes back as ``"skipped: ..."``, to be
+    returned as it is, not reported: it was judged when it was read live."""
+    why = oversize(fields)
+    if why is not None:
+        return _count(why)
+    kind, data, signature = fields.get(b"t"), fields.get(b"m"), fields.get(b"s")
+    if follower.key is None or kind is None or data is None or not signature:
+        return None
+    stamp, why = check(follower.key, kind, data, signature)
+    if why is not None:
+        return _count(why)
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError):
+        return None  # reported by the caller
+    function = message.get("function") if type(message) is dict else None
+    if type(function) is not str or (only is not None and function != only):
+        return None
+    info = follower.functions.get(function)
+    store = getattr(getattr(info, "engine", None), "store", None)
+    if store is None:
+        return None
+    why = fresh(stamp, VERDICT_MAX_AGE_S if learning else max_age())
+    if why is not None:
+        return _count(why)
+    channel = "learning" if learning else "outcomes"
+    if not ledger(store.folder).admit(channel, stamp):
+        if only is not None:  # catching up on what this process's store read live: judged then
+            return "skipped: already taken (or superseded) here"
+        return _count(f"not newer than what this instance already took for {function} "
+                      f"({'verdicts' if learning else 'outcomes'}): a replay, or out of order")
+    return None
+
+
+def _count(why: str) -> str:
+    REFUSED[why] += 1
+    return why
+
+
+# -- reading without taking in what an attacker sized ------------------------------------------
+
+_BOUNDED_READ = """
+local count, limit, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, total = {}, 0
+for i, key in ipairs(KEYS) do
+  local kept = {}
+  if total <= budget then
+    local entries = redis.call('XRANGE', key, ARGV[2 + 2 * i], ARGV[3 + 2 * i], 'COUNT', count)
+    for _, entry in ipairs(entries) do
+      local size = 0
+      for _, value in ipairs(entry[2]) do size = size + #value end
+      if size > limit then
+        kept[#kept + 1] = {entry[1], {'oversize', tostring(size)}}
+        size = 0
+      else
+        kept[#kept + 1] = entry
+      end
+      total = total + size
+      if total > budget then break end
+    end
+  end
+  if #kept > 0 then out[#out + 1] = {key, kept} end
+end
+return out
+"""
+POLL_S = 0.05
+
+
+def read_bounded(client, streams: dict, *, count: int = 100, block: int | None = None,
+                 limit: int = MAX_ENTRY_BYTES, budget: int = READ_BUDGET_BYTES, stop=None) -> list:
+    """``client.xread(streams, count=count, block=block)``, except that an entry bigger than
+    ``limit`` bytes comes as ``{b"oversize": b"<bytes>"}`` and one read returns about ``budget``
+    bytes at most: the broker measures in a script, so what a writer sized never reaches this
+    process. ``block`` (ms) is a poll every ``POLL_S`` (a script cannot block); ``stop``: an
+    ``Event`` that ends the wait early. Needs Redis 6.2 (exclusive ranges, as ``XAUTOCLAIM``)."""
+    script = _script(client)
+    keys = list(streams)
+    ranges = []
+    for last in streams.values():
+        ranges += ["(" + (last.decode() if isinstance(last, bytes) else str(last)), "+"]
+    deadline = time.monotonic() + (block or 0) / 1000.0
+    while True:
+        answer = script(keys=keys, args=[int(count), int(limit), int(budget), *ranges])
+        if answer or block is None or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            break
+        if stop is not None:
+            stop.wait(POLL_S)
+        else:
+            time.sleep(POLL_S)
+    return [(stream, _entries(entries)) for stream, entries in answer or ()]
+
+
+def range_bounded(client, stream: str, start: str, end: str, *, count: int = 500, limit: int = MAX_ENTRY_BYTES,
+                  budget: int = READ_BUDGET_BYTES) -> list:
+    """``client.xrange(stream, min=start, max=end, count=count)`` with ``read_bounded``'s limits
+    (fewer than ``count`` entries may come back when the budget is reached: go on after the last)."""
+    answer = _script(client)(keys=[stream], args=[int(count), int(limit), int(budget), start, end])
+    return _entries(answer[0][1]) if answer else []
+
+
+def _script(client):
+    script = getattr(client, "_poet_bounded_read", None)
+    if script is None:
+        script = client.register_script(_BOUNDED_READ)  # EVALSHA, loaded again if the broker lost it
+        with contextlib.suppress(AttributeError):
+            client._poet_bounded_read = script
+    return script
+
+
+def _entries(entries) -> list:
+    return [(entry_id, dict(zip(flat[0::2], flat[1::2]))) for entry_id, flat in entries]
+
+
+def oversize(fields: dict) -> str | None:
+    """Why ``read_bounded`` held an entry back, or None."""
+    size = fields.get(b"oversize")
+    if size is None or len(fields) != 1:
+        return None
+    return f"entry too big (over {MAX_ENTRY_BYTES} bytes: never read into this process)"
+
+
+_said: set = set()
+
+
+def _once(cause, level, message, *args) -> None:
+    if cause not in _said:
+        _said.add(cause)
+        log.log(level, message, *args)
