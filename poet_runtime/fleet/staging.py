@@ -220,7 +220,7 @@ class Staging:
             return False
         execution = None
         if fields.get(b"x"):
-            execution = json.loads(fields[b"x"])
+            execution = wire.unsigned_json(fields[b"x"])  # unsigned: a malformed one must not stop the learner
         if execution is None:
             execution = self._find_execution(function, execution_id, local)
         found = execution is not None and "output" in execution

@@ -165,7 +165,7 @@ _last_ms = 0
 
 def _new_sender() -> None:
     """A forked child is another sender: the parent's sender and sequence would repeat stamps."""
-    global _sender, _sequence, _last_ms, _sign_lock
+    global _sender, _sequence, _sign_lock
     _sign_lock = threading.Lock()
     _sender, _sequence = secrets.token_hex(8), itertools.count(1)
 
@@ -454,6 +454,17 @@ def admit(follower, fields: dict, only: str | None = None, learning: bool = Fals
 def _count(why: str) -> str:
     REFUSED[why] += 1
     return why
+
+
+def unsigned_json(data) -> dict | None:
+    """An entry's unsigned JSON field (an ``fb`` entry's ``x``) as a dict, or None when it is not
+    one (not JSON, nested past the parser's depth, another type): the reader then does without it,
+    as when the field is absent. Whoever can write to the broker chooses such a field."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError, TypeError):
+        return None
+    return value if type(value) is dict else None
 
 
 # -- reading without taking in what an attacker sized ------------------------------------------
