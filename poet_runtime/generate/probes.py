@@ -22,6 +22,10 @@ Every run happens in one daemon thread under a deadline. A trace function raises
 ``ProbeTimeout`` (a ``BaseException``, so no ``except Exception`` in generated code
 can swallow it) once the deadline has passed: that stops pure-Python loops under
 backend ``none``; the join timeout is the last guard for code blocked in C.
+Before tracing, the thread clears a stale "async exception pending" flag that any
+code in the process may have left (``PyThreadState_SetAsyncExc(id, NULL)``, see
+``poet_sandbox.timeouts``): on CPython 3.11 a traced thread spins forever under it,
+and every later answer would be refused as a probe timeout.
 
 Probe runs call the user's function on the sample inputs: that is the price of
 knowing a candidate is right, and why recorded real calls come first.
@@ -394,11 +398,13 @@ def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, s
 
     load_facility()
     from poet_sandbox.errors import PhaseError
+    from poet_sandbox.timeouts import _take_back
 
     box: dict = {}
     deadline = _Deadline()
 
     def work():
+        _take_back()  # before tracing: see the module docstring
         sys.settrace(deadline.tracer)
         try:
             box["report"] = _probe_all(deadline, candidate_loader, baseline_loader, original, is_async, samples,

@@ -15,6 +15,16 @@ call to another thread. Instead the call is interrupted where it runs:
 
 Either way the caller gets ``TimeoutError``. Inside a sandbox the logic is a
 ``crossing.LogicProxy`` and the host applies the timeout around the real call.
+
+A timeout leaves the process as it found it: the ``SIGALRM`` handler and timer
+restored, the watchdog thread ended, and no asynchronous exception pending or
+*signalled*. The last one matters: CPython keeps one interpreter-wide "an async
+exception is pending" flag, cleared only when a thread raises one. Taking an
+exception back with ``PyThreadState_SetAsyncExc(id, NULL)`` sets that flag and
+nothing ever clears it; on 3.11 every traced thread (the LLM probes' deadline
+tracer, a debugger, coverage) then spins forever at its next function entry.
+So an exception is taken back by replacing it with a private one and raising
+that here, at once (``_take_back``).
 """
 
 import threading
@@ -44,7 +54,9 @@ def call_with_timeout(fn, args, kwargs, seconds: float):
         finally:
             guard.stop()
     except _Expired:
-        pass
+        # The expiry may have cut the first stop short (it arrives at any function entry);
+        # it fires once, so this one runs to the end.
+        guard.stop()
     raise TimeoutError(_message(seconds))
 
 
@@ -84,7 +96,9 @@ def _alarm_guard(seconds):
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         return None
     try:
-        if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None) or signal.getitimer(signal.ITIMER_REAL)[0]:
+        # Only when the handler is the default one, which stop() can put back (None is a
+        # handler installed from C, which Python cannot restore).
+        if signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL or signal.getitimer(signal.ITIMER_REAL)[0]:
             return None  # the program uses the alarm itself, or an outer timeout holds it
     except (ValueError, OSError):
         return None
@@ -109,6 +123,7 @@ class _AlarmGuard:
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
 
     def stop(self):
+        """Idempotent: called again when the expiry interrupted it."""
         signal = self.signal
         self.armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -139,20 +154,56 @@ class _WatchdogGuard:
         self.timer.start()
 
     def stop(self):
+        """Idempotent: called again when the expiry interrupted it. After it, the timer
+        cannot fire, its thread has ended and nothing is pending for this thread."""
         with self.lock:
             self.done = True
-            fired = self.fired
-        self.timer.cancel()
+            fired, self.fired = self.fired, False
         if fired:
-            # Fired just as the call ended: take back an exception not yet delivered.
-            _set_async_exc(self.thread_id, None)
+            # Raised already, or about to be (the call ended just as it fired): either way
+            # nothing may stay pending, and nothing may stay signalled.
+            _take_back()  # stop() runs in the caller's thread, the one it fired at
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()  # it only has to wake up and return: no stray thread per call
+
+
+class _Revoked(BaseException):
+    """Replaces a pending ``_Expired`` in ``_take_back``; raised and caught there."""
+
+
+def _take_back() -> None:
+    """Leave the calling thread with no pending asynchronous exception and the interpreter's
+    flag for one cleared (see the module docstring), whether or not ``_Expired`` was raised.
+
+    Setting ``_Revoked`` replaces a pending ``_Expired``; CPython raises it at its next
+    check (right after the C call that set it, or at the next function entry), and
+    raising it is what clears the flag.
+    """
+    try:
+        if not _set_async_exc(threading.get_ident(), _Revoked):
+            return
+        _arrive()
+        for _ in range(100_000):  # an interpreter that checks only on backward jumps
+            pass
+    except _Revoked:
+        return
+
+
+def _arrive() -> None:
+    """Does nothing: entering it is where a pending asynchronous exception is raised."""
 
 
 def _set_async_exc(thread_id, exc_type) -> bool:
     try:
         import ctypes
-    except ImportError:
+
+        set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    except (ImportError, AttributeError):
         return False
-    target = ctypes.py_object(exc_type) if exc_type is not None else None
-    changed = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), target)
+    if exc_type is None:
+        raise ValueError("never revoke with NULL: it leaves the interpreter's async-exception flag set")
+    changed = set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
     return changed == 1
