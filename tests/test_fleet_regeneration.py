@@ -9,6 +9,7 @@ test plays the learner: it publishes the verdicts on ``poet:NS:learning``, signe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -60,12 +61,12 @@ def _app(tmp_path: Path, name: str) -> Path:
     return app
 
 
-def _start(app: Path, broker: str) -> subprocess.Popen:
+def _start(app: Path, broker: str, *args: str) -> subprocess.Popen:
     env = {name: value for name, value in os.environ.items() if not name.startswith("POET_")}
     env.update(POET_ENABLED="1", POET_HOME=str(app / ".poet"), POET_CACHE_DIR=str(app / "cache"), POET_LOG="info",
                PYTHONPATH=str(Path(__file__).resolve().parents[1]), POET_BROKER=broker,
                POET_BROKER_NAMESPACE=NS, POET_BROKER_KEY=KEY)
-    return subprocess.Popen([sys.executable, "main.py"], cwd=app, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "main.py", *args], cwd=app, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -175,4 +176,162 @@ def test_one_instance_regenerates_for_the_fleet_and_a_degraded_promotion_rolls_b
                 if process.poll() is None:
                     process.kill()
     for err in errors:
+        assert "Traceback" not in err, err[-3000:]
+
+
+# -- a real fleet: two instances, a real learner, feedback that degrades ---------------------------
+
+DRIVEN = '''\
+import json, os, random, sys, time
+from pathlib import Path
+from mod import detect
+from poet_runtime.fleet import follower
+
+rng = random.Random(int(sys.argv[1]))
+detect(0.3)
+print(json.dumps({"ready": True}), flush=True)
+phase, reported, deadline = 0, 0, time.time() + 120
+while not os.path.exists("stop") and time.time() < deadline:
+    go = Path(f"go-{phase}")
+    if go.exists():  # the test's next phase: this many calls, each labelled by the phase's rule
+        rule = json.loads(go.read_text())
+        for _ in range(rule["count"]):
+            score = rng.random()
+            detect(score)
+            detect.feedback(label=(score > rule["boundary"]) == rule["above"])
+        print(json.dumps({"done": phase}), flush=True)
+        phase += 1
+    applied = follower.get().applied if follower.get() is not None else []
+    for entry_id, kind, _function, _lag in applied[reported:]:
+        print(json.dumps({"applied": entry_id, "kind": kind}), flush=True)
+    reported = len(applied)
+    time.sleep(0.01)
+'''
+
+
+class _Reader:
+    """Every JSON line an app prints, collected by a thread (the test waits on several at once)."""
+
+    def __init__(self, process):
+        import threading
+
+        self.process, self.lines = process, []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            with contextlib.suppress(ValueError):
+                self.lines.append(json.loads(line))
+
+    def has(self, predicate) -> bool:
+        return any(predicate(line) for line in list(self.lines))
+
+
+def _learn(url: str, tmp_path: Path) -> subprocess.Popen:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("POET_")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), POET_BROKER_KEY=KEY)
+    return subprocess.Popen([sys.executable, "-m", "poet_runtime", "learn", "--broker", url, "--namespace", NS,
+                             "--name", "the-learner", "--claim-idle", "1"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_and_rolls_it_back(
+        tmp_path, redis_server):  # noqa: F811
+    """Two instances and a real ``learn`` process. Labels that agree with the function, then flip:
+    the learner's verdict (with its labelled samples) makes exactly one instance regenerate; both
+    move to the promoted version; the learner follows it and its next ``params.updated`` names the
+    fleet's number, which both instances apply; the promoted version degrades too: rolled back
+    everywhere, and the learner follows that as well."""
+    apps = [_app(tmp_path, "host-a"), _app(tmp_path, "host-b")]
+    for app in apps:
+        (app / "main.py").write_text(DRIVEN)
+    client = redis_server.client()
+    outcomes = wire.stream(NS, wire.OUTCOMES)
+    # A version.promoted that no instance signed: the learner refuses it (and so do the instances).
+    forged = json.dumps({"function": "mod:detect", "number": 7, "by": "someone", "files": {"code.py": "x = 1"}})
+    client.xadd(outcomes, {"t": "version.promoted", "m": forged, "s": "0" * 64, "l": "forger"})
+    learner = _learn(redis_server.url, tmp_path)
+    processes = [_start(app, redis_server.url, str(seed)) for seed, app in enumerate(apps)]
+    readers = [_Reader(process) for process in processes]
+    state_key = f"poet:{NS}:learn:state:mod:detect"
+
+    def state() -> dict:
+        raw = client.get(state_key)
+        return json.loads(raw) if raw else {}
+
+    def kinds() -> list:
+        return [fields[b"t"] for _, fields in client.xrange(outcomes)][1:]  # after the forged one
+
+    given = [0]
+
+    def phase(number: int, count: int, boundary: float, above: bool) -> None:
+        for app in apps:
+            (app / f"go-{number}").write_text(json.dumps({"count": count, "boundary": boundary, "above": above}))
+        given[0] += count * len(apps)
+        _wait(lambda: all(r.has(lambda v: v.get("done") == number) for r in readers), 30)
+
+    try:
+        _wait(lambda: all(r.has(lambda v: v.get("ready")) for r in readers), 30)
+        # Labels agree with the function's threshold (0.5): the objective's baseline.
+        phase(0, 40, 0.5, True)
+        _wait(lambda: state().get("feedback") == given[0], 20)
+        assert b"version.promoted" not in kinds()
+        # The labels flip: the learner's verdict; one instance regenerates, both run what it promotes.
+        phase(1, 15, 0.5, False)
+        _wait(lambda: b"version.promoted" in kinds(), 20)
+        [promoted] = [json.loads(f[b"m"]) for _, f in client.xrange(outcomes) if f[b"t"] == b"version.promoted"
+                      and f[b"l"] != b"forger"]
+        assert promoted["number"] == 2 and promoted["previous"] == 1 and promoted["previous_numbering"] == "local"
+        _wait(lambda: [_current(app) for app in apps] == ["v2", "v2"])
+        verdicts = [json.loads(f[b"m"]) for _, f in client.xrange(wire.stream(NS, "learning"))
+                    if f[b"t"] == b"learning.degraded"]
+        assert verdicts[0]["version"] == 1 and verdicts[0]["numbering"] == "local"
+        samples = verdicts[0]["evidence"]["samples"]
+        assert len(samples) >= 80 and all(len(s) == 3 for s in samples)  # [score, predicted, actual]: no inputs
+        decided = [len(list(journal.read(app / ".poet" / "events", {"version.candidate"}))) for app in apps]
+        assert sorted(decided) == [0, 1], decided  # exactly one instance regenerated
+        regenerated = apps[decided.index(1)]
+        candidate = json.loads((regenerated / ".poet" / "mod.detect" / "v2" / "metadata.json").read_text())
+        assert candidate["scores"]["samples"] == len(samples)  # screened on the learner's samples
+        # The learner follows the promotion: its state learns for the fleet's v2 from here on ...
+        _wait(lambda: (state().get("version"), state().get("numbering")) == (2, "fleet"), 20)
+        phase(2, 40, 0.3, True)  # ... new labels: it learns a new threshold for v2
+        _wait(lambda: any(json.loads(f[b"m"]).get("version") == 2 for _, f in client.xrange(outcomes)
+                          if f[b"t"] == b"params.updated"), 20)
+        [(update_id, update)] = [(i.decode(), json.loads(f[b"m"])) for i, f in client.xrange(outcomes)
+                                 if f[b"t"] == b"params.updated" and json.loads(f[b"m"])["version"] == 2][:1]
+        assert update["numbering"] == "fleet"
+        _wait(lambda: all(r.has(lambda v: v.get("applied") == update_id) for r in readers), 20)  # both, on v2
+        for app in apps:
+            params = json.loads((app / ".poet" / "mod.detect" / "v2" / "params.json").read_text())
+            assert params["threshold"] != promoted["params"]["threshold"]
+        # The promoted version degrades while on probation: rolled back everywhere, and followed.
+        phase(3, 15, 0.3, False)
+        _wait(lambda: b"version.rolled_back" in kinds(), 20)
+        _wait(lambda: [_current(app) for app in apps] == ["v1", "v1"])
+        rolled = [json.loads(f[b"m"]) for _, f in client.xrange(outcomes) if f[b"t"] == b"version.rolled_back"]
+        assert [(r["to"], r["numbering"], r["previous"]) for r in rolled] == [(1, "local", 2)]
+        _wait(lambda: (state().get("version"), state().get("numbering")) == (1, "local"), 20)
+        assert kinds().count(b"version.promoted") == 1 and kinds().count(b"version.rolled_back") == 1
+        stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{NS}:learn:stats").items()}
+        assert stats["versions_followed"] == 2 and stats["versions_refused"] == 1
+    finally:
+        for app in apps:
+            (app / "stop").write_text("")
+        errors = []
+        for process in processes:  # stdout is the readers'
+            try:
+                process.wait(timeout=20)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            errors.append(process.stderr.read())
+        learner.terminate()
+        try:
+            learner_err = learner.communicate(timeout=20)[1]
+        finally:
+            if learner.poll() is None:
+                learner.kill()
+    for err in errors + [learner_err]:
         assert "Traceback" not in err, err[-3000:]

@@ -9,9 +9,11 @@ type and message). No key held, no signature or a wrong one: refused, said once 
 the ``poet_runtime`` log and written as a ``fleet.refused`` decision (on the bus every time),
 never applied. A verified outcome is still checked as any input is:
 
-- ``params.updated`` ``{function, version, params}``: for the local store's version that the
-  fleet knows by that number (a version stored from a ``version.promoted`` keeps the learner's
-  number in ``metadata.json`` ``fleet.number``; else the same number). Values are clamped to
+- ``params.updated`` ``{function, version, numbering, params}``: for the local store's version
+  that the fleet knows by that number: with numbering ``"fleet"``, the version stored from the
+  ``version.promoted`` that allocated it (``metadata.json`` ``fleet.number``; its local number
+  may differ); with ``"local"`` (or none), the version by that local number that the fleet never
+  promoted (``regenerate.identity``). Values are clamped to
   that version's declared ranges (undeclared or non-numeric ones are left out), written to its
   params.json with an audit entry in state.json, and applied with ``configure`` when this
   process runs that version. A version the local store does not have is **ignored with a
@@ -27,8 +29,8 @@ never applied. A verified outcome is still checked as any input is:
   against the built-in version). Then it is stored as the new current version under the
   current version's key (as learning's own promotions are) and the function reloads it;
   ``resolve.load_version`` runs it in the backend its policy names.
-- ``version.rolled_back`` ``{function, to}``: the local version the fleet knows as ``to``
-  becomes current if it exists and is not damaged (``resolve.inspect_version``).
+- ``version.rolled_back`` ``{function, to, numbering}``: the local version the fleet knows as
+  ``to`` becomes current if it exists and is not damaged (``resolve.inspect_version``).
 
 With the key held, the follower also reads the learners' verdicts on ``poet:NS:learning``
 (``learning.degraded`` / ``recovered``), verified exactly as outcomes are, and hands a verified one
@@ -162,7 +164,7 @@ class Follower:
                 except (ValueError, TypeError, KeyError):
                     kept.append((entry_id, fields))
                     continue
-                later = covered.setdefault(json.dumps(version), set())
+                later = covered.setdefault(json.dumps([version, message.get("numbering") or "local"]), set())
                 if names <= later:
                     continue
                 later |= names
@@ -336,26 +338,28 @@ class Follower:
             _decide(ns.root, "fleet.ignored", payload)
         return f"ignored: {reason}"
 
-    def _local_number(self, engine, number) -> int | None:
-        """The local store's version the fleet knows as ``number`` (see the module's docstring)."""
+    def _local_number(self, engine, number, numbering=None) -> int | None:
+        """The local store's version the fleet knows as ``number`` counted by ``numbering``
+        (``"fleet"`` or ``"local"``, see the module's docstring)."""
+        from poet_runtime.fleet.regenerate import identity
+
         if type(number) is not int:
             return None
-        versions = engine.store.versions()
-        for version in versions:
-            fleet = version.metadata.get("fleet")
-            if type(fleet) is dict and fleet.get("number") == number:
+        wanted = (number, "fleet" if numbering == "fleet" else "local")
+        for version in engine.store.versions():
+            if identity(version) == wanted:
                 return version.number
-        return number if any(version.number == number for version in versions) else None
+        return None
 
     def _params(self, ns, entry_id: str, info, message: dict) -> str:
         params = message.get("params")
         if type(params) is not dict:
             return self._ignore(ns, entry_id, info, message, "params.updated without a params object")
         engine = info.engine
-        number = self._local_number(engine, message.get("version"))
+        number = self._local_number(engine, message.get("version"), message.get("numbering"))
         if number is None:
-            return self._ignore(ns, entry_id, info, message,
-                                f"no version {message.get('version')!r} in the local store")
+            return self._ignore(ns, entry_id, info, message, f"no version {message.get('version')!r} "
+                                f"({message.get('numbering') or 'local'} numbering) in the local store")
         applied = engine.apply_fleet(number, params, message, entry_id)
         if not applied:
             return self._ignore(ns, entry_id, info, message, "no declared numeric parameter in the message")
@@ -371,7 +375,7 @@ class Follower:
             return self._ignore(ns, entry_id, info, message, "version.promoted without files['code.py'] and a number")
         engine = info.engine
         state = engine.state
-        existing = self._local_number(engine, number)
+        existing = self._local_number(engine, number, "fleet")
         if existing is not None:
             found = engine.store.get(existing)
             fleet = (found.metadata.get("fleet") if found is not None else None) or {}
@@ -422,7 +426,7 @@ class Follower:
         from poet_runtime.resolve import inspect_version
 
         engine = info.engine
-        number = self._local_number(engine, message.get("to"))
+        number = self._local_number(engine, message.get("to"), message.get("numbering"))
         if number is None:
             return self._ignore(ns, entry_id, info, message, f"no version {message.get('to')!r} to roll back to")
         version = engine.store.get(number)
