@@ -113,6 +113,7 @@ class Follower:
         with self.lock:
             known = info.function_id in self.functions
             self.functions[info.function_id] = info
+            wire.attached(info)  # wire format 2: replays are judged against what its store had from here on
             if info.root not in self.namespaces:
                 self.namespaces[info.root] = _Namespace(info.root)
             if not known:
@@ -132,7 +133,7 @@ class Follower:
                 continue  # the follower reads this stream from its start anyway
             start, mine = "-", []
             while True:
-                entries = self.client.xrange(ns.stream, min=start, max=ns.last, count=500)
+                entries = wire.range_bounded(self.client, ns.stream, start, ns.last, count=500)  # no huge entry
                 for entry_id, fields in entries:
                     entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                     if _names(fields, info.function_id):
@@ -206,7 +207,7 @@ class Follower:
                 self.stop.wait(0.2)
                 continue
             try:
-                answer = self.client.xread(streams, block=BLOCK_MS, count=100)
+                answer = wire.read_bounded(self.client, streams, block=BLOCK_MS, count=100, stop=self.stop)  # no huge entry
             except Exception as error:
                 self._down(error)
                 continue
@@ -271,6 +272,8 @@ class Follower:
         ``learning``: an entry of ``poet:NS:learning`` (a learner's verdict), verified the same way
         and then handed to ``fleet.regenerate``."""
         kind, data, signature = fields.get(b"t"), fields.get(b"m"), fields.get(b"s")
+        if refused := wire.admit(self, fields, only, learning):  # wire format 2: too big, stale, a replay...
+            return refused if refused.startswith("skipped") else self.refuse(ns, entry_id, refused, kind)
         if kind is None or data is None:
             return self.refuse(ns, entry_id, "not an outcome entry (no t or m field)", kind)
         if self.key is None:

@@ -15,7 +15,10 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        ``d``  the line, exactly as written to the journal (or the heartbeat's JSON)
                        ``p``  the writer's process id (``records.PROCESS_ID``), ``h`` host, ``i`` pid
                        ``o``  where it came from: ``<file name>:<byte offset>`` (``hi``: ``-``)
-                       ``s``  ``sign(k, d)`` when the instance holds the key, else absent
+                       ``s``  ``sign(k, d)`` when the instance holds the key, else absent. Only ``k``
+                              and ``d`` are signed (``p``, ``x``, ``m`` are not: a writer can change
+                              them on a copied entry), and only the HMAC is checked: a learner reads
+                              a backlog of any age, and counts a feedback once by its event id
                        ``m``  (``ex`` only) the segment's header JSON ``{process, pid, metadata}``: what
                               ``journal.expand`` needs besides the line (the header line itself is not sent)
                        ``x``  (``fb`` only, when the sending process could find it: ``sink.find_execution``)
@@ -33,8 +36,8 @@ Streams, for a namespace ``NS`` (``namespace()``):
 ``poet:NS:outcomes``   learners -> instances: ``params.updated``, ``version.promoted``,
                        ``version.rolled_back``. Fields: ``t`` type, ``m`` the message's JSON (its
                        ``function``, ``version`` and what changed), ``s`` ``sign(t, m)``, ``l`` the
-                       learner's name. Instances read it with plain ``XREAD`` (every one sees all) and
-                       apply only what verifies (``verify``); anything else is refused and reported.
+                       learner's name. Instances read it whole (every one sees all; ``read_bounded``)
+                       and apply only what ``admit`` lets through; anything else is refused and reported.
                        Messages: ``params.updated`` ``{function, version, params: {name: value}}``;
                        ``version.promoted`` ``{function, number, files: {"code.py": text}, generator,
                        params?, builtin_hints?}``; ``version.rolled_back`` ``{function, to}``. Where an
@@ -109,7 +112,6 @@ KEY_FILE_VAR = "POET_BROKER_KEY_FILE"
 NAMESPACE_VAR = "POET_BROKER_NAMESPACE"
 OUTCOME_TYPES = ("params.updated", "version.promoted", "version.rolled_back")
 ENTRY_KINDS = (b"ex", b"fb", b"lr", b"hi")
-LEARNING_TYPES = ("learning.degraded", "learning.recovered")
 FORMAT = 2
 MAX_AGE_VAR = "POET_BROKER_MAX_AGE_S"
 MAX_AGE_S = 86400.0  # an outcome older than this is refused: a process away longer starts from its store

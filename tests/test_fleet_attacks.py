@@ -1,0 +1,357 @@
+"""The fleet's trust model under attack (issue 9): what whoever can write to the broker, without
+the fleet's key, can do to instances and learners.
+
+A broker is a network service: a writer without the key can add, delete and re-add stream
+entries under stream ids of its choosing, and read everything. So these tests replay genuinely
+signed outcomes and verdicts (copied from the stream, re-added with new ids), send stale, future
+and old-format ones, entries of many MB, deeply nested JSON and floods of unsigned entries, to a
+real instance process (before and after a restart) and to a real learner, against a real
+redis-server (``redis_helpers``). What must hold: nothing refused is acted on, every refusal is
+said once per cause, nothing dies or stalls, and an instance's memory does not grow with what an
+attacker sized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis_helpers import app_line, redis_server  # noqa: F401
+
+from poet_runtime.fleet import wire
+
+NS = "fleet-attacks"
+KEY = b"fleet-attack-secret"
+
+MODULE = '''\
+from poet_runtime import poet
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def detect(score: float, threshold: float = 0.5) -> dict:
+    return {"drift_detected": score > threshold, "score": score}
+'''
+
+# Calls detect on two scores until ``stop`` appears, printing each new pair of answers and every
+# fleet.refused event; first prints the built-in version a learner would promote (threshold 0.2).
+APP = '''\
+import json, os, sys, threading, time
+from poet_runtime import events
+from mod import detect
+
+lock = threading.Lock()
+
+def say(value):  # one write per line, under a lock: the follower's thread reports refusals meanwhile
+    with lock:
+        sys.stdout.write(json.dumps(value) + "\\n")
+        sys.stdout.flush()
+
+def seen(event):
+    if event["type"] == "fleet.refused":
+        say({"refused": event.get("reason"), "type": event.get("outcome_type")})
+
+events.subscribe(seen)
+detect(0.3)
+from poet_runtime.domains import get_domain
+from poet_runtime.generate.builtin import BuiltinGenerator
+from poet_runtime.runtime import state_of
+state = state_of(detect)
+made = BuiltinGenerator().generate(state.spec(), state.config, get_domain(state.config.domain),
+                                   {"params": {"threshold": 0.2}})
+say({"candidate": made.code, "generator": made.generator})
+last = None
+deadline = time.time() + 90
+while not os.path.exists("stop") and time.time() < deadline:
+    pair = [detect(0.3)["drift_detected"], detect(0.55)["drift_detected"]]
+    if pair != last:
+        say({"pair": pair})
+        last = pair
+    time.sleep(0.005)
+'''
+
+
+def _start(app: Path, url: str) -> subprocess.Popen:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("POET_")}
+    env.update(POET_ENABLED="1", POET_HOME=str(app / ".poet"), POET_CACHE_DIR=str(app / "cache"), POET_LOG="info",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]), POET_BROKER=url, POET_BROKER_NAMESPACE=NS,
+               POET_BROKER_KEY=KEY.decode())
+    (app / "stop").unlink(missing_ok=True)
+    return subprocess.Popen([sys.executable, "main.py"], cwd=app, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _line(process, predicate) -> dict:
+    return app_line(process, predicate, timeout=30.0)
+
+
+def _send(client, stream: str, kind: str, message: dict, *, at: float | None = None, signature=None) -> dict:
+    """Publish as a learner does (signed with the fleet's key, now or ``at``); returns the entry's
+    fields, which anyone who reads the stream can copy."""
+    data = json.dumps(message).encode()
+    fields = {b"t": kind.encode(), b"m": data, b"l": b"test-learner",
+              b"s": signature if signature is not None else wire.sign(KEY, kind.encode(), data, at=at)}
+    client.xadd(stream, fields)
+    return fields
+
+
+def _refusals(process, count: int) -> list[str]:
+    return [_line(process, lambda v: "refused" in v)["refused"] for _ in range(count)]
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _stop(app: Path, process) -> str:
+    (app / "stop").write_text("")
+    try:
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return err
+
+
+def test_replayed_stale_old_format_and_huge_messages_are_refused_by_an_instance_even_after_a_restart(
+        tmp_path, redis_server):  # noqa: F811
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "mod.py").write_text(MODULE)
+    (app / "main.py").write_text(APP)
+    client = redis_server.client()
+    outcomes, learning = wire.stream(NS, wire.OUTCOMES), wire.stream(NS, "learning")
+    store = app / ".poet" / "mod.detect"
+    process = _start(app, redis_server.url)
+    try:
+        made = _line(process, lambda v: "candidate" in v)
+        assert _line(process, lambda v: "pair" in v)["pair"] == [False, True]  # threshold 0.5
+        # The fleet's genuine history: params, a promotion, a rollback, params again.
+        p1 = _send(client, outcomes, "params.updated", {"function": "mod:detect", "version": 1,
+                                                         "params": {"threshold": 0.6}})
+        assert _line(process, lambda v: "pair" in v)["pair"] == [False, False]
+        promoted = _send(client, outcomes, "version.promoted", {
+            "function": "mod:detect", "number": 2, "generator": made["generator"],
+            "files": {"code.py": made["candidate"]}, "params": {"threshold": 0.2},
+            "builtin_hints": {"params": {"threshold": 0.2}}})
+        assert _line(process, lambda v: "pair" in v)["pair"] == [True, True]
+        rolled = _send(client, outcomes, "version.rolled_back", {"function": "mod:detect", "to": 1})
+        assert _line(process, lambda v: "pair" in v)["pair"] == [False, False]
+        p2 = _send(client, outcomes, "params.updated", {"function": "mod:detect", "version": 1,
+                                                         "params": {"threshold": 0.4}})
+        assert _line(process, lambda v: "pair" in v)["pair"] == [False, True]
+
+        # Replays: the same signed entries, re-added under new stream ids (today: each one applies).
+        for fields in (promoted, rolled, p1):
+            client.xadd(outcomes, fields)
+        replay = "not newer than what this instance already took for mod:detect (outcomes): a replay, or out of order"
+        assert _refusals(process, 3) == [replay] * 3
+        # Stale, from the future, and the old wire format (a bare HMAC over type and message).
+        lower = {"function": "mod:detect", "version": 1, "params": {"threshold": 0.1}}
+        _send(client, outcomes, "params.updated", lower, at=time.time() - 2 * 86400)
+        _send(client, outcomes, "params.updated", lower, at=time.time() + 600)
+        data = json.dumps(lower).encode()
+        old = hmac.new(KEY, b"params.updated\n" + data, hashlib.sha256).hexdigest().encode()
+        for _ in range(2):
+            _send(client, outcomes, "params.updated", lower, signature=old)
+        stale, future, *olds = _refusals(process, 4)
+        assert stale.startswith("stale: signed more than 86400 s ago") and "in the future" in future
+        assert olds == [wire.OLD_FORMAT] * 2
+        # Verdicts: a replayed one and a stale one (its stream id is new: only its signed time tells).
+        verdict = _send(client, learning, "learning.degraded", {"function": "mod:detect", "version": 99,
+                                                                "rolling": 0.1, "baseline": 0.9})
+        client.xadd(learning, verdict)
+        _send(client, learning, "learning.degraded", {"function": "mod:detect", "version": 1, "rolling": 0.1,
+                                                      "baseline": 0.9}, at=time.time() - 600)
+        seen_verdict = "not newer than what this instance already took for mod:detect (verdicts): a replay, or out of order"
+        stale_verdict = ("stale: signed more than 300 s ago (a replay, or a reader that was away longer; this process "
+                         "keeps what its store has)")
+        assert _refusals(process, 2) == [seen_verdict, stale_verdict]
+
+        # Entries of many MB, deeply nested JSON under a signature-looking field, a flood of unsigned
+        # entries: refused without being taken into the instance's memory; calls go on; then a genuine
+        # message applies at once.
+        before = _peak_rss_kb(process.pid)
+        for _ in range(2):
+            client.xadd(outcomes, {b"t": b"params.updated", b"m": b"x" * (24 << 20), b"s": b"2." + b"0" * 90})
+        nested = b"[" * 200_000
+        client.xadd(outcomes, {b"t": b"params.updated", b"m": nested, b"s": wire.sign(b"guess", b"params.updated",
+                                                                                     nested)})
+        pipe = client.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.xadd(outcomes, {b"t": b"params.updated", b"m": b'{"function": "mod:detect", "params": {}}'})
+        pipe.execute()
+        p3 = _send(client, outcomes, "params.updated", {"function": "mod:detect", "version": 1,
+                                                         "params": {"threshold": 0.25}})
+        big = "entry too big"
+        seen = _refusals(process, 2003)
+        assert [r.split(" (")[0] for r in seen[:2]] == [big, big] and seen[2] == wire.BAD
+        assert set(seen[3:]) == {"unsigned"}
+        assert _line(process, lambda v: "pair" in v)["pair"] == [True, True]
+        grown = _peak_rss_kb(process.pid) - before
+        assert grown < 20_000, f"the instance's peak memory grew by {grown} kB reading 48 MB of hostile entries"
+    finally:
+        err = _stop(app, process)
+    assert "Traceback" not in err, err[-3000:]
+    assert err.count(wire.OLD_FORMAT) == 1  # said once, for two messages
+    assert err.count("refused outcome") == 9, err[-4000:]  # once per cause
+    ledger = json.loads((store / wire.LEDGER_FILE).read_text())
+    assert ledger["outcomes"] == wire.stamp_of(p3[b"s"]).text()
+
+    # A restarted instance refuses what it took before, whatever new stream ids they come under (what
+    # it catches up on from before, read live then, is skipped quietly), and applies what is new.
+    process = _start(app, redis_server.url)
+    try:
+        _line(process, lambda v: "candidate" in v)
+        assert _line(process, lambda v: "pair" in v)["pair"] == [True, True]  # threshold 0.25, from params.json
+        for fields in (p1, promoted, rolled, p2, p3):
+            client.xadd(outcomes, fields)
+        client.xadd(learning, verdict)
+        _send(client, outcomes, "params.updated", {"function": "mod:detect", "version": 1,
+                                                   "params": {"threshold": 0.45}})
+        refused = []
+        changed = _line(process, lambda v: "pair" in v or refused.append(v["refused"]))
+        assert changed["pair"] == [False, True]  # the new message, and nothing replayed before it
+        assert refused.count(replay) == 5, refused[-20:]
+    finally:
+        err = _stop(app, process)
+    assert "Traceback" not in err, err[-3000:]
+    assert os.readlink(store / "current") == "v1"
+    assert json.loads((store / "v1" / "params.json").read_text()) == {"threshold": 0.45}
+
+
+# -- the format and the ledger, without a broker --------------------------------------------------
+
+
+def test_a_signature_binds_time_sender_and_sequence_and_a_forked_child_is_another_sender():
+    data = b'{"function": "m:f"}'
+    first, second = wire.sign(KEY, b"params.updated", data), wire.sign(KEY, b"params.updated", data)
+    a, b = wire.check(KEY, b"params.updated", data, first)[0], wire.check(KEY, b"params.updated", data, second)[0]
+    assert a.sender == b.sender and b.sequence == a.sequence + 1 and b.order > a.order  # unique, ordered
+    # Moving the signed time (to look fresh) or the sequence breaks the HMAC.
+    head, at, sender, sequence, mac = first.split(b".")
+    for forged in (b".".join([head, str(int(at) + 10**6).encode(), sender, sequence, mac]),
+                   b".".join([head, at, sender, str(int(sequence) + 7).encode(), mac])):
+        assert wire.check(KEY, b"params.updated", data, forged) == (None, wire.BAD)
+    assert wire.check(KEY, b"version.promoted", data, first) == (None, wire.BAD)  # bound to the type
+    assert wire.check(KEY, b"params.updated", data, b"3." + first[2:])[1].startswith("wire format 3")
+    assert wire.check(KEY, b"params.updated", data, b"[" * 5000)[1].startswith("malformed signature")
+    # A signer that knows the newest stamp of a function signs after it, whatever its clock says.
+    ahead = wire.check(KEY, b"t", data, wire.sign(KEY, b"t", data, after_ms=a.at_ms + 30_000))[0]
+    assert ahead.at_ms == a.at_ms + 30_001
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, wire.sign(KEY, b"t", data))
+        os._exit(0)
+    os.waitpid(child, 0)
+    other = wire.stamp_of(os.read(read, 200))
+    assert other.sender != a.sender, "a forked child would repeat its parent's stamps"
+
+
+def test_the_ledger_refuses_what_was_superseded_in_a_shared_store_and_after_a_restart(tmp_path):
+    def stamp(ms: int) -> wire.Stamp:
+        return wire.stamp_of(wire.sign(KEY, b"t", b"m", at=ms / 1000))
+
+    m1, m2, m3 = stamp(1_000), stamp(2_000), stamp(3_000)
+    first, behind = wire.Ledger(tmp_path), wire.Ledger(tmp_path)  # two processes, one store
+    behind.attach()
+    assert first.admit("outcomes", m1) and first.admit("outcomes", m2)
+    assert not first.admit("outcomes", m1) and not first.admit("outcomes", m2)
+    # The other process, attached before, catches up in order (its memory must follow the store) ...
+    assert behind.admit("outcomes", m1) and behind.admit("outcomes", m2) and not behind.admit("outcomes", m1)
+    # ... a process attached now, or restarted, starts from what the store holds.
+    restarted = wire.Ledger(tmp_path)
+    restarted.attach()
+    assert not restarted.admit("outcomes", m1) and not restarted.admit("outcomes", m2)
+    assert restarted.admit("outcomes", m3) and restarted.admit("learning", m1)  # verdicts: their own order
+    assert wire.Ledger(tmp_path).newest("outcomes") == m3.order
+    # Two signers one millisecond apart: ordered by time, then sender, then sequence.
+    assert wire.fresh(m3, 300, now=3.0) is None and wire.fresh(m3, 300, now=3.0 - 61).startswith("signed more")
+
+
+# -- the learner ---------------------------------------------------------------------------------
+
+
+def _feedback_line(event_id: str) -> bytes:
+    from poet_runtime import journal
+
+    return journal.encode({"id": event_id, "type": "function.feedback", "timestamp": time.time(),
+                           "payload": {"function": "m:f", "execution_id": "p-1", "label": True}}, 1 << 20)
+
+
+def test_a_keyless_writer_cannot_stall_the_learner_with_floods_huge_or_malformed_entries(redis_server):  # noqa: F811
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-learner"
+    events = wire.stream(ns, wire.EVENTS)
+    pipe = client.pipeline(transaction=False)
+    for i in range(3000):
+        pipe.xadd(events, {"k": "fb", "d": _feedback_line(f"e{i}"), "p": "x"})  # unsigned
+    pipe.execute()
+    client.xadd(events, {"k": "fb", "d": b"x" * (16 << 20), "s": b"2." + b"0" * 90})
+    client.xadd(events, {"k": "zz", "d": b"[" * 200_000})
+    client.xadd(events, {"k": "hi", "d": b"[" * 200_000, "s": wire.sign(b"guess", b"hi", b"[" * 200_000)})
+    learner = Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10)
+    started = time.monotonic()
+    learner.run(rounds=6)
+    took = time.monotonic() - started
+    stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
+    assert stats["entries"] == 3003 and stats["refused"] == 3002 and stats["malformed"] == 1, stats
+    assert not client.xpending(events, wire.LEARNERS)["pending"]  # all acknowledged, none learned from
+    assert took < 20, took
+    assert not client.exists(f"poet:{ns}:outcomes")
+
+
+def test_a_copied_feedback_entry_with_a_hostile_execution_field_does_not_stop_the_learner(redis_server):  # noqa: F811
+    """An ``fb`` entry's ``x`` (the execution it is about) is not covered by its signature: anyone who
+    reads the stream can copy a signed feedback entry and re-add it with an ``x`` of their own. A
+    malformed one used to kill the learner, and again after every restart (the entry stays pending)."""
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-x"
+    for i, x in enumerate((b"[" * 200_000, b"not json", b"[1, 2]")):
+        line = _feedback_line(f"e-x{i}")
+        client.xadd(wire.stream(ns, wire.EVENTS), {"k": "fb", "d": line, "p": "p", "s": wire.sign(KEY, b"fb", line),
+                                                    "x": x})
+    Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10).run(rounds=2)
+    Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10).run(rounds=2)  # restarted: its pending ones
+    # Without a usable x, each waits for its execution as a feedback without x does (then counts as unmatched).
+    assert client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"] == 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open: the learner's own keys in Redis (poet:NS:learn:stage:*, :state:*, poet:NS:functions) are not "
+    "authenticated, so a writer without the key makes the learner learn what it wrote and sign the outcome; "
+    "needs staging/apply (engineer B) to seal what they write with the fleet's key: see the README's "
+    "'What a broker can do'"))
+def test_feedback_written_straight_into_the_learners_stage_is_not_learned_from(redis_server):  # noqa: F811
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-stage"
+    spec = {"version": 1, "objective": "accuracy", "domain": "ml_monitoring",
+            "parameters": {"threshold": {"default": 0.5, "min": 0.0, "max": 1.0}}, "params": {"threshold": 0.5}}
+    client.hset(f"poet:{ns}:functions", "mod:detect", json.dumps(spec))
+    forged = {}
+    for i in range(60):  # labels that say the threshold is 0.8, below the watermark of an empty stream
+        score = (i % 20) / 20
+        item = {"e": f"forged-{i}", "t": time.time(), "x": f"p-{i}", "k": True, "v": 1, "u": False,
+                "o": {"drift_detected": score > 0.5, "score": score}, "l": score > 0.8}
+        forged[f"{0:015d}-{0:010d}|{json.dumps(item)}"] = 0
+    client.zadd(f"poet:{ns}:learn:stage:mod:detect", forged)
+    client.sadd(f"poet:{ns}:learn:staged", "mod:detect")
+    Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10).run(rounds=2)
+    signed = [json.loads(f[b"m"]) for _, f in client.xrange(wire.stream(ns, wire.OUTCOMES))]
+    assert signed == [], f"the learner signed what nobody signed: {signed}"
