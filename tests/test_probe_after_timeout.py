@@ -39,7 +39,7 @@ def add(a: int, b: int = 2) -> int:
 '''
 
 CHILD = r'''
-import json, os, signal, sys, threading, time
+import collections, json, os, signal, sys, threading, time
 
 tests, folder, scenario, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 sys.path[:0] = [tests, folder]
@@ -99,7 +99,7 @@ def traced_thread_runs() -> bool:
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    thread.join(3.0)
+    thread.join(10.0)  # milliseconds when all is well; a spinning thread never ends
     return len(done) == 2 and not thread.is_alive()
 
 
@@ -128,6 +128,37 @@ def timeouts(loaded, count):
     thread.start()
     thread.join(30)
     return seen
+
+
+def race(count):
+    """Calls that end about when their timeout fires (in the main thread and another at once):
+    an expiry that arrives as the call returns, or inside the guard's stop, is taken back or
+    becomes TimeoutError, never anything else."""
+    from poet_sandbox.timeouts import call_with_timeout
+
+    seen = collections.Counter()
+
+    def busy(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return seconds
+
+    def run():
+        for index in range(count):
+            try:
+                call_with_timeout(busy, (0.0015 + (index % 5) * 0.0002,), {}, 0.002)
+                seen["returned"] += 1
+            except TimeoutError:
+                seen["timeout"] += 1
+            except BaseException as error:
+                seen[type(error).__name__] += 1
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    run()
+    thread.join(30)
+    return dict(seen)
 
 
 spec = spec_from_function(probe_target.add)
@@ -173,6 +204,7 @@ for mode in MODES:
 before = state()
 say(step="before", state=before, traced=traced_thread_runs())
 for index in range(rounds):
+    say(step="race", round=index, seen=race(40))
     for mode in MODES:
         say(step="timeouts", mode=mode, round=index, seen=timeouts(loaded[mode], 3))
         traced = traced_thread_runs()
@@ -218,6 +250,8 @@ def test_probes_run_after_policy_timeouts_and_the_process_is_as_it_was(tmp_path)
         kinds = [kind for kind, _ in line["seen"]]
         assert kinds == ["timeout"] * 6, line  # three by SIGALRM, three by the watchdog
         assert max(seconds for _, seconds in line["seen"]) < 1.0, line
+    for line in (line for line in lines if line["step"] == "race"):
+        assert set(line["seen"]) <= {"returned", "timeout"} and sum(line["seen"].values()) == 80, line
     probe_lines = [line for line in lines if line["step"] == "probe"]
     assert len(probe_lines) == 4 * ROUNDS
     for line in probe_lines:
