@@ -18,14 +18,18 @@ among equally good thresholds keeps the one nearest the current value). So:
    delivered one: everything before it is acknowledged, hence staged), in stream order; the new
    state, the removal of what was applied, the applied feedback event ids, the signed outcomes
    (``params.updated``, ``learning.degraded``/``recovered``) and the counters go in **one
-   MULTI/EXEC**. A concurrent apply makes the ``WATCH`` fail and the work is redone on the new
-   state.
+   MULTI/EXEC**, for up to ``APPLY_FUNCTIONS`` functions at once (one fsync and a few pipelined
+   reads per round, not per function). A concurrent apply makes the ``WATCH`` fail and the work
+   is redone on the new state.
 
 So a learner killed anywhere loses nothing (its pending entries are reclaimed, its unfinished
 transaction never happened), nothing counts twice (a redelivered line has a new stream id but
 the same event id, and applied event ids are remembered), and N learners learn exactly what
 one learner learns from the same stream. Everything lives in Redis: a learner keeps nothing
-of its own across a restart.
+of its own across a restart. What it keeps in memory meanwhile is only a shortcut, checked
+before use: the items it staged, already decoded (``memo``), and the states it wrote last with
+their learners' search indexes (``states``: used only while the stored state still starts with
+this learner's token for that write).
 
 What it does not do (said in the README): replay tuning (it has no function to call, so it
 learns from outputs, as one process does with replay off), and regeneration: on degradation it
@@ -51,6 +55,9 @@ log = logging.getLogger("poet_runtime")
 SEEN_DAYS = 7.0  # applied feedback event ids are remembered this long (a redelivery older than that is unlikely)
 SEEN_MAX = 200_000  # and at most this many per function (redeliveries come after a crash: recent ones)
 APPLY_LIMIT = 5000  # staged feedback applied per function per transaction
+APPLY_FUNCTIONS = 16  # functions applied in one transaction (one fsync, a few round trips for all of them)
+_TX = b'{"tx":"'  # a state as apply writes it starts with its writer's token: ``{"tx":"<writer>.<n>",``
+_TX_BYTES = 48  # how much of a state's start is read to compare tokens (a token is 16 + 1 + up to 20 bytes)
 
 
 class Keys:
@@ -110,6 +117,10 @@ class Learner(Staging, Rules):
         self.noted: set = set()  # what was logged once
         self.last_claim = 0.0
         self.counts = {"staged": 0, "applied": 0, "refused": 0, "rounds": 0}
+        self.memo: dict = {}  # staged member -> its item, for members this learner staged and has not applied yet
+        self.states: dict = {}  # function -> (the state's first bytes as this learner wrote it, the state object)
+        self.writer = os.urandom(8).hex()  # names this learner's state writes (the cache's check)
+        self.writes = 0
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -157,107 +168,197 @@ class Learner(Staging, Rules):
         if entries:
             self.stage(entries)
         learner_versions.follow(self)  # the fleet's promotions and rollbacks, staged in order (learner_versions)
-        for function in sorted(_text(f) for f in self.client.smembers(self.keys.staged)):
-            self.apply(function)
+        functions = sorted(_text(f) for f in self.client.smembers(self.keys.staged))
+        for start in range(0, len(functions), APPLY_FUNCTIONS):
+            self.apply(*functions[start:start + APPLY_FUNCTIONS])
         self.counts["rounds"] += 1
 
     # -- apply -----------------------------------------------------------------------------------
 
-    def watermark(self, pipe) -> str:
+    def watermark(self, reads) -> str:
         """The padded stream id below which every entry is acknowledged (hence staged)."""
+        reads.xinfo_groups(self.keys.events)
+        reads.xpending(self.keys.events, wire.LEARNERS)
+        groups, pending = reads.execute()
         last = "0-0"
-        for group in pipe.xinfo_groups(self.keys.events):
+        for group in groups:
             if _text(group["name"]) == wire.LEARNERS:
                 last = _text(group["last-delivered-id"])
-        pending = pipe.xpending(self.keys.events, wire.LEARNERS)
         if pending and pending.get("pending"):
             return min(padded(pending["min"]), _next_padded(last))
         return _next_padded(last)
 
-    def apply(self, function: str) -> int:
-        """Apply this function's staged feedback below the watermark, in stream order; returns how many."""
+    def apply(self, *functions: str) -> int:
+        """Apply these functions' staged feedback below the watermark, in stream order, in one transaction;
+        returns how many feedback were applied.
+
+        Under ``WATCH`` of the functions' states (on the transaction's connection), everything is read
+        through a second connection in three pipelined round trips (watermark; staged members and the
+        states' first bytes; seen ids and any state not held here), whatever the number of functions.
+        A state this learner wrote last (its token leads the stored JSON) is taken from memory with its
+        learner's search index, not decoded again; a failed transaction drops those objects."""
         keys = self.keys
-        state_key, stage_key, seen_key = keys.state(function), keys.stage(function), keys.seen(function)
+        functions = [f for f in functions]
         for _ in range(50):
             pipe = self.client.pipeline(transaction=True)
+            held = {}
             try:
-                pipe.watch(state_key)
-                mark = self.watermark(pipe)
-                items = pipe.zrangebylex(stage_key, "-", f"({mark}", start=0, num=APPLY_LIMIT)
-                if not items:
-                    if not pipe.zcard(stage_key):
-                        pipe.multi()
-                        pipe.srem(keys.staged, function)
-                        pipe.execute()
+                pipe.watch(*(keys.state(f) for f in functions))
+                reads = self.client.pipeline(transaction=False)  # its own connection, after the WATCH
+                mark = self.watermark(reads)
+                for function in functions:
+                    reads.zrangebylex(keys.stage(function), "-", f"({mark}", start=0, num=APPLY_LIMIT)
+                    reads.getrange(keys.state(function), 0, _TX_BYTES - 1)
+                answers = reads.execute()
+                work = []  # (function, staged members)
+                for function, items, head in zip(functions, answers[::2], answers[1::2]):
+                    cached = self.states.pop(function, None)
+                    if items:
+                        work.append((function, items))
+                        if cached is not None and head and head == cached[0]:
+                            held[function] = cached[1]
+                    elif cached is not None:
+                        self.states[function] = cached  # untouched
+                empty = [f for f, (items, _) in zip(functions, zip(answers[::2], answers[1::2])) if not items]
+                if empty:
+                    self._unlist(empty)
+                if not work:
                     return 0
-                raw = pipe.get(state_key)
-                state = FunctionLearning.from_json(json.loads(raw), self.settings) if raw is not None else None
-                decoded = [(_text(m).partition("|")[0], json.loads(_text(m).partition("|")[2])) for m in items]
-                ids = [item["e"] for _, item in decoded if item.get("e")]
-                known = set()
-                if ids:
-                    known = {i for i, score in zip(ids, pipe.zmscore(seen_key, ids)) if score is not None}
-                outcomes, applied, duplicates, done = [], {}, 0, 0
-                for position, item in decoded:
-                    spec = item.get("spec")
-                    if spec is not None:  # a heartbeat: the version in force from here on
-                        if state is None:
-                            state = FunctionLearning(function, spec, self.settings)
-                        elif spec.get("version") != state.version:
-                            state.version_changed(spec)
-                        done += 1
-                        continue
-                    if state is None:  # feedback before any heartbeat of its function: the latest one known
-                        latest = pipe.hget(keys.functions, function)
-                        if latest is None:
-                            self._once(("no spec", function), "poet_runtime: learner %s: %s: feedback waits for "
-                                       "the function's first heartbeat (its parameters and objective)",
-                                       self.name, function)
-                            break
-                        state = FunctionLearning(function, json.loads(latest), self.settings)
-                    done += 1
-                    event_id = item.get("e")
-                    if event_id in known or event_id in applied:
-                        duplicates += 1
-                        continue
-                    applied[event_id] = item.get("t") or time.time()
-                    if "m" in item:
-                        self._measured(state, item, outcomes)
+                decoded = {}
+                for function, items in work:
+                    memo, rows = self.memo, []
+                    for member in items:
+                        text = _text(member)
+                        item = memo.get(text)
+                        if item is None:
+                            item = json.loads(text.partition("|")[2])
+                        rows.append((text.partition("|")[0], item, text))
+                    decoded[function] = rows
+                    ids = [item["e"] for _, item, _ in rows if item.get("e")]
+                    reads.zmscore(keys.seen(function), ids) if ids else reads.echo(b"")
+                    if function not in held:
+                        reads.get(keys.state(function))
+                answers = iter(reads.execute())
+                plans = []
+                for function, items in work:
+                    rows = decoded[function]
+                    scores = next(answers)
+                    ids = [item["e"] for _, item, _ in rows if item.get("e")]
+                    known = {i for i, score in zip(ids, scores) if score is not None} if ids else set()
+                    if function in held:
+                        state = held[function]
                     else:
-                        self._labelled(state, item, outcomes)
-                    state.last_id = position
-                if not done:
+                        raw = next(answers)
+                        state = FunctionLearning.from_json(json.loads(raw), self.settings) if raw is not None else None
+                    plan = self._learn(function, state, rows, known)
+                    if plan is not None:
+                        plans.append((function, items, plan))
+                        held[function] = plan[0]
+                if not plans:
                     return 0
-                decoded = [item for _, item in decoded[:done] if "spec" not in item]
                 pipe.multi()
-                pipe.set(state_key, json.dumps(state.to_json(), default=str))
-                pipe.zremrangebylex(stage_key, "-", b"[" + items[done - 1])
-                applied = {k: v for k, v in applied.items() if k}
-                if applied:
-                    pipe.zadd(seen_key, applied)
-                    pipe.zremrangebyscore(seen_key, "-inf", time.time() - SEEN_DAYS * 86400)
-                    pipe.zremrangebyrank(seen_key, 0, -SEEN_MAX - 1)
-                for kind, message in outcomes:
-                    data = json.dumps(message, sort_keys=True, default=str).encode()
-                    pipe.xadd(keys.outcomes if kind in wire.OUTCOME_TYPES else keys.learning,
-                              {"t": kind, "m": data, "s": wire.sign(self.key, kind.encode(), data), "l": self.name})
-                    pipe.hset(keys.decisions, function, json.dumps({
-                        "type": kind, "version": message.get("version"), "at": message.get("at"),
-                        "by": f"learner {self.name}",
-                        "detail": message.get("params") or message.get("rolling")}, default=str))
-                pipe.hincrby(keys.stats, "applied", len(decoded) - duplicates)
-                if duplicates:
-                    pipe.hincrby(keys.stats, "duplicates", duplicates)
-                if outcomes:
-                    pipe.hincrby(keys.stats, "outcomes", len(outcomes))
+                heads, total = {}, 0
+                for function, items, (state, done, applied, duplicates, outcomes, learned) in plans:
+                    heads[function] = self._write(pipe, function, state, items[done - 1], applied, outcomes)
+                    pipe.hincrby(keys.stats, "applied", learned)
+                    if duplicates:
+                        pipe.hincrby(keys.stats, "duplicates", duplicates)
+                    if outcomes:
+                        pipe.hincrby(keys.stats, "outcomes", len(outcomes))
+                    total += learned
                 pipe.execute()
-                self.counts["applied"] += len(decoded) - duplicates
-                return len(decoded) - duplicates
+                for function, items, (state, done, *_rest) in plans:
+                    self.states[function] = (heads[function], state)
+                    for _, _, text in decoded[function][:done]:
+                        self.memo.pop(text, None)
+                self.counts["applied"] += total
+                return total
             except self.redis.WatchError:
                 continue  # another learner applied meanwhile: redo on its state
             finally:
                 pipe.reset()
         return 0
+
+    def _learn(self, function: str, state, rows: list, known: set):
+        """Run the staged rows through the function's state (``learner_rules``), in stream order:
+        (state, rows done, applied event ids, duplicates, outcomes, feedback learned), or None."""
+        keys = self.keys
+        outcomes, applied, duplicates, done, learned = [], {}, 0, 0, 0
+        for position, item, _ in rows:
+            spec = item.get("spec")
+            if spec is not None:  # a heartbeat: the version in force from here on
+                if state is None:
+                    state = FunctionLearning(function, spec, self.settings)
+                elif spec.get("version") != state.version:
+                    state.version_changed(spec)
+                done += 1
+                continue
+            if state is None:  # feedback before any heartbeat of its function: the latest one known
+                latest = self.client.hget(keys.functions, function)
+                if latest is None:
+                    self._once(("no spec", function), "poet_runtime: learner %s: %s: feedback waits for "
+                               "the function's first heartbeat (its parameters and objective)",
+                               self.name, function)
+                    break
+                state = FunctionLearning(function, json.loads(latest), self.settings)
+            done += 1
+            learned += 1
+            event_id = item.get("e")
+            if event_id in known or event_id in applied:
+                duplicates += 1
+                learned -= 1
+                continue
+            applied[event_id] = item.get("t") or time.time()
+            if "m" in item:
+                self._measured(state, item, outcomes)
+            else:
+                self._labelled(state, item, outcomes)
+            state.last_id = position
+        if not done:
+            return None
+        return state, done, applied, duplicates, outcomes, learned
+
+    def _write(self, pipe, function: str, state, last_member, applied: dict, outcomes: list) -> bytes:
+        """Queue one function's writes in the transaction; returns the first bytes of the state written."""
+        keys = self.keys
+        self.writes += 1
+        token = f"{self.writer}.{self.writes}"
+        body = json.dumps(state.to_json(), default=str)
+        data = f'{_TX.decode()}{token}",{body[1:]}' if body != "{}" else f'{_TX.decode()}{token}"}}'
+        pipe.set(keys.state(function), data)
+        pipe.zremrangebylex(keys.stage(function), "-", b"[" + last_member)
+        applied = {k: v for k, v in applied.items() if k}
+        if applied:
+            seen_key = keys.seen(function)
+            pipe.zadd(seen_key, applied)
+            pipe.zremrangebyscore(seen_key, "-inf", time.time() - SEEN_DAYS * 86400)
+            pipe.zremrangebyrank(seen_key, 0, -SEEN_MAX - 1)
+        for kind, message in outcomes:
+            data_out = json.dumps(message, sort_keys=True, default=str).encode()
+            pipe.xadd(keys.outcomes if kind in wire.OUTCOME_TYPES else keys.learning,
+                      {"t": kind, "m": data_out, "s": wire.sign(self.key, kind.encode(), data_out), "l": self.name})
+            pipe.hset(keys.decisions, function, json.dumps({
+                "type": kind, "version": message.get("version"), "at": message.get("at"),
+                "by": f"learner {self.name}",
+                "detail": message.get("params") or message.get("rolling")}, default=str))
+        return data.encode()[:_TX_BYTES]
+
+    def _unlist(self, functions: list) -> None:
+        """Take drained functions off the staged set, unless something was staged for them meanwhile
+        (the stage key is watched: a concurrent stage's members make this transaction fail)."""
+        keys = self.keys
+        for function in functions:
+            pipe = self.client.pipeline(transaction=True)
+            try:
+                pipe.watch(keys.stage(function))
+                if not pipe.zcard(keys.stage(function)):
+                    pipe.multi()
+                    pipe.srem(keys.staged, function)
+                    pipe.execute()
+            except self.redis.WatchError:
+                pass  # staged meanwhile: it stays listed
+            finally:
+                pipe.reset()
 
     def _once(self, key, message: str, *args) -> None:
         if key not in self.noted:

@@ -19,6 +19,8 @@ from poet_runtime import journal
 from poet_runtime.fleet import wire
 from poet_runtime.learn.objectives import MEASURED
 
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode  # one encoder for every member
+MEMO_MAX = 200_000  # staged items this learner keeps decoded for its own apply (else apply decodes the member)
 DEFER_S = 10.0  # feedback whose execution is nowhere yet waits this long (pending) before it counts as unmatched
 INDEX_TTL_S = 7 * 86400  # a process's execution index outlives it by this much (process ids change on restart)
 
@@ -27,6 +29,8 @@ def padded(entry_id) -> str:
     """A stream id whose text sorts as the id does (sorted-set members are compared as bytes)."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
+    if ms.isdigit() and seq.isdigit() and len(ms) <= 15 and len(seq) <= 10:  # a broker's id: no int() needed
+        return f"{ms:0>15}-{seq:0>10}"
     return f"{int(ms):015d}-{int(seq or 0):010d}"
 
 
@@ -89,6 +93,7 @@ class Staging:
         staged: dict = {}  # function -> {member: 0}
         local: dict = {}  # (process, number) -> payload, from execution batches in this read
         feedback = []
+        memo: dict = {}  # staged member -> its item, decoded already (apply takes it from self.memo)
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream before it was read (trimmed)
                 acks.append(entry_id)
@@ -141,6 +146,8 @@ class Staging:
                            "(%s: %s); acknowledged, not learned from", self.name, _text(entry_id),
                            type(error).__name__, error)
                 acks.append(entry_id)
+        # measured executions staged as they are count as staged too (heartbeats' spec items do not)
+        count = sum(1 for members in staged.values() for member in members if '|{"spec":' not in member)
         if functions:  # a feedback in this read may need its function's store root
             self.client.hset(keys.functions, mapping=functions)
         for entry_id, fields, process in feedback:
@@ -153,8 +160,10 @@ class Staging:
             if outcome is False:
                 malformed += 1
                 continue
-            function, member = outcome
+            function, member, item = outcome
             staged.setdefault(function, {})[member] = 0
+            memo[member] = item
+            count += 1
         if not acks:
             return
         pipe = self.client.pipeline(transaction=True)
@@ -171,12 +180,14 @@ class Staging:
         for function, members in staged.items():
             pipe.zadd(keys.stage(function), members)
             pipe.sadd(keys.staged, function)
-        count = sum(1 for members in staged.values() for member in members if '|{"spec":' not in member)
         for name, value in (("staged", count), ("refused", refused), ("malformed", malformed), ("entries", len(acks))):
             if value:
                 pipe.hincrby(keys.stats, name, value)
         pipe.xack(keys.events, wire.LEARNERS, *acks)
         pipe.execute()
+        if len(self.memo) + len(memo) > MEMO_MAX:
+            self.memo.clear()
+        self.memo.update(memo)  # staged now: apply may use these (after a failed transaction, nothing is kept)
         self.counts["staged"] += count
         self.counts["refused"] += refused
 
@@ -207,8 +218,8 @@ class Staging:
                     local[(process, row[3])] = (row, value)
 
     def _feedback(self, entry_id, fields, process: str, local: dict):
-        """(function, staged member) for a feedback entry; None: wait (its execution is not here yet);
-        False: not a feedback event."""
+        """(function, staged member, its item) for a feedback entry; None: wait (its execution is not
+        here yet); False: not a feedback event."""
         event = journal.decode(fields[b"d"]) if fields[b"d"].endswith(b"\n") else None
         if event is None:
             event = next(iter(_lines(fields[b"d"])), None)
@@ -236,7 +247,7 @@ class Staging:
                 "o": execution.get("output") if found else None, "l": payload.get("label"),
                 "c": payload.get("comments"), "v": (execution or {}).get("version", payload.get("version")),
                 "u": execution is None}
-        return function, f"{padded(entry_id)}|{json.dumps(item, default=str)}"
+        return function, f"{padded(entry_id)}|{_encode(item)}", item
 
     def _find_execution(self, function: str, execution_id: str, local: dict):
         process, _, number = execution_id.rpartition("-")
