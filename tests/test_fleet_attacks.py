@@ -37,7 +37,13 @@ from poet_runtime import poet
 @poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
 def detect(score: float, threshold: float = 0.5) -> dict:
     return {"drift_detected": score > threshold, "score": score}
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def tag(score: float, note: str = "", threshold: float = 0.5) -> dict:
+    return {"drift_detected": score > threshold, "score": score}
 '''
+SECRET = "s3cr3t-input-7f3a"  # a call's input: on the broker only where the policy sets record_inputs
 
 # Calls detect on two scores until ``stop`` appears, printing each new pair of answers and every
 # fleet.refused event; first prints the built-in version a learner would promote (threshold 0.2).
@@ -59,6 +65,10 @@ def seen(event):
 
 events.subscribe(seen)
 detect(0.3)
+import poet_runtime
+from mod import tag
+tag(0.7, note="s3cr3t-input-7f3a")
+poet_runtime.feedback(poet_runtime.last_execution().execution_id, label=True, comments="fine")
 from poet_runtime.domains import get_domain
 from poet_runtime.generate.builtin import BuiltinGenerator
 from poet_runtime.runtime import state_of
@@ -227,6 +237,12 @@ def test_replayed_stale_old_format_and_huge_messages_are_refused_by_an_instance_
     assert "Traceback" not in err, err[-3000:]
     assert os.readlink(store / "current") == "v1"
     assert json.loads((store / "v1" / "params.json").read_text()) == {"threshold": 0.45}
+    # What a reader of the broker sees of a call: never its inputs (no policy here sets record_inputs).
+    entries = [fields for name in client.keys(f"poet:{NS}:*") if client.type(name) == b"stream"
+               for _, fields in client.xrange(name)]
+    assert any(b"mod:tag" in fields.get(b"d", b"") for fields in entries if fields.get(b"k") == b"ex")
+    assert any(fields.get(b"k") == b"fb" and b"x" in fields for fields in entries)  # the execution went along
+    assert not [fields for fields in entries if any(SECRET.encode() in value for value in fields.values())]
 
 
 # -- the format and the ledger, without a broker --------------------------------------------------
