@@ -48,8 +48,8 @@ def call_with_timeout(fn, args, kwargs, seconds: float):
         return fn.with_timeout(args, kwargs, seconds)
     guard = _alarm_guard(seconds) or _WatchdogGuard(seconds)
     try:
-        guard.start()
         try:
+            guard.start()  # inside: whatever interrupts a half-done start, stop() still undoes it
             return fn(*args, **kwargs)
         finally:
             guard.stop()
@@ -166,8 +166,10 @@ class _WatchdogGuard:
         timer = self.timer
         if timer is not None:
             timer.cancel()
-            if timer is not threading.current_thread():
+            try:
                 timer.join()  # it only has to wake up and return: no stray thread per call
+            except RuntimeError:
+                pass  # never started (start() was interrupted)
 
 
 class _Revoked(BaseException):
