@@ -268,3 +268,40 @@ def test_probes_run_when_other_code_left_the_async_exception_flag_set(tmp_path):
     probe = next(line for line in lines if line["step"] == "probe")
     assert_probes_pass(probe)
     assert lines[-1]["traced"], "the probe thread's clearing should leave a traced thread able to run"
+
+
+class PassThrough:
+    """A loaded candidate to contract 2's ``call``: the logic's own result, unchanged."""
+
+    def call(self, logic, args, kwargs):
+        return (logic(*args, **kwargs), 0.0, 0.0, 0.0, 0.0, ())
+
+    def close(self):
+        pass
+
+
+def test_an_abandoned_probe_thread_calls_the_function_no_more():
+    import threading
+    import time
+
+    from poet_runtime.errors import CheckFailed
+    from poet_runtime.generate.probes import run_probes
+
+    started = []
+
+    def slow(x: int) -> int:
+        started.append(time.monotonic())
+        time.sleep(2.2)  # blocked in C: the tracer cannot stop it, and the join (2.05 s) gives up first
+        return x
+
+    earlier = {t for t in threading.enumerate() if t.name == "poet-probe"}
+    with pytest.raises(CheckFailed) as failed:
+        run_probes(candidate_loader=PassThrough, baseline_loader=None, original=slow, is_async=False,
+                   samples=[((1,), {}), ((2,), {}), ((3,), {})], call_timeout_s=0.05, load_timeout_s=0.3)
+    given_up = time.monotonic()
+    assert failed.value.reason == "probe_timeout"
+    ours = [t for t in threading.enumerate() if t.name == "poet-probe" and t not in earlier]
+    for thread in ours:
+        thread.join(3.0)  # once the sleep returns, the thread ends instead of probing on
+    assert not any(thread.is_alive() for thread in ours)
+    assert started and all(moment < given_up for moment in started), (started, given_up)

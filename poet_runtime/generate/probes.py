@@ -275,8 +275,22 @@ def _describe(args, kwargs) -> str:
 # -- running ---------------------------------------------------------------------------------
 
 class _Deadline:
+    """When the probe thread's current load or call must stop (its tracer raises then).
+
+    ``abandoned``: the caller stopped waiting (the join timed out). The thread is then
+    blocked in C; once it returns, its current call ends at its passed deadline and no
+    further load or call starts, so the user's function is not called again for a
+    verdict nobody reads.
+    """
+
     def __init__(self):
         self.at = math.inf
+        self.abandoned = False
+
+    def start(self, seconds: float) -> None:
+        if self.abandoned:
+            raise ProbeTimeout()
+        self.at = time.perf_counter() + seconds
 
     def tracer(self, frame, event, arg):
         if time.perf_counter() > self.at:
@@ -333,7 +347,7 @@ def _copies(args, kwargs):
 
 
 def _call(deadline: _Deadline, seconds: float, function, is_async: bool, phase_error) -> Outcome:
-    deadline.at = time.perf_counter() + seconds
+    deadline.start(seconds)
     try:
         value = asyncio.run(function()) if is_async else function()
         if inspect.isgenerator(value):  # a generator function's stream: compared by what it yields
@@ -419,7 +433,8 @@ def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, s
     thread.join(call_timeout_s * 3 * len(samples) + load_s * 2 + 1.0)
     if thread.is_alive():
         # Blocked where the trace function cannot reach (C code, a sleep): the thread is
-        # abandoned as a daemon and the candidate refused.
+        # abandoned as a daemon (it starts nothing more) and the candidate refused.
+        deadline.abandoned = True
         raise CheckFailed("probe_timeout", "the probe runs did not finish (blocked outside Python code)")
     if "error" in box:
         error = box["error"]
@@ -432,7 +447,7 @@ def run_probes(*, candidate_loader, baseline_loader, original, is_async: bool, s
 
 
 def _load(deadline: _Deadline, loader, seconds: float, what: str):
-    deadline.at = time.perf_counter() + seconds
+    deadline.start(seconds)
     try:
         return loader()
     except ProbeTimeout:
