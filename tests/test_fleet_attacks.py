@@ -295,6 +295,17 @@ def test_the_ledger_refuses_what_was_superseded_in_a_shared_store_and_after_a_re
     assert wire.fresh(m3, 300, now=3.0) is None and wire.fresh(m3, 300, now=3.0 - 61).startswith("signed more")
 
 
+def test_what_a_learner_seals_cannot_be_forged_changed_or_moved_to_another_key():
+    member = '000000000001234-0000000000|{"e": "ev-1", "l": true}'
+    sealed = wire.seal(KEY, "poet:ns:learn:stage:m:f", member)
+    assert wire.unseal(KEY, "poet:ns:learn:stage:m:f", sealed) == member
+    assert wire.unseal(KEY, "poet:ns:learn:stage:m:f", sealed.encode()) == member
+    assert wire.unseal(KEY, "poet:ns:learn:stage:m:other", sealed) is None  # moved to another function
+    assert wire.unseal(KEY, "poet:ns:learn:stage:m:f", sealed.replace("true", "false")) is None
+    assert wire.unseal(KEY, "poet:ns:learn:stage:m:f", wire.seal(b"guess", "poet:ns:learn:stage:m:f", member)) is None
+    assert wire.unseal(KEY, "poet:ns:learn:stage:m:f", member) is None  # written by someone without the key
+
+
 # -- the learner ---------------------------------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -234,6 +235,9 @@ OLD_FORMAT = ("old wire format (a format-1 signature, without signed time and id
 BAD = "bad signature (not signed with this fleet's key)"
 
 
+_SIGNATURE = re.compile(rb"2\.((\d{1,15})\.([0-9a-f]{1,32})\.(\d{1,19}))\.([0-9a-f]{64})")
+
+
 def check(key: bytes | None, kind: bytes, data: bytes, signature) -> tuple[Stamp | None, str | None]:
     """(the message's stamp, None) when ``signature`` is this key's format-2 signature of
     ``kind``/``data``; else (None, why not), in words fit for a log line (one per cause)."""
@@ -243,27 +247,30 @@ def check(key: bytes | None, kind: bytes, data: bytes, signature) -> tuple[Stamp
         return None, "unsigned"
     if not isinstance(signature, (bytes, bytearray)):
         signature = str(signature).encode()
-    signature = bytes(signature)
-    if len(signature) == 64 and all(c in b"0123456789abcdef" for c in signature):
-        return None, OLD_FORMAT
-    head, _, rest = signature.partition(b".")
-    if head != b"2":
-        if head.isdigit() and len(head) < 6:
-            return None, (f"wire format {head.decode()} (this reader speaks format {FORMAT} only; "
-                          "upgrade the reader)")
-        return None, "malformed signature (not a poet wire signature)"
-    stamp_text, _, mac = rest.rpartition(b".")
-    stamp = Stamp.parse(stamp_text)
-    if stamp is None or len(mac) != 64:
-        return None, "malformed signature (not a poet wire signature)"
+    match = _SIGNATURE.fullmatch(signature)
+    if match is None:
+        return None, _why_not(bytes(signature))
+    stamp_text, at, sender, sequence, mac = match.groups()
     if not hmac.compare_digest(_mac(key, stamp_text, kind, data), mac):
         return None, BAD
-    return stamp, None
+    return Stamp(int(at), sender.decode(), int(sequence)), None
+
+
+def _why_not(signature: bytes) -> str:
+    if len(signature) == 64 and re.fullmatch(rb"[0-9a-f]{64}", signature):
+        return OLD_FORMAT
+    head = signature.partition(b".")[0]
+    if head != b"2" and head.isdigit() and len(head) < 6:
+        return f"wire format {head.decode()} (this reader speaks format {FORMAT} only; upgrade the reader)"
+    return "malformed signature (not a poet wire signature)"
 
 
 def verify(key: bytes | None, kind: bytes, data: bytes, signature: bytes | None) -> bool:
     """True only when a key is held and the signature is that key's format-2 one over ``kind``/``data``."""
-    return check(key, kind, data, signature)[1] is None
+    if key is None or not signature:
+        return False
+    match = _SIGNATURE.fullmatch(signature if isinstance(signature, (bytes, bytearray)) else str(signature).encode())
+    return match is not None and hmac.compare_digest(_mac(key, match.group(1), kind, data), match.group(5))
 
 
 def stamp_of(signature) -> Stamp | None:
@@ -456,6 +463,30 @@ def admit(follower, fields: dict, only: str | None = None, learning: bool = Fals
 def _count(why: str) -> str:
     REFUSED[why] += 1
     return why
+
+
+# -- what a learner keeps in Redis ----------------------------------------------------------------
+
+SEAL_HEX = 32  # 128 bits of HMAC-SHA256: enough against forgery by someone without the key
+
+
+def seal(key: bytes, context: str, text: str) -> str:
+    """``text`` with a MAC bound to ``context`` (the Redis key it is written under, say): for what a
+    learner keeps in Redis (staged members, a function's state), which anyone who can write to the
+    broker can otherwise change, and which the learner would then learn from and sign."""
+    mac = hmac.new(key, b"poet-seal\n" + context.encode() + b"\n" + text.encode(), hashlib.sha256).hexdigest()
+    return f"{text}.{mac[:SEAL_HEX]}"
+
+
+def unseal(key: bytes, context: str, sealed) -> str | None:
+    """The text ``seal`` sealed for ``context``, or None when it was not sealed so (forged, moved
+    from another key, or changed)."""
+    if isinstance(sealed, (bytes, bytearray)):
+        sealed = bytes(sealed).decode("utf-8", "replace")
+    if type(sealed) is not str or len(sealed) <= SEAL_HEX or sealed[-SEAL_HEX - 1] != ".":
+        return None
+    text = sealed[:-SEAL_HEX - 1]
+    return text if hmac.compare_digest(seal(key, context, text), sealed) else None
 
 
 def unsigned_json(data) -> dict | None:
