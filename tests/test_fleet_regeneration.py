@@ -86,11 +86,11 @@ def _current(app: Path) -> str:
     return os.readlink(app / ".poet" / "mod.detect" / "current")
 
 
-def _wait(predicate, timeout: float = 10.0) -> None:
+def _wait(predicate, timeout: float = 10.0, detail=None) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out")
+            raise AssertionError("timed out" + (f": {detail()}" if detail else ""))
         time.sleep(0.05)
 
 
@@ -266,8 +266,9 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
     given = [0]
 
     def phase(number: int, count: int, boundary: float, above: bool) -> None:
-        for app in apps:
-            (app / f"go-{number}").write_text(json.dumps({"count": count, "boundary": boundary, "above": above}))
+        for app in apps:  # whole or not at all: the app may look at any moment
+            (app / "go.tmp").write_text(json.dumps({"count": count, "boundary": boundary, "above": above}))
+            os.replace(app / "go.tmp", app / f"go-{number}")
         given[0] += count * len(apps)
         _wait(lambda: all(r.has(lambda v: v.get("done") == number) for r in readers), 30)
 
@@ -275,7 +276,8 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
         _wait(lambda: all(r.has(lambda v: v.get("ready")) for r in readers), 30)
         # Labels agree with the function's threshold (0.5): the objective's baseline.
         phase(0, 40, 0.5, True)
-        _wait(lambda: state().get("feedback") == given[0], 20)
+        _wait(lambda: state().get("feedback") == given[0], 20, lambda: f"the learner has {state().get('feedback')} "
+              f"of {given[0]} feedback")
         assert b"version.promoted" not in kinds()
         # The labels flip: the learner's verdict; one instance regenerates, both run what it promotes.
         phase(1, 15, 0.5, False)
@@ -333,5 +335,9 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
         finally:
             if learner.poll() is None:
                 learner.kill()
+        for name, err in zip(("host-a", "host-b", "learner"), errors + [learner_err]):
+            print(f"--- {name} stderr:\n{err[-4000:]}")  # shown when the test fails
+        for app, reader in zip(apps, readers):
+            print(f"--- {app.name} said: {reader.lines[-20:]}")
     for err in errors + [learner_err]:
         assert "Traceback" not in err, err[-3000:]
