@@ -312,15 +312,39 @@ def fresh(stamp: Stamp, limit: float, now: float | None = None) -> str | None:
 REFUSED: Counter = Counter()  # cause -> messages refused by ``admit`` in this process
 
 
-class Ledger:
-    """The newest stamp admitted per channel (``outcomes`` / ``learning``) for one function:
-    in this process (``mine``), and in the function's store (``fleet-ledger.json``), shared with
-    every process of that store and kept across restarts."""
+def process_started() -> float:
+    """When this process started, by the wall clock (Linux: from ``/proc``, to a clock tick;
+    elsewhere: when this module was imported, which is later)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - since_boot
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED
 
-    def __init__(self, folder: Path):
+
+_IMPORTED = time.time()
+HISTORY = 64  # stamps a ledger remembers per channel with when they were taken
+
+
+class Ledger:
+    """What one function's processes took, per channel (``outcomes`` / ``learning``): the newest
+    stamp and, for the last ``HISTORY`` advances, when it was taken, in the function's store
+    (``fleet-ledger.json``, shared by every process of that store, kept across restarts).
+
+    A process admits a stamp newer than the newest it admitted itself (``mine``) and not older
+    than its ``floor``: the newest the store had taken before this process started. So a
+    restarted process, or one started beside others, refuses everything superseded before it
+    started; one that started before a message was taken (its engine may have loaded the store
+    before that message's effect was written) still takes it, in order, and so follows the
+    store. The floor itself may be taken once more (applying the newest again changes nothing)."""
+
+    def __init__(self, folder: Path, started: float | None = None):
         self.folder = Path(folder)
         self.path = self.folder / LEDGER_FILE
+        self.started = process_started() if started is None else started
         self.mine: dict[str, tuple | None] = {}  # channel -> newest admitted here (None: nothing yet)
+        self.floor: dict[str, tuple | None] = {}  # channel -> newest taken before this process started
         self.lock = threading.Lock()
 
     def stored(self) -> dict:
@@ -338,32 +362,56 @@ class Ledger:
         stamp = Stamp.parse(self.stored().get(channel))
         return stamp.order if stamp is not None else None
 
+    def _floor(self, stored: dict, channel: str) -> tuple | None:
+        newest = Stamp.parse(stored.get(channel))
+        taken = (stored.get("taken") or {}).get(channel) if type(stored.get("taken")) is dict else None
+        if newest is None:
+            return None
+        if type(taken) is not list or not taken:
+            return newest.order  # no history: all of it came before
+        before, kept = None, []
+        for item in taken:
+            stamp = Stamp.parse(item[0]) if type(item) is list and len(item) == 2 else None
+            if stamp is None or type(item[1]) not in (int, float):
+                continue
+            kept.append(stamp.order)
+            if item[1] <= self.started:
+                before = stamp.order if before is None else max(before, stamp.order)
+        if before is not None:
+            return before
+        # Everything remembered was taken after this process started: the floor is what came
+        # before the oldest remembered, unknown once the history was cut, then the oldest kept.
+        return min(kept) if len(taken) >= HISTORY and kept else None
+
     def attach(self) -> None:
-        """This process starts from what the store holds now (its engine just loaded the store)."""
+        """Where this process stands for this function: from its start (``floor``)."""
         with self.lock:
             stored = self.stored()
             for channel in CHANNELS:
-                if channel not in self.mine:  # attached once: a second function object changes nothing
-                    stamp = Stamp.parse(stored.get(channel))
-                    self.mine[channel] = stamp.order if stamp is not None else None
+                if channel not in self.floor:  # attached once: a second function object changes nothing
+                    self.floor[channel] = self._floor(stored, channel)
+                    self.mine.setdefault(channel, None)
 
     def admit(self, channel: str, stamp: Stamp) -> bool:
-        """Whether ``stamp`` is newer than what this process admitted for the channel (and then
-        it is recorded, here and in the store when newer than the store's)."""
+        """Whether ``stamp`` may be taken by this process (then it is recorded, here and, when it
+        is the newest, in the store)."""
         with self.lock, self._file_lock():
             stored = self.stored()
-            if channel not in self.mine:  # not attached (``attach``): start from the store
-                known = Stamp.parse(stored.get(channel))
-                self.mine[channel] = known.order if known is not None else None
-            mine = self.mine[channel]
-            if mine is not None and stamp.order <= mine:
+            if channel not in self.floor:  # not attached (``attach``)
+                self.floor[channel] = self._floor(stored, channel)
+            mine, floor = self.mine.get(channel), self.floor[channel]
+            if (mine is not None and stamp.order <= mine) or (floor is not None and stamp.order < floor):
                 return False
             self.mine[channel] = stamp.order
             known = Stamp.parse(stored.get(channel))
             if known is None or stamp.order > known.order:
-                stored = {name: value for name, value in stored.items() if type(value) is str}
-                stored[channel] = stamp.text()
-                self._write(stored)
+                taken = stored.get("taken") if type(stored.get("taken")) is dict else {}
+                history = [item for item in (taken.get(channel) or []) if type(item) is list][-(HISTORY - 1):]
+                record = {name: value for name, value in stored.items() if name in CHANNELS and type(value) is str}
+                record[channel] = stamp.text()
+                record["taken"] = {name: value for name, value in taken.items() if name in CHANNELS}
+                record["taken"][channel] = history + [[stamp.text(), round(time.time(), 3)]]
+                self._write(record)
             return True
 
     @contextlib.contextmanager
