@@ -68,11 +68,11 @@ How a reader uses it (``admit``, called by ``fleet.follower`` for outcomes and v
   day) or ``VERDICT_MAX_AGE_S`` ago (verdicts), or more than ``FUTURE_S`` ahead of the reader's
   clock, is refused as stale / from the future;
 - per function, and separately for outcomes and verdicts, a message is admitted only if its
-  stamp (time, then sender, then sequence) is newer than the newest this process admitted, which
-  starts as what the function's store had when the function attached. The newest admitted stamp
-  is kept in the function's store, ``<store>/fleet-ledger.json`` (beside the versions and their
-  params.json), so a restarted process, or another process sharing the store, refuses what was
-  already superseded there. A replayed ``version.rolled_back`` is therefore refused after any
+  stamp (time, then sender, then sequence) is newer than the newest this process admitted, and
+  not older than what the function's store had taken before this process started (``Ledger``:
+  ``<store>/fleet-ledger.json``, beside the versions and their params.json, shared by the
+  processes of that store). So a restarted process, or one started beside others, refuses what
+  was superseded before it started, and a replayed ``version.rolled_back`` is refused after any
   newer outcome of that function, by every instance, restarted or not.
 
 Clocks: ordering between two signers (two learners, a learner and an elected instance) is by
