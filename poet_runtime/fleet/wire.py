@@ -574,7 +574,7 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-POLL_S = 0.05
+POLL_S = 0.1  # a script cannot block: an idle instance asks ten times a second (lag: up to 0.1 s more)
 
 
 def read_bounded(client, streams: dict, *, count: int = 100, block: int | None = None,
