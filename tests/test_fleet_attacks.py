@@ -386,3 +386,43 @@ def test_feedback_written_straight_into_the_learners_stage_is_not_learned_from(r
     Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10).run(rounds=2)
     signed = [json.loads(f[b"m"]) for _, f in client.xrange(wire.stream(ns, wire.OUTCOMES))]
     assert signed == [], f"the learner signed what nobody signed: {signed}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open: the learner follows version.promoted / version.rolled_back (fleet.learner_versions) on wire.verify "
+    "alone, so a copy of an old promotion re-added under a new stream id moves its state back to that version "
+    "(the instances refuse the copy; the learner then publishes params for a version they left); needs "
+    "learner_versions (engineer A) to refuse stale and not-newer stamps per function, as wire.admit does"))
+def test_the_learner_does_not_follow_a_replayed_promotion(redis_server):  # noqa: F811
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-versions"
+    events, outcomes = wire.stream(ns, wire.EVENTS), wire.stream(ns, wire.OUTCOMES)
+
+    def heartbeat():  # an instance's, signed: it also moves the watermark a switch waits for
+        data = json.dumps({"host": "h", "pid": 1, "process": "p1", "root": "/nonexistent", "functions": {
+            "mod:detect": {"version": 1, "objective": "accuracy", "domain": "ml_monitoring",
+                           "parameters": {"threshold": {"default": 0.5, "min": 0.0, "max": 1.0}},
+                           "params": {"threshold": 0.5}}}}).encode()
+        time.sleep(0.002)  # a later stream id than the outcomes before it
+        client.xadd(events, {"k": "hi", "d": data, "p": "p1", "s": wire.sign(KEY, b"hi", data)})
+
+    learner = Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10)
+    heartbeat()
+    learner.run(rounds=2)
+    promoted = _send(client, outcomes, "version.promoted", {"function": "mod:detect", "number": 2, "by": "h:1",
+                                                            "files": {"code.py": "pass"}})
+    _send(client, outcomes, "version.rolled_back", {"function": "mod:detect", "to": 1, "numbering": "local",
+                                                    "by": "h:1"})
+    heartbeat()
+    learner.run(rounds=3)
+
+    def version():
+        return json.loads(client.get(f"poet:{ns}:learn:state:mod:detect"))["version"]
+
+    assert version() == 1  # promoted, then rolled back: the genuine history
+    client.xadd(outcomes, promoted)  # the copy
+    heartbeat()
+    learner.run(rounds=3)
+    assert version() == 1, "the learner followed a replayed promotion"
