@@ -297,6 +297,14 @@ def test_the_ledger_refuses_what_was_superseded_in_a_shared_store_and_after_a_re
     assert wire.Ledger(tmp_path).newest("outcomes") == m3.order
     assert abs(wire.process_started() - time.time()) < 3600  # this process's start, by the wall clock
     assert wire.fresh(m3, 300, now=3.0) is None and wire.fresh(m3, 300, now=3.0 - 61).startswith("signed more")
+    # A reader keeping its own newest stamp (a learner following versions) judges the same way.
+    data = b'{"function": "m:f"}'
+    older, newer = wire.sign(KEY, b"version.promoted", data), wire.sign(KEY, b"version.promoted", data)
+    taken, why = wire.judge(KEY, b"version.promoted", data, newer, None)
+    assert why is None and wire.judge(KEY, b"version.promoted", data, older, taken.text())[1].startswith("not newer")
+    assert wire.judge(KEY, b"version.promoted", data, newer, taken.text())[1].startswith("not newer")
+    assert wire.judge(KEY, b"version.promoted", data, wire.sign(KEY, b"version.promoted", data, at=1.0),
+                      None)[1].startswith("stale")
 
 
 def test_what_a_learner_seals_cannot_be_forged_changed_or_moved_to_another_key():

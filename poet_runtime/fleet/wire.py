@@ -307,6 +307,22 @@ def fresh(stamp: Stamp, limit: float, now: float | None = None) -> str | None:
     return None
 
 
+def judge(key: bytes | None, kind: bytes, data: bytes, signature, newest: str | None,
+          limit: float | None = None) -> tuple[Stamp | None, str | None]:
+    """(stamp, None) when a message is this fleet's, fresh (``limit`` seconds: ``max_age()``), and
+    newer than ``newest`` (a ``Stamp.text()`` the reader keeps per function, or None); else (None,
+    why not). For a reader that keeps its own newest stamp, as a learner following the fleet's
+    versions must (a copied promotion would move it back otherwise); instances use ``admit``."""
+    stamp, why = check(key, kind, data, signature)
+    if why is None:
+        why = fresh(stamp, max_age() if limit is None else limit)
+    if why is None:
+        previous = Stamp.parse(newest) if newest else None
+        if previous is not None and stamp.order <= previous.order:
+            why = "not newer than the newest taken for its function: a replay, or out of order"
+    return (stamp, None) if why is None else (None, why)
+
+
 # -- what an instance admits -------------------------------------------------------------------
 
 REFUSED: Counter = Counter()  # cause -> messages refused by ``admit`` in this process
