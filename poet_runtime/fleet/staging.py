@@ -105,10 +105,10 @@ class Staging:
                 continue
             if not wire.verify(self.key, kind, data, fields.get(b"s")):
                 refused += 1
-                self._once(("refused", _text(fields.get(b"p", b"?"))), "poet_runtime: learner %s: refused %s entry "
+                why = wire.check(self.key, kind, data, fields.get(b"s"))[1]  # wire: once per cause, not per p
+                self._once(("refused", why), "poet_runtime: learner %s: refused %s entry "
                            "%s from process %s: %s (refused entries are counted in status, never learned from)",
-                           self.name, _text(kind), _text(entry_id), _text(fields.get(b"p", b"?")),
-                           "unsigned" if not fields.get(b"s") else "signature does not verify")
+                           self.name, _text(kind), _text(entry_id), _text(fields.get(b"p", b"?")), why)
                 acks.append(entry_id)
                 continue
             process = _text(fields.get(b"p", b""))
