@@ -260,8 +260,8 @@ def _why_not(signature: bytes) -> str:
     if len(signature) == 64 and re.fullmatch(rb"[0-9a-f]{64}", signature):
         return OLD_FORMAT
     head = signature.partition(b".")[0]
-    if head != b"2" and head.isdigit() and len(head) < 6:
-        return f"wire format {head.decode()} (this reader speaks format {FORMAT} only; upgrade the reader)"
+    if head != b"2" and head.isdigit() and len(head) < 6:  # the words stay one cause, whatever the number
+        return f"another wire format (this reader speaks format {FORMAT} only; upgrade the reader)"
     return "malformed signature (not a poet wire signature)"
 
 
