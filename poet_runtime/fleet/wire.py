@@ -482,6 +482,19 @@ def attached(info) -> None:
             ledger(store.folder).attach()
 
 
+def taken_ms(follower, function) -> int | None:
+    """When the newest outcome this instance's store took for ``function`` was signed: an
+    instance that publishes (``fleet.regenerate``) signs after it (``sign(after_ms=...)``), so its
+    message is newer everywhere even when its clock is behind the learner's."""
+    store = getattr(getattr(follower.functions.get(function), "engine", None), "store", None)
+    if store is None:
+        return None
+    with contextlib.suppress(OSError):
+        newest = ledger(store.folder).newest("outcomes")
+        return newest[0] if newest is not None else None
+    return None
+
+
 def admit(follower, fields: dict, only: str | None = None, learning: bool = False) -> str | None:
     """Why an outcome (``learning``: a verdict) entry must be refused by this instance, or None.
 
