@@ -614,6 +614,22 @@ class FunctionState:
         CircuitOpenError = _circuit_open_class()
         verified = self.verified
         state = self
+        # What records a completed call, looked up again only when the learning side swaps the
+        # train phase (``sink.watch_train``) or the recorder (``learn.attach`` runs after this):
+        # a recorder with ``inline`` takes the call's (args, kwargs) as the logic got them from
+        # here, so the watched train's hand-over through a thread-local is skipped.
+        seen_trainer = seen_recorder = _UNSET
+        run_train = inline_record = None
+        handing = inputs_too = False
+
+        def refresh(trainer, recorder):
+            nonlocal seen_trainer, seen_recorder, run_train, inline_record, handing, inputs_too
+            inline_record = getattr(recorder, "inline", None) if recorder is not None else None
+            unwatched = getattr(trainer, "poet_train", None) if trainer is not None else None
+            handing = inline_record is not None and unwatched is not None
+            run_train = unwatched if handing else trainer
+            inputs_too = bool(state.records_inputs and getattr(recorder, "takes_inputs", False))
+            seen_trainer, seen_recorder = trainer, recorder
 
         def before_logic(error, phase, args, kwargs):
             """Perceive failed: the original runs once, as if POET were not there."""
@@ -721,8 +737,22 @@ class FunctionState:
                     return enforce_failed(failure, result)
                 finally:
                     settle(before, marker)
+            recorder = state.recorder
             if train is not None:
-                state._train(call_args, call_kwargs, checked, t2 - t1)
+                trainer = phases.train
+                if trainer is not seen_trainer or recorder is not seen_recorder:
+                    refresh(trainer, recorder)
+                call = (call_args, call_kwargs)
+                try:  # train never changes a result or fails a call
+                    run_train(call, checked, {"duration_ms": (t2 - t1) / 1e6})
+                except Exception as error:
+                    state._train_failed(error)
+                if not handing:
+                    call = None
+            else:
+                call = None
+                if recorder is not seen_recorder:
+                    refresh(None, recorder)
             t3 = clock()
             if notes_list:
                 more = take_notes()
@@ -745,19 +775,25 @@ class FunctionState:
             if notes:
                 noted(notes, entry[1])
             if listeners:
-                emit_execution(entry, checked, args, kwargs)
+                if inline_record is None:
+                    emit_execution(entry, checked, args, kwargs)
+                else:
+                    try:
+                        if not (inline_record(entry, checked, args, kwargs, call) if inputs_too
+                                else inline_record(entry, checked, None, None, call)):
+                            events.emit("function.execution", record=records.build(entry), result=checked)
+                    except Exception as error:  # recording is ours: the caller gets the result regardless
+                        state._warn_once("recording_error",
+                                         f"recording the call failed: {type(error).__name__}: {error}")
             return checked
 
         return fast
 
-    def _train(self, args, kwargs, result, operate_ns: int) -> None:
+    def _train_failed(self, error: Exception) -> None:
         """Train never changes a result or fails a call; its failure is logged once."""
-        try:
-            self.loaded.enhancement.train((args, kwargs), result, {"duration_ms": operate_ns / 1e6})
-        except Exception as error:
-            if "train_error" not in self.warned:
-                self.warned.add("train_error")
-                log.warning("poet_runtime: %s: train() failed: %s: %s", self.function_id, type(error).__name__, error)
+        if "train_error" not in self.warned:
+            self.warned.add("train_error")
+            log.warning("poet_runtime: %s: train() failed: %s: %s", self.function_id, type(error).__name__, error)
 
     def _note_error(self, error: BaseException) -> None:
         self.stats.errors += 1
@@ -778,6 +814,10 @@ class FunctionState:
                     return
             elif recorder(entry, result):
                 return  # the durable event sink took it and no other listener wants a record
+        else:
+            sink = sys.modules.get("poet_runtime.learn.sink")
+            if sink is not None and not sink.bus_wants_execution(self.function_id):
+                return  # only the sink listens, and it does not record this function: no record to build
         # The result rides along for listeners that keep outputs (learning, size-capped there).
         events.emit("function.execution", record=records.build(entry), result=result)
 

@@ -117,20 +117,35 @@ def _listener(event: dict) -> None:
         _buffer.extend(entry + (event.get("result", _NO_RESULT), time.time(), info))
 
 
+def bus_wants_execution(function_id: str) -> bool:
+    """Whether a ``function.execution`` event of this function, and the record built for it, has
+    a use: False only when this sink is the bus's one listener and does not record the function
+    (no objective, ``POET_EVENTS`` unset), so the call path skips building the record."""
+    for listener in events._listeners:
+        if listener is not _listener:
+            return True
+    info = _functions.get(function_id)
+    return info is not None and not info.direct
+
+
 def recorder_for(info: FunctionInfo):
     """The call path's direct hook (``FunctionState.recorder``): buffer the raw values, nothing more.
 
     Building the ExecutionRecord costs more than everything else here, so it is built by
     the flusher. The values go into the buffer flat (see ``_buffer``), so the GC has no
     per-call tuple to track. Returns True when no other bus listener needs the record.
+    Its ``inline`` (itself) is what the in-process fast path calls, with
+    ``(entry, result, args, kwargs, call)`` (see ``remembering_inputs``).
     """
     extend, now, listeners, rand = _buffer.extend, time.time, events._listeners, random.random
 
-    def record(entry, result) -> bool:
+    def record(entry, result, args=None, kwargs=None, call=None) -> bool:
         if info.sample >= 1.0 or rand() < info.sample:
             extend(entry + (result, now(), info))
         return len(listeners) == 1
 
+    record.inline = record
+    record.poet_buffers = (info, False)
     info.direct = True
     return record
 
@@ -156,12 +171,14 @@ def recorder_with_inputs(info: FunctionInfo):
     """
     extend, now, listeners, rand = _buffer.extend, time.time, events._listeners, random.random
 
-    def record(entry, result, args=None, kwargs=None) -> bool:
+    def record(entry, result, args=None, kwargs=None, call=None) -> bool:
         if info.sample >= 1.0 or rand() < info.sample:
             extend(entry + (result if args is None else _Inputs(result, args, kwargs), now(), info))
         return len(listeners) == 1
 
     record.takes_inputs = True
+    record.inline = record
+    record.poet_buffers = (info, True)
     info.direct = True
     info.record_inputs = True
     return record
@@ -190,6 +207,8 @@ def watch_train(state) -> bool:
         return train(call, result, metrics)
 
     watched.poet_watched = True
+    # The in-process fast path calls this one itself and hands the call to the recorder's ``inline``.
+    watched.poet_train = train
     try:
         enhancement.train = watched
     except AttributeError:
@@ -220,7 +239,8 @@ def remembering_inputs(info: FunctionInfo, inner, cap: int, width: int = 1):
         if args is not None:
             extend((number, *args, kwargs or None, len(args)))
 
-    if getattr(inner, "takes_inputs", False):
+    takes_inputs = getattr(inner, "takes_inputs", False)
+    if takes_inputs:
         def record(entry, result, args=None, kwargs=None) -> bool:
             remember(entry[1], args, kwargs)
             return inner(entry, result, args, kwargs)
@@ -231,7 +251,53 @@ def remembering_inputs(info: FunctionInfo, inner, cap: int, width: int = 1):
             remember(entry[1], None, None)
             return inner(entry, result)
 
+    record.inline = _remembering_inline(info, inner, takes_inputs, extend)
     return record
+
+
+def _remembering_inline(info: FunctionInfo, inner, takes_inputs: bool, keep):
+    """The in-process fast path's form of a ``remembering_inputs`` recorder, in one frame:
+    ``(entry, result, args, kwargs, call)``, where ``call`` is the (args, kwargs) the logic got
+    (the fast path ran the train phase itself, ``watch_train``'s ``poet_train``), or None (then
+    the hand-over from the watched train, if any, is read as ``record`` reads it), and
+    ``args``/``kwargs`` the caller's where the policy lets them be recorded, else None. When
+    ``inner`` is this module's own buffering recorder of the same function, its body is inlined."""
+    local = _calls
+    own = getattr(inner, "poet_buffers", None)
+    if own is not None and own[0] is info:
+        extend, now, listeners, rand = _buffer.extend, time.time, events._listeners, random.random
+        with_inputs = own[1]
+
+        def inline(entry, result, args, kwargs, call) -> bool:
+            if call is None:
+                call = getattr(local, "call", None)
+                if call is not None:
+                    local.call = None
+            if call is not None:
+                given, named = call
+                keep((entry[1], *given, named or None, len(given)))
+            elif args is not None:
+                keep((entry[1], *args, kwargs or None, len(args)))
+            if info.sample >= 1.0 or rand() < info.sample:
+                extend(entry + (result if args is None or not with_inputs else _Inputs(result, args, kwargs),
+                                now(), info))
+            return len(listeners) == 1
+
+        return inline
+
+    def composed(entry, result, args, kwargs, call) -> bool:
+        if call is None:
+            call = getattr(local, "call", None)
+            if call is not None:
+                local.call = None
+        if call is not None:
+            given, named = call
+            keep((entry[1], *given, named or None, len(given)))
+        elif args is not None:
+            keep((entry[1], *args, kwargs or None, len(args)))
+        return inner(entry, result, args, kwargs) if takes_inputs else inner(entry, result)
+
+    return composed
 
 
 def remembered_inputs(info: FunctionInfo, execution_id: str):
