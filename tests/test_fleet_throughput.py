@@ -5,15 +5,20 @@ from it; here it is compared, call after call, with ``LabelledLearner.propose`` 
 and its type, as JSON would write it) on random streams built to reach the corners: many equal
 scores, midpoints clamped into a narrow range, an integer parameter, the memory overflowing,
 outputs without a score, non-finite scores, exact ties on the objective and the distance.
+And the learner's round (``learner.Learner.apply``) against a real redis-server: one transaction
+for all the functions it applies, and learners that take turns learn what one learns.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 import zlib
 
 import pytest
+
+from redis_helpers import redis_server  # noqa: F401
 
 from poet_runtime.fleet import learner_fast
 from poet_runtime.learn import config
@@ -142,3 +147,96 @@ def test_scores_one_ulp_apart_and_huge_scores_go_to_the_original_search():
         assert json.dumps(fast) == json.dumps(slow), (n, fast, slow)
         current.update(slow)
     assert learner_fast.index_of(learner).bad  # (0.3 + next) / 2 is one of them; 1.5e308 + 1.7e308 overflows
+
+
+# -- the learner: one transaction per round for every function, the same learning ------------------
+
+BROKER_KEY = b"fleet-throughput-key"
+FUNCTIONS, PER_FUNCTION = 8, 60
+
+
+def _backlog(client, ns: str) -> list:
+    """A heartbeat naming FUNCTIONS functions, then PER_FUNCTION signed feedback on each (with ``x``),
+    interleaved: the events stream's entries, in order."""
+    from poet_runtime import journal
+    from poet_runtime.fleet import wire
+
+    spec = {"version": 1, "objective": "accuracy", "domain": "ml_monitoring",
+            "parameters": {"threshold": {"default": 0.9, "min": 0.0, "max": 1.0, "description": ""}}, "params": {}}
+    names = [f"mod:detect{i}" for i in range(FUNCTIONS)]
+    stream = wire.stream(ns, wire.EVENTS)
+    beat = json.dumps({"host": "h", "pid": 1, "process": "0" * 12, "root": None, "started": time.time(),
+                       "last_event": time.time(), "functions": {n: spec for n in names}}).encode()
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(stream, {"k": b"hi", "d": beat, "p": b"0" * 12, "s": wire.sign(BROKER_KEY, b"hi", beat)})
+    rng = random.Random(11)
+    for n in range(FUNCTIONS * PER_FUNCTION):
+        function = names[n % FUNCTIONS]
+        score = round(rng.random(), 3)
+        execution = {"function": function, "version": 1, "execution_id": f"{'b' * 12}-{n}", "status": "ok",
+                     "output": {"drift_detected": score > 0.9, "score": score}}
+        event = {"id": f"ev-{n}", "type": "function.feedback", "timestamp": time.time(),
+                 "correlation_id": execution["execution_id"], "causation_id": None, "metadata": {},
+                 "payload": {"function": function, "version": 1, "execution_id": execution["execution_id"],
+                             "feedback_type": "user", "label": score > 0.2 + 0.08 * (n % FUNCTIONS)}}
+        line = journal.encode(event, 1 << 20)
+        pipe.xadd(stream, {"k": b"fb", "d": line, "p": b"b" * 12, "s": wire.sign(BROKER_KEY, b"fb", line),
+                           "x": json.dumps(execution).encode()})
+    pipe.execute()
+    return client.xrange(stream)
+
+
+def _transactions(client) -> int:
+    return client.info("commandstats").get("cmdstat_exec", {}).get("calls", 0)
+
+
+def _states(client, ns: str) -> dict:
+    out = {}
+    for i in range(FUNCTIONS):
+        state = json.loads(client.get(f"poet:{ns}:learn:state:mod:detect{i}"))
+        out[i] = {field: state[field] for field in ("params", "feedback", "learner", "monitor")}
+    return out
+
+
+def test_a_round_applies_every_function_in_one_transaction_and_alternating_learners_learn_what_one_learns(
+        redis_server):  # noqa: F811
+    from poet_runtime.fleet.learner import Learner
+    from poet_runtime.learn.objectives import clamp, make_learner
+
+    client = redis_server.client()
+    entries = _backlog(client, "one")
+    one = Learner(redis_server.url, BROKER_KEY, namespace="one", name="one", batch=5000, block_ms=5)
+    one.ensure_group()
+    before = _transactions(client)
+    one.round()  # reads, stages and applies the whole backlog
+    transactions = _transactions(client) - before
+    assert one.counts["applied"] == FUNCTIONS * PER_FUNCTION
+    assert transactions == 2  # staging's and one apply for all eight functions (each an fsync)
+    learned = _states(client, "one")
+    # What one local learner learns from each function's feedback, in stream order (the original search).
+    for i in range(FUNCTIONS):
+        parameters = {"threshold": {"default": 0.9, "min": 0.0, "max": 1.0, "description": ""}}
+        local, params = make_learner("accuracy", parameters, config.LearnSettings(), 1.0), {"threshold": 0.9}
+        for _, fields in entries[1:][i::FUNCTIONS]:
+            execution = json.loads(fields[b"x"])
+            local.observe(execution["output"], json.loads(fields[b"d"][9:])["payload"]["label"])
+            for name, value in local.propose(params).items():
+                params[name] = clamp(value, parameters[name])
+        assert learned[i]["params"].get("threshold", 0.9) == params["threshold"]
+        assert learned[i]["feedback"] == PER_FUNCTION
+    # Two learners of one group taking turns in an uneven order, in small rounds: each finds the other's
+    # writes (its own state in memory is stale then), and together they learn what the one learned.
+    pipe = client.pipeline(transaction=False)
+    for _, fields in entries:
+        pipe.xadd("poet:two:events", fields)
+    pipe.execute()
+    a = Learner(redis_server.url, BROKER_KEY, namespace="two", name="a", batch=41, block_ms=5)
+    b = Learner(redis_server.url, BROKER_KEY, namespace="two", name="b", batch=53, block_ms=5)
+    a.ensure_group()
+    turns = "aabab" "bbaba"
+    for turn in range(400):
+        (a if turns[turn % len(turns)] == "a" else b).round()
+        if a.counts["applied"] + b.counts["applied"] >= FUNCTIONS * PER_FUNCTION:
+            break
+    assert a.counts["applied"] and b.counts["applied"]
+    assert _states(client, "two") == learned

@@ -55,6 +55,7 @@ log = logging.getLogger("poet_runtime")
 SEEN_DAYS = 7.0  # applied feedback event ids are remembered this long (a redelivery older than that is unlikely)
 SEEN_MAX = 200_000  # and at most this many per function (redeliveries come after a crash: recent ones)
 APPLY_LIMIT = 5000  # staged feedback applied per function per transaction
+STATES_MAX = 256  # states kept in memory between rounds (each holds up to ``memory`` samples and an index)
 APPLY_FUNCTIONS = 16  # functions applied in one transaction (one fsync, a few round trips for all of them)
 _TX = b'{"tx":"'  # a state as apply writes it starts with its writer's token: ``{"tx":"<writer>.<n>",``
 _TX_BYTES = 48  # how much of a state's start is read to compare tokens (a token is 16 + 1 + up to 20 bytes)
@@ -268,7 +269,9 @@ class Learner(Staging, Rules):
                     total += learned
                 pipe.execute()
                 for function, items, (state, done, *_rest) in plans:
-                    self.states[function] = (heads[function], state)
+                    self.states[function] = (heads[function], state)  # popped above: now the newest
+                    if len(self.states) > STATES_MAX:
+                        del self.states[next(iter(self.states))]  # the least recently applied one
                     for _, _, text in decoded[function][:done]:
                         self.memo.pop(text, None)
                 self.counts["applied"] += total
