@@ -52,6 +52,41 @@ def _lines(data: bytes):
             yield value
 
 
+def _event(data: bytes):
+    """A feedback entry's event: its ``d`` is one journal line (or a flusher's notes and that line)."""
+    event = journal.decode(data) if data.endswith(b"\n") else None
+    return event if event is not None else next(iter(_lines(data)), None)
+
+
+def _candidates(members: list, number: int) -> list:
+    """The batch ids of a process's index members (``<batch id>:<its last number>``, newest first) that
+    may hold execution ``number``; a member not of that form is passed over (the index is not signed)."""
+    ids = []
+    for member in members:
+        batch_id, _, last = _text(member).rpartition(":")
+        if last.isdigit() and int(last) >= number:
+            ids.append(batch_id)
+    return ids
+
+
+def _in_batches(key: tuple, batches: list):
+    """The payload of execution ``key`` (process, number) in the first of ``batches`` (``XRANGE`` answers
+    for one id each) that holds it, or None."""
+    process, number = key
+    header = {"process": process, "pid": 0, "metadata": {}}
+    for entries in batches:
+        for _, fields in entries:
+            for value in _lines(fields.get(b"d", b"")):
+                if type(value) is not list or len(value) != 4 or value[0] != "C":
+                    continue
+                for group in value[3]:
+                    numbers = journal.unpack(group[5])
+                    if number in numbers:
+                        row = journal.group_row(group, numbers.index(number))
+                        return journal.expand(row, header, value)["payload"]
+    return None
+
+
 class Staging:
     """Reading and staging (mixed into ``learner.Learner``)."""
 
@@ -150,8 +185,10 @@ class Staging:
         count = sum(1 for members in staged.values() for member in members if '|{"spec":' not in member)
         if functions:  # a feedback in this read may need its function's store root
             self.client.hset(keys.functions, mapping=functions)
+        events = {entry_id: _event(fields[b"d"]) for entry_id, fields, _ in feedback}
+        found = self._prefetch(feedback, events, local)
         for entry_id, fields, process in feedback:
-            outcome = self._feedback(entry_id, fields, process, local)
+            outcome = self._feedback(entry_id, fields, process, local, events[entry_id], found)
             if outcome is None:
                 deferred += 1
                 continue
@@ -217,12 +254,40 @@ class Staging:
                 for row in rows:
                     local[(process, row[3])] = (row, value)
 
-    def _feedback(self, entry_id, fields, process: str, local: dict):
+    def _prefetch(self, feedback: list, events: dict, local: dict) -> dict:
+        """(process, number) -> the execution's payload, or None when the broker has not got it, for the
+        feedback of this read that needs a lookup (no ``x``, not in this read's batches): every index
+        and every batch they name read in two pipelined round trips, not two per feedback."""
+        wanted = []
+        for entry_id, fields, _ in feedback:
+            event = events[entry_id]
+            if fields.get(b"x") or type(event) is not dict or type(event.get("payload")) is not dict:
+                continue  # x present (a malformed one is looked up alone, in _find_execution) or not feedback
+            process, _, number = str(event["payload"].get("execution_id")).rpartition("-")
+            if number.isdigit() and (process, int(number)) not in local:
+                wanted.append((process, int(number)))
+        wanted = list(dict.fromkeys(wanted))
+        if not wanted:
+            return {}
+        reads = self.client.pipeline(transaction=False)
+        for process, number in wanted:
+            reads.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3)
+        candidates = {}  # (process, number) -> batch ids that may hold it, newest first
+        for key, members in zip(wanted, reads.execute()):
+            number = key[1]
+            candidates[key] = _candidates(members, number)
+        batch_ids = list(dict.fromkeys(i for ids in candidates.values() for i in ids))
+        for batch_id in batch_ids:
+            reads.xrange(self.keys.events, batch_id, batch_id)
+        batches = dict(zip(batch_ids, reads.execute())) if batch_ids else {}
+        return {key: _in_batches(key, [batches[i] for i in ids]) for key, ids in candidates.items()}
+
+    def _feedback(self, entry_id, fields, process: str, local: dict, event=None, found=None):
         """(function, staged member, its item) for a feedback entry; None: wait (its execution is not
-        here yet); False: not a feedback event."""
-        event = journal.decode(fields[b"d"]) if fields[b"d"].endswith(b"\n") else None
+        here yet); False: not a feedback event. ``event``: its ``d`` decoded (``_event``), ``found``:
+        what ``_prefetch`` found."""
         if event is None:
-            event = next(iter(_lines(fields[b"d"])), None)
+            event = _event(fields[b"d"])
         if type(event) is not dict or type(event.get("payload")) is not dict:
             return False
         payload = event["payload"]
@@ -233,7 +298,7 @@ class Staging:
         if fields.get(b"x"):
             execution = wire.unsigned_json(fields[b"x"])  # unsigned: a malformed one must not stop the learner
         if execution is None:
-            execution = self._find_execution(function, execution_id, local)
+            execution = self._find_execution(function, execution_id, local, found)
         found = execution is not None and "output" in execution
         if execution is None:
             first = self.deferred.setdefault(entry_id, time.monotonic())
@@ -249,7 +314,7 @@ class Staging:
                 "u": execution is None}
         return function, f"{padded(entry_id)}|{_encode(item)}", item
 
-    def _find_execution(self, function: str, execution_id: str, local: dict):
+    def _find_execution(self, function: str, execution_id: str, local: dict, prefetched=None):
         process, _, number = execution_id.rpartition("-")
         if not number.isdigit():
             return None
@@ -258,19 +323,16 @@ class Staging:
         found = local.get((process, number))
         if found is not None:
             return journal.expand(found[0], header, found[1])["payload"]
-        for member in self.client.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3):
-            batch_id, _, last = _text(member).rpartition(":")
-            if int(last) < number:
-                continue
-            for _, fields in self.client.xrange(self.keys.events, batch_id, batch_id):
-                for value in _lines(fields.get(b"d", b"")):
-                    if type(value) is not list or len(value) != 4 or value[0] != "C":
-                        continue
-                    for group in value[3]:
-                        numbers = journal.unpack(group[5])
-                        if number in numbers:
-                            row = journal.group_row(group, numbers.index(number))
-                            return journal.expand(row, header, value)["payload"]
+        if prefetched and (process, number) in prefetched:
+            payload = prefetched[(process, number)]
+            if payload is not None:
+                return payload
+        else:
+            members = self.client.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3)
+            ids = _candidates(members, number)
+            payload = _in_batches((process, number), [self.client.xrange(self.keys.events, i, i) for i in ids])
+            if payload is not None:
+                return payload
         spec = self.client.hget(self.keys.functions, function)
         root = json.loads(spec).get("root") if spec else None
         if root and Path(root).is_dir():  # the function's store is reachable from here (same machine, shared path)
