@@ -621,6 +621,17 @@ class FunctionState:
         seen_trainer = seen_recorder = _UNSET
         run_train = inline_record = None
         handing = inputs_too = False
+        bus_wants = None  # sink.bus_wants_execution, once the sink is loaded (a function it does not record)
+
+        def unrecorded(entry, checked):
+            """No recorder: the bus gets the record, unless the sink alone listens and ignores this function."""
+            nonlocal bus_wants
+            sink = sys.modules.get("poet_runtime.learn.sink")
+            if sink is not None:
+                bus_wants = sink.bus_wants_execution
+                if not bus_wants(state.function_id):
+                    return
+            events.emit("function.execution", record=records.build(entry), result=checked)
 
         def refresh(trainer, recorder):
             nonlocal seen_trainer, seen_recorder, run_train, inline_record, handing, inputs_too
@@ -776,7 +787,12 @@ class FunctionState:
                 noted(notes, entry[1])
             if listeners:
                 if inline_record is None:
-                    emit_execution(entry, checked, args, kwargs)
+                    if recorder is not None:
+                        emit_execution(entry, checked, args, kwargs)
+                    elif bus_wants is None:
+                        unrecorded(entry, checked)
+                    elif bus_wants(state.function_id):
+                        events.emit("function.execution", record=records.build(entry), result=checked)
                 else:
                     try:
                         if not (inline_record(entry, checked, args, kwargs, call) if inputs_too
