@@ -263,6 +263,14 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
     def kinds() -> list:
         return [fields[b"t"] for _, fields in client.xrange(outcomes)][1:]  # after the forged one
 
+    def published(kind: bytes) -> list:
+        """Each message of that kind once (one an instance signed again, being out of order, is one)."""
+        messages = []
+        for _, fields in client.xrange(outcomes)[1:]:
+            if fields[b"t"] == kind and json.loads(fields[b"m"]) not in messages:
+                messages.append(json.loads(fields[b"m"]))
+        return messages
+
     given = [0]
 
     def phase(number: int, count: int, boundary: float, above: bool) -> None:
@@ -282,8 +290,7 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
         # The labels flip: the learner's verdict; one instance regenerates, both run what it promotes.
         phase(1, 15, 0.5, False)
         _wait(lambda: b"version.promoted" in kinds(), 20)
-        [promoted] = [json.loads(f[b"m"]) for _, f in client.xrange(outcomes) if f[b"t"] == b"version.promoted"
-                      and f[b"l"] != b"forger"]
+        [promoted] = published(b"version.promoted")
         assert promoted["number"] == 2 and promoted["previous"] == 1 and promoted["previous_numbering"] == "local"
         _wait(lambda: [_current(app) for app in apps] == ["v2", "v2"])
         verdicts = [json.loads(f[b"m"]) for _, f in client.xrange(wire.stream(NS, "learning"))
@@ -312,12 +319,14 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
         phase(3, 15, 0.3, False)
         _wait(lambda: b"version.rolled_back" in kinds(), 20)
         _wait(lambda: [_current(app) for app in apps] == ["v1", "v1"])
-        rolled = [json.loads(f[b"m"]) for _, f in client.xrange(outcomes) if f[b"t"] == b"version.rolled_back"]
+        rolled = published(b"version.rolled_back")
         assert [(r["to"], r["numbering"], r["previous"]) for r in rolled] == [(1, "local", 2)]
         _wait(lambda: (state().get("version"), state().get("numbering")) == (1, "local"), 20)
-        assert kinds().count(b"version.promoted") == 1 and kinds().count(b"version.rolled_back") == 1
+        _wait(lambda: state().get("feedback") == given[0], 20)
+        assert len(published(b"version.promoted")) == 1 and len(published(b"version.rolled_back")) == 1
         stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{NS}:learn:stats").items()}
         assert stats["versions_followed"] == 2 and stats["versions_refused"] == 1
+        _two_learners_learn_what_the_live_one_learned(client, redis_server.url, state())
     finally:
         for app in apps:
             (app / "stop").write_text("")
@@ -341,3 +350,76 @@ def test_a_real_fleet_regenerates_on_the_learners_verdict_follows_the_promotion_
             print(f"--- {app.name} said: {reader.lines[-20:]}")
     for err in errors + [learner_err]:
         assert "Traceback" not in err, err[-3000:]
+
+
+def _two_learners_learn_what_the_live_one_learned(client, url: str, live: dict) -> None:
+    """The same streams (their ids kept, so feedback and switches keep their order), two learners
+    in one group taking turns: the state, version and numbering included, is the live learner's."""
+    from poet_runtime.fleet.learner import Learner
+
+    copy = "fleet-regen-copy"
+    for which in (wire.OUTCOMES, wire.EVENTS):  # outcomes first: what a learner sees staged ahead of feedback
+        pipe = client.pipeline(transaction=False)
+        for entry_id, fields in client.xrange(wire.stream(NS, which)):
+            pipe.xadd(wire.stream(copy, which), fields, id=entry_id)
+        pipe.execute()
+    a = Learner(url, KEY.encode(), namespace=copy, name="a", batch=9, block_ms=10, claim_idle=0.3)
+    b = Learner(url, KEY.encode(), namespace=copy, name="b", batch=13, block_ms=10, claim_idle=0.3)
+    feedback = len([1 for _, f in client.xrange(wire.stream(copy, wire.EVENTS)) if f[b"k"] == b"fb"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        a.run(rounds=1)
+        b.run(rounds=1)
+        if (client.xpending(wire.stream(copy, wire.EVENTS), "poet-learners")["pending"] == 0
+                and int(client.hget(f"poet:{copy}:learn:stats", "applied") or 0) >= feedback):
+            a.run(rounds=1)  # the last heartbeats' switch point passed by now
+            break
+    assert a.counts["staged"] and b.counts["staged"]  # both did part of the work
+    raw = client.get(f"poet:{copy}:learn:state:mod:detect")
+    two = json.loads(raw)
+    for field in ("version", "numbering", "params", "parameters", "feedback", "learner", "monitor"):
+        assert two[field] == live[field], field
+
+    def published(ns: str, names: tuple) -> list:  # the params.updated those learners signed
+        return [[json.loads(f[b"m"])[k] for k in ("version", "numbering", "params")]
+                for _, f in client.xrange(wire.stream(ns, wire.OUTCOMES))
+                if f[b"t"] == b"params.updated" and f[b"l"] in names]
+
+    live_updates = published(NS, (b"the-learner",))
+    assert published(copy, (b"a", b"b")) == live_updates and any(version == 2 for version, _, _ in live_updates)
+
+
+def test_a_promotion_signed_before_an_outcome_that_got_in_ahead_of_it_is_signed_again_and_followed_once(
+        tmp_path, redis_server):  # noqa: F811
+    """Instances take a function's outcomes only in signed order: a learner's params.updated signed
+    after the elected instance signed its promotion, but added first, would make every instance refuse
+    the promotion. The instance signs it again after; the learner follows that copy only."""
+    from poet_runtime.fleet import follower as follower_module, regenerate
+    from poet_runtime.fleet.learner import Learner
+    from poet_runtime.fleet.staging import padded
+
+    key = KEY.encode()
+    follower = follower_module.Follower(redis_server.url, key)
+    try:
+        _wait(lambda: follower.client is not None)
+        ns = follower_module._Namespace(tmp_path / "events")
+        later = json.dumps({"function": "mod:detect", "version": 1, "numbering": "local",
+                            "params": {"threshold": 0.4}}).encode()
+        ahead = time.time() + 5  # a learner's params.updated, signed 5 s after what follows, added before it
+        follower.client.xadd(ns.stream, {"t": "params.updated", "m": later, "l": "a-learner",
+                                         "s": wire.sign(key, b"params.updated", later, at=ahead)})
+        message = {"function": "mod:detect", "number": 2, "version": 2, "numbering": "fleet", "previous": 1,
+                   "previous_numbering": "local", "files": {"code.py": "x = 1\n"}, "by": "host:1"}
+        entry = regenerate.publish(follower, ns, "version.promoted", message)
+    finally:
+        follower.close()
+    copies = [(i, f) for i, f in redis_server.client().xrange(ns.stream) if f[b"t"] == b"version.promoted"]
+    assert len(copies) == 2 and copies[-1][0].decode() == entry
+    first, last = (wire.stamp_of(f[b"s"]) for _, f in copies)
+    assert first.at_ms < int(ahead * 1000) < last.at_ms  # the copy every instance takes is signed after it
+    learner = Learner(redis_server.url, key, namespace=ns.name, name="a", block_ms=10)
+    learner.run(rounds=1)
+    stats = {k.decode(): int(v) for k, v in redis_server.client().hgetall(f"poet:{ns.name}:learn:stats").items()}
+    assert stats["versions_superseded"] == 1 and stats["versions_followed"] == 1
+    [staged] = redis_server.client().zrange(f"poet:{ns.name}:learn:stage:mod:detect", 0, -1)
+    assert staged.decode().startswith(f"{padded(entry)}|")  # the switch at the copy the instances take

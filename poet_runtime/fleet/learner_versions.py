@@ -8,7 +8,10 @@ stream past the group's cursor (``poet:NS:learn:versions``) and, for each ``vers
 
 - verifies it with the fleet's key (``wire.verify``) and checks it is an instance's (``by``
   names one) and well formed; anything else is refused, counted (``versions_refused`` in the
-  learner's stats), logged once per cause, and never followed;
+  learner's stats), logged once per cause, and never followed; one that the instances refuse as
+  out of order (signed before an outcome for its function that got in ahead of it:
+  ``regenerate.newer_before``; its sender signs it again) is not followed either
+  (``versions_superseded``);
 - stages the switch in the function's own order, as heartbeats are staged (``staging``): a
   ``spec`` item keyed by the outcome's stream id among the function's staged feedback. Both
   streams' ids are the broker's clock, so ``apply`` switches the state at that point
@@ -21,6 +24,12 @@ Staging and moving the cursor are one MULTI/EXEC under ``WATCH`` of the cursor, 
 staged once even when two learners read the same entries (the second one's transaction fails
 and it reads on from the new cursor). The switch takes effect once the events group's
 watermark passes the outcome's id: within a heartbeat interval (``publisher.HEARTBEAT_S``).
+
+The horizon (``poet:NS:learn:versions:horizon``, a padded stream id): every outcome below it is
+staged. ``follow`` takes the broker's ``TIME`` before it reads the outcomes, so an entry it did
+not see has an id at or above that time; ``apply`` applies nothing at or past the horizon
+(``horizon``), or another learner's later feedback could be applied before a switch that no
+learner has staged yet, and two learners would learn other than one.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 
-from poet_runtime.fleet import wire
+from poet_runtime.fleet import regenerate, wire
 from poet_runtime.fleet.learner_state import FLEET, LOCAL
 from poet_runtime.fleet.staging import _text, padded
 
@@ -40,6 +49,16 @@ READ = 200  # outcome entries read per round
 
 def cursor_key(keys) -> str:
     return f"poet:{keys.ns}:learn:versions"
+
+
+def horizon_key(keys) -> str:
+    return f"poet:{keys.ns}:learn:versions:horizon"
+
+
+def horizon(learner, pipe) -> str | None:
+    """The padded id below which every version switch is staged (None: no learner has followed yet)."""
+    value = pipe.get(horizon_key(learner.keys))
+    return _text(value) if value is not None else None
 
 
 def switch(kind: str, message: dict, entry_id: str) -> tuple[str, dict] | str:
@@ -73,16 +92,17 @@ def switch(kind: str, message: dict, entry_id: str) -> tuple[str, dict] | str:
 def follow(learner) -> int:
     """Stage the fleet's version switches published since the cursor; returns how many."""
     client, keys = learner.client, learner.keys
-    key = cursor_key(keys)
+    key, horizon_at = cursor_key(keys), horizon_key(keys)
     for _ in range(20):
         pipe = client.pipeline(transaction=True)
         try:
-            pipe.watch(key)
+            pipe.watch(key, horizon_at)
+            seconds, micros = pipe.time()  # before the read: what it does not see is at or after this
             last = _text(pipe.get(key) or b"0-0")
             entries = pipe.xrange(keys.outcomes, min=f"({last}", count=READ)
-            if not entries:
-                return 0
-            staged, refused = {}, 0
+            # Everything below is staged once this transaction is: up to now, or to the last entry read.
+            reached = padded(entries[-1][0]) if len(entries) >= READ else padded(f"{seconds * 1000 + micros // 1000}-0")
+            staged, refused, superseded = {}, 0, 0
             for entry_id, fields in entries:
                 kind = fields.get(b"t")
                 if kind not in TYPES:
@@ -100,6 +120,10 @@ def follow(learner) -> int:
                     made = switch(kind.decode(), message, entry_id) if type(message) is dict else "not JSON"
                     if type(made) is str:
                         reason = made
+                    elif regenerate.newer_before(client, keys.outcomes, entry_id, made[0],
+                                                 wire.stamp_of(fields.get(b"s"))) is not None:
+                        superseded += 1  # refused by every instance as out of order; signed again after it
+                        continue
                     else:
                         function, item = made
                         staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
@@ -114,9 +138,13 @@ def follow(learner) -> int:
                 pipe.sadd(keys.staged, function)
             if refused:
                 pipe.hincrby(keys.stats, "versions_refused", refused)
+            if superseded:
+                pipe.hincrby(keys.stats, "versions_superseded", superseded)
             if staged:
                 pipe.hincrby(keys.stats, "versions_followed", sum(len(m) for m in staged.values()))
-            pipe.set(key, _text(entries[-1][0]))
+            if entries:
+                pipe.set(key, _text(entries[-1][0]))
+            pipe.set(horizon_at, reached)
             pipe.execute()
             return sum(len(m) for m in staged.values())
         except learner.redis.WatchError:

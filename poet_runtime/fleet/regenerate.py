@@ -184,8 +184,37 @@ def _stored(engine, number, numbering: str):
     return None
 
 
+def newer_before(client, stream: str, entry_id: str, function: str, stamp) -> int | None:
+    """The newest signed time (ms) among the outcomes for ``function`` just before ``entry_id`` on
+    ``stream`` whose stamps are newer than ``stamp``, or None. Instances admit a function's outcomes
+    only in signed order (``wire.admit``): a message signed before a learner's ``params.updated``
+    but added after it would be refused by all of them as out of order."""
+    newest = None
+    for other_id, fields in client.xrevrange(stream, max=entry_id, min="-", count=200):
+        other_id = other_id.decode() if isinstance(other_id, bytes) else other_id
+        found = wire.stamp_of(fields.get(b"s"))
+        if other_id == entry_id or found is None:
+            continue
+        if found.at_ms < stamp.at_ms - 60_000:
+            break  # signed a minute before this one: what is older than that is not newer
+        if found.order > stamp.order and json.dumps(function).encode() in (fields.get(b"m") or b""):
+            newest = max(newest or 0, found.at_ms)
+    return newest
+
+
 def publish(follower, ns, kind: str, message: dict) -> str:
+    """Sign and add ``message``, signed after what this store took (``wire.taken_ms``); signed again,
+    after, when an outcome for the function signed later got in ahead of it (``newer_before``): that
+    copy is refused by every reader as out of order, the next one admitted."""
     data = json.dumps(message, sort_keys=True, default=str).encode()
-    entry = follower.client.xadd(ns.stream, {"t": kind, "m": data, "s": wire.sign(follower.key, kind.encode(), data),
-                                             "l": f"instance {me()}"})
-    return entry.decode() if isinstance(entry, bytes) else entry
+    after = wire.taken_ms(follower, message.get("function"))
+    for _ in range(5):
+        signature = wire.sign(follower.key, kind.encode(), data, after_ms=after)
+        entry = follower.client.xadd(ns.stream, {"t": kind, "m": data, "s": signature, "l": f"instance {me()}"})
+        entry = entry.decode() if isinstance(entry, bytes) else entry
+        after = newer_before(follower.client, ns.stream, entry, message["function"], wire.stamp_of(signature))
+        if after is None:
+            break
+        log.info("poet_runtime: fleet: %s: %s %s was signed before an outcome that got in ahead of it; "
+                 "signed again", message["function"], kind, entry)
+    return entry
