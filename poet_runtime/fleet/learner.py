@@ -180,14 +180,17 @@ class Learner(Staging, Rules):
         """The padded stream id below which every entry is acknowledged (hence staged)."""
         reads.xinfo_groups(self.keys.events)
         reads.xpending(self.keys.events, wire.LEARNERS)
-        groups, pending = reads.execute()
+        reads.get(learner_versions.cursor_key(self.keys))  # not past a version switch no learner staged yet
+        reads.xrevrange(self.keys.outcomes, count=1)
+        groups, pending, cursor, newest = reads.execute()
         last = "0-0"
         for group in groups:
             if _text(group["name"]) == wire.LEARNERS:
                 last = _text(group["last-delivered-id"])
+        mark = _next_padded(last)
         if pending and pending.get("pending"):
-            return min(padded(pending["min"]), _next_padded(last))
-        return _next_padded(last)
+            mark = min(padded(pending["min"]), mark)
+        return learner_versions.capped(mark, cursor, newest)
 
     def apply(self, *functions: str) -> int:
         """Apply these functions' staged feedback below the watermark, in stream order, in one transaction;

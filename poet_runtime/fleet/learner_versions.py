@@ -25,11 +25,12 @@ staged once even when two learners read the same entries (the second one's trans
 and it reads on from the new cursor). The switch takes effect once the events group's
 watermark passes the outcome's id: within a heartbeat interval (``publisher.HEARTBEAT_S``).
 
-The horizon (``poet:NS:learn:versions:horizon``, a padded stream id): every outcome below it is
-staged. ``follow`` takes the broker's ``TIME`` before it reads the outcomes, so an entry it did
-not see has an id at or above that time; ``apply`` applies nothing at or past the horizon
-(``horizon``), or another learner's later feedback could be applied before a switch that no
-learner has staged yet, and two learners would learn other than one.
+While the outcomes stream holds entries past the cursor (one a learner has not looked at yet:
+maybe a switch), ``apply`` applies nothing past the cursor (``capped``, on the watermark), or
+another learner's later feedback could be applied before a switch no learner has staged yet,
+and two learners would learn other than one. Every round follows before it applies, so this
+holds feedback back only for the moment between an outcome's arrival and the next round; a
+round with nothing new on the outcomes stream writes nothing here.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import logging
 
 from poet_runtime.fleet import regenerate, wire
 from poet_runtime.fleet.learner_state import FLEET, LOCAL
-from poet_runtime.fleet.staging import _text, padded
+from poet_runtime.fleet.staging import _next_padded, _text, padded
 
 log = logging.getLogger("poet_runtime")
 
@@ -51,14 +52,15 @@ def cursor_key(keys) -> str:
     return f"poet:{keys.ns}:learn:versions"
 
 
-def horizon_key(keys) -> str:
-    return f"poet:{keys.ns}:learn:versions:horizon"
-
-
-def horizon(learner, pipe) -> str | None:
-    """The padded id below which every version switch is staged (None: no learner has followed yet)."""
-    value = pipe.get(horizon_key(learner.keys))
-    return _text(value) if value is not None else None
+def capped(mark: str, cursor, newest) -> str:
+    """``mark`` (a padded watermark), held below anything past the cursor when the outcomes stream
+    has entries no learner has looked at (``cursor``: the cursor key's value; ``newest``: the
+    stream's last entry, ``XREVRANGE + - COUNT 1``)."""
+    if not newest:
+        return mark
+    if cursor is not None and _text(cursor) == _text(newest[0][0]):
+        return mark
+    return min(mark, _next_padded(_text(cursor) if cursor is not None else "0-0"))
 
 
 def switch(kind: str, message: dict, entry_id: str) -> tuple[str, dict] | str:
@@ -92,16 +94,15 @@ def switch(kind: str, message: dict, entry_id: str) -> tuple[str, dict] | str:
 def follow(learner) -> int:
     """Stage the fleet's version switches published since the cursor; returns how many."""
     client, keys = learner.client, learner.keys
-    key, horizon_at = cursor_key(keys), horizon_key(keys)
+    key = cursor_key(keys)
     for _ in range(20):
         pipe = client.pipeline(transaction=True)
         try:
-            pipe.watch(key, horizon_at)
-            seconds, micros = pipe.time()  # before the read: what it does not see is at or after this
+            pipe.watch(key)
             last = _text(pipe.get(key) or b"0-0")
             entries = pipe.xrange(keys.outcomes, min=f"({last}", count=READ)
-            # Everything below is staged once this transaction is: up to now, or to the last entry read.
-            reached = padded(entries[-1][0]) if len(entries) >= READ else padded(f"{seconds * 1000 + micros // 1000}-0")
+            if not entries:
+                return 0
             staged, refused, superseded = {}, 0, 0
             for entry_id, fields in entries:
                 kind = fields.get(b"t")
@@ -142,9 +143,7 @@ def follow(learner) -> int:
                 pipe.hincrby(keys.stats, "versions_superseded", superseded)
             if staged:
                 pipe.hincrby(keys.stats, "versions_followed", sum(len(m) for m in staged.values()))
-            if entries:
-                pipe.set(key, _text(entries[-1][0]))
-            pipe.set(horizon_at, reached)
+            pipe.set(key, _text(entries[-1][0]))
             pipe.execute()
             return sum(len(m) for m in staged.values())
         except learner.redis.WatchError:
