@@ -307,12 +307,20 @@ def write_single(root: Path, name: str, line: bytes) -> Path:
     """Write one event as its own file and make it durable (file and directory entry)."""
     ensure_dirs(root)
     path = root / PENDING / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # Written under a name no reader lists, then linked in whole: a reader that lists pending/
+    # between the create and the write (the fleet publisher, a retention pass, another process's
+    # catch-up) must never see the file empty or half written.
+    temp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(temp, path)  # fails if the name exists, as O_EXCL did
+    finally:
+        os.unlink(temp)
     _fsync_dir(path.parent)
     return path
 
