@@ -44,7 +44,7 @@ from collections import deque
 from pathlib import Path
 
 from poet_runtime import journal, records
-from poet_runtime.fleet import wire
+from poet_runtime.fleet import regenerate, wire
 
 log = logging.getLogger("poet_runtime")
 
@@ -57,6 +57,10 @@ SOCKET_TIMEOUT_S = 1.0
 BACKOFF_MAX_S = 1.0
 EXIT_DRAIN_S = 1.5  # at exit, how long the last lines and the final heartbeat may take
 EVENTS_MAXLEN = 1_000_000  # approximate cap of the events stream (XADD MAXLEN ~)
+# A feedback file with no intact line younger than this is looked at again by a later scan, not
+# marked done: its writer may not have finished it (a writer of before journal.write_single linked
+# files in whole, a copy being made by hand). Older, it is counted and reported, never dropped unsaid.
+FB_SETTLE_S = 10.0
 _KINDS = {"ex": b"ex", "lr": b"lr", "fb": b"fb"}
 _CURSOR_WIDTH = 20
 
@@ -185,6 +189,7 @@ class Publisher:
         self.sent = 0  # entries acknowledged by the broker (tests, rows)
         self.catching_up = None  # (since, sent then) after the broker came back
         self.cpu_s = 0.0  # CPU time of this thread's rounds (benchmarks: its cost off the call path)
+        self.unforwarded_feedback = 0  # feedback files found unreadable after FB_SETTLE_S (heartbeat, status)
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="poet-fleet-publisher", daemon=True)
@@ -496,6 +501,9 @@ class Publisher:
         closed = path.parent.name == journal.PROCESSED
         complete = chunk[:chunk.rfind(b"\n") + 1] if chunk else b""
         writer_gone = closed or handle.kind == b"fb" or (not handle.own and not journal._writer_alive(path))
+        if handle.kind == b"fb" and not any(map(_intact, _lines(complete))):
+            self._unreadable_feedback(handle, path, chunk, moves)
+            return False
         if not complete:
             if chunk and writer_gone:
                 log.info("poet_runtime: fleet: %s ends in %d bytes of a torn line; not forwarded",
@@ -517,6 +525,25 @@ class Publisher:
         full = len(chunk) >= ROUND_BYTES
         moves.append((handle, at, handle.kind == b"fb" or (writer_gone and not full and at == size)))
         return full
+
+    def _unreadable_feedback(self, handle: _File, path: Path, chunk: bytes, moves: list) -> None:
+        """A feedback file with no intact line: left for a later scan while it may still be being
+        written (younger than ``FB_SETTLE_S``), else counted, logged and marked done (it stays in
+        the journal, which readers and ``events --check`` see; only forwarding gives up on it)."""
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except OSError:
+            return  # gone meanwhile: the next scan sees it vanished
+        if age < FB_SETTLE_S:
+            return
+        self.unforwarded_feedback += 1
+        what = "is empty" if not chunk else f"holds {len(chunk)} bytes and no intact line"
+        _say_once(("unforwarded-fb",), "poet_runtime: fleet: feedback file %s %s %.0f s after it was last "
+                  "written; it is not forwarded (counted as unforwarded_feedback in this instance's "
+                  "heartbeat; later ones are logged at info)", path, what, age)
+        log.info("poet_runtime: fleet: feedback file %s %s; not forwarded (%d so far)", path, what,
+                 self.unforwarded_feedback)
+        moves.append((handle, handle.offset + len(chunk), True))
 
     def _send(self, batch: list, moves: list) -> int:
         sent = self._xadd(batch)
@@ -645,7 +672,8 @@ class Publisher:
                 continue
             beat = {"host": self.host, "pid": os.getpid(), "process": records.PROCESS_ID,
                     "root": str(root.parent), "started": self.started, "last_event": self.last_event,
-                    "functions": by_root.get(root, {}), "at": time.time()}
+                    "functions": by_root.get(root, {}), "at": time.time(),
+                    "unforwarded_feedback": self.unforwarded_feedback}
             data = encode_json(beat)
             pipe.xadd(state.stream, self._fields(b"hi", data, "-", None, None), maxlen=EVENTS_MAXLEN,
                       approximate=True)
@@ -704,8 +732,12 @@ def _function_view(info) -> dict:
     state = info.state
     version = getattr(state, "version", None)
     view = {"version": getattr(state, "version_number", None), "objective": info.objective,
-            "domain": getattr(getattr(state, "config", None), "domain", None), "parameters": {}, "params": {}}
+            "domain": getattr(getattr(state, "config", None), "domain", None), "parameters": {}, "params": {},
+            "fleet_version": None, "numbering": None}
     if version is not None:
+        # The number the fleet knows this version by: a version an instance made for the fleet
+        # carries its fleet number, others only their local one (which differs between instances).
+        view["fleet_version"], view["numbering"] = regenerate.identity(version)
         view["parameters"] = dict(version.metadata.get("parameters") or {})
         with contextlib.suppress(OSError, ValueError):
             view["params"] = version.params()
