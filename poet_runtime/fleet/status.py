@@ -43,7 +43,10 @@ def collect(client, namespace: str, now: float | None = None) -> dict:
         instances.append({"process": _text(process), "host": beat.get("host"), "pid": beat.get("pid"),
                           "root": beat.get("root"), "started": beat.get("started"),
                           "last_event": beat.get("last_event"),
-                          "heartbeat_age_s": round(now - seen / 1000.0, 1) if isinstance(seen, (int, float)) else None})
+                          "heartbeat_age_s": round(now - seen / 1000.0, 1) if isinstance(seen, (int, float)) else None,
+                          # kept from the heartbeat by the learners when they keep them (staging)
+                          "versions": _versions(beat.get("functions")),
+                          "unforwarded_feedback": beat.get("unforwarded_feedback")})
     report["instances"] = instances
     group = None
     try:
@@ -73,14 +76,43 @@ def collect(client, namespace: str, now: float | None = None) -> dict:
     for function in sorted(set(specs) | set(decisions)):
         state = _json(client.get(keys.state(function)))
         spec = specs.get(function, {})
+        if state:  # what the learners learn for, counted as their state says
+            version, numbering = state.get("version"), state.get("numbering") or "local"
+        else:
+            version, numbering = _fleet_identity(spec)
+        serving_fleet, serving_numbering = _fleet_identity(spec)
         functions.append({
-            "function": function, "version": state.get("version", spec.get("version")),
+            "function": function, "version": version, "numbering": numbering,
+            # the version the last heartbeat naming the function ran: its local number, and how the fleet knows it
+            "serving": {"version": spec.get("version"), "fleet_version": serving_fleet,
+                        "numbering": serving_numbering} if spec else None,
             "objective": state.get("objective", spec.get("objective")),
             "staged": client.zcard(keys.stage(function)), "feedback": state.get("feedback", 0),
             "samples": (state.get("learner") or {}).get("seen", 0), "unmatched": state.get("unmatched", 0),
             "params": state.get("params", spec.get("params")), "last_decision": decisions.get(function)})
     report["functions"] = functions
     return report
+
+
+def _fleet_identity(spec: dict) -> tuple:
+    """(number, numbering) a heartbeat gave a function's version; an instance older than
+    ``fleet_version`` in heartbeats only said its local number."""
+    if spec.get("fleet_version") is not None:
+        return spec.get("fleet_version"), spec.get("numbering") or "local"
+    return spec.get("version"), "local" if spec.get("version") is not None else None
+
+
+def _versions(functions) -> dict:
+    """function -> {version, fleet_version, numbering} from a heartbeat's functions (untrusted JSON)."""
+    if type(functions) is not dict:
+        return {}
+    return {str(name): {"version": view.get("version"), "fleet_version": _fleet_identity(view)[0],
+                        "numbering": _fleet_identity(view)[1]}
+            for name, view in functions.items() if type(view) is dict}
+
+
+def _said_version(number, numbering) -> str:
+    return "-" if number is None else f"v{number} ({numbering or 'local'})"
 
 
 def _age(stamp, now: float) -> str:
@@ -99,11 +131,16 @@ def render(report: dict, now: float | None = None) -> None:
     def show(value) -> str:  # what instances wrote is untrusted text
         return visible(str(value), allow_newlines=False) if value is not None else "-"
 
+    def versions(instance) -> str:
+        return "; ".join(f"{name} {_said_version(v['fleet_version'], v['numbering'])}"
+                         for name, v in sorted((instance.get("versions") or {}).items())) or "-"
+
     _render.table(f"fleet {report['namespace']}: instances (heartbeats)",
-                  ["process", "host", "pid", "last event", "heartbeat", "store"],
+                  ["process", "host", "pid", "last event", "heartbeat", "store", "versions", "unforwarded fb"],
                   [[show(i["process"]), show(i["host"]), show(i["pid"]), _age(i["last_event"], now),
-                    f"{i['heartbeat_age_s']} s ago" if i["heartbeat_age_s"] is not None else "-", show(i["root"])]
-                   for i in report["instances"]] or [["-", "-", "-", "-", "-", "no heartbeat seen"]])
+                    f"{i['heartbeat_age_s']} s ago" if i["heartbeat_age_s"] is not None else "-", show(i["root"]),
+                    show(versions(i)), show(i.get("unforwarded_feedback"))]
+                   for i in report["instances"]] or [["-", "-", "-", "-", "-", "no heartbeat seen", "-", "-"]])
     group = report["group"]
     if group is None:
         print(f"no learner group {wire.LEARNERS} on {report['stream']} yet (no learner has started)")
@@ -123,10 +160,16 @@ def render(report: dict, now: float | None = None) -> None:
             if decision.get("detail") is not None:
                 said += f" {json.dumps(decision['detail'], default=str)}"
             said += f" ({_age(decision.get('at'), now)})"
-        rows.append([show(f["function"]), show(f["version"]), show(f["objective"]), f["staged"], f["samples"],
+        serving = f.get("serving") or {}
+        served = _said_version(serving.get("fleet_version"), serving.get("numbering"))
+        if serving.get("numbering") == "fleet" and serving.get("version") is not None:
+            served += f" = local v{serving['version']}"
+        rows.append([show(f["function"]), show(_said_version(f["version"], f.get("numbering"))), show(served),
+                     show(f["objective"]), f["staged"], f["samples"],
                      show(json.dumps(f["params"], default=str) if f["params"] else "-"), show(said)])
-    _render.table("learning", ["function", "version", "objective", "staged", "samples", "params", "last decision"],
-                  rows or [["-", "-", "-", "-", "-", "-", "no function seen"]])
+    _render.table("learning", ["function", "learns for", "last heartbeat ran", "objective", "staged", "samples",
+                               "params", "last decision"],
+                  rows or [["-", "-", "-", "-", "-", "-", "-", "no function seen"]])
     counts = report["counts"]
     print("counts: " + (", ".join(f"{name} {value}" for name, value in sorted(counts.items())) or "none yet")
           + (f"; {counts['refused']} entries refused (unsigned or wrongly signed)" if counts.get("refused") else ""))
