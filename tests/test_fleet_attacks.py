@@ -374,11 +374,6 @@ def test_a_copied_feedback_entry_with_a_hostile_execution_field_does_not_stop_th
     assert client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: the learner's own keys in Redis (poet:NS:learn:stage:*, :state:*, poet:NS:functions) are not "
-    "authenticated, so a writer without the key makes the learner learn what it wrote and sign the outcome; "
-    "needs staging/apply (engineer B) to seal what they write with the fleet's key: see the README's "
-    "'What a broker can do'"))
 def test_feedback_written_straight_into_the_learners_stage_is_not_learned_from(redis_server):  # noqa: F811
     from poet_runtime.fleet.learner import Learner
 
@@ -400,11 +395,6 @@ def test_feedback_written_straight_into_the_learners_stage_is_not_learned_from(r
     assert signed == [], f"the learner signed what nobody signed: {signed}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: the learner follows version.promoted / version.rolled_back (fleet.learner_versions) on wire.verify "
-    "alone, so a copy of an old promotion re-added under a new stream id moves its state back to that version "
-    "(the instances refuse the copy; the learner then publishes params for a version they left); needs "
-    "learner_versions (engineer A) to refuse stale and not-newer stamps per function, as wire.admit does"))
 def test_the_learner_does_not_follow_a_replayed_promotion(redis_server):  # noqa: F811
     from poet_runtime.fleet.learner import Learner
 

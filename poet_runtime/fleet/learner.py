@@ -58,7 +58,7 @@ APPLY_LIMIT = 5000  # staged feedback applied per function per transaction
 STATES_MAX = 256  # states kept in memory between rounds (each holds up to ``memory`` samples and an index)
 APPLY_FUNCTIONS = 16  # functions applied in one transaction (one fsync, a few round trips for all of them)
 _TX = b'{"tx":"'  # a state as apply writes it starts with its writer's token: ``{"tx":"<writer>.<n>",``
-_TX_BYTES = 48  # how much of a state's start is read to compare tokens (a token is 16 + 1 + up to 20 bytes)
+_TX_BYTES = 96  # a state's start read to compare with the cached one: its seal (unique per write) and token
 
 
 class Keys:
@@ -228,20 +228,26 @@ class Learner(Staging, Rules):
                     self._unlist(empty)
                 if not work:
                     return 0
-                decoded = {}
+                decoded, forged = {}, {}
                 for function, items in work:
-                    memo, rows = self.memo, []
+                    memo, rows, context = self.memo, [], keys.stage(function)
                     for member in items:
                         text = _text(member)
-                        item = memo.get(text)
+                        item = memo.get(text)  # staged by this learner: sealed by it, no need to check
                         if item is None:
-                            item = json.loads(text.partition("|")[2])
+                            plain = wire.unseal(self.key, context, text)
+                            if plain is None:  # not sealed with the fleet's key for this function: dropped
+                                forged.setdefault(function, []).append(member)
+                                continue
+                            item = json.loads(plain.partition("|")[2])
                         rows.append((text.partition("|")[0], item, text))
                     decoded[function] = rows
                     ids = [item["e"] for _, item, _ in rows if item.get("e")]
                     reads.zmscore(keys.seen(function), ids) if ids else reads.echo(b"")
                     if function not in held:
                         reads.get(keys.state(function))
+                if forged:
+                    self._unsealed(sum(len(m) for m in forged.values()), "staged feedback")
                 answers = iter(reads.execute())
                 plans = []
                 for function, items in work:
@@ -253,14 +259,20 @@ class Learner(Staging, Rules):
                         state = held[function]
                     else:
                         raw = next(answers)
-                        state = FunctionLearning.from_json(json.loads(raw), self.settings) if raw is not None else None
+                        state = self._state(function, raw) if raw is not None else None
+                        if state is False:  # a state that does not unseal: nothing applied on it
+                            continue
                     plan = self._learn(function, state, rows, known)
                     if plan is not None:
                         plans.append((function, items, plan))
                         held[function] = plan[0]
-                if not plans:
+                if not plans and not forged:
                     return 0
                 pipe.multi()
+                for function, members in forged.items():
+                    pipe.zrem(keys.stage(function), *members)
+                if self.unsealed:
+                    pipe.hincrby(keys.stats, "unsealed", self.unsealed)
                 heads, total = {}, 0
                 for function, items, (state, done, applied, duplicates, outcomes, learned) in plans:
                     heads[function] = self._write(pipe, function, state, items[done - 1], applied, outcomes)
@@ -271,6 +283,7 @@ class Learner(Staging, Rules):
                         pipe.hincrby(keys.stats, "outcomes", len(outcomes))
                     total += learned
                 pipe.execute()
+                self.unsealed = 0
                 for function, items, (state, done, *_rest) in plans:
                     self.states[function] = (heads[function], state)  # popped above: now the newest
                     if len(self.states) > STATES_MAX:
@@ -293,6 +306,9 @@ class Learner(Staging, Rules):
         for position, item, _ in rows:
             spec = item.get("spec")
             if spec is not None:  # a heartbeat: the version in force from here on
+                if state is not None and not learner_versions.newer(state, spec):
+                    done += 1  # a fleet switch not newer than the one the state followed: a replay
+                    continue
                 if state is None:
                     state = FunctionLearning(function, spec, self.settings)
                 elif spec.get("version") != state.version:
@@ -300,17 +316,19 @@ class Learner(Staging, Rules):
                 done += 1
                 continue
             if state is None:  # feedback before any heartbeat of its function: the latest one known
-                latest = self.client.hget(keys.functions, function)
+                latest = self.function_spec(function)
                 if latest is None:
                     self._once(("no spec", function), "poet_runtime: learner %s: %s: feedback waits for "
                                "the function's first heartbeat (its parameters and objective)",
                                self.name, function)
                     break
-                state = FunctionLearning(function, json.loads(latest), self.settings)
+                state = FunctionLearning(function, latest, self.settings)
             done += 1
             learned += 1
             event_id = item.get("e")
-            if event_id in known or event_id in applied:
+            # before the last applied: a sealed member re-added after it was applied (staged feedback is
+            # applied in stream order, everything below the watermark at once)
+            if event_id in known or event_id in applied or position < state.last_id:
                 duplicates += 1
                 learned -= 1
                 continue
@@ -331,6 +349,8 @@ class Learner(Staging, Rules):
         token = f"{self.writer}.{self.writes}"
         body = json.dumps(state.to_json(), default=str)
         data = f'{_TX.decode()}{token}",{body[1:]}' if body != "{}" else f'{_TX.decode()}{token}"}}'
+        # sealed for this function's key: a state someone else wrote (or moved here) is refused, not learned on
+        data = wire.seal_json(self.key, keys.state(function), data)
         pipe.set(keys.state(function), data)
         pipe.zremrangebylex(keys.stage(function), "-", b"[" + last_member)
         applied = {k: v for k, v in applied.items() if k}
@@ -348,6 +368,22 @@ class Learner(Staging, Rules):
                 "by": f"learner {self.name}",
                 "detail": message.get("params") or message.get("rolling")}, default=str))
         return data.encode()[:_TX_BYTES]
+
+    def _state(self, function: str, raw):
+        """The stored state of ``function`` when its seal holds, else False (refused, counted once per
+        stored value in ``states_refused``, logged once per function: delete the key to start over)."""
+        text = wire.unseal_json(self.key, self.keys.state(function), raw)
+        if text is not None:
+            return FunctionLearning.from_json(json.loads(text), self.settings)
+        mark = ("state refused", function, hash(bytes(raw)))
+        if mark not in self.noted:
+            self.noted.add(mark)
+            self.client.hincrby(self.keys.stats, "states_refused", 1)
+        self._once(("state refused", function), "poet_runtime: learner %s: the state of %s in Redis (%s) is not "
+                   "sealed with the fleet's key (written by someone without it, by an older learner, or moved "
+                   "from another function): nothing is applied on it; delete the key to start that function over",
+                   self.name, function, self.keys.state(function))
+        return False
 
     def _unlist(self, functions: list) -> None:
         """Take drained functions off the staged set, unless something was staged for them meanwhile

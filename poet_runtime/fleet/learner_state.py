@@ -59,6 +59,7 @@ class FunctionLearning:
         fleet = spec.get("fleet") if type(spec.get("fleet")) is dict else {}
         self.numbering = spec.get("numbering") or fleet.get("numbering") or LOCAL
         self.followed = spec.get("followed") or fleet.get("outcome")  # the last fleet outcome followed
+        self.stamp = spec.get("stamp") or fleet.get("stamp")  # its signature's stamp (wire.Stamp.text())
 
     def version_changed(self, spec: dict) -> bool:
         """A new version serves (as ``engine.version_loaded``): its parameters, the evidence kept.
@@ -80,6 +81,7 @@ class FunctionLearning:
         if fleet is not None:
             self.numbering = fleet.get("numbering") or LOCAL
             self.followed = fleet.get("outcome")
+            self.stamp = fleet.get("stamp")
             baseline = fleet.get("baseline")
             self.monitor.restart(baseline if type(baseline) in (int, float) else None)
         return True
@@ -100,7 +102,7 @@ class FunctionLearning:
                             **{name: getattr(monitor, name) for name in _MONITOR_FIELDS}},
                 "failures": list(self.failures), "comments": list(self.comments),
                 "feedback": self.feedback, "unmatched": self.unmatched, "last_id": self.last_id,
-                "numbering": self.numbering, "followed": self.followed}
+                "numbering": self.numbering, "followed": self.followed, "stamp": self.stamp}
 
     @classmethod
     def from_json(cls, data: dict, settings) -> "FunctionLearning":

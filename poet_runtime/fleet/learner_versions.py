@@ -52,6 +52,22 @@ def cursor_key(keys) -> str:
     return f"poet:{keys.ns}:learn:versions"
 
 
+def stamp_key(keys, function: str) -> str:
+    """The newest stamp of a version switch the learners followed for ``function`` (sealed)."""
+    return f"poet:{keys.ns}:learn:vstamp:{function}"
+
+
+def newer(state, spec: dict) -> bool:
+    """Whether a staged spec item may move ``state``: a heartbeat's always (``version_changed`` decides),
+    a fleet switch only when its stamp is newer than the one the state followed last (a sealed member
+    re-added after it was applied, or one staged while the stamp key was gone, is not)."""
+    fleet = spec.get("fleet") if type(spec.get("fleet")) is dict else None
+    if fleet is None or not state.stamp:
+        return True
+    mine, theirs = wire.Stamp.parse(state.stamp), wire.Stamp.parse(fleet.get("stamp"))
+    return mine is None or (theirs is not None and theirs.order > mine.order)
+
+
 def capped(mark: str, cursor, newest) -> str:
     """``mark`` (a padded watermark), held below anything past the cursor when the outcomes stream
     has entries no learner has looked at (``cursor``: the cursor key's value; ``newest``: the
@@ -103,7 +119,7 @@ def follow(learner) -> int:
             entries = pipe.xrange(keys.outcomes, min=f"({last}", count=READ)
             if not entries:
                 return 0
-            staged, refused, superseded = {}, 0, 0
+            staged, refused, superseded, newest = {}, 0, 0, {}
             for entry_id, fields in entries:
                 kind = fields.get(b"t")
                 if kind not in TYPES:
@@ -127,7 +143,15 @@ def follow(learner) -> int:
                         continue
                     else:
                         function, item = made
-                        staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
+                        if function not in newest:
+                            newest[function] = _newest(learner, pipe, function)
+                        # as the instances' wire.admit: fresh, and newer than the newest followed for the
+                        # function, so a copy of an old promotion re-added under a new stream id is refused
+                        stamp, reason = wire.judge(learner.key, kind, data, fields.get(b"s"), newest[function])
+                        if reason is None:
+                            newest[function] = stamp.text()
+                            item["spec"]["fleet"]["stamp"] = stamp.text()
+                            staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
                 if reason is not None:
                     refused += 1
                     learner._once(("version refused", reason), "poet_runtime: learner %s: refused %s %s on %s: %s "
@@ -135,8 +159,11 @@ def follow(learner) -> int:
                                   entry_id, keys.outcomes, reason)
             pipe.multi()
             for function, members in staged.items():
-                pipe.zadd(keys.stage(function), members)
+                context = keys.stage(function)  # sealed as staging seals its members
+                pipe.zadd(context, {wire.seal(learner.key, context, member): 0 for member in members})
                 pipe.sadd(keys.staged, function)
+                pipe.set(stamp_key(keys, function), wire.seal(learner.key, stamp_key(keys, function),
+                                                               newest[function]))
             if refused:
                 pipe.hincrby(keys.stats, "versions_refused", refused)
             if superseded:
@@ -151,3 +178,17 @@ def follow(learner) -> int:
         finally:
             pipe.reset()
     return 0
+
+
+def _newest(learner, pipe, function: str) -> str | None:
+    """The sealed newest stamp followed for ``function`` (read on the watching connection: every
+    write of it is in a transaction under the cursor's ``WATCH``); None when absent or not sealed
+    (then ``apply`` still refuses a switch not newer than its state's, ``newer``)."""
+    key = stamp_key(learner.keys, function)
+    raw = pipe.get(key)
+    if raw is None:
+        return None
+    text = wire.unseal(learner.key, key, raw)
+    if text is None:
+        learner._unsealed(1, "version stamps")
+    return text

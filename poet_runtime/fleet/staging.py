@@ -58,15 +58,21 @@ def _event(data: bytes):
     return event if event is not None else next(iter(_lines(data)), None)
 
 
-def _candidates(members: list, number: int) -> list:
-    """The batch ids of a process's index members (``<batch id>:<its last number>``, newest first) that
-    may hold execution ``number``; a member not of that form is passed over (the index is not signed)."""
-    ids = []
+def _candidates(members: list, number: int, key: bytes, context: str) -> tuple[list, int]:
+    """(the batch ids of a process's index members (``<batch id>:<its last number>``, sealed for the
+    index key ``context``, newest first) that may hold execution ``number``, how many members were
+    not sealed with the fleet's key): an unsealed member is passed over, so a writer without the
+    key cannot point a feedback at an entry of its choosing."""
+    ids, forged = [], 0
     for member in members:
-        batch_id, _, last = _text(member).rpartition(":")
+        text = wire.unseal(key, context, member)
+        if text is None:
+            forged += 1
+            continue
+        batch_id, _, last = text.rpartition(":")
         if last.isdigit() and int(last) >= number:
             ids.append(batch_id)
-    return ids
+    return ids, forged
 
 
 def _in_batches(key: tuple, batches: list):
@@ -87,8 +93,33 @@ def _in_batches(key: tuple, batches: list):
     return None
 
 
+def spec_context(keys, function: str) -> str:
+    """What a function's spec in the functions hash is sealed for: the hash and the field."""
+    return f"{keys.functions}\n{function}"
+
+
 class Staging:
     """Reading and staging (mixed into ``learner.Learner``)."""
+
+    unsealed = 0  # members / values of the learner's own keys that did not unseal, not yet counted in stats
+
+    def _unsealed(self, count: int, what: str) -> None:
+        """Count (in the stats' ``unsealed``, with the next write) and log once what did not unseal."""
+        self.unsealed += count
+        self._once(("unsealed", what), "poet_runtime: learner %s: %s: %d value(s) in Redis not sealed with the "
+                   "fleet's key (written by someone without it, or moved from another key); ignored, counted as "
+                   "unsealed in the learner's stats", self.name, what, count)
+
+    def function_spec(self, function: str) -> dict | None:
+        """A function's spec from the functions hash (the last heartbeat's), when its seal holds."""
+        raw = self.client.hget(self.keys.functions, function)
+        if raw is None:
+            return None
+        text = wire.unseal_json(self.key, spec_context(self.keys, function), raw)
+        if text is None:
+            self._unsealed(1, "functions hash")
+            return None
+        return json.loads(text)
 
     def read(self) -> list:
         """Entries to stage: this learner's own pending ones, those reclaimed from silent learners, new ones."""
@@ -154,7 +185,9 @@ class Staging:
                     instances[process] = json.dumps({k: beat.get(k) for k in (
                         "host", "pid", "process", "root", "started", "last_event")} | {"seen_ms": seen_ms})
                     for function, spec in (beat.get("functions") or {}).items():
-                        functions[function] = json.dumps({**spec, "root": beat.get("root")})
+                        # sealed: apply takes a function's parameters from here, _find_execution its store root
+                        functions[function] = wire.seal_json(self.key, spec_context(keys, function),
+                                                             json.dumps({**spec, "root": beat.get("root")}))
                         if spec.get("objective") and spec.get("version") is not None:
                             # In the function's own order too: a new version takes over at this point
                             # of its feedback, for every learner alike.
@@ -211,17 +244,31 @@ class Staging:
         if decisions:
             pipe.hset(keys.decisions, mapping=decisions)
         for process, members in index.items():
-            pipe.zadd(keys.index(process), members)
+            context = keys.index(process)
+            pipe.zadd(context, {wire.seal(self.key, context, member): first for member, first in members.items()})
             pipe.zremrangebyrank(keys.index(process), 0, -100_001)  # the newest 100 000 batches per process
             pipe.expire(keys.index(process), INDEX_TTL_S)
+        sealed_memo = {}
         for function, members in staged.items():
-            pipe.zadd(keys.stage(function), members)
+            # sealed for this function's key: a writer without the fleet's key cannot add a member, nor
+            # move one to another function; apply drops what does not unseal
+            context, sealed = keys.stage(function), {}
+            for member in members:
+                text = wire.seal(self.key, context, member)
+                sealed[text] = 0
+                if member in memo:
+                    sealed_memo[text] = memo[member]
+            pipe.zadd(context, sealed)
             pipe.sadd(keys.staged, function)
+        memo = sealed_memo
+        if self.unsealed:
+            pipe.hincrby(keys.stats, "unsealed", self.unsealed)
         for name, value in (("staged", count), ("refused", refused), ("malformed", malformed), ("entries", len(acks))):
             if value:
                 pipe.hincrby(keys.stats, name, value)
         pipe.xack(keys.events, wire.LEARNERS, *acks)
         pipe.execute()
+        self.unsealed = 0
         if len(self.memo) + len(memo) > MEMO_MAX:
             self.memo.clear()
         self.memo.update(memo)  # staged now: apply may use these (after a failed transaction, nothing is kept)
@@ -274,8 +321,9 @@ class Staging:
             reads.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3)
         candidates = {}  # (process, number) -> batch ids that may hold it, newest first
         for key, members in zip(wanted, reads.execute()):
-            number = key[1]
-            candidates[key] = _candidates(members, number)
+            candidates[key], forged = _candidates(members, key[1], self.key, self.keys.index(key[0]))
+            if forged:
+                self._unsealed(forged, "execution index")
         batch_ids = list(dict.fromkeys(i for ids in candidates.values() for i in ids))
         for batch_id in batch_ids:
             reads.xrange(self.keys.events, batch_id, batch_id)
@@ -329,12 +377,14 @@ class Staging:
                 return payload
         else:
             members = self.client.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3)
-            ids = _candidates(members, number)
+            ids, forged = _candidates(members, number, self.key, self.keys.index(process))
+            if forged:
+                self._unsealed(forged, "execution index")
             payload = _in_batches((process, number), [self.client.xrange(self.keys.events, i, i) for i in ids])
             if payload is not None:
                 return payload
-        spec = self.client.hget(self.keys.functions, function)
-        root = json.loads(spec).get("root") if spec else None
+        spec = self.function_spec(function)
+        root = spec.get("root") if spec else None
         if root and Path(root).is_dir():  # the function's store is reachable from here (same machine, shared path)
             event = journal.find_execution_event(journal.events_root(Path(root)), execution_id)
             if event is not None:

@@ -545,14 +545,19 @@ def _count(why: str) -> str:
 # -- what a learner keeps in Redis ----------------------------------------------------------------
 
 SEAL_HEX = 32  # 128 bits of HMAC-SHA256: enough against forgery by someone without the key
+_SEAL = b"poet-seal\n"
+
+
+def _seal_mac(key: bytes, context: str, text: str) -> str:
+    # hmac.digest: one C call, several times faster than hmac.new(...).hexdigest() (a seal per staged member)
+    return hmac.digest(key, _SEAL + context.encode() + b"\n" + text.encode(), "sha256")[:SEAL_HEX // 2].hex()
 
 
 def seal(key: bytes, context: str, text: str) -> str:
     """``text`` with a MAC bound to ``context`` (the Redis key it is written under, say): for what a
     learner keeps in Redis (staged members, a function's state), which anyone who can write to the
     broker can otherwise change, and which the learner would then learn from and sign."""
-    mac = hmac.new(key, b"poet-seal\n" + context.encode() + b"\n" + text.encode(), hashlib.sha256).hexdigest()
-    return f"{text}.{mac[:SEAL_HEX]}"
+    return f"{text}.{_seal_mac(key, context, text)}"
 
 
 def unseal(key: bytes, context: str, sealed) -> str | None:
@@ -563,7 +568,39 @@ def unseal(key: bytes, context: str, sealed) -> str | None:
     if type(sealed) is not str or len(sealed) <= SEAL_HEX or sealed[-SEAL_HEX - 1] != ".":
         return None
     text = sealed[:-SEAL_HEX - 1]
-    return text if hmac.compare_digest(seal(key, context, text), sealed) else None
+    return text if hmac.compare_digest(_seal_mac(key, context, text), sealed[-SEAL_HEX:]) else None
+
+
+_JSON_SEAL = '{"seal":"'
+_JSON_HEAD = len(_JSON_SEAL) + SEAL_HEX + 2  # '{"seal":"<mac>",'
+
+
+def seal_json(key: bytes, context: str, text: str) -> str:
+    """A JSON object's text (``{...}``) sealed as ``seal`` does, but still one JSON object: the MAC
+    goes in as its first member, ``"seal"``, so that readers that only show it (``status``, a test)
+    parse it as before. The MAC covers the text without that member."""
+    if not text.startswith("{"):
+        raise ValueError("seal_json seals a JSON object's text")
+    mac = _seal_mac(key, context, text)
+    return f'{_JSON_SEAL}{mac}"{"," if text != "{}" else ""}{text[1:]}'
+
+
+def unseal_json(key: bytes, context: str, sealed) -> str | None:
+    """The JSON text ``seal_json`` sealed for ``context``, or None (forged, moved, changed, unsealed)."""
+    if isinstance(sealed, (bytes, bytearray)):
+        sealed = bytes(sealed).decode("utf-8", "replace")
+    if type(sealed) is not str or not sealed.startswith(_JSON_SEAL) or len(sealed) < _JSON_HEAD:
+        return None
+    mac, rest = sealed[len(_JSON_SEAL):len(_JSON_SEAL) + SEAL_HEX], sealed[_JSON_HEAD - 1:]
+    if rest == "}":
+        text = "{}"
+    elif rest.startswith(","):
+        text = "{" + rest[1:]
+    else:
+        return None
+    if sealed[_JSON_HEAD - 2] != '"':
+        return None
+    return text if hmac.compare_digest(_seal_mac(key, context, text), mac) else None
 
 
 def unsigned_json(data) -> dict | None:
