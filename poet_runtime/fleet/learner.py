@@ -29,7 +29,19 @@ one learner learns from the same stream. Everything lives in Redis: a learner ke
 of its own across a restart. What it keeps in memory meanwhile is only a shortcut, checked
 before use: the items it staged, already decoded (``memo``), and the states it wrote last with
 their learners' search indexes (``states``: used only while the stored state still starts with
-this learner's token for that write).
+this learner's seal and token for that write).
+
+What it keeps in Redis is sealed with the fleet's key (``wire.seal``, bound to the key it is
+written under): staged members, states, the functions hash's specs, the execution index, the
+newest version stamp followed (``learner_versions``). Whoever can write to the broker without the
+key can delete those (the learner then waits, or starts a function over) but not make it learn or
+sign anything: a member that does not unseal is dropped and counted (``unsealed`` in the stats,
+logged once per kind), a state that does not unseal is refused (``states_refused``) and nothing
+is applied on it until an operator deletes it. Not sealed, because the learner trusts nothing in
+them: the applied event ids (``learn:seen``: an addition only skips feedback, which deleting the
+entry does as well), the versions cursor (moving it back re-reads outcomes, which are judged by
+their stamps; forward skips them, as deleting them does), ``instances`` and ``decisions`` (written
+for ``status``, never read by a learner).
 
 What it does not do (said in the README): replay tuning (it has no function to call, so it
 learns from outputs, as one process does with replay off), and regeneration: on degradation it
@@ -39,6 +51,7 @@ own engines, which hold the function.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -118,7 +131,7 @@ class Learner(Staging, Rules):
         self.noted: set = set()  # what was logged once
         self.last_claim = 0.0
         self.counts = {"staged": 0, "applied": 0, "refused": 0, "rounds": 0}
-        self.memo: dict = {}  # staged member -> its item, for members this learner staged and has not applied yet
+        self.memo: dict = {}  # (function, staged member) -> its item: members this learner staged, not yet applied
         self.states: dict = {}  # function -> (the state's first bytes as this learner wrote it, the state object)
         self.writer = os.urandom(8).hex()  # names this learner's state writes (the cache's check)
         self.writes = 0
@@ -199,7 +212,7 @@ class Learner(Staging, Rules):
         Under ``WATCH`` of the functions' states (on the transaction's connection), everything is read
         through a second connection in three pipelined round trips (watermark; staged members and the
         states' first bytes; seen ids and any state not held here), whatever the number of functions.
-        A state this learner wrote last (its token leads the stored JSON) is taken from memory with its
+        A state this learner wrote last (its seal and token lead the stored JSON) is taken from memory with its
         learner's search index, not decoded again; a failed transaction drops those objects."""
         keys = self.keys
         functions = [f for f in functions]
@@ -233,7 +246,7 @@ class Learner(Staging, Rules):
                     memo, rows, context = self.memo, [], keys.stage(function)
                     for member in items:
                         text = _text(member)
-                        item = memo.get(text)  # staged by this learner: sealed by it, no need to check
+                        item = memo.get((function, text))  # this learner staged it there: sealed by it, not checked
                         if item is None:
                             plain = wire.unseal(self.key, context, text)
                             if plain is None:  # not sealed with the fleet's key for this function: dropped
@@ -289,7 +302,7 @@ class Learner(Staging, Rules):
                     if len(self.states) > STATES_MAX:
                         del self.states[next(iter(self.states))]  # the least recently applied one
                     for _, _, text in decoded[function][:done]:
-                        self.memo.pop(text, None)
+                        self.memo.pop((function, text), None)
                 self.counts["applied"] += total
                 return total
             except self.redis.WatchError:
@@ -326,9 +339,11 @@ class Learner(Staging, Rules):
             done += 1
             learned += 1
             event_id = item.get("e")
-            # before the last applied: a sealed member re-added after it was applied (staged feedback is
-            # applied in stream order, everything below the watermark at once)
-            if event_id in known or event_id in applied or position < state.last_id:
+            # at or before the last applied: a sealed member re-added after it was applied (staged feedback
+            # is applied in stream order, everything below the watermark at once; one feedback entry makes
+            # one member, one execution batch may make several of a function at its position)
+            if event_id in known or event_id in applied or position < state.last_id or (
+                    position == state.last_id and "m" not in item):
                 duplicates += 1
                 learned -= 1
                 continue
@@ -370,15 +385,23 @@ class Learner(Staging, Rules):
         return data.encode()[:_TX_BYTES]
 
     def _state(self, function: str, raw):
-        """The stored state of ``function`` when its seal holds, else False (refused, counted once per
-        stored value in ``states_refused``, logged once per function: delete the key to start over)."""
+        """The stored state of ``function`` when its seal holds, else False (refused; counted in
+        ``states_refused`` once per stored value, not per round or learner; logged once per function
+        by each learner: delete the key to start over)."""
         text = wire.unseal_json(self.key, self.keys.state(function), raw)
         if text is not None:
             return FunctionLearning.from_json(json.loads(text), self.settings)
-        mark = ("state refused", function, hash(bytes(raw)))
-        if mark not in self.noted:
-            self.noted.add(mark)
-            self.client.hincrby(self.keys.stats, "states_refused", 1)
+        digest = hashlib.sha256(bytes(raw)).hexdigest()[:32]
+        if ("state refused", function, digest) not in self.noted:
+            self.noted.add(("state refused", function, digest))
+            # counted once per stored value, whichever learners refuse it how often: the refused hash
+            # names the value last counted (unsealed itself: a change there only miscounts)
+            refused = f"poet:{self.keys.ns}:learn:refused"
+            if _text(self.client.hget(refused, function) or b"") != digest:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(refused, function, digest)
+                pipe.hincrby(self.keys.stats, "states_refused", 1)
+                pipe.execute()
         self._once(("state refused", function), "poet_runtime: learner %s: the state of %s in Redis (%s) is not "
                    "sealed with the fleet's key (written by someone without it, by an older learner, or moved "
                    "from another function): nothing is applied on it; delete the key to start that function over",

@@ -257,7 +257,7 @@ class Staging:
                 text = wire.seal(self.key, context, member)
                 sealed[text] = 0
                 if member in memo:
-                    sealed_memo[text] = memo[member]
+                    sealed_memo[(function, text)] = memo[member]  # bound to its function as the seal is
             pipe.zadd(context, sealed)
             pipe.sadd(keys.staged, function)
         memo = sealed_memo
