@@ -1,8 +1,9 @@
 """An instance's side of what the fleet learns: the learners' outcomes, verified, then applied live.
 
-Why a thread of its own with ``XREAD BLOCK``: an outcome must reach every process within about a
-second without a restart, and waiting on the broker must never touch a call. Every instance
-reads the whole ``poet:NS:outcomes`` stream (no consumer group: each one applies everything).
+Why a thread of its own, polling (``wire.read_bounded``, every ``wire.POLL_S`` = 0.1 s while idle:
+the bounded read is a script, which cannot block): an outcome must reach every process within
+about a second without a restart, and waiting on the broker must never touch a call. Every
+instance reads the whole ``poet:NS:outcomes`` stream (no consumer group: each one applies everything).
 
 Trust: an outcome is applied only when it verifies (``wire.verify``: the fleet's key, HMAC over
 type and message). No key held, no signature or a wrong one: refused, said once per cause in
@@ -38,9 +39,12 @@ to ``fleet.regenerate`` (one elected instance regenerates for the fleet and publ
 
 Outcomes for functions this process does not run are skipped (another process applies them to
 its store). Where to start after a restart: the last outcome id read is kept in
-``<events root>/fleet/outcomes.last``; a process starts after it (its store already holds the
-effects of what came before) and never goes back over an older message. No file yet: from the
-start of the stream.
+``<events root>/fleet/outcomes.last``, and the last verdict's in ``fleet/learning.last``, each
+written once per batch read, after that batch's effects are written; a process starts after it
+(its store already holds the effects of what came before) and never goes back over an older
+message. A crash within a batch reads that batch again: what it had applied is then refused as
+not newer (the ledger, ``wire.admit``), never applied twice. No file yet: from the start of the
+stream.
 """
 
 from __future__ import annotations
@@ -61,6 +65,17 @@ BLOCK_MS = 1000
 SOCKET_TIMEOUT_S = 3.0  # longer than the block
 BACKOFF_MAX_S = 2.0
 LAST_FILE = "outcomes.last"
+LEARNING_LAST_FILE = "learning.last"
+
+
+def _position(path: Path) -> str:
+    """A stream position kept in ``path`` ("0-0": none yet, or not of the form <ms>-<seq>)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return "0-0"
+    ms, dash, seq = text.partition("-")
+    return text if dash and ms.isdigit() and seq.isdigit() else "0-0"
 
 
 class _Namespace:
@@ -69,24 +84,32 @@ class _Namespace:
         self.name = wire.namespace(root.parent)
         self.stream = wire.stream(self.name, wire.OUTCOMES)
         self.learning = wire.stream(self.name, "learning")  # the learners' verdicts (``fleet.regenerate``)
-        self.learning_last = "0-0"  # old verdicts are not acted on (``regenerate.MAX_AGE_S``)
         self.path = root / "fleet" / LAST_FILE
-        try:
-            self.last = self.path.read_text().strip() or "0-0"
-        except OSError:
-            self.last = "0-0"
+        self.learning_path = root / "fleet" / LEARNING_LAST_FILE
+        self.last = _position(self.path)
+        # Kept as outcomes' is: a restart that read every verdict again from 0-0 refused each one
+        # as stale or not newer (a fleet.refused per verdict) and acted on none.
+        self.learning_last = _position(self.learning_path)
+        self.saves = 0  # positions written (once per batch read, not per entry): tests
 
-    def save(self, entry_id: str) -> None:
-        self.last = entry_id
+    def save(self, entry_id: str, learning: bool = False) -> None:
+        """Keep where this store stands on the stream: called once a batch's effects are written,
+        so a crash reads (some of) that batch again rather than skipping past it."""
+        path = self.learning_path if learning else self.path
+        if learning:
+            self.learning_last = entry_id
+        else:
+            self.last = entry_id
+        self.saves += 1
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.path.with_name(f".{LAST_FILE}.{os.getpid()}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}")
             temp.write_text(entry_id + "\n")
-            os.replace(temp, self.path)
+            os.replace(temp, path)
         except OSError as error:
-            _say_once(("last", str(self.path)), logging.WARNING,
-                      "poet_runtime: fleet: cannot keep the last outcome read in %s (%s); a restart reads them again",
-                      self.path, error)
+            _say_once(("last", str(path)), logging.WARNING,
+                      "poet_runtime: fleet: cannot keep the last %s read in %s (%s); a restart reads them again",
+                      "verdict" if learning else "outcome", path, error)
 
 
 class Follower:
@@ -216,10 +239,11 @@ class Follower:
                 ns = by_stream.get(stream)
                 if ns is None:
                     continue
+                learning = stream == ns.learning
+                entry_id = None
                 for entry_id, fields in entries:
                     entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    if stream == ns.learning:
-                        ns.learning_last = entry_id
+                    if learning:
                         try:
                             self.handle(ns, entry_id, fields, learning=True)
                         except Exception as error:
@@ -233,7 +257,10 @@ class Follower:
                         _say_once(("apply", type(error).__name__, str(error)[:200]), logging.WARNING,
                                   "poet_runtime: fleet: outcome %s could not be applied (%s: %s)", entry_id,
                                   type(error).__name__, error)
-                    ns.save(entry_id)
+                if entry_id is not None:
+                    # Once per batch, after every entry's effects are written (handle returns only
+                    # then): one file write per read instead of per entry.
+                    ns.save(entry_id, learning)
 
     def _connect(self) -> bool:
         from poet_runtime.fleet.publisher import _import_redis
