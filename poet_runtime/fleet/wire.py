@@ -544,13 +544,25 @@ def _count(why: str) -> str:
 
 # -- what a learner keeps in Redis ----------------------------------------------------------------
 
-SEAL_HEX = 32  # 128 bits of HMAC-SHA256: enough against forgery by someone without the key
-_SEAL = b"poet-seal\n"
+SEAL_HEX = 32  # a 128-bit MAC: enough against forgery by someone without the key
+_sealers: dict = {}
+
+
+def _sealer(key: bytes):
+    """Keyed BLAKE2b (a MAC by design: no length extension, no HMAC double hash), 128 bits, with a key
+    derived from the fleet's (any length; never the key that signs wire messages). Prepared once per
+    key: a seal is then one copy and one update, about 3x cheaper than ``hmac.digest`` per member."""
+    found = _sealers.get(key)
+    if found is None:
+        derived = hmac.digest(key, b"poet-seal 1", "sha256")
+        found = _sealers[key] = hashlib.blake2b(key=derived, digest_size=SEAL_HEX // 2, person=b"poet-seal")
+    return found
 
 
 def _seal_mac(key: bytes, context: str, text: str) -> str:
-    # hmac.digest: one C call, several times faster than hmac.new(...).hexdigest() (a seal per staged member)
-    return hmac.digest(key, _SEAL + context.encode() + b"\n" + text.encode(), "sha256")[:SEAL_HEX // 2].hex()
+    mac = _sealer(key).copy()
+    mac.update(f"{len(context)}:{context}\n{text}".encode())  # its length first: no context can run into the text
+    return mac.hexdigest()
 
 
 def seal(key: bytes, context: str, text: str) -> str:
