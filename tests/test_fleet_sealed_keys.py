@@ -21,8 +21,10 @@ SPEC = {"version": 1, "objective": "accuracy", "domain": "ml_monitoring",
         "parameters": {"threshold": {"default": 0.9, "min": 0.0, "max": 1.0, "description": ""}}, "params": {}}
 
 
-def _backlog(client, ns: str, functions: list, per_function: int, *, with_x: bool = True, start: int = 0) -> None:
-    """A signed heartbeat naming ``functions``, then signed feedback on each (with ``x`` or not)."""
+def _backlog(client, ns: str, functions: list, per_function: int, *, with_x: bool = True, start: int = 0,
+             boundary: float = 0.3) -> None:
+    """A signed heartbeat naming ``functions``, then signed feedback on each (with ``x`` or not), whose
+    labels say the threshold is ``boundary``."""
     stream = wire.stream(ns, wire.EVENTS)
     beat = json.dumps({"host": "h", "pid": 1, "process": "p" * 12, "root": None, "started": time.time(),
                        "last_event": time.time(), "functions": {f: SPEC for f in functions}}).encode()
@@ -36,7 +38,7 @@ def _backlog(client, ns: str, functions: list, per_function: int, *, with_x: boo
                      "output": {"drift_detected": score > 0.9, "score": score}}
         event = {"id": f"ev-{n}", "type": "function.feedback", "timestamp": time.time(),
                  "payload": {"function": function, "version": 1, "execution_id": execution["execution_id"],
-                             "feedback_type": "user", "label": score > 0.3}}
+                             "feedback_type": "user", "label": score > boundary}}
         line = journal.encode(event, 1 << 20)
         fields = {"k": b"fb", "d": line, "p": b"b" * 12, "s": wire.sign(KEY, b"fb", line)}
         if with_x:

@@ -362,6 +362,19 @@ class Learner(Staging, Rules):
         keys = self.keys
         self.writes += 1
         token = f"{self.writer}.{self.writes}"
+        # Signed after the newest message of this function (any learner's, in the state) and the version
+        # switch it follows: the instances admit a function's messages in stamp order, so one learner's
+        # clock behind another's (or the promoting instance's) must not make its outcomes look older.
+        followed = wire.Stamp.parse(state.stamp) if state.stamp else None
+        after = max(state.signed_ms or 0, followed.at_ms if followed is not None else 0)
+        signed = []
+        for kind, message in outcomes:
+            data_out = json.dumps(message, sort_keys=True, default=str).encode()
+            signature = wire.sign(self.key, kind.encode(), data_out, after_ms=after or None)
+            after = wire.stamp_of(signature).at_ms
+            signed.append((kind, message, data_out, signature))
+        if signed:
+            state.signed_ms = after
         body = json.dumps(state.to_json(), default=str)
         data = f'{_TX.decode()}{token}",{body[1:]}' if body != "{}" else f'{_TX.decode()}{token}"}}'
         # sealed for this function's key: a state someone else wrote (or moved here) is refused, not learned on
@@ -374,10 +387,9 @@ class Learner(Staging, Rules):
             pipe.zadd(seen_key, applied)
             pipe.zremrangebyscore(seen_key, "-inf", time.time() - SEEN_DAYS * 86400)
             pipe.zremrangebyrank(seen_key, 0, -SEEN_MAX - 1)
-        for kind, message in outcomes:
-            data_out = json.dumps(message, sort_keys=True, default=str).encode()
+        for kind, message, data_out, signature in signed:
             pipe.xadd(keys.outcomes if kind in wire.OUTCOME_TYPES else keys.learning,
-                      {"t": kind, "m": data_out, "s": wire.sign(self.key, kind.encode(), data_out), "l": self.name})
+                      {"t": kind, "m": data_out, "s": signature, "l": self.name})
             pipe.hset(keys.decisions, function, json.dumps({
                 "type": kind, "version": message.get("version"), "at": message.get("at"),
                 "by": f"learner {self.name}",

@@ -60,6 +60,9 @@ class FunctionLearning:
         self.numbering = spec.get("numbering") or fleet.get("numbering") or LOCAL
         self.followed = spec.get("followed") or fleet.get("outcome")  # the last fleet outcome followed
         self.stamp = spec.get("stamp") or fleet.get("stamp")  # its signature's stamp (wire.Stamp.text())
+        # when the newest message signed for this function was signed (ms): the next is signed after it
+        # (and after ``stamp``), whichever learner signs it, whatever its clock says
+        self.signed_ms = spec.get("signed_ms") if type(spec.get("signed_ms")) is int else None
 
     def version_changed(self, spec: dict) -> bool:
         """A new version serves (as ``engine.version_loaded``): its parameters, the evidence kept.
@@ -102,7 +105,8 @@ class FunctionLearning:
                             **{name: getattr(monitor, name) for name in _MONITOR_FIELDS}},
                 "failures": list(self.failures), "comments": list(self.comments),
                 "feedback": self.feedback, "unmatched": self.unmatched, "last_id": self.last_id,
-                "numbering": self.numbering, "followed": self.followed, "stamp": self.stamp}
+                "numbering": self.numbering, "followed": self.followed, "stamp": self.stamp,
+                "signed_ms": self.signed_ms}
 
     @classmethod
     def from_json(cls, data: dict, settings) -> "FunctionLearning":

@@ -1,0 +1,37 @@
+"""The learner's stamps (issue 9): what it signs is ordered per function across learners whose clocks
+disagree, and the heartbeats it follows are taken in their signed order (a copied old heartbeat,
+re-added under a new stream id, names nothing anew). Real redis-server and learners.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis_helpers import redis_server  # noqa: F401
+from test_fleet_sealed_keys import KEY, _backlog, _learner, _state, _stats
+
+from poet_runtime.fleet import wire
+
+
+def test_outcomes_are_signed_after_the_newest_one_of_their_function_whatever_the_clock(redis_server):  # noqa: F811
+    client = redis_server.client()
+    ns = "after"
+    _backlog(client, ns, ["mod:a"], 20)
+    _learner(redis_server.url, ns).run(rounds=3)
+    first = [wire.stamp_of(f[b"s"]) for _, f in client.xrange(f"poet:{ns}:outcomes")]
+    assert first and _state(client, ns, "mod:a")["signed_ms"] == first[-1].at_ms
+    # Another learner, its clock 30 s ahead of this one's, signed the function's last outcome: its state says so.
+    key = f"poet:{ns}:learn:state:mod:a"
+    text = wire.unseal_json(KEY, key, client.get(key))
+    ahead = int(time.time() * 1000) + 30_000
+    state = json.loads(text)
+    state["signed_ms"] = ahead
+    client.set(key, wire.seal_json(KEY, key, json.dumps(state)))
+    _backlog(client, ns, ["mod:a"], 40, start=20, boundary=0.75)  # labels that move the threshold again
+    _learner(redis_server.url, ns, "b").run(rounds=3)
+    later = [wire.stamp_of(f[b"s"]) for _, f in client.xrange(f"poet:{ns}:outcomes")][len(first):]
+    assert later, "no outcome signed for the second backlog"
+    assert all(stamp.at_ms > ahead for stamp in later), (ahead, later)
+    assert [s.order for s in later] == sorted(s.order for s in later)
+    assert _state(client, ns, "mod:a")["signed_ms"] == later[-1].at_ms
