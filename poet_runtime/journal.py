@@ -64,29 +64,68 @@ def encode_batch(batch: list, rows: list) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
-def encode_columns(batch: list, groups: list) -> bytes:
+def encode_columns(batch: list, groups: list, replaced=None) -> bytes:
     """One line for a whole batch in the column layout: ``["C", memory_mb, cpu_percent, [group, ...]]``.
 
     A group holds the executions of one function version, field by field (see ``group_rows``),
     so the function, version, objective and the common status are written once per group,
     the numbers of each field go as one packed column, and an execution costs little more
-    than its output. An output the encoder cannot take (a cycle) is dropped (flag 2) and
-    the rest of its group kept.
+    than its output. An output the encoder cannot take (a cycle, a ``__str__`` that raises)
+    is dropped (flag 2) and the rest of its group kept; a detail (an error message, an ok
+    call's notes) it cannot take is written as text (``text_of``), and ``replaced`` (a
+    callable, if given) is told how many were. One value must never cost the whole batch.
     """
     try:
         text = _encoder([*batch, [_packed(group) for group in groups]]).encode()
-    except (TypeError, ValueError):
+    except Exception:
+        count = 0
         for group in groups:
             rows = len(group[5])
             flags, outputs = _column(group[13], rows), _outputs(group[14], rows)
             for i, output in enumerate(outputs):
-                try:
-                    _encoder(output)
-                except (TypeError, ValueError):
+                if not _encodable(output):
                     flags[i], outputs[i] = 2, None
             group[13], group[14] = flags, outputs
+            if group[12] is not None:
+                details = _column(group[12], rows)
+                for i, detail in enumerate(details):
+                    if not _encodable(detail):
+                        details[i] = plain_notes(detail)
+                        count += 1
+                group[12] = details
+        if count and replaced is not None:
+            replaced(count)
         text = _encoder([*batch, [_packed(group) for group in groups]]).encode()
     return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def _encodable(value) -> bool:
+    try:
+        _encoder(value)
+    except Exception:  # a cycle, a too deep value, a __str__ (the encoder's default) that raises
+        return False
+    return True
+
+
+def text_of(value, limit: int = 2000) -> str:
+    """``str(value)`` cut to ``limit`` characters, or a stand-in naming its type when even that fails."""
+    try:
+        text = str(value)
+    except Exception:
+        try:
+            name = type(value).__qualname__
+        except Exception:
+            name = "object"
+        return f"<{name}: not representable>"
+    return text if type(text) is str and len(text) <= limit else str.__str__(text)[:limit] + "..."
+
+
+def plain_notes(detail):
+    """A detail the encoder cannot take, made writable: an ok call's notes keep their shape
+    (kind, field, detail) with the parts that cannot be encoded as text; anything else is its text."""
+    if type(detail) in (list, tuple) and all(type(note) in (list, tuple) and len(note) == 3 for note in detail):
+        return [[part if _encodable(part) else text_of(part) for part in note] for note in detail]
+    return text_of(detail)
 
 
 _SWAP = sys.byteorder != "little"

@@ -82,6 +82,7 @@ _flusher: threading.Thread | None = None
 _stop = threading.Event()
 _unsubscribe = None
 acknowledged = 0  # execution events made durable by this process so far
+unencodable_details = 0  # notes' details and execution details JSON could not take, written as their text
 flush_cpu_s = 0.0  # CPU time (of the flushing thread) spent in flush() so far: the recording's cost off the call path
 _cpu_mark = (time.monotonic(), time.process_time())
 
@@ -607,7 +608,7 @@ def flush() -> int:
             groups = by_root.get(root, ())
             data = b"".join(noted.get(root, ()))
             if groups:
-                data += journal.encode_columns(batch, [group for _, group in groups])
+                data += journal.encode_columns(batch, [group for _, group in groups], _unencodable)
             try:
                 segment = _segments.get(root)
                 if segment is None:
@@ -672,7 +673,14 @@ def _note_lines(settings) -> dict:
                    "execution_id": execution_id}
         event = {"id": new_event_id(), "type": kind, "timestamp": wall, "correlation_id": execution_id,
                  "causation_id": None, "metadata": metadata, "payload": payload}
-        line = journal.encode(event, settings.max_event_bytes)
+        try:
+            line = journal.encode(event, settings.max_event_bytes)
+        except Exception:  # a detail (or field) JSON cannot take: the note stays, as text
+            payload["field"] = field if type(field) is str else journal.text_of(field, 200)
+            payload["detail"] = journal.plain_notes(detail)
+            payload["detail_unencodable"] = True
+            _unencodable(1)
+            line = journal.encode(event, settings.max_event_bytes)
         if line is None:  # a detail over the size of one event: the note stays, its detail is cut
             payload["detail"] = str(detail)[:_MAX_DETAIL] + "..."
             payload["detail_truncated"] = True
@@ -680,6 +688,20 @@ def _note_lines(settings) -> dict:
         if line is not None:
             lines.setdefault(info.root, []).append(line)
     return lines
+
+
+def _unencodable(count: int) -> None:
+    """Details JSON could not take (a cycle, a ``__str__`` that raises) were written as text:
+    counted, and said once per process; the calls and the rest of their batch are written."""
+    global unencodable_details
+    unencodable_details += count
+    if ("unencodable",) not in _reported:
+        _reported.add(("unencodable",))
+        import logging
+
+        logging.getLogger("poet_runtime").warning(
+            "poet_runtime: %d recorded detail(s) (a note's detail or an execution's) could not be encoded "
+            "as JSON and were written as their text (sink.unencodable_details counts them); said once", count)
 
 
 def _groups(columns: list, count: int):
