@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from learn_helpers import events_of, learn_env, module_dir  # noqa: F401
 
 SOURCE = '''\
@@ -62,3 +64,24 @@ def test_an_unencodable_note_costs_neither_the_call_nor_feedback_nor_the_batch(l
     said = [record.getMessage() for record in caplog.records if "could not be encoded" in record.getMessage()]
     assert len(said) == 1, said
     assert not [record for record in caplog.records if "cannot write events" in record.getMessage()]
+
+
+UNHASHABLE = '''\
+from poet_runtime import poet
+from poet_sandbox import validate
+
+
+@poet(domain="ml_monitoring", optimize_for="accuracy", policy="trusted")
+def detect(score: float, threshold: float = 0.5) -> dict:
+    validate.note("mismatch", ["score"], "a field that is a list")
+    return {"drift_detected": score > threshold, "score": score}
+'''
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="enhanced.FunctionState._noted counts notes by (kind, field) and the fast path calls it "
+                          "after the logic returned, outside any try: an unhashable field raises to the caller "
+                          "(enhanced.py is not this test's owner's; fix proposed in the report)")
+def test_a_note_with_an_unhashable_field_does_not_fail_the_call(learn_env, module_dir):  # noqa: F811
+    mod = module_dir("recmod2", UNHASHABLE)
+    assert mod.detect(0.7) == {"drift_detected": True, "score": 0.7}
