@@ -35,3 +35,39 @@ def test_outcomes_are_signed_after_the_newest_one_of_their_function_whatever_the
     assert all(stamp.at_ms > ahead for stamp in later), (ahead, later)
     assert [s.order for s in later] == sorted(s.order for s in later)
     assert _state(client, ns, "mod:a")["signed_ms"] == later[-1].at_ms
+
+
+def test_a_replayed_heartbeat_does_not_move_the_learner_back_to_the_version_it_names(redis_server,  # noqa: F811
+                                                                                   caplog):
+    client = redis_server.client()
+    ns = "beats"
+    events = wire.stream(ns, wire.EVENTS)
+
+    def heartbeat(version: int) -> dict:
+        spec = {"version": version, "objective": "accuracy", "domain": "ml_monitoring",
+                "parameters": {"threshold": {"default": 0.5, "min": 0.0, "max": 1.0}}, "params": {"threshold": 0.5}}
+        data = json.dumps({"host": "h", "pid": 1, "process": "p1", "root": None,
+                           "functions": {"mod:a": spec}}).encode()
+        fields = {b"k": b"hi", b"d": data, b"p": b"p1", b"s": wire.sign(KEY, b"hi", data)}
+        client.xadd(events, fields)
+        return fields
+
+    old = heartbeat(1)
+    learner = _learner(redis_server.url, ns)
+    learner.run(rounds=2)
+    assert _state(client, ns, "mod:a")["version"] == 1
+    heartbeat(2)  # a deploy: p1 runs version 2 now
+    time.sleep(0.002)
+    heartbeat(2)
+    learner.run(rounds=2)
+    assert _state(client, ns, "mod:a")["version"] == 2
+    with caplog.at_level("WARNING", logger="poet_runtime"):
+        client.xadd(events, old)  # the copy, under a new stream id, and under another p ...
+        client.xadd(events, {**old, b"p": b"someone"})
+        for name in ("a", "b"):  # ... read by this learner and by one that never saw p1 before
+            _learner(redis_server.url, ns, name).run(rounds=2)
+    assert _state(client, ns, "mod:a")["version"] == 2, "the learner followed a replayed heartbeat"
+    assert _stats(client, ns)["heartbeats_replayed"] == 2
+    assert len([r for r in caplog.records if "a replay" in r.getMessage()]) == 1
+    assert json.loads(wire.unseal_json(KEY, f"poet:{ns}:functions\nmod:a",
+                                       client.hget(f"poet:{ns}:functions", "mod:a")))["version"] == 2

@@ -89,6 +89,7 @@ class Keys:
         self.decisions = f"poet:{ns}:decisions"  # function id -> last decision (JSON)
         self.stats = f"poet:{ns}:learn:stats"  # counters
         self.staged = f"poet:{ns}:learn:staged"  # set of function ids with staged feedback
+        self.beats = f"poet:{ns}:learn:beats"  # process -> the newest heartbeat stamp staged (sealed)
 
     def state(self, function: str) -> str:
         return f"poet:{self.ns}:learn:state:{function}"

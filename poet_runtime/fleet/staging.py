@@ -93,6 +93,12 @@ def _in_batches(key: tuple, batches: list):
     return None
 
 
+def _beat_process(beat, sent_by: str) -> str:
+    """Whose heartbeat it is: the process it names (signed), else the entry's ``p`` (not signed)."""
+    named = beat.get("process") if type(beat) is dict else None
+    return named if type(named) is str and named else sent_by
+
+
 def spec_context(keys, function: str) -> str:
     """What a function's spec in the functions hash is sealed for: the hash and the field."""
     return f"{keys.functions}\n{function}"
@@ -160,6 +166,8 @@ class Staging:
         local: dict = {}  # (process, number) -> payload, from execution batches in this read
         feedback = []
         memo: dict = {}  # staged member -> its item, decoded already (apply takes it from self.memo)
+        beats, replayed = self._beat_stamps(entries), 0  # process -> newest heartbeat stamp taken (order)
+        newer_beats = {}  # process -> the stamp text to keep, sealed, with this read's transaction
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream before it was read (trimmed)
                 acks.append(entry_id)
@@ -181,6 +189,19 @@ class Staging:
             try:
                 if kind == b"hi":
                     beat = json.loads(data)
+                    who = _beat_process(beat, process)
+                    stamp = wire.stamp_of(fields.get(b"s"))
+                    if who in beats and beats[who] is not None and stamp.order <= beats[who]:
+                        # signed before the newest heartbeat taken from that process: a copy re-added
+                        # under a new stream id (it would name an older version or spec), or out of order
+                        replayed += 1
+                        self._once(("heartbeat replayed",), "poet_runtime: learner %s: heartbeat %s of process %s "
+                                   "is not newer than the last one taken from it (a replay); ignored, counted as "
+                                   "heartbeats_replayed", self.name, _text(entry_id), who)
+                        acks.append(entry_id)
+                        continue
+                    beats[who] = stamp.order
+                    newer_beats[who] = stamp.text()
                     seen_ms = int(_text(entry_id).partition("-")[0])
                     instances[process] = json.dumps({k: beat.get(k) for k in (
                         "host", "pid", "process", "root", "started", "last_event")} | {"seen_ms": seen_ms})
@@ -261,6 +282,11 @@ class Staging:
             pipe.zadd(context, sealed)
             pipe.sadd(keys.staged, function)
         memo = sealed_memo
+        if newer_beats:
+            pipe.hset(keys.beats, mapping={who: wire.seal(self.key, f"{keys.beats}\n{who}", text)
+                                           for who, text in newer_beats.items()})
+        if replayed:
+            pipe.hincrby(keys.stats, "heartbeats_replayed", replayed)
         if self.unsealed:
             pipe.hincrby(keys.stats, "unsealed", self.unsealed)
         for name, value in (("staged", count), ("refused", refused), ("malformed", malformed), ("entries", len(acks))):
@@ -274,6 +300,28 @@ class Staging:
         self.memo.update(memo)  # staged now: apply may use these (after a failed transaction, nothing is kept)
         self.counts["staged"] += count
         self.counts["refused"] += refused
+
+    def _beat_stamps(self, entries: list) -> dict:
+        """process -> the order of the newest heartbeat stamp taken from it (by any learner), for the
+        processes whose heartbeats are among ``entries``: one read, only when there are heartbeats."""
+        names = []
+        for _, fields in entries:
+            if fields is not None and fields.get(b"k") == b"hi":
+                try:
+                    names.append(_beat_process(json.loads(fields.get(b"d") or b""), _text(fields.get(b"p", b""))))
+                except (ValueError, TypeError, RecursionError):
+                    continue  # judged (and counted) in stage
+        names = list(dict.fromkeys(names))
+        if not names:
+            return {}
+        found = {}
+        for who, raw in zip(names, self.client.hmget(self.keys.beats, names)):
+            text = wire.unseal(self.key, f"{self.keys.beats}\n{who}", raw) if raw is not None else None
+            if raw is not None and text is None:
+                self._unsealed(1, "heartbeat stamps")
+            stamp = wire.Stamp.parse(text) if text else None
+            found[who] = stamp.order if stamp is not None else None
+        return found
 
     def _index_batch(self, entry_id, process: str, value, index: dict, staged: dict, local: dict) -> None:
         """An execution batch line: where its executions are (for feedback without ``x``); measured
