@@ -350,7 +350,9 @@ def test_a_keyless_writer_cannot_stall_the_learner_with_floods_huge_or_malformed
     said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(said) <= 3, said[:5]  # once per cause (unsigned, bad signature), not once per process id
     stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
-    assert stats["entries"] == 3003 and stats["refused"] == 3002 and stats["malformed"] == 1, stats
+    # the 16 MB one never reached the learner (measured on the broker): refused as oversize, acknowledged
+    assert stats["entries"] == 3003 and stats["refused"] == 3001 and stats["oversize"] == 1, stats
+    assert stats["malformed"] == 1, stats
     assert not client.xpending(events, wire.LEARNERS)["pending"]  # all acknowledged, none learned from
     assert took < 20, took
     assert not client.exists(f"poet:{ns}:outcomes")
@@ -430,3 +432,47 @@ def test_the_learner_does_not_follow_a_replayed_promotion(redis_server):  # noqa
     heartbeat()
     learner.run(rounds=3)
     assert version() == 1, "the learner followed a replayed promotion"
+
+
+def test_the_learners_reads_are_measured_on_the_broker_not_in_its_memory(redis_server):  # noqa: F811
+    """Entries a writer sized (signed or not) reach a learner as a marker when bigger than
+    ``wire.MAX_ENTRY_BYTES``, and one read brings about ``wire.READ_BUDGET_BYTES``: the rest stays
+    pending for the learner and comes with its next reads, nothing lost, nothing poisoning the group."""
+    import tracemalloc
+
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-size"
+    events = wire.stream(ns, wire.EVENTS)
+    for i in range(3):
+        big = b"[" + b"1," * (3 << 20) + b"1]\n"  # 6 MB, signed: the key holder's own mistake, or a copy
+        client.xadd(events, {"k": "ex", "d": big, "p": "p", "s": wire.sign(KEY, b"ex", big)})
+    learner = Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10)
+    learner.ensure_group()
+    tracemalloc.start()
+    try:
+        entries = learner.read()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(entries) == 3 and all(set(fields) == {b"oversize"} for _, fields in entries), entries
+    assert peak < 2 << 20, peak
+    learner.stage(entries)
+    stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
+    assert stats["oversize"] == 3 and not client.xpending(events, wire.LEARNERS)["pending"], stats
+    # Under the entry limit but over the read budget together: taken in several reads, all of them.
+    execution = json.dumps({"output": {"score": 0.5}, "version": 1, "pad": "0" * (3 << 20)})
+    for i in range(12):
+        line = _feedback_line(f"e-budget-{i}")
+        client.xadd(events, {"k": "fb", "d": line, "p": "p", "s": wire.sign(KEY, b"fb", line), "x": execution})
+    sizes = []
+    for _ in range(8):
+        entries = learner.read()
+        sizes.append(len(entries))
+        learner.stage(entries)
+        if sum(sizes) >= 12:
+            break
+    assert sizes[0] < 12 and sum(sizes) >= 12, sizes  # 3 MB each: about 16 MB a read
+    stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
+    assert stats["entries"] == 3 + 12, stats

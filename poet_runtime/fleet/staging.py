@@ -128,38 +128,44 @@ class Staging:
         return json.loads(text)
 
     def read(self) -> list:
-        """Entries to stage: this learner's own pending ones, those reclaimed from silent learners, new ones."""
+        """Entries to stage: this learner's own pending ones, those reclaimed from silent learners, new ones.
+
+        Every read is measured on the broker (``wire.group_read``): an entry bigger than
+        ``wire.MAX_ENTRY_BYTES`` reaches this process as an ``oversize`` marker only (staged as
+        refused), and one read brings about ``wire.READ_BUDGET_BYTES`` at most, whatever a writer
+        without the key added. A script cannot block: an idle learner polls every ``wire.POLL_S``."""
         stream, group = self.keys.events, wire.LEARNERS
         entries: dict = {}
-        own = self.client.xreadgroup(group, self.name, {stream: "0"}, count=self.batch + len(self.deferred))
-        for _, items in own or ():
-            for entry_id, fields in items:
-                entries[entry_id] = fields
+        _, own = wire.group_read(self.client, stream, group, self.name, "0", count=self.batch + len(self.deferred))
+        for entry_id, fields in own:
+            entries[entry_id] = fields
         now = time.monotonic()
         if now - self.last_claim >= min(self.claim_idle / 2, 5.0):
             self.last_claim = now
             start = "0-0"
             while len(entries) < self.batch * 2:
-                answer = self.client.xautoclaim(stream, group, self.name, int(self.claim_idle * 1000), start,
-                                                count=self.batch)
-                start, claimed = answer[0], answer[1]
+                start, claimed = wire.group_read(self.client, stream, group, self.name, start, count=self.batch,
+                                                 claim_idle_ms=int(self.claim_idle * 1000))
                 for entry_id, fields in claimed:
                     entries[entry_id] = fields
                 if _text(start) == "0-0" or not claimed:
                     break
         waiting = {i for i in entries if i not in self.deferred}
-        block = None if waiting else self.block_ms
-        fresh = self.client.xreadgroup(group, self.name, {stream: ">"}, count=self.batch, block=block)
-        for _, items in fresh or ():
-            for entry_id, fields in items:
-                entries[entry_id] = fields
+        deadline = time.monotonic() + (0 if waiting else self.block_ms / 1000.0)
+        while True:
+            _, fresh = wire.group_read(self.client, stream, group, self.name, ">", count=self.batch)
+            if fresh or self.stopping or time.monotonic() >= deadline:
+                break
+            time.sleep(min(wire.POLL_S, max(0.0, deadline - time.monotonic())))
+        for entry_id, fields in fresh:
+            entries[entry_id] = fields
         return sorted(entries.items(), key=lambda item: padded(item[0]))
 
     # -- stage -----------------------------------------------------------------------------------
 
     def stage(self, entries: list) -> None:
         keys = self.keys
-        acks, refused, malformed, deferred = [], 0, 0, 0
+        acks, refused, malformed, deferred, oversize = [], 0, 0, 0, 0
         instances, functions, decisions = {}, {}, {}
         index: dict = {}  # process -> {member: first number}
         staged: dict = {}  # function -> {member: 0}
@@ -170,6 +176,14 @@ class Staging:
         newer_beats = {}  # process -> the stamp text to keep, sealed, with this read's transaction
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream before it was read (trimmed)
+                acks.append(entry_id)
+                continue
+            why = wire.oversize(fields)
+            if why is not None:  # measured on the broker, never read here (wire.group_read)
+                oversize += 1
+                self._once(("oversize",), "poet_runtime: learner %s: entry %s is %s bytes: %s; acknowledged, "
+                           "counted as oversize, not learned from", self.name, _text(entry_id),
+                           _text(fields[b"oversize"]), why)
                 acks.append(entry_id)
                 continue
             kind, data = fields.get(b"k"), fields.get(b"d")
@@ -289,7 +303,9 @@ class Staging:
             pipe.hincrby(keys.stats, "heartbeats_replayed", replayed)
         if self.unsealed:
             pipe.hincrby(keys.stats, "unsealed", self.unsealed)
-        for name, value in (("staged", count), ("refused", refused), ("malformed", malformed), ("entries", len(acks))):
+        counted = (("staged", count), ("refused", refused), ("malformed", malformed), ("oversize", oversize),
+                   ("entries", len(acks)))
+        for name, value in counted:
             if value:
                 pipe.hincrby(keys.stats, name, value)
         pipe.xack(keys.events, wire.LEARNERS, *acks)

@@ -687,6 +687,58 @@ def range_bounded(client, stream: str, start: str, end: str, *, count: int = 500
     return _entries(answer[0][1]) if answer else []
 
 
+_GROUP_READ = """
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local count, limit, budget, mode = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local entries, cursor
+if mode == 'claim' then
+  local answer = redis.call('XAUTOCLAIM', key, group, consumer, ARGV[8], ARGV[7], 'COUNT', count)
+  cursor, entries = answer[1], answer[2]
+else
+  local answer = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', key, ARGV[7])
+  entries = (answer and answer[1]) and answer[1][2] or {}
+  cursor = ''
+end
+local kept, total = {}, 0
+for _, entry in ipairs(entries) do
+  if total > budget then break end
+  if entry then  -- Redis 6.2's XAUTOCLAIM answers a deleted entry with nil (redis-py skips it too)
+    local size = 0
+    if entry[2] then
+      for _, value in ipairs(entry[2]) do size = size + #value end
+    end
+    if size > limit then
+      kept[#kept + 1] = {entry[1], {'oversize', tostring(size)}}
+    else
+      kept[#kept + 1] = entry
+      total = total + size
+    end
+  end
+end
+return {cursor, kept}
+"""
+
+
+def group_read(client, stream: str, group: str, consumer: str, start: str = ">", *, count: int = 100,
+               claim_idle_ms: int | None = None, limit: int = MAX_ENTRY_BYTES, budget: int = READ_BUDGET_BYTES):
+    """``XREADGROUP`` (``start``: ``">"`` new entries, ``"0"`` this consumer's pending ones) or, with
+    ``claim_idle_ms``, ``XAUTOCLAIM`` from ``start``, measured in a script as ``read_bounded`` does: an
+    entry bigger than ``limit`` comes as ``{b"oversize": b"<bytes>"}`` (delivered all the same: the
+    caller acknowledges it), and past ``budget`` bytes the rest stays pending for this consumer (its
+    next read of ``"0"`` returns it). A deleted pending entry comes with ``None`` fields, as from
+    redis-py. Returns (the claim's next start, or None; [(id, fields)]). No blocking: the caller polls."""
+    script = getattr(client, "_poet_group_read", None)
+    if script is None:
+        script = client.register_script(_GROUP_READ)
+        with contextlib.suppress(AttributeError):
+            client._poet_group_read = script
+    mode = "claim" if claim_idle_ms is not None else "read"
+    cursor, entries = script(keys=[stream], args=[group, consumer, int(count), int(limit), int(budget), mode,
+                                                  start, int(claim_idle_ms or 0)])
+    out = [(entry_id, dict(zip(flat[0::2], flat[1::2])) if flat else None) for entry_id, flat in entries]
+    return (cursor if mode == "claim" else None), out
+
+
 def _script(client):
     script = getattr(client, "_poet_bounded_read", None)
     if script is None:
