@@ -71,3 +71,18 @@ def test_a_replayed_heartbeat_does_not_move_the_learner_back_to_the_version_it_n
     assert len([r for r in caplog.records if "a replay" in r.getMessage()]) == 1
     assert json.loads(wire.unseal_json(KEY, f"poet:{ns}:functions\nmod:a",
                                        client.hget(f"poet:{ns}:functions", "mod:a")))["version"] == 2
+
+
+def test_an_outcome_entry_too_big_to_read_is_not_followed_and_the_cursor_moves_past_it(redis_server):  # noqa: F811
+    from poet_runtime.fleet import learner_versions
+
+    client = redis_server.client()
+    ns = "big-outcome"
+    learner = _learner(redis_server.url, ns)
+    data = json.dumps({"function": "mod:a", "number": 2, "by": "h:1", "files": {"code.py": "#" * (5 << 20)}}).encode()
+    last = client.xadd(f"poet:{ns}:outcomes", {"t": b"version.promoted", "m": data,
+                                               "s": wire.sign(KEY, b"version.promoted", data)})
+    assert learner_versions.follow(learner) == 0
+    assert _stats(client, ns)["versions_refused"] == 1
+    assert client.get(learner_versions.cursor_key(learner.keys)) == last
+    assert not client.exists(f"poet:{ns}:learn:stage:mod:a")

@@ -116,12 +116,20 @@ def follow(learner) -> int:
         try:
             pipe.watch(key)
             last = _text(pipe.get(key) or b"0-0")
-            entries = pipe.xrange(keys.outcomes, min=f"({last}", count=READ)
+            # measured on the broker (wire.range_bounded): an outcome entry over wire.MAX_ENTRY_BYTES never
+            # reaches this process (anyone can add one; instances read the stream the same way)
+            entries = wire.range_bounded(pipe, keys.outcomes, f"({last}", "+", count=READ)
             if not entries:
                 return 0
             staged, refused, superseded, newest = {}, 0, 0, {}
             for entry_id, fields in entries:
                 kind = fields.get(b"t")
+                if wire.oversize(fields) is not None:
+                    refused += 1
+                    learner._once(("version oversize",), "poet_runtime: learner %s: outcome %s on %s: %s; not "
+                                  "followed, counted as versions_refused", learner.name, _text(entry_id),
+                                  keys.outcomes, wire.oversize(fields))
+                    continue
                 if kind not in TYPES:
                     continue  # params.updated: the learners' own
                 entry_id = _text(entry_id)
