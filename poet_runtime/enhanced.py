@@ -563,13 +563,19 @@ class FunctionState:
         reports) is emitted as that exact type, with the execution's id when the call
         completed (``number``), and the event sink writes it to the journal.
         """
+        try:
+            self._count_notes(notes, number)
+        except Exception as error:  # our bookkeeping: a call (or its fallback) never fails for it
+            self._warn_once("notes_error", f"recording the call's notes failed: {type(error).__name__}: {error}")
+
+    def _count_notes(self, notes, number: int | None) -> None:
         counts = self.stats.notes
         _reports.remember(self)
         redact = self.redactor
         for kind, field, detail in notes:
             if redact is not None:
                 detail = redact(detail)
-            key = (kind, field)
+            key = (kind, field if type(field) is str else repr(field))  # generated code may note any value
             counts[key] += 1
             if counts[key] == 1 and kind != "retry":
                 log.info("poet_runtime: %s: %s of %s: %s", self.function_id, kind, field, detail)
@@ -786,21 +792,20 @@ class FunctionState:
             if notes:
                 noted(notes, entry[1])
             if listeners:
-                if inline_record is None:
-                    if recorder is not None:
+                try:  # recording is ours: the caller gets the result regardless (a try costs nothing until it raises)
+                    if inline_record is not None:
+                        if not (inline_record(entry, checked, args, kwargs, call) if inputs_too
+                                else inline_record(entry, checked, None, None, call)):
+                            events.emit("function.execution", record=records.build(entry), result=checked)
+                    elif recorder is not None:
                         emit_execution(entry, checked, args, kwargs)
                     elif bus_wants is None:
                         unrecorded(entry, checked)
                     elif bus_wants(state.function_id):
                         events.emit("function.execution", record=records.build(entry), result=checked)
-                else:
-                    try:
-                        if not (inline_record(entry, checked, args, kwargs, call) if inputs_too
-                                else inline_record(entry, checked, None, None, call)):
-                            events.emit("function.execution", record=records.build(entry), result=checked)
-                    except Exception as error:  # recording is ours: the caller gets the result regardless
-                        state._warn_once("recording_error",
-                                         f"recording the call failed: {type(error).__name__}: {error}")
+                except Exception as error:
+                    state._warn_once("recording_error",
+                                     f"recording the call failed: {type(error).__name__}: {error}")
             return checked
 
         return fast
