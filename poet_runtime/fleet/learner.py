@@ -6,7 +6,8 @@ depends on the order it sees feedback in (it proposes every ``learn_every`` samp
 among equally good thresholds keeps the one nearest the current value). So:
 
 1. **Stage** (any learner; ``staging``): a batch read with ``XREADGROUP`` (and entries reclaimed with
-   ``XAUTOCLAIM`` from a learner that stopped answering, after ``claim_idle`` seconds) is
+   ``XAUTOCLAIM`` from a learner that stopped answering, after ``claim_idle`` seconds; both measured
+   on the broker, ``wire.group_read``, so an oversize entry arrives as a marker) is
    verified (``wire.verify``; an unsigned or wrongly signed entry is refused, counted, and
    never learned from), its feedback joined with its execution (the entry's ``x`` field, else
    the execution batches indexed by process and number, else the function's store on this

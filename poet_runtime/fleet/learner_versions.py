@@ -7,7 +7,11 @@ that the instances, now on the new one, ignore. So each round a learner reads th
 stream past the group's cursor (``poet:NS:learn:versions``) and, for each ``version.*`` entry:
 
 - verifies it with the fleet's key (``wire.verify``) and checks it is an instance's (``by``
-  names one) and well formed; anything else is refused, counted (``versions_refused`` in the
+  names one) and well formed, then judges it as the instances' ``wire.admit`` does
+  (``wire.judge``: fresh, and newer than the newest switch followed for its function, kept sealed
+  in ``poet:NS:learn:vstamp:<function>``, written with the cursor, and in the state as ``stamp``,
+  which ``apply`` checks again: ``newer``), so a copy of an old promotion re-added under a new
+  stream id is not followed; anything else is refused, counted (``versions_refused`` in the
   learner's stats), logged once per cause, and never followed; one that the instances refuse as
   out of order (signed before an outcome for its function that got in ahead of it:
   ``regenerate.newer_before``; its sender signs it again) is not followed either
