@@ -478,7 +478,7 @@ def test_the_learners_reads_are_measured_on_the_broker_not_in_its_memory(redis_s
     assert stats["entries"] == 3 + 12, stats
 
 
-def test_group_read_answers_what_xreadgroup_and_xautoclaim_do_with_oversize_entries_held_back(redis_server):  # noqa: F811
+def test_group_read_answers_as_xreadgroup_and_xautoclaim_with_oversize_entries_held_back(redis_server):  # noqa: F811
     client = redis_server.client()
     client.xgroup_create("s", "g", id="0", mkstream=True)
     ids = [client.xadd("s", {"k": value}) for value in (b"a", b"b" * 2000, b"c", b"d")]

@@ -2,11 +2,12 @@
 join each feedback with its execution, and stage it with its ``XACK`` in one transaction.
 
 Why a module of its own: staging is where a learner meets the network (reads, reclaims, lookups
-of executions in other processes' batches) and untrusted entries (every one is measured on the broker, ``wire.group_read``, and verified with
-the fleet's key before anything else; a heartbeat must also be newer than the last one taken from
-its process); applying (``learner``) is pure learning on what is staged. What staging writes for
-later (staged members, specs, the execution index, heartbeat stamps) is sealed (``wire.seal``)
-and unsealed where it is read back: the learner's own keys are as open to a writer as the streams.
+of executions in other processes' batches) and untrusted entries (every one is measured on the
+broker, ``wire.group_read``, and verified with the fleet's key before anything else; a heartbeat
+must also be newer than the last one taken from its process); applying (``learner``) is pure
+learning on what is staged. What staging writes for later (staged members, specs, the execution
+index, heartbeat stamps) is sealed (``wire.seal``) and unsealed where it is read back: the
+learner's own keys are as open to a writer as the streams.
 ``learner``'s docstring tells how the two steps together make a group of learners lose nothing
 and count nothing twice. ``Staging`` is a mixin of ``learner.Learner``: it uses the learner's
 client, keys, key, name, batch size and counters.
