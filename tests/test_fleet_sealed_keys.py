@@ -184,3 +184,28 @@ def test_seal_and_seal_json_bind_their_context_and_refuse_changes():
     for junk in (None, b"", "{}", '{"seal":"zz"}', "x" * 100, json.dumps({"seal": "0" * 32, "a": 1})):
         assert wire.unseal_json(KEY, "c", junk) is None
         assert wire.unseal(KEY, "c", junk) is None
+
+
+def test_after_a_key_rotation_the_previous_key_opens_the_old_seals_and_new_ones_use_the_new_key(  # noqa: F811
+        redis_server, monkeypatch):
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "rotated"
+    _backlog(client, ns, ["mod:a"], 20)
+    old = _learner(redis_server.url, ns)
+    old.stage(old.read())
+    old.apply("mod:a")
+    assert _state(client, ns, "mod:a")["feedback"] == 20
+    _backlog(client, ns, ["mod:a"], 10, start=20)
+    old.stage(old.read())  # staged with the old key, not applied yet
+    new_key = b"rotated-secret"
+    without = Learner(redis_server.url, new_key, namespace=ns, name="without", block_ms=5)
+    assert without._state("mod:a", client.get(f"poet:{ns}:learn:state:mod:a")) is False  # the new key alone
+    monkeypatch.setenv(wire.PREVIOUS_KEY_VAR, KEY.decode())
+    rotated = Learner(redis_server.url, new_key, namespace=ns, name="rotated", block_ms=5)
+    rotated.run(rounds=2)
+    assert _state(client, ns, "mod:a")["feedback"] == 30  # went on where the old key left it
+    raw = client.get(f"poet:{ns}:learn:state:mod:a")
+    assert wire.unseal_json(new_key, f"poet:{ns}:learn:state:mod:a", raw) is not None  # sealed anew
+    assert wire.unseal_json(KEY, f"poet:{ns}:learn:state:mod:a", raw) is None

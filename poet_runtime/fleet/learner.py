@@ -122,6 +122,9 @@ class Learner(Staging, Rules):
         self.redis = redis
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=5)
         self.key = key
+        previous = wire.previous_key()
+        # seals are made with the key, opened with it or, after a rotation, with the previous one
+        self.open_keys = (key, previous) if previous and previous != key else key
         self.keys = Keys(namespace)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.claim_idle = float(claim_idle)
@@ -250,7 +253,7 @@ class Learner(Staging, Rules):
                         text = _text(member)
                         item = memo.get((function, text))  # this learner staged it there: sealed by it, not checked
                         if item is None:
-                            plain = wire.unseal(self.key, context, text)
+                            plain = wire.unseal(self.open_keys, context, text)
                             if plain is None:  # not sealed with the fleet's key for this function: dropped
                                 forged.setdefault(function, []).append(member)
                                 continue
@@ -402,7 +405,7 @@ class Learner(Staging, Rules):
         """The stored state of ``function`` when its seal holds, else False (refused; counted in
         ``states_refused`` once per stored value, not per round or learner; logged once per function
         by each learner: delete the key to start over)."""
-        text = wire.unseal_json(self.key, self.keys.state(function), raw)
+        text = wire.unseal_json(self.open_keys, self.keys.state(function), raw)
         if text is not None:
             return FunctionLearning.from_json(json.loads(text), self.settings)
         digest = hashlib.sha256(bytes(raw)).hexdigest()[:32]

@@ -200,7 +200,7 @@ def _newest(learner, pipe, function: str) -> str | None:
     raw = pipe.get(key)
     if raw is None:
         return None
-    text = wire.unseal(learner.key, key, raw)
+    text = wire.unseal(learner.open_keys, key, raw)
     if text is None:
         learner._unsealed(1, "version stamps")
     return text

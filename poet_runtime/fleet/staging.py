@@ -62,7 +62,7 @@ def _event(data: bytes):
     return event if event is not None else next(iter(_lines(data)), None)
 
 
-def _candidates(members: list, number: int, key: bytes, context: str) -> tuple[list, int]:
+def _candidates(members: list, number: int, key, context: str) -> tuple[list, int]:
     """(the batch ids of a process's index members (``<batch id>:<its last number>``, sealed for the
     index key ``context``, newest first) that may hold execution ``number``, how many members were
     not sealed with the fleet's key): an unsealed member is passed over, so a writer without the
@@ -125,7 +125,7 @@ class Staging:
         raw = self.client.hget(self.keys.functions, function)
         if raw is None:
             return None
-        text = wire.unseal_json(self.key, spec_context(self.keys, function), raw)
+        text = wire.unseal_json(self.open_keys, spec_context(self.keys, function), raw)
         if text is None:
             self._unsealed(1, "functions hash")
             return None
@@ -336,7 +336,7 @@ class Staging:
             return {}
         found = {}
         for who, raw in zip(names, self.client.hmget(self.keys.beats, names)):
-            text = wire.unseal(self.key, f"{self.keys.beats}\n{who}", raw) if raw is not None else None
+            text = wire.unseal(self.open_keys, f"{self.keys.beats}\n{who}", raw) if raw is not None else None
             if raw is not None and text is None:
                 self._unsealed(1, "heartbeat stamps")
             stamp = wire.Stamp.parse(text) if text else None
@@ -389,7 +389,7 @@ class Staging:
             reads.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3)
         candidates = {}  # (process, number) -> batch ids that may hold it, newest first
         for key, members in zip(wanted, reads.execute()):
-            candidates[key], forged = _candidates(members, key[1], self.key, self.keys.index(key[0]))
+            candidates[key], forged = _candidates(members, key[1], self.open_keys, self.keys.index(key[0]))
             if forged:
                 self._unsealed(forged, "execution index")
         batch_ids = list(dict.fromkeys(i for ids in candidates.values() for i in ids))
@@ -445,7 +445,7 @@ class Staging:
                 return payload
         else:
             members = self.client.zrevrangebyscore(self.keys.index(process), number, "-inf", start=0, num=3)
-            ids, forged = _candidates(members, number, self.key, self.keys.index(process))
+            ids, forged = _candidates(members, number, self.open_keys, self.keys.index(process))
             if forged:
                 self._unsealed(forged, "execution index")
             payload = _in_batches((process, number), [self.client.xrange(self.keys.events, i, i) for i in ids])

@@ -117,6 +117,7 @@ OUTCOMES = "outcomes"
 LEARNERS = "poet-learners"  # the consumer group on the events stream
 KEY_VAR = "POET_BROKER_KEY"
 KEY_FILE_VAR = "POET_BROKER_KEY_FILE"
+PREVIOUS_KEY_VAR = "POET_BROKER_PREVIOUS_KEY"  # a learner opens seals made with it (a key rotation)
 NAMESPACE_VAR = "POET_BROKER_NAMESPACE"
 OUTCOME_TYPES = ("params.updated", "version.promoted", "version.rolled_back")
 ENTRY_KINDS = (b"ex", b"fb", b"lr", b"hi")
@@ -579,15 +580,29 @@ def seal(key: bytes, context: str, text: str) -> str:
     return f"{text}.{_seal_mac(key, context, text)}"
 
 
-def unseal(key: bytes, context: str, sealed) -> str | None:
+def previous_key(environ=None) -> bytes | None:
+    """``POET_BROKER_PREVIOUS_KEY``: after a key rotation, the old key, with which a learner still
+    opens (never makes) seals, so the states and staged feedback sealed before go on."""
+    raw = (os.environ if environ is None else environ).get(PREVIOUS_KEY_VAR)
+    return raw.encode() if raw else None
+
+
+def _opened(keys, context: str, text: str, mac: str) -> bool:
+    for key in (keys if isinstance(keys, tuple) else (keys,)):
+        if key and hmac.compare_digest(_seal_mac(key, context, text), mac):
+            return True
+    return False
+
+
+def unseal(key, context: str, sealed) -> str | None:
     """The text ``seal`` sealed for ``context``, or None when it was not sealed so (forged, moved
-    from another key, or changed)."""
+    from another key, or changed). ``key``: a key, or a tuple of keys any of which may have sealed it."""
     if isinstance(sealed, (bytes, bytearray)):
         sealed = bytes(sealed).decode("utf-8", "replace")
     if type(sealed) is not str or len(sealed) <= SEAL_HEX or sealed[-SEAL_HEX - 1] != ".":
         return None
     text = sealed[:-SEAL_HEX - 1]
-    return text if hmac.compare_digest(_seal_mac(key, context, text), sealed[-SEAL_HEX:]) else None
+    return text if _opened(key, context, text, sealed[-SEAL_HEX:]) else None
 
 
 _JSON_SEAL = '{"seal":"'
@@ -604,7 +619,7 @@ def seal_json(key: bytes, context: str, text: str) -> str:
     return f'{_JSON_SEAL}{mac}"{"," if text != "{}" else ""}{text[1:]}'
 
 
-def unseal_json(key: bytes, context: str, sealed) -> str | None:
+def unseal_json(key, context: str, sealed) -> str | None:
     """The JSON text ``seal_json`` sealed for ``context``, or None (forged, moved, changed, unsealed)."""
     if isinstance(sealed, (bytes, bytearray)):
         sealed = bytes(sealed).decode("utf-8", "replace")
@@ -619,7 +634,7 @@ def unseal_json(key: bytes, context: str, sealed) -> str | None:
         return None
     if sealed[_JSON_HEAD - 2] != '"':
         return None
-    return text if hmac.compare_digest(_seal_mac(key, context, text), mac) else None
+    return text if _opened(key, context, text, mac) else None
 
 
 def unsigned_json(data) -> dict | None:
