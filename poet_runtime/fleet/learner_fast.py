@@ -48,6 +48,7 @@ class Index:
         self.mirror: list = []  # the samples included, oldest first (the same tuple objects)
         self.head = 0  # mirror[head:] are live (popping the front of a list is O(n); compacted now and then)
         self.nonfinite = 0
+        self.p = self.q = 0  # sum(pos), sum(neg): kept as samples come and go, not summed per proposal
         self.seen = learner.seen
         for sample in learner.samples:
             self._add(sample)
@@ -90,9 +91,11 @@ class Index:
         if sample[2]:
             self.pos[at] += 1
             self.dif[at] -= 1
+            self.p += 1
         else:
             self.neg[at] += 1
             self.dif[at] += 1
+            self.q += 1
 
     def _drop(self) -> None:
         sample = self.mirror[self.head]
@@ -110,9 +113,11 @@ class Index:
         if sample[2]:
             self.pos[at] -= 1
             self.dif[at] += 1
+            self.p -= 1
         else:
             self.neg[at] -= 1
             self.dif[at] -= 1
+            self.q -= 1
         if self.pos[at] or self.neg[at]:
             return
         m = len(self.points)
@@ -197,7 +202,7 @@ def propose(learner, current: dict) -> dict:
         return {}
     index = index_of(learner)
     points, mids = index.points, index.mids
-    p, q = sum(index.pos), sum(index.neg)
+    p, q = index.p, index.q
     if index.nonfinite or index.bad or not points or p + q < settings.min_samples or p + q >= _EXACT_N:
         return learner.propose(current)  # the nudge (too few scores), or what the index does not cover
     spec = learner.parameters[learner.parameter]

@@ -28,9 +28,13 @@ SAMPLES_BYTES = 64 * 1024  # the labelled samples a verdict carries, as JSON (50
 
 def verdict_samples(learner, limit: int = SAMPLES_BYTES) -> list:
     """The learner's remembered samples, newest last, as many of the newest as fit in ``limit`` bytes."""
+    samples = [[score, bool(predicted), bool(actual)] for score, predicted, actual in getattr(learner, "samples", ())]
+    # Usually all of them fit: one dumps of the list says so. The loop below counts 2 + (len + 2) per sample,
+    # and a list's dumps is 2 + the samples' lengths + 2 per separator: the loop's total is that plus 2.
+    if not samples or len(json.dumps(samples)) + 2 <= limit:
+        return samples
     kept, size = [], 2
-    for score, predicted, actual in reversed(getattr(learner, "samples", ())):
-        sample = [score, bool(predicted), bool(actual)]
+    for sample in reversed(samples):
         size += len(json.dumps(sample)) + 2
         if size > limit:
             break
