@@ -48,9 +48,16 @@ def run_broker(args) -> int:
     from poet_runtime.fleet import status
     from poet_runtime.fleet.learner import default_namespace
 
+    from poet_runtime.fleet import wire
+
+    try:  # with the key, status checks the learners' seals; without it, it shows what Redis holds
+        seal_keys = tuple(key for key in (wire.load_key(), wire.previous_key()) if key)
+    except OSError as error:
+        print(f"poet status: {wire.KEY_FILE_VAR}: {error}", file=sys.stderr)
+        return 2
     client = redis.Redis.from_url(args.broker, socket_timeout=10, socket_connect_timeout=5)
     try:
-        report = status.collect(client, args.namespace or default_namespace())
+        report = status.collect(client, args.namespace or default_namespace(), seal_keys=seal_keys)
     except redis.RedisError as error:
         print(f"poet status: broker {args.broker.rpartition('@')[2]}: {type(error).__name__}: {error}",
               file=sys.stderr)

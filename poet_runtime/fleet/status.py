@@ -30,8 +30,25 @@ def _json(raw) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def collect(client, namespace: str, now: float | None = None) -> dict:
-    """Everything ``status --broker`` shows, as plain data (``--json`` prints it as it is)."""
+def _sealed(seal_keys, context: str, raw) -> bool | None:
+    """Whether a learner's value (a state, a spec) carries the fleet key's seal for where it is
+    kept: True, False (written by someone without the key, or moved), None (no key to check with)."""
+    if not seal_keys or not raw:
+        return None
+    from poet_runtime.fleet.wire import unseal_json
+
+    return unseal_json(seal_keys, context, raw) is not None
+
+
+def collect(client, namespace: str, now: float | None = None, *, seal_keys: tuple = ()) -> dict:
+    """Everything ``status --broker`` shows, as plain data (``--json`` prints it as it is).
+
+    ``seal_keys``: the fleet key (and a previous one, after a rotation). With them, each function
+    says whether its state and spec are the learners' own (``sealed``); a value that is not is
+    shown as such, since the learners refuse it (a state) or ignore it (a spec). Without a key,
+    ``sealed`` is None: the values are shown as Redis holds them, unchecked."""
+    from poet_runtime.fleet.staging import spec_context
+
     keys = Keys(namespace)
     now = time.time() if now is None else now
     report: dict = {"namespace": namespace, "stream": keys.events, "length": client.xlen(keys.events),
@@ -70,12 +87,20 @@ def collect(client, namespace: str, now: float | None = None) -> dict:
                                for c in client.xinfo_consumers(keys.events, wire.LEARNERS)]
     stats = {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
     report["counts"] = stats
-    specs = {_text(k): _json(v) for k, v in client.hgetall(keys.functions).items()}
+    raw_specs = {_text(k): v for k, v in client.hgetall(keys.functions).items()}
+    specs = {name: _json(v) for name, v in raw_specs.items()}
     decisions = {_text(k): _json(v) for k, v in client.hgetall(keys.decisions).items()}
     functions = []
     for function in sorted(set(specs) | set(decisions)):
-        state = _json(client.get(keys.state(function)))
+        raw_state = client.get(keys.state(function))
+        state = _json(raw_state)
         spec = specs.get(function, {})
+        sealed = {"state": _sealed(seal_keys, keys.state(function), raw_state),
+                  "spec": _sealed(seal_keys, spec_context(keys, function), raw_specs.get(function))}
+        if sealed["state"] is False:
+            state = {}  # the learners refuse it: nothing in it is what they learned
+        if sealed["spec"] is False:
+            spec = {}
         if state:  # what the learners learn for, counted as their state says
             version, numbering = state.get("version"), state.get("numbering") or "local"
         else:
@@ -89,7 +114,8 @@ def collect(client, namespace: str, now: float | None = None) -> dict:
             "objective": state.get("objective", spec.get("objective")),
             "staged": client.zcard(keys.stage(function)), "feedback": state.get("feedback", 0),
             "samples": (state.get("learner") or {}).get("seen", 0), "unmatched": state.get("unmatched", 0),
-            "params": state.get("params", spec.get("params")), "last_decision": decisions.get(function)})
+            "params": state.get("params", spec.get("params")), "last_decision": decisions.get(function),
+            "sealed": sealed})
     report["functions"] = functions
     return report
 
@@ -164,7 +190,11 @@ def render(report: dict, now: float | None = None) -> None:
         served = _said_version(serving.get("fleet_version"), serving.get("numbering"))
         if serving.get("numbering") == "fleet" and serving.get("version") is not None:
             served += f" = local v{serving['version']}"
-        rows.append([show(f["function"]), show(_said_version(f["version"], f.get("numbering"))), show(served),
+        learns_for = _said_version(f["version"], f.get("numbering"))
+        unsealed = [what for what, ok in (f.get("sealed") or {}).items() if ok is False]
+        if unsealed:  # what the learners refuse: say so where the value would have been
+            learns_for += f" ({' and '.join(unsealed)} not sealed by the fleet key: refused)"
+        rows.append([show(f["function"]), show(learns_for), show(served),
                      show(f["objective"]), f["staged"], f["samples"],
                      show(json.dumps(f["params"], default=str) if f["params"] else "-"), show(said)])
     _render.table("learning", ["function", "learns for", "last heartbeat ran", "objective", "staged", "samples",
