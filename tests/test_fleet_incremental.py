@@ -125,3 +125,24 @@ def test_verdict_samples_keeps_what_the_per_sample_count_keeps_at_every_cut():
         assert verdict_samples(learner, limit) == _per_sample(learner, limit), limit
     assert verdict_samples(learner, whole) == _per_sample(learner, 10**9)
     assert len(verdict_samples(learner, whole - 1)) == 59
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_an_idle_learner_is_one_whose_proposal_is_empty_whatever_the_current_values(objective):
+    from poet_runtime.fleet import learner_fast
+
+    rng = random.Random(zlib.crc32(f"{objective}/idle".encode()))
+    idle = busy = 0
+    for parameters in ({"threshold": {"default": 0.5, "min": 0.0, "max": 1.0, "description": ""}}, {}):
+        settings = config.LearnSettings(memory=40, min_samples=rng.choice([3, 10]), learn_every=rng.choice([1, 4]))
+        learner = LabelledLearner(objective, parameters, settings)
+        for _ in range(120):
+            score = rng.random()
+            learner.observe({"drift_detected": score > 0.5, "score": score}, score > 0.3)
+            current = {"threshold": rng.choice([0.0, 0.31, 0.9, 1.0])}
+            if learner_fast.idle(learner):
+                idle += 1
+                assert learner.propose(current) == {} == learner_fast.propose(learner, current)
+            else:
+                busy += 1
+    assert idle and busy

@@ -112,7 +112,8 @@ def test_the_index_follows_the_learner_across_memory_overflow_and_a_fresh_learne
     live = [s for s, _, _ in learner.samples]
     assert index.live() == len(learner.samples) == 25
     assert sorted(set(live)) == index.points
-    assert sum(index.pos) == sum(1 for _, _, a in learner.samples if a)
+    assert sum(index.pos) == sum(1 for _, _, a in learner.samples if a) == index.p
+    assert sum(index.neg) == sum(1 for s, _, a in learner.samples if s is not None and not a) == index.q
     # A learner restored from JSON (as each transaction does) starts its own index from its samples.
     twin = LabelledLearner("accuracy", spec, settings)
     twin.seen = learner.seen

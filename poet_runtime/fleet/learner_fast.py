@@ -193,6 +193,15 @@ def _values(learner: LabelledLearner, tps, fps, p: int, q: int) -> list:
     return out
 
 
+def idle(learner) -> bool:
+    """True when ``propose`` answers {} whatever ``current`` is (a labelled learner between its proposals):
+    the caller need not build ``current`` for every feedback."""
+    if type(learner) is not LabelledLearner:
+        return False
+    settings = learner.settings
+    return learner.parameter is None or learner.seen < settings.min_samples or bool(learner.seen % settings.learn_every)
+
+
 def propose(learner, current: dict) -> dict:
     """``learner.propose(current)``, fast for a labelled learner with scores (the others as they are)."""
     if type(learner) is not LabelledLearner:

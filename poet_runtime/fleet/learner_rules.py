@@ -60,7 +60,8 @@ class Rules:
                                    "version": item.get("v")})
         learner = state.learner
         learner.observe(output, label)
-        changes = learner_fast.propose(learner, self._current(state))  # the learner's own answer, faster
+        # the learner's own answer, faster (and no current parameters built between its proposals)
+        changes = {} if learner_fast.idle(learner) else learner_fast.propose(learner, self._current(state))
         if changes:
             value = getattr(learner, "value_for", None)
             name = getattr(learner, "parameter", None)
