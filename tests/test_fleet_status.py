@@ -113,9 +113,6 @@ def test_status_shows_the_fleet_version_and_numbering_of_each_function(learned):
     assert "last heartbeat ran" in table
 
 
-@pytest.mark.xfail(strict=True, reason="staging.py (engineer T) keeps only host, pid, process, root, started and "
-                                       "last_event of a heartbeat in poet:<ns>:instances; status reads "
-                                       "functions and unforwarded_feedback there once it keeps them")
 def test_status_shows_each_instances_versions_and_unforwarded_feedback(learned):
     report = json.loads(_status(learned, "--json").stdout)
     [instance] = report["instances"]

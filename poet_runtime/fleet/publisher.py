@@ -347,12 +347,12 @@ class Publisher:
     def _fields(self, kind: bytes, data: bytes, origin: str, header: bytes | None, extra, writer=None) -> dict:
         process, pid = writer or (records.PROCESS_ID, os.getpid())
         fields = {"k": kind, "d": data, "p": process, "h": self.host, "i": pid, "o": origin}
-        if self.key is not None:
-            fields["s"] = wire.sign(self.key, kind, data)
         if header is not None and kind == b"ex":
             fields["m"] = header
         if extra:
             fields.update(extra)
+        if self.key is not None:  # last: the signature covers every field (wire.sign_entry)
+            fields["s"] = wire.sign_entry(self.key, fields)
         return fields
 
     def _send_outbox(self) -> int:

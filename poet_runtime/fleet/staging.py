@@ -3,8 +3,9 @@ join each feedback with its execution, and stage it with its ``XACK`` in one tra
 
 Why a module of its own: staging is where a learner meets the network (reads, reclaims, lookups
 of executions in other processes' batches) and untrusted entries (every one is measured on the
-broker, ``wire.group_read``, and verified with the fleet's key before anything else; a heartbeat
-must also be newer than the last one taken from its process); applying (``learner``) is pure
+broker, ``wire.group_read``, and verified with the fleet's key before anything else, every field
+it uses signed with the rest, ``wire.check_entry``; a heartbeat must also be newer than the last
+one taken from its process); applying (``learner``) is pure
 learning on what is staged. What staging writes for later (staged members, specs, the execution
 index, heartbeat stamps) is sealed (``wire.seal``) and unsealed where it is read back: the
 learner's own keys are as open to a writer as the streams.
@@ -112,6 +113,7 @@ class Staging:
     """Reading and staging (mixed into ``learner.Learner``)."""
 
     unsealed = 0  # members / values of the learner's own keys that did not unseal, not yet counted in stats
+    x_ignored = 0  # feedback whose x is about another execution (looked up instead), not yet counted in stats
 
     def _unsealed(self, count: int, what: str) -> None:
         """Count (in the stats' ``unsealed``, with the next write) and log once what did not unseal."""
@@ -195,9 +197,11 @@ class Staging:
                 malformed += 1
                 acks.append(entry_id)
                 continue
-            if not wire.verify(self.key, kind, data, fields.get(b"s")):
+            # Every field staging uses (p, x; m, h, i, o besides) is signed with k and d (format 3):
+            # a copy re-added under another process, or with another execution, does not verify.
+            signed, why = wire.check_entry(self.key, fields)
+            if why is not None:
                 refused += 1
-                why = wire.check(self.key, kind, data, fields.get(b"s"))[1]  # wire: once per cause, not per p
                 self._once(("refused", why), "poet_runtime: learner %s: refused %s entry "
                            "%s from process %s: %s (refused entries are counted in status, never learned from)",
                            self.name, _text(kind), _text(entry_id), _text(fields.get(b"p", b"?")), why)
@@ -208,7 +212,7 @@ class Staging:
                 if kind == b"hi":
                     beat = json.loads(data)
                     who = _beat_process(beat, process)
-                    stamp = wire.stamp_of(fields.get(b"s"))
+                    stamp = signed
                     if who in beats and beats[who] is not None and stamp.order <= beats[who]:
                         # signed before the newest heartbeat taken from that process: a copy re-added
                         # under a new stream id (it would name an older version or spec), or out of order
@@ -221,8 +225,13 @@ class Staging:
                     beats[who] = stamp.order
                     newer_beats[who] = stamp.text()
                     seen_ms = int(_text(entry_id).partition("-")[0])
+                    # status shows these; a function's "numbering" here describes its fleet_version
+                    # (the heartbeat's), never the learner state's spec (learner_state reads that one)
                     instances[process] = json.dumps({k: beat.get(k) for k in (
-                        "host", "pid", "process", "root", "started", "last_event")} | {"seen_ms": seen_ms})
+                        "host", "pid", "process", "root", "started", "last_event", "unforwarded_feedback")}
+                        | {"seen_ms": seen_ms, "functions": {
+                            n: {k: v.get(k) for k in ("version", "fleet_version", "numbering")}
+                            for n, v in (beat.get("functions") or {}).items() if type(v) is dict}})
                     for function, spec in (beat.get("functions") or {}).items():
                         # sealed: apply takes a function's parameters from here, _find_execution its store root
                         functions[function] = wire.seal_json(self.key, spec_context(keys, function),
@@ -307,6 +316,8 @@ class Staging:
             pipe.hincrby(keys.stats, "heartbeats_replayed", replayed)
         if self.unsealed:
             pipe.hincrby(keys.stats, "unsealed", self.unsealed)
+        if self.x_ignored:
+            pipe.hincrby(keys.stats, "x_ignored", self.x_ignored)
         counted = (("staged", count), ("refused", refused), ("malformed", malformed), ("oversize", oversize),
                    ("entries", len(acks)))
         for name, value in counted:
@@ -314,7 +325,7 @@ class Staging:
                 pipe.hincrby(keys.stats, name, value)
         pipe.xack(keys.events, wire.LEARNERS, *acks)
         pipe.execute()
-        self.unsealed = 0
+        self.unsealed = self.x_ignored = 0
         if len(self.memo) + len(memo) > MEMO_MAX:
             self.memo.clear()
         self.memo.update(memo)  # staged now: apply may use these (after a failed transaction, nothing is kept)
@@ -412,7 +423,18 @@ class Staging:
             return False
         execution = None
         if fields.get(b"x"):
-            execution = wire.unsigned_json(fields[b"x"])  # unsigned: a malformed one must not stop the learner
+            execution = wire.unsigned_json(fields[b"x"])  # the sender's: a malformed one must not stop the learner
+            if execution is not None and (execution.get("execution_id") != execution_id
+                                          or execution.get("function") != function):
+                # signed with the feedback, yet about another execution (a sender's bug, or a key
+                # holder's doing): learned against the execution the feedback names, looked up
+                if entry_id not in self.deferred:  # counted once, not on every re-read while it waits
+                    self.x_ignored += 1
+                self._once(("x of another execution",), "poet_runtime: learner %s: feedback %s on %s names "
+                           "execution %s but its x is execution %r of %r; x ignored (counted as x_ignored), the "
+                           "execution is looked up", self.name, event.get("id"), function, execution_id,
+                           execution.get("execution_id"), execution.get("function"))
+                execution = None
         if execution is None:
             execution = self._find_execution(function, execution_id, local, found)
         found = execution is not None and "output" in execution

@@ -15,15 +15,18 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        ``d``  the line, exactly as written to the journal (or the heartbeat's JSON)
                        ``p``  the writer's process id (``records.PROCESS_ID``), ``h`` host, ``i`` pid
                        ``o``  where it came from: ``<file name>:<byte offset>`` (``hi``: ``-``)
-                       ``s``  ``sign(k, d)`` when the instance holds the key, else absent. Only ``k``
-                              and ``d`` are signed (``p``, ``x``, ``m`` are not: a writer can change
-                              them on a copied entry), and only the HMAC is checked: a learner reads
-                              a backlog of any age, and counts a feedback once by its event id
+                       ``s``  ``sign_entry(fields)`` when the instance holds the key, else absent:
+                              format 3, over every field here (``k d p h i o m x``, each present or
+                              absent), so a copy with another process, header or execution does not
+                              verify. Only the HMAC is checked: a learner reads a backlog of any age,
+                              and counts a feedback once by its event id
                        ``m``  (``ex`` only) the segment's header JSON ``{process, pid, metadata}``: what
                               ``journal.expand`` needs besides the line (the header line itself is not sent)
                        ``x``  (``fb`` only, when the sending process could find it: ``sink.find_execution``)
                               the JSON of the execution's payload the feedback refers to, as the journal
-                              holds it (inputs only where the function's policy has ``record_inputs``)
+                              holds it (inputs only where the function's policy has ``record_inputs``);
+                              a learner ignores an ``x`` whose ``execution_id`` / ``function`` is not
+                              the feedback's own, and looks the execution up instead
                        An ``ex`` line is a batch line (``["C", ...]``) or one event line of an execution
                        segment (``function.fallback``, a domain's note). ``lr`` lines include the
                        follower's own ``fleet.refused`` / ``fleet.ignored`` (what it did not apply, why).
@@ -36,8 +39,9 @@ Streams, for a namespace ``NS`` (``namespace()``):
 ``poet:NS:outcomes``   learners -> instances: ``params.updated``, ``version.promoted``,
                        ``version.rolled_back``. Fields: ``t`` type, ``m`` the message's JSON (its
                        ``function``, ``version`` and what changed), ``s`` ``sign(t, m)``, ``l`` the
-                       learner's name. Instances read it whole (every one sees all; ``read_bounded``)
-                       and apply only what ``admit`` lets through; anything else is refused and reported.
+                       learner's name (unsigned, shown only: no reader decides anything on it).
+                       Instances read it whole (every one sees all; ``read_bounded``) and apply
+                       only what ``admit`` lets through; anything else is refused and reported.
                        Messages: ``params.updated`` ``{function, version, params: {name: value}}``;
                        ``version.promoted`` ``{function, number, files: {"code.py": text}, generator,
                        params?, builtin_hints?}``; ``version.rolled_back`` ``{function, to}``. Where an
@@ -50,6 +54,15 @@ Streams, for a namespace ``NS`` (``namespace()``):
                        key read it (``fleet.follower``) and act on a verified ``learning.degraded`` only
                        through ``fleet.regenerate`` (one instance, elected with
                        ``SET poet:NS:regen:<function>:<version> NX``).
+
+Events entries, wire format 3 (``ENTRY_FORMAT``): ``3.<stamp>.<HMAC hex>``, the HMAC over
+``b"poet-entry 3\\n" + stamp`` and then, for each of ``k d p h i o m x`` in that order, ``b"\\n"``,
+the field's name and either ``-`` (absent) or ``<length>:<bytes>``: one string that parses one way
+only, so no two field sets sign alike and an absent field is not an empty one (``sign_entry``,
+``check_entry``). A learner refuses an events entry signed format 2 (it signed ``k`` and ``d``
+only): "signed by an older version of poet_runtime: upgrade that instance"; an older learner
+refuses format 3 as "another wire format ... upgrade the reader". Outcomes and verdicts keep
+format 2 (their fields are all signed), so instances need no upgrade to read new learners.
 
 Signatures, wire format 2 (``FORMAT``). A signature is
 ``2.<signed at, ms>.<sender>.<sequence>.<HMAC hex>``: HMAC-SHA256, with the fleet's shared secret
@@ -222,10 +235,7 @@ def _mac(key: bytes, stamp: bytes, kind: bytes, data: bytes) -> bytes:
     return hmac.new(key, _PREFIX + stamp + b"\n" + kind + b"\n" + data, hashlib.sha256).hexdigest().encode()
 
 
-def sign(key: bytes, kind: bytes, data: bytes, *, at: float | None = None, after_ms: int | None = None) -> bytes:
-    """A format-2 signature of (``kind``, ``data``): made now (``at``: a test's other time), after
-    ``after_ms`` when given (the newest stamp the signer knows for the message's function), never
-    before this process's previous signature."""
+def _stamp(at: float | None, after_ms: int | None) -> bytes:
     global _last_ms
     with _sign_lock:
         now = int((time.time() if at is None else at) * 1000)
@@ -234,8 +244,114 @@ def sign(key: bytes, kind: bytes, data: bytes, *, at: float | None = None, after
             _last_ms = now
         if after_ms is not None:
             now = max(now, int(after_ms) + 1)
-        stamp = f"{now}.{_sender}.{next(_sequence)}".encode()
+        return f"{now}.{_sender}.{next(_sequence)}".encode()
+
+
+def sign(key: bytes, kind: bytes, data: bytes, *, at: float | None = None, after_ms: int | None = None) -> bytes:
+    """A format-2 signature of (``kind``, ``data``): made now (``at``: a test's other time), after
+    ``after_ms`` when given (the newest stamp the signer knows for the message's function), never
+    before this process's previous signature. For outcomes and verdicts; events entries are
+    signed whole, ``sign_entry``."""
+    stamp = _stamp(at, after_ms)
     return b"2." + stamp + b"." + _mac(key, stamp, kind, data)
+
+
+# -- events entries: every field a reader uses, signed as one ------------------------------------
+
+ENTRY_FORMAT = 3
+ENTRY_FIELDS = (b"k", b"d", b"p", b"h", b"i", b"o", b"m", b"x")  # signed, in this order
+_ENTRY_PREFIX = b"poet-entry 3\n"  # not "poet-wire 2": no outcome signature is ever an entry's
+_ABSENT = b"-"
+
+
+def _as_bytes(value) -> bytes | None:
+    """A field's value as Redis will hold it (as redis-py encodes it: str in UTF-8, int in decimal)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    if type(value) is int:
+        return str(value).encode()
+    raise TypeError(f"an events entry's field is bytes, str or int, not {type(value).__name__}")
+
+
+def _entry_values(fields: dict) -> list:
+    """The signed fields' values in ``ENTRY_FIELDS`` order (None: absent), from bytes or str keys."""
+    out = []
+    for name in ENTRY_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            value = fields.get(name.decode())
+        out.append(_as_bytes(value))
+    return out
+
+
+def _entry_mac(key: bytes, stamp: bytes, values: list) -> bytes:
+    # Each field: its name, then "-" when absent or "<length>:" and its bytes. Read from the start
+    # this parses one way only, so no two field sets sign the same bytes, and absent is not empty.
+    parts = [_ENTRY_PREFIX, stamp]
+    for name, value in zip(ENTRY_FIELDS, values):
+        if value is None:
+            parts += (b"\n", name, _ABSENT)
+        else:
+            parts += (b"\n", name, b"%d:" % len(value), value)
+    return hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest().encode()
+
+
+def sign_entry(key: bytes, fields: dict, *, at: float | None = None) -> bytes:
+    """A format-3 signature of an events entry: ``3.<signed at, ms>.<sender>.<sequence>.<HMAC hex>``
+    over every field in ``ENTRY_FIELDS`` (kind, data, process, host, pid, origin, batch header,
+    execution), present or absent, as Redis will hold them: one HMAC, no encoding of its own.
+    ``fields``: the entry (str or bytes names; bytes, str or int values) without ``s``."""
+    stamp = _stamp(at, None)
+    return b"3." + stamp + b"." + _entry_mac(key, stamp, _entry_values(fields))
+
+
+OLD_ENTRY = ("signed by an older version of poet_runtime: upgrade that instance (its wire format 2 signs "
+             "only an entry's kind and data, so anyone who can write to the broker could change its process, "
+             f"batch header or execution; this learner takes events entries of format {ENTRY_FORMAT} only, and "
+             "what it refused stays in the instance's local journal)")
+ENTRY_BAD = ("bad signature (not signed with this fleet's key, or a signed field was changed, added or "
+             "removed: k, d, p, h, i, o, m, x)")
+_ENTRY_SIGNATURE = re.compile(rb"3\.((\d{1,15})\.([0-9a-f]{1,32})\.(\d{1,19}))\.([0-9a-f]{64})")
+
+
+def check_entry(key: bytes | None, fields: dict) -> tuple[Stamp | None, str | None]:
+    """(the entry's stamp, None) when ``fields`` (an events entry as read: bytes names) carry this
+    key's format-3 signature (``s``) of every signed field as they are; else (None, why not), in
+    words fit for a log line (one per cause)."""
+    if key is None:
+        return None, f"no key held ({KEY_VAR} / {KEY_FILE_VAR} unset)"
+    signature = fields.get(b"s")
+    if not signature:
+        return None, "unsigned"
+    if not isinstance(signature, (bytes, bytearray)):
+        signature = str(signature).encode()
+    match = _ENTRY_SIGNATURE.fullmatch(signature)
+    if match is None:
+        signature = bytes(signature)
+        if _SIGNATURE.fullmatch(signature) or re.fullmatch(rb"[0-9a-f]{64}", signature):
+            return None, OLD_ENTRY  # format 2 (or 1): it would have left p, m and x open to change
+        head = signature.partition(b".")[0]
+        if head.isdigit() and len(head) < 6:
+            return None, (f"another wire format (this reader takes events entries of format {ENTRY_FORMAT} "
+                          "only; upgrade the reader)")
+        return None, "malformed signature (not a poet wire signature)"
+    stamp_text, at, sender, sequence, mac = match.groups()
+    try:
+        values = _entry_values(fields)
+    except TypeError as error:
+        return None, f"malformed entry ({error})"
+    if not hmac.compare_digest(_entry_mac(key, stamp_text, values), mac):
+        return None, ENTRY_BAD
+    return Stamp(int(at), sender.decode(), int(sequence)), None
+
+
+def verify_entry(key: bytes | None, fields: dict) -> bool:
+    """True only when ``check_entry`` finds the entry signed whole with this key."""
+    return check_entry(key, fields)[1] is None
 
 
 OLD_FORMAT = ("old wire format (a format-1 signature, without signed time and id): this reader accepts "
@@ -283,7 +399,7 @@ def verify(key: bytes | None, kind: bytes, data: bytes, signature: bytes | None)
 
 def stamp_of(signature) -> Stamp | None:
     """The stamp a signature claims (not verified: for naming a message, not for trusting it)."""
-    if not isinstance(signature, (bytes, bytearray)) or not signature.startswith(b"2."):
+    if not isinstance(signature, (bytes, bytearray)) or signature[:2] not in (b"2.", b"3."):
         return None
     return Stamp.parse(bytes(signature)[2:].rpartition(b".")[0])
 
@@ -638,9 +754,9 @@ def unseal_json(key, context: str, sealed) -> str | None:
 
 
 def unsigned_json(data) -> dict | None:
-    """An entry's unsigned JSON field (an ``fb`` entry's ``x``) as a dict, or None when it is not
-    one (not JSON, nested past the parser's depth, another type): the reader then does without it,
-    as when the field is absent. Whoever can write to the broker chooses such a field."""
+    """An entry's JSON field (an ``fb`` entry's ``x``) as a dict, or None when it is not one (not
+    JSON, nested past the parser's depth, another type): the reader then does without it, as when
+    the field is absent. Signed (format 3) since, but by whoever sent it: not checked beyond that."""
     try:
         value = json.loads(data)
     except (ValueError, RecursionError, TypeError):
