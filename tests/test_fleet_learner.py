@@ -423,11 +423,11 @@ def test_feedback_without_its_execution_is_joined_with_the_execution_batches_on_
 
     entries = []
     for i, fields in client.xrange(f"poet:{SOURCE_NS}:events"):
-        fields = {k: v for k, v in fields.items() if k != b"x"}
+        fields = {k: v for k, v in fields.items() if k not in (b"x", b"s")}
         if fields[b"k"] == b"hi":  # instances on other hosts: their stores are out of the learner's reach
             beat = json.loads(fields[b"d"])
             fields[b"d"] = json.dumps({**beat, "root": "/nonexistent/store"}).encode()
-            fields[b"s"] = wire.sign(KEY.encode(), b"hi", fields[b"d"])
+        fields[b"s"] = wire.sign_entry(KEY.encode(), fields)  # signed anew: x is a signed field (format 3)
         entries.append((i, fields))
     # The batches first (as a learner that reads them in an earlier round indexes them), then the feedback.
     _copy(client, SOURCE_NS, ns, [e for e in entries if e[1][b"k"] != b"fb"])

@@ -29,7 +29,8 @@ def _backlog(client, ns: str, functions: list, per_function: int, *, with_x: boo
     beat = json.dumps({"host": "h", "pid": 1, "process": "p" * 12, "root": None, "started": time.time(),
                        "last_event": time.time(), "functions": {f: SPEC for f in functions}}).encode()
     pipe = client.pipeline(transaction=False)
-    pipe.xadd(stream, {"k": b"hi", "d": beat, "p": b"p" * 12, "s": wire.sign(KEY, b"hi", beat)})
+    fields = {"k": b"hi", "d": beat, "p": b"p" * 12}
+    pipe.xadd(stream, {**fields, "s": wire.sign_entry(KEY, fields)})
     rng = random.Random(start + 3)
     for n in range(start, start + per_function * len(functions)):
         function = functions[n % len(functions)]
@@ -40,10 +41,10 @@ def _backlog(client, ns: str, functions: list, per_function: int, *, with_x: boo
                  "payload": {"function": function, "version": 1, "execution_id": execution["execution_id"],
                              "feedback_type": "user", "label": score > boundary}}
         line = journal.encode(event, 1 << 20)
-        fields = {"k": b"fb", "d": line, "p": b"b" * 12, "s": wire.sign(KEY, b"fb", line)}
+        fields = {"k": b"fb", "d": line, "p": b"b" * 12}
         if with_x:
             fields["x"] = json.dumps(execution).encode()
-        pipe.xadd(stream, fields)
+        pipe.xadd(stream, {**fields, "s": wire.sign_entry(KEY, fields)})
     pipe.execute()
 
 
@@ -137,7 +138,8 @@ def test_a_forged_function_spec_or_execution_index_member_is_not_used(redis_serv
     line = journal.encode({"id": "ev-x", "type": "function.feedback", "timestamp": time.time(),
                            "payload": {"function": "mod:a", "version": 1, "execution_id": f"{'b' * 12}-5",
                                        "label": True}}, 1 << 20)
-    client.xadd(stream, {"k": b"fb", "d": line, "p": b"b" * 12, "s": wire.sign(KEY, b"fb", line)})
+    fields = {"k": b"fb", "d": line, "p": b"b" * 12}
+    client.xadd(stream, {**fields, "s": wire.sign_entry(KEY, fields)})
     learner = _learner(redis_server.url, ns)
     learner.run(rounds=2)
     assert learner.function_spec("mod:a") is None  # not sealed: not taken
