@@ -170,7 +170,8 @@ def _backlog(client, ns: str, functions: int, count: int) -> list:
     beat = json.dumps({"host": "bench", "pid": 1, "process": "0" * 12, "root": None, "started": time.time(),
                        "last_event": time.time(), "functions": {n: spec for n in names}}).encode()
     pipe = client.pipeline(transaction=False)
-    pipe.xadd(stream, {"k": b"hi", "d": beat, "p": b"0" * 12, "s": wire.sign(key, b"hi", beat)})
+    hello = {"k": b"hi", "d": beat, "p": b"0" * 12}
+    pipe.xadd(stream, {**hello, "s": wire.sign_entry(key, hello)})  # format 3: every field signed
     rng = random.Random(3)
     pairs = []
     for n in range(count):
@@ -185,8 +186,8 @@ def _backlog(client, ns: str, functions: int, count: int) -> list:
                  "payload": {"function": function, "version": 1, "execution_id": execution["execution_id"],
                              "feedback_type": "user", "label": label}}
         line = journal.encode(event, 1 << 20)
-        pipe.xadd(stream, {"k": b"fb", "d": line, "p": b"a" * 12, "s": wire.sign(key, b"fb", line),
-                           "x": json.dumps(execution).encode()})
+        fields = {"k": b"fb", "d": line, "p": b"a" * 12, "x": json.dumps(execution).encode()}
+        pipe.xadd(stream, {**fields, "s": wire.sign_entry(key, fields)})
         pairs.append((function, output, label))
         if n % 2000 == 1999:
             pipe.execute()

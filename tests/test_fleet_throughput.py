@@ -169,7 +169,8 @@ def _backlog(client, ns: str) -> list:
     beat = json.dumps({"host": "h", "pid": 1, "process": "0" * 12, "root": None, "started": time.time(),
                        "last_event": time.time(), "functions": {n: spec for n in names}}).encode()
     pipe = client.pipeline(transaction=False)
-    pipe.xadd(stream, {"k": b"hi", "d": beat, "p": b"0" * 12, "s": wire.sign(BROKER_KEY, b"hi", beat)})
+    hello = {"k": b"hi", "d": beat, "p": b"0" * 12}
+    pipe.xadd(stream, {**hello, "s": wire.sign_entry(BROKER_KEY, hello)})  # format 3: every field signed
     rng = random.Random(11)
     for n in range(FUNCTIONS * PER_FUNCTION):
         function = names[n % FUNCTIONS]
@@ -181,8 +182,8 @@ def _backlog(client, ns: str) -> list:
                  "payload": {"function": function, "version": 1, "execution_id": execution["execution_id"],
                              "feedback_type": "user", "label": score > 0.2 + 0.08 * (n % FUNCTIONS)}}
         line = journal.encode(event, 1 << 20)
-        pipe.xadd(stream, {"k": b"fb", "d": line, "p": b"b" * 12, "s": wire.sign(BROKER_KEY, b"fb", line),
-                           "x": json.dumps(execution).encode()})
+        fields = {"k": b"fb", "d": line, "p": b"b" * 12, "x": json.dumps(execution).encode()}
+        pipe.xadd(stream, {**fields, "s": wire.sign_entry(BROKER_KEY, fields)})
     pipe.execute()
     return client.xrange(stream)
 
