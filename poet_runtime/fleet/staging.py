@@ -199,9 +199,9 @@ class Staging:
                 continue
             # Every field staging uses (p, x; m, h, i, o besides) is signed with k and d (format 3):
             # a copy re-added under another process, or with another execution, does not verify.
-            signed, why = wire.check_entry(self.key, fields)
-            if why is not None:
+            if not wire.verify_entry(self.key, fields):
                 refused += 1
+                why = wire.check_entry(self.key, fields)[1]  # the words: once per cause, not per p
                 self._once(("refused", why), "poet_runtime: learner %s: refused %s entry "
                            "%s from process %s: %s (refused entries are counted in status, never learned from)",
                            self.name, _text(kind), _text(entry_id), _text(fields.get(b"p", b"?")), why)
@@ -212,7 +212,7 @@ class Staging:
                 if kind == b"hi":
                     beat = json.loads(data)
                     who = _beat_process(beat, process)
-                    stamp = signed
+                    stamp = wire.stamp_of(fields.get(b"s"))  # verified just above
                     if who in beats and beats[who] is not None and stamp.order <= beats[who]:
                         # signed before the newest heartbeat taken from that process: a copy re-added
                         # under a new stream id (it would name an older version or spec), or out of order

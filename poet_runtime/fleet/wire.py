@@ -278,26 +278,39 @@ def _as_bytes(value) -> bytes | None:
 
 
 def _entry_values(fields: dict) -> list:
-    """The signed fields' values in ``ENTRY_FIELDS`` order (None: absent), from bytes or str keys."""
+    """The signed fields' values in ``ENTRY_FIELDS`` order (None: absent), from a dict with bytes
+    names (as read) or str names (as written), not both."""
+    names = ENTRY_FIELDS if b"k" in fields else _TEXT_FIELDS
     out = []
-    for name in ENTRY_FIELDS:
+    for name in names:
         value = fields.get(name)
-        if value is None:
-            value = fields.get(name.decode())
-        out.append(_as_bytes(value))
+        out.append(value if value is None or type(value) is bytes else _as_bytes(value))
     return out
 
 
-def _entry_mac(key: bytes, stamp: bytes, values: list) -> bytes:
+_TEXT_FIELDS = tuple(name.decode() for name in ENTRY_FIELDS)
+
+
+def _entry_mac(key: bytes, stamp: bytes, values) -> bytes:
     # Each field: its name, then "-" when absent or "<length>:" and its bytes. Read from the start
     # this parses one way only, so no two field sets sign the same bytes, and absent is not empty.
     parts = [_ENTRY_PREFIX, stamp]
-    for name, value in zip(ENTRY_FIELDS, values):
+    for head, value in zip(_HEADS, values):
         if value is None:
-            parts += (b"\n", name, _ABSENT)
+            parts.append(head + _ABSENT)
         else:
-            parts += (b"\n", name, b"%d:" % len(value), value)
-    return hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest().encode()
+            parts.append(b"%s%d:" % (head, len(value)))
+            parts.append(value)
+    mac = _entry_macs.get(key)
+    if mac is None:
+        mac = _entry_macs[key] = hmac.new(key, digestmod=hashlib.sha256)  # keyed once: a copy per entry
+    mac = mac.copy()
+    mac.update(b"".join(parts))
+    return mac.hexdigest().encode()
+
+
+_HEADS = tuple(b"\n" + name for name in ENTRY_FIELDS)
+_entry_macs: dict = {}
 
 
 def sign_entry(key: bytes, fields: dict, *, at: float | None = None) -> bytes:
@@ -322,36 +335,48 @@ def check_entry(key: bytes | None, fields: dict) -> tuple[Stamp | None, str | No
     """(the entry's stamp, None) when ``fields`` (an events entry as read: bytes names) carry this
     key's format-3 signature (``s``) of every signed field as they are; else (None, why not), in
     words fit for a log line (one per cause)."""
+    match = _entry_match(key, fields)
+    if type(match) is str:
+        return None, match
+    _, at, sender, sequence, _ = match.groups()
+    return Stamp(int(at), sender.decode(), int(sequence)), None
+
+
+def _entry_match(key: bytes | None, fields: dict):
+    """The signature's match when it holds, else why not (a str)."""
     if key is None:
-        return None, f"no key held ({KEY_VAR} / {KEY_FILE_VAR} unset)"
+        return f"no key held ({KEY_VAR} / {KEY_FILE_VAR} unset)"
     signature = fields.get(b"s")
     if not signature:
-        return None, "unsigned"
+        return "unsigned"
     if not isinstance(signature, (bytes, bytearray)):
         signature = str(signature).encode()
     match = _ENTRY_SIGNATURE.fullmatch(signature)
     if match is None:
         signature = bytes(signature)
         if _SIGNATURE.fullmatch(signature) or re.fullmatch(rb"[0-9a-f]{64}", signature):
-            return None, OLD_ENTRY  # format 2 (or 1): it would have left p, m and x open to change
+            return OLD_ENTRY  # format 2 (or 1): it would have left p, m and x open to change
         head = signature.partition(b".")[0]
         if head.isdigit() and len(head) < 6:
-            return None, (f"another wire format (this reader takes events entries of format {ENTRY_FORMAT} "
-                          "only; upgrade the reader)")
-        return None, "malformed signature (not a poet wire signature)"
-    stamp_text, at, sender, sequence, mac = match.groups()
-    try:
-        values = _entry_values(fields)
-    except TypeError as error:
-        return None, f"malformed entry ({error})"
-    if not hmac.compare_digest(_entry_mac(key, stamp_text, values), mac):
-        return None, ENTRY_BAD
-    return Stamp(int(at), sender.decode(), int(sequence)), None
+            return (f"another wire format (this reader takes events entries of format {ENTRY_FORMAT} "
+                    "only; upgrade the reader)")
+        return "malformed signature (not a poet wire signature)"
+    values = [fields.get(name) for name in ENTRY_FIELDS]  # as read from Redis: bytes names and values
+    for value in values:
+        if value is not None and type(value) is not bytes:  # not as read (a caller's own dict)
+            try:
+                values = _entry_values(fields)
+            except TypeError as error:
+                return f"malformed entry ({error})"
+            break
+    if not hmac.compare_digest(_entry_mac(key, match.group(1), values), match.group(5)):
+        return ENTRY_BAD
+    return match
 
 
 def verify_entry(key: bytes | None, fields: dict) -> bool:
-    """True only when ``check_entry`` finds the entry signed whole with this key."""
-    return check_entry(key, fields)[1] is None
+    """True only when ``check_entry`` finds the entry signed whole with this key (no stamp made)."""
+    return type(_entry_match(key, fields)) is not str
 
 
 OLD_FORMAT = ("old wire format (a format-1 signature, without signed time and id): this reader accepts "
