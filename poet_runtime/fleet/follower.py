@@ -6,7 +6,8 @@ about a second without a restart, and waiting on the broker must never touch a c
 instance reads the whole ``poet:NS:outcomes`` stream (no consumer group: each one applies everything).
 
 Trust: an outcome is applied only when it verifies (``wire.verify``: the fleet's key, HMAC over
-type and message). No key held, no signature or a wrong one: refused, said once per cause in
+type and message; those are all this module reads of an entry besides the signature: the
+learner's name ``l`` is unsigned and read by nobody). No key held, no signature or a wrong one: refused, said once per cause in
 the ``poet_runtime`` log and written as a ``fleet.refused`` decision (on the bus every time),
 never applied. A verified outcome is still checked as any input is:
 
