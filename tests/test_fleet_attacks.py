@@ -500,3 +500,34 @@ def test_group_read_answers_as_xreadgroup_and_xautoclaim_with_oversize_entries_h
     assert [i for i, _ in first] == more[:2]  # past the budget: the rest pending for this consumer
     _, rest = wire.group_read(client, "s", "g", "me", "0", count=10)
     assert [i for i, _ in rest] == more
+
+
+def test_a_forged_future_outcome_does_not_make_an_instance_sign_its_promotion_after_it(redis_server):  # noqa: F811
+    """``regenerate.newer_before`` (the elected instance re-signs a promotion that a later-signed
+    outcome got in ahead of) counts only outcomes that verify, from a clock readers accept: a
+    writer's unsigned or forged entry stamped an hour ahead would otherwise push the promotion's
+    signature into the future, where every instance refuses it."""
+    from poet_runtime.fleet import regenerate
+
+    client = redis_server.client()
+    outcomes = wire.stream("attack-newer", wire.OUTCOMES)
+    function = "mod:detect"
+    ahead_ms = int((time.time() + 3600) * 1000)
+    forged_mac = hmac.new(b"not-the-key", b"x", hashlib.sha256).hexdigest()
+    client.xadd(outcomes, {b"t": b"params.updated", b"m": json.dumps({"function": function}).encode(),
+                           b"s": f"2.{ahead_ms}.{'e' * 16}.1.{forged_mac}".encode()})  # forged, an hour ahead
+    _send(client, outcomes, "params.updated", {"function": function}, at=time.time() + 3600)  # genuine key, clock
+    _send(client, outcomes, "params.updated", {"function": "mod:other"}, at=time.time() + 5)  # another function
+    promoted = _send(client, outcomes, "version.promoted", {"function": function, "number": 2})
+    [(entry_id, _)] = client.xrevrange(outcomes, count=1)
+    stamp = wire.stamp_of(promoted[b"s"])
+    assert regenerate.newer_before(client, KEY, outcomes, entry_id.decode(), function, stamp) is None
+    # A genuine outcome signed after the promotion but added before it still makes it re-sign.
+    later = time.time() + 2
+    _send(client, outcomes, "params.updated", {"function": function}, at=later)
+    promoted = _send(client, outcomes, "version.promoted", {"function": function, "number": 2},
+                     at=time.time())
+    [(entry_id, _)] = client.xrevrange(outcomes, count=1)
+    found = regenerate.newer_before(client, KEY, outcomes, entry_id.decode(), function,
+                                    wire.stamp_of(promoted[b"s"]))
+    assert found is not None and abs(found - later * 1000) < 2

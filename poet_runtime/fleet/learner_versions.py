@@ -149,7 +149,7 @@ def follow(learner) -> int:
                     made = switch(kind.decode(), message, entry_id) if type(message) is dict else "not JSON"
                     if type(made) is str:
                         reason = made
-                    elif regenerate.newer_before(client, keys.outcomes, entry_id, made[0],
+                    elif regenerate.newer_before(client, learner.key, keys.outcomes, entry_id, made[0],
                                                  wire.stamp_of(fields.get(b"s"))) is not None:
                         superseded += 1  # refused by every instance as out of order; signed again after it
                         continue

@@ -184,22 +184,39 @@ def _stored(engine, number, numbering: str):
     return None
 
 
-def newer_before(client, stream: str, entry_id: str, function: str, stamp) -> int | None:
+def newer_before(client, key: bytes, stream: str, entry_id: str, function: str, stamp) -> int | None:
     """The newest signed time (ms) among the outcomes for ``function`` just before ``entry_id`` on
     ``stream`` whose stamps are newer than ``stamp``, or None. Instances admit a function's outcomes
     only in signed order (``wire.admit``): a message signed before a learner's ``params.updated``
-    but added after it would be refused by all of them as out of order."""
+    but added after it would be refused by all of them as out of order.
+
+    Only outcomes that verify with the fleet's key count, and only those signed no further ahead
+    than readers accept (``wire.FUTURE_S``): an entry anyone can add with a far-future stamp and the
+    function's name would otherwise make this instance sign its promotion after that time, and
+    every reader would refuse it as from the future (or, nearer, lock out genuine messages)."""
     newest = None
+    horizon = (time.time() + wire.FUTURE_S) * 1000
     for other_id, fields in client.xrevrange(stream, max=entry_id, min="-", count=200):
         other_id = other_id.decode() if isinstance(other_id, bytes) else other_id
-        found = wire.stamp_of(fields.get(b"s"))
-        if other_id == entry_id or found is None:
+        if other_id == entry_id or wire.oversize(fields) is not None:
             continue
+        kind, data = fields.get(b"t") or b"", fields.get(b"m") or b""
+        found, why = wire.check(key, kind, data, fields.get(b"s"))
+        if found is None or found.at_ms > horizon:
+            continue  # not the fleet's, or from a clock no reader accepts
         if found.at_ms < stamp.at_ms - 60_000:
             break  # signed a minute before this one: what is older than that is not newer
-        if found.order > stamp.order and json.dumps(function).encode() in (fields.get(b"m") or b""):
+        if found.order > stamp.order and _names(data, function):
             newest = max(newest or 0, found.at_ms)
     return newest
+
+
+def _names(data: bytes, function: str) -> bool:
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return type(message) is dict and message.get("function") == function
 
 
 def publish(follower, ns, kind: str, message: dict) -> str:
@@ -212,7 +229,8 @@ def publish(follower, ns, kind: str, message: dict) -> str:
         signature = wire.sign(follower.key, kind.encode(), data, after_ms=after)
         entry = follower.client.xadd(ns.stream, {"t": kind, "m": data, "s": signature, "l": f"instance {me()}"})
         entry = entry.decode() if isinstance(entry, bytes) else entry
-        after = newer_before(follower.client, ns.stream, entry, message["function"], wire.stamp_of(signature))
+        after = newer_before(follower.client, follower.key, ns.stream, entry, message["function"],
+                             wire.stamp_of(signature))
         if after is None:
             break
         log.info("poet_runtime: fleet: %s: %s %s was signed before an outcome that got in ahead of it; "
