@@ -315,6 +315,20 @@ def recorded_inputs(root: Path, function_id: str, limit: int) -> list[tuple[list
     return found
 
 
+def loads(data: bytes):
+    """``json.loads(data)`` for bytes, the same value or error, faster for what journals and the fleet
+    carry: ``json.loads`` on bytes first guesses the encoding (``detect_encoding``) from the first
+    bytes; text that opens with ``{`` or ``[`` and no NUL after it is UTF-8 by that very guess, so it
+    is decoded as ``json.loads`` would (``surrogatepass``) without the guess. Anything else: ``json.loads``."""
+    if type(data) is bytes and data[:1] in _JSON_OPENERS and data[1:2] != b"\x00":
+        return _json_decode(data.decode("utf-8", "surrogatepass"))
+    return json.loads(data)
+
+
+_JSON_OPENERS = (b"{", b"[")
+_json_decode = json.JSONDecoder().decode  # what json.loads uses without keyword arguments
+
+
 def decode(line: bytes):
     """The JSON value of one line, or None for a torn or damaged line."""
     if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
@@ -323,7 +337,7 @@ def decode(line: bytes):
     try:
         if int(line[:8], 16) != zlib.crc32(text):
             return None
-        return json.loads(text)
+        return loads(text)
     except ValueError:
         return None
 

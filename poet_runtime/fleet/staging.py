@@ -16,6 +16,7 @@ client, keys, key, name, batch size and counters.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ DEFER_S = 10.0  # feedback whose execution is nowhere yet waits this long (pendi
 INDEX_TTL_S = 7 * 86400  # a process's execution index outlives it by this much (process ids change on restart)
 
 
+@functools.lru_cache(maxsize=32_768)  # read sorts by it, stage writes it: worked out once per entry
 def padded(entry_id) -> str:
     """A stream id whose text sorts as the id does (sorted-set members are compared as bytes)."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

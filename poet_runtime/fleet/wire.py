@@ -123,6 +123,8 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+from poet_runtime import journal
+
 log = logging.getLogger("poet_runtime")
 
 EVENTS = "events"
@@ -223,12 +225,15 @@ class Stamp(NamedTuple):
             text = bytes(text).decode("ascii", "replace")
         if type(text) is not str or len(text) > 80:
             return None
-        at, _, rest = text.partition(".")
-        sender, _, sequence = rest.partition(".")
-        if not (at.isdigit() and len(at) <= 15 and sequence.isdigit() and len(sequence) <= 19
-                and 0 < len(sender) <= 32 and all(c in "0123456789abcdef" for c in sender)):
+        match = _STAMP.fullmatch(text)
+        if match is None:
             return None
+        at, sender, sequence = match.groups()
         return cls(int(at), sender, int(sequence))
+
+
+# ASCII digits only: str.isdigit (used before) also took superscripts, which int() then refused
+_STAMP = re.compile(r"([0-9]{1,15})\.([0-9a-f]{1,32})\.([0-9]{1,19})")
 
 
 def _mac(key: bytes, stamp: bytes, kind: bytes, data: bytes) -> bytes:
@@ -783,7 +788,7 @@ def unsigned_json(data) -> dict | None:
     JSON, nested past the parser's depth, another type): the reader then does without it, as when
     the field is absent. Signed (format 3) since, but by whoever sent it: not checked beyond that."""
     try:
-        value = json.loads(data)
+        value = journal.loads(data)  # json.loads, without its encoding guess for what is plainly UTF-8
     except (ValueError, RecursionError, TypeError):
         return None
     return value if type(value) is dict else None
