@@ -148,6 +148,14 @@ def _wait(browser, condition, timeout: float = 10):
     return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
+def _rows(browser, selector: str) -> list[dict]:
+    """Each matching element's text and data-id, read in one script: a live update replacing the
+    rows between a lookup and a read (StaleElementReferenceException) cannot split the answer."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " e => ({text: e.innerText, id: e.getAttribute('data-id')}))", selector)
+
+
 def _open(browser, url: str, ready: str):
     browser.get(url)
     return WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.CSS_SELECTOR, ready)))
@@ -268,23 +276,22 @@ def test_live_view_shows_a_new_event_and_escapes_what_users_wrote(browser, servi
     _open(browser, service.url + "/events", "#events")
     _wait(browser, lambda d: d.find_element(By.ID, "live-status").text == "live")
     # The feedback comment written by the second run is shown as text, not markup, and its bidi override is visible.
-    details = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#events td.detail")]
+    details = [cell["text"] for cell in _rows(browser, "#events td.detail")]
     assert any("<img src=x id=pwned" in text for text in details)
     assert not any("\u202e" in text for text in details) and any("\\u{202e}gnp.exe" in text for text in details)
     assert not browser.find_elements(By.ID, "pwned") and browser.title == "Live events · POET"
-    before = {row.get_attribute("data-id") for row in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")}
+    before = {row["id"] for row in _rows(browser, "#events tbody tr")}
     _run(folder, home, "1", "3", "", "0")  # one more labelled call: new execution and feedback events
-    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#events tbody tr.fresh"), 20)
-    fresh = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.fresh")
-    assert {row.get_attribute("data-id") for row in fresh}.isdisjoint(before)
-    assert any(FUNCTION in row.text and "function.execution" in row.text for row in fresh)
+    fresh = _wait(browser, lambda d: _rows(d, "#events tbody tr.fresh"), 20)
+    assert {row["id"] for row in fresh}.isdisjoint(before)
+    assert any(FUNCTION in row["text"] and "function.execution" in row["text"] for row in fresh)
     screenshot(browser, "dashboard-events")
     # A function's page follows its own events the same way.
     _open(browser, service.url + "/functions/" + FUNCTION, "#recent")
     _wait(browser, lambda d: d.find_element(By.ID, "live-status").text == "live")
     _run(folder, home, "1", "4", "", "0")
-    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#recent tbody tr.fresh"), 20)
-    assert all(FUNCTION in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#recent tbody tr"))
+    _wait(browser, lambda d: _rows(d, "#recent tbody tr.fresh"), 20)
+    assert all(FUNCTION in row["text"] for row in _rows(browser, "#recent tbody tr"))
 
 
 def test_pages_need_a_session_and_forbid_inline_script(service):
