@@ -79,8 +79,15 @@ def learned(tmp_path, redis_server):  # noqa: F811
             raw = client.get(f"poet:{NS}:learn:state:{FUNCTION}")
             return json.loads(raw) if raw else {}
 
-        _wait(lambda: state().get("feedback") == CALLS and client.hlen(f"poet:{NS}:instances"), 30,
-              "the learner to learn every feedback")
+        try:
+            _wait(lambda: state().get("feedback") == CALLS and client.hlen(f"poet:{NS}:instances"), 60,
+                  "the learner to learn every feedback")
+        except AssertionError as error:  # say what the learner and the broker saw, not only that it waited
+            learner.send_signal(signal.SIGTERM)
+            out, err = learner.communicate(timeout=20)
+            stats = {k.decode(): v.decode() for k, v in client.hgetall(f"poet:{NS}:learn:stats").items()}
+            raise AssertionError(f"{error}; state feedback {state().get('feedback')}, stats {stats}, "
+                                 f"learner stderr: {err[-3000:]}; app stderr: {app.stderr[-2000:]}") from None
         yield {"url": redis_server.url, "client": client, "tmp": tmp_path, "state": state()}
     finally:
         learner.send_signal(signal.SIGTERM)
