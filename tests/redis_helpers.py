@@ -93,6 +93,18 @@ class RedisServer:
         self.process = None
 
 
+def wait_until(predicate, timeout: float, what: str, detail=None):
+    """``predicate()``'s first true value within ``timeout`` seconds, else an AssertionError naming
+    ``what`` (and ``detail()``, what the test can say about where things stand)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f": {detail()}" if detail else ""))
+
+
 def app_line(process, predicate, *, timeout: float) -> dict:
     """The next JSON line a fleet test's app prints that ``predicate`` accepts (the app reports on stdout)."""
     deadline = time.monotonic() + timeout

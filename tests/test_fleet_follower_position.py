@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from redis_helpers import app_line, redis_server  # noqa: F401
+from redis_helpers import app_line, redis_server, wait_until  # noqa: F401
 
 from poet_runtime import journal
 from poet_runtime.fleet import wire
@@ -102,13 +102,6 @@ def _publish(client, stream: str, kind: str, messages: list) -> list:
     return [entry.decode() for entry in pipe.execute()]
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _causes(app: Path) -> list:
@@ -134,7 +127,7 @@ def test_outcomes_position_is_written_per_batch_and_a_crash_re_reads_rather_than
     ids = _publish(client, wire.stream(NS, wire.OUTCOMES), "params.updated",
                    [{"function": "mod:detect", "version": 1, "params": {"threshold": value}} for value in values])
     try:
-        _wait(lambda: len(_causes(app)) >= OUTCOMES // 2, 60, "half of the outcomes to be applied (mid-batch)")
+        wait_until(lambda: len(_causes(app)) >= OUTCOMES // 2, 60, "half of the outcomes to be applied (mid-batch)")
     finally:
         process.send_signal(signal.SIGKILL)  # mid-stream: no exit hook runs
         process.communicate(timeout=30)
@@ -146,7 +139,7 @@ def test_outcomes_position_is_written_per_batch_and_a_crash_re_reads_rather_than
     assert set(ids[:upto]) <= before, "the position went past an outcome whose effect was not written"
 
     process = _start(app, redis_server.url)
-    _wait(lambda: _read(last_file) == ids[-1], 60, "the restarted process to read to the end")
+    wait_until(lambda: _read(last_file) == ids[-1], 60, "the restarted process to read to the end")
     said = _finish(app, process)
     applied = _causes(app)
     assert before == set(ids[:len(before)]), "applied in order"
@@ -178,7 +171,7 @@ def test_the_learning_position_survives_a_restart(app, redis_server):  # noqa: F
     # Verdicts the learners published for this function (recovered: nothing to regenerate).
     ids = _publish(client, wire.stream(NS, "learning"), "learning.recovered",
                    [{"function": "mod:detect", "version": 1, "numbering": "local", "n": n} for n in range(20)])
-    _wait(lambda: _read(learning_file) == ids[-1], 30, "the follower to read every verdict")
+    wait_until(lambda: _read(learning_file) == ids[-1], 30, "the follower to read every verdict")
     first = _finish(app, process)
     assert first["refused"] == [] and first["saves"] <= 5, first
     assert not list(journal.read(app / ".poet" / "events", {"fleet.refused"}))
@@ -193,5 +186,5 @@ def test_the_learning_position_survives_a_restart(app, redis_server):  # noqa: F
     process = _start(app, redis_server.url)
     [later] = _publish(client, wire.stream(NS, "learning"), "learning.recovered",
                        [{"function": "mod:detect", "version": 1, "numbering": "local", "n": 20}])
-    _wait(lambda: _read(learning_file) == later, 30, "the follower to read the new verdict")
+    wait_until(lambda: _read(learning_file) == later, 30, "the follower to read the new verdict")
     assert _finish(app, process)["refused"] == []

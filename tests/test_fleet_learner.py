@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from redis_helpers import RedisServer
+from redis_helpers import RedisServer, wait_until
 
 pytest.importorskip("redis")
 
@@ -100,14 +100,6 @@ def _stats(client, ns: str) -> dict:
     return {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
 
 
-def _wait(predicate, timeout: float, what: str, detail=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f": {detail()}" if detail else ""))
 
 
 def _diagnose(client, ns: str, learner=None) -> str:
@@ -193,7 +185,7 @@ def fleet(tmp_path_factory):
             said.append(out)
         client = server.client()
         sent = PROCESSES * CALLS
-        _wait(lambda: _stats(client, SOURCE_NS).get("applied", 0) >= sent, 30, "the learner to apply all feedback",
+        wait_until(lambda: _stats(client, SOURCE_NS).get("applied", 0) >= sent, 30, "the learner to apply all feedback",
               lambda: _diagnose(client, SOURCE_NS, learner))
         yield {"server": server, "client": client, "tmp": tmp, "sent": sent, "learner": learner,
                "function": "__main__:detect", "said": said}
@@ -246,7 +238,7 @@ def test_a_learner_killed_mid_stream_loses_nothing_and_counts_nothing_twice(flee
         for start in range(0, half, 20):  # the stream arrives while the learner works
             _copy(client, SOURCE_NS, ns, entries[start:min(start + 20, half)])
             time.sleep(0.01)
-        _wait(lambda: _stats(client, ns).get("applied", 0) > 0, 20, "the first learner to apply something")
+        wait_until(lambda: _stats(client, ns).get("applied", 0) > 0, 20, "the first learner to apply something")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         _copy(client, SOURCE_NS, ns, entries[half:])
@@ -255,9 +247,9 @@ def test_a_learner_killed_mid_stream_loses_nothing_and_counts_nothing_twice(flee
         _copy(client, SOURCE_NS, ns, redelivered)
         second = _learner(url, ns, "k2", tmp, "--batch", "50", "--claim-idle", "1")
         try:
-            _wait(lambda: _stats(client, ns).get("applied", 0) >= sent, 30, "the second learner to catch up")
+            wait_until(lambda: _stats(client, ns).get("applied", 0) >= sent, 30, "the second learner to catch up")
             time.sleep(1.5)  # anything pending from the dead learner is reclaimed by now (claim idle 1 s)
-            _wait(lambda: client.xpending(f"poet:{ns}:events", "poet-learners")["pending"] == 0, 20,
+            wait_until(lambda: client.xpending(f"poet:{ns}:events", "poet-learners")["pending"] == 0, 20,
                   "nothing pending")
         finally:
             second.send_signal(signal.SIGTERM)
@@ -405,7 +397,7 @@ def test_the_learner_survives_the_broker_going_away_and_loses_nothing(fleet, tmp
             pipe.xadd(f"poet:{SOURCE_NS}:events", fields)
         pipe.execute()
         sent = len(_feedback_entries(client, SOURCE_NS))
-        _wait(lambda: learner.run(rounds=1) == 0 and _stats(client, SOURCE_NS).get("applied", 0) >= sent, 30,
+        wait_until(lambda: learner.run(rounds=1) == 0 and _stats(client, SOURCE_NS).get("applied", 0) >= sent, 30,
               "the learner to catch up after the broker came back")
         state = _state(client, SOURCE_NS, fleet["function"])
         assert state["feedback"] == sent == fleet["sent"] and _stats(client, SOURCE_NS)["applied"] == sent
@@ -434,7 +426,7 @@ def test_feedback_without_its_execution_is_joined_with_the_execution_batches_on_
     learner = Learner(url, KEY.encode(), namespace=ns, name="a", block_ms=10)
     learner.run(rounds=2)
     _copy(client, SOURCE_NS, ns, [e for e in entries if e[1][b"k"] == b"fb"])
-    _wait(lambda: learner.run(rounds=1) == 0 and _stats(client, ns).get("applied", 0) >= fleet["sent"], 30,
+    wait_until(lambda: learner.run(rounds=1) == 0 and _stats(client, ns).get("applied", 0) >= fleet["sent"], 30,
           "the learner to join and apply the feedback")
     state, source = _state(client, ns, function), _state(client, SOURCE_NS, function)
     assert state["unmatched"] == 0 and state["learner"]["seen"] == fleet["sent"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from redis_helpers import redis_server  # noqa: F401
+from redis_helpers import redis_server, wait_until  # noqa: F401
 
 pytest.importorskip("redis")
 
@@ -64,14 +64,6 @@ def _env(tmp: Path, **extra) -> dict:
     return env
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -93,7 +85,7 @@ def learned(tmp_path, redis_server):  # noqa: F811
             return json.loads(raw) if raw else {}
 
         try:
-            _wait(lambda: state().get("feedback") == CALLS and client.hlen(f"poet:{NS}:instances"), 60,
+            wait_until(lambda: state().get("feedback") == CALLS and client.hlen(f"poet:{NS}:instances"), 60,
                   "the learner to learn every feedback")
         except AssertionError as error:  # say what the learner and the broker saw, not only that it waited
             learner.send_signal(signal.SIGTERM)
