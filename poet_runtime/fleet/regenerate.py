@@ -201,7 +201,7 @@ def newer_before(client, key: bytes, stream: str, entry_id: str, function: str, 
         if other_id == entry_id or wire.oversize(fields) is not None:
             continue
         kind, data = fields.get(b"t") or b"", fields.get(b"m") or b""
-        found, why = wire.check(key, kind, data, fields.get(b"s"))
+        found, _ = wire.check(key, kind, data, fields.get(b"s"))
         if found is None or found.at_ms > horizon:
             continue  # not the fleet's, or from a clock no reader accepts
         if found.at_ms < stamp.at_ms - 60_000:

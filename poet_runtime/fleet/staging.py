@@ -111,6 +111,11 @@ def spec_context(keys, function: str) -> str:
     return f"{keys.functions}\n{function}"
 
 
+def beat_context(keys, process: str) -> str:
+    """What the newest heartbeat stamp taken from ``process`` is sealed for: the hash and the field."""
+    return f"{keys.beats}\n{process}"
+
+
 class Staging:
     """Reading and staging (mixed into ``learner.Learner``)."""
 
@@ -312,7 +317,7 @@ class Staging:
             pipe.sadd(keys.staged, function)
         memo = sealed_memo
         if newer_beats:
-            pipe.hset(keys.beats, mapping={who: wire.seal(self.key, f"{keys.beats}\n{who}", text)
+            pipe.hset(keys.beats, mapping={who: wire.seal(self.key, beat_context(keys, who), text)
                                            for who, text in newer_beats.items()})
         if replayed:
             pipe.hincrby(keys.stats, "heartbeats_replayed", replayed)
@@ -349,7 +354,7 @@ class Staging:
             return {}
         found = {}
         for who, raw in zip(names, self.client.hmget(self.keys.beats, names)):
-            text = wire.unseal(self.open_keys, f"{self.keys.beats}\n{who}", raw) if raw is not None else None
+            text = wire.unseal(self.open_keys, beat_context(self.keys, who), raw) if raw is not None else None
             if raw is not None and text is None:
                 self._unsealed(1, "heartbeat stamps")
             stamp = wire.Stamp.parse(text) if text else None
