@@ -91,6 +91,7 @@ class Keys:
         self.stats = f"poet:{ns}:learn:stats"  # counters
         self.staged = f"poet:{ns}:learn:staged"  # set of function ids with staged feedback
         self.beats = f"poet:{ns}:learn:beats"  # process -> the newest heartbeat stamp staged (sealed)
+        self.refused = f"poet:{ns}:learn:refused"  # function -> digest of the refused state last counted
 
     def state(self, function: str) -> str:
         return f"poet:{self.ns}:learn:state:{function}"
@@ -413,7 +414,7 @@ class Learner(Staging, Rules):
             self.noted.add(("state refused", function, digest))
             # counted once per stored value, whichever learners refuse it how often: the refused hash
             # names the value last counted (unsealed itself: a change there only miscounts)
-            refused = f"poet:{self.keys.ns}:learn:refused"
+            refused = self.keys.refused
             if _text(self.client.hget(refused, function) or b"") != digest:
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hset(refused, function, digest)
