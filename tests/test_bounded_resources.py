@@ -131,7 +131,8 @@ def mean(values: list) -> float:
 def test_an_input_too_large_for_the_sandbox_falls_back_in_milliseconds_not_at_the_wall_limit(poet_home,
                                                                                               write_module):
     """A version that is not the built-in's own runs in the restricted worker (default policy);
-    a million floats cannot cross it within wall_ms: refused before sending, every time."""
+    five million floats fit neither its memory_mb (256) nor its wall_ms: refused before sending,
+    every time. (A million floats, on a quiet machine, cross in 0.6 s: within the limits, sent.)"""
     import poet_runtime
     from poet_runtime.store import FunctionStore
 
@@ -143,10 +144,10 @@ def test_an_input_too_large_for_the_sandbox_falls_back_in_milliseconds_not_at_th
     module = write_module("big_mean", MEAN)
     assert module.mean([1.0, 2.0, 3.0]) == 2.0
     assert poet_runtime.last_execution().backend == "restricted"
-    data = [float(i) for i in range(1_000_000)]
+    data = [float(i) for i in range(5_000_000)]
     for _ in range(3):
         started = time.perf_counter()
-        assert module.mean(data) == 499999.5
+        assert module.mean(data) == 2499999.5
         took = time.perf_counter() - started
         record = poet_runtime.last_execution()
         assert record.fell_back and record.reason == "violation:input_size", record
