@@ -178,19 +178,29 @@ class Learner(Staging, Rules):
                     down_since = down_since or time.monotonic()
                     continue
                 raise
+        if self.stopping:
+            try:
+                self.finish_ahead()
+            except (self.redis.RedisError, OSError) as error:  # left pending: reclaimed by the group later
+                log.warning("poet_runtime: learner %s: what it read ahead stays pending (%s)", self.name, error)
         return failed
 
     def stop(self, *_):
         self.stopping = True
 
     def round(self) -> None:
-        entries = self.read()
-        if entries:
-            self.stage(entries)
-        learner_versions.follow(self)  # the fleet's promotions and rollbacks, staged in order (learner_versions)
-        functions = sorted(_text(f) for f in self.client.smembers(self.keys.staged))
-        for start in range(0, len(functions), APPLY_FUNCTIONS):
-            self.apply(*functions[start:start + APPLY_FUNCTIONS])
+        try:
+            entries = self.read()
+            if entries:
+                self.read_ahead()  # the next round's new entries, read while this one stages and applies
+                self.stage(entries)
+            learner_versions.follow(self)  # the fleet's promotions and rollbacks, staged in order (learner_versions)
+            functions = sorted(_text(f) for f in self.client.smembers(self.keys.staged))
+            for start in range(0, len(functions), APPLY_FUNCTIONS):
+                self.apply(*functions[start:start + APPLY_FUNCTIONS])
+        except BaseException:
+            self.resync = True  # what this consumer holds pending is no longer known here: read it all again
+            raise
         self.counts["rounds"] += 1
 
     # -- apply -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -100,6 +101,23 @@ def _in_batches(key: tuple, batches: list):
     return None
 
 
+def _cut(read: list) -> bool:
+    """Whether ``wire.group_read`` may have cut this read at its byte budget: it stops once the bytes it
+    answered pass ``wire.READ_BUDGET_BYTES``, and what it delivered past that stays pending for this
+    consumer, in no list the learner holds. Counted as the script counts (every field's name and value;
+    an oversize entry's measured size); a read that ended just past the budget counts as cut too."""
+    total = 0
+    for _, fields in read:
+        if fields is None:
+            continue
+        if len(fields) == 1 and b"oversize" in fields:
+            total += int(fields[b"oversize"])
+        else:
+            for name, value in fields.items():
+                total += len(name) + len(value)
+    return total > wire.READ_BUDGET_BYTES
+
+
 def _beat_process(beat, sent_by: str) -> str:
     """Whose heartbeat it is: the process it names (signed), else the entry's ``p`` (not signed)."""
     named = beat.get("process") if type(beat) is dict else None
@@ -146,12 +164,26 @@ class Staging:
         Every read is measured on the broker (``wire.group_read``): an entry bigger than
         ``wire.MAX_ENTRY_BYTES`` reaches this process as an ``oversize`` marker only (staged as
         refused), and one read brings about ``wire.READ_BUDGET_BYTES`` at most, whatever a writer
-        without the key added. A script cannot block: an idle learner polls every ``wire.POLL_S``."""
+        without the key added. A script cannot block: an idle learner polls every ``wire.POLL_S``.
+
+        The new entries may have been read already, while the previous round staged (``read_ahead``).
+        This learner's own pending entries are then those it deferred and those read ahead, the
+        deferred ones first (delivered earlier, so lower ids): only as many as it deferred are read
+        again. After a round that failed (``resync``), or at the start, all of them are."""
         stream, group = self.keys.events, wire.LEARNERS
         entries: dict = {}
-        _, own = wire.group_read(self.client, stream, group, self.name, "0", count=self.batch + len(self.deferred))
-        for entry_id, fields in own:
-            entries[entry_id] = fields
+        ahead = self._take_ahead()
+        if self.resync:
+            ahead = None  # what was read ahead is pending for this consumer: the full read below brings it
+            own_count = self.batch + len(self.deferred)
+        else:
+            own_count = len(self.deferred)
+        self.resync = False
+        if own_count:
+            _, own = wire.group_read(self.client, stream, group, self.name, "0", count=own_count)
+            self._note_cut(own)
+            for entry_id, fields in own:
+                entries[entry_id] = fields
         now = time.monotonic()
         if now - self.last_claim >= min(self.claim_idle / 2, 5.0):
             self.last_claim = now
@@ -159,20 +191,76 @@ class Staging:
             while len(entries) < self.batch * 2:
                 start, claimed = wire.group_read(self.client, stream, group, self.name, start, count=self.batch,
                                                  claim_idle_ms=int(self.claim_idle * 1000))
+                self._note_cut(claimed)
                 for entry_id, fields in claimed:
                     entries[entry_id] = fields
                 if _text(start) == "0-0" or not claimed:
                     break
-        waiting = {i for i in entries if i not in self.deferred}
-        deadline = time.monotonic() + (0 if waiting else self.block_ms / 1000.0)
-        while True:
-            _, fresh = wire.group_read(self.client, stream, group, self.name, ">", count=self.batch)
-            if fresh or self.stopping or time.monotonic() >= deadline:
-                break
-            time.sleep(min(wire.POLL_S, max(0.0, deadline - time.monotonic())))
+        fresh = ahead or []
+        if not fresh:
+            waiting = {i for i in entries if i not in self.deferred}
+            deadline = time.monotonic() + (0 if waiting else self.block_ms / 1000.0)
+            while True:
+                _, fresh = wire.group_read(self.client, stream, group, self.name, ">", count=self.batch)
+                self._note_cut(fresh)
+                if fresh or self.stopping or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(wire.POLL_S, max(0.0, deadline - time.monotonic())))
         for entry_id, fields in fresh:
             entries[entry_id] = fields
         return sorted(entries.items(), key=lambda item: padded(item[0]))
+
+    # -- reading ahead -----------------------------------------------------------------------------
+
+    resync = True  # read all of this consumer's pending entries next (at the start, after a failed round)
+    _ahead = None  # the read ahead in flight: [thread, entries or None, error or None, cut at the budget]
+
+    def read_ahead(self) -> None:
+        """Start the next round's read of new entries (``">"``) on a thread of its own (its own pooled
+        connection), to overlap the broker's work and the wait for it with this round's staging and
+        applying. What it reads is delivered to this consumer, hence pending: if this learner dies
+        before staging it, it is reclaimed (``XAUTOCLAIM``) as any pending entry is. Nothing is
+        acknowledged or counted from here: ``read`` takes the entries, ``stage`` stages them."""
+        if self._ahead is not None or self.stopping:
+            return
+        slot = [None, None, None, False]
+
+        def fetch():
+            try:
+                slot[1] = wire.group_read(self.client, self.keys.events, wire.LEARNERS, self.name, ">",
+                                          count=self.batch)[1]
+                slot[3] = _cut(slot[1])  # here, not in the round: this thread's time is the one to spend
+            except BaseException as error:  # handed to the round that takes the read, raised there
+                slot[2] = error
+
+        slot[0] = threading.Thread(target=fetch, name=f"poet-learner-read-{self.name}", daemon=True)
+        self._ahead = slot
+        slot[0].start()
+
+    def _take_ahead(self) -> list | None:
+        """The entries read ahead (waiting for the read to finish), or None when none was started;
+        a read that failed raises its error here, in the round, as a read made there would."""
+        slot, self._ahead = self._ahead, None
+        if slot is None:
+            return None
+        slot[0].join()
+        if slot[2] is not None:
+            self.resync = True
+            raise slot[2]
+        if slot[3]:
+            self.resync = True
+        return slot[1]
+
+    def _note_cut(self, read: list) -> None:
+        """After a read that may have been cut at its byte budget, read all pending entries next time."""
+        if _cut(read):
+            self.resync = True
+
+    def finish_ahead(self) -> None:
+        """On the way out: stage what was read ahead, so that it does not wait for a reclaim."""
+        entries = self._take_ahead()
+        if entries:
+            self.stage(sorted(entries, key=lambda item: padded(item[0])))
 
     # -- stage -----------------------------------------------------------------------------------
 
@@ -332,6 +420,9 @@ class Staging:
                 pipe.hincrby(keys.stats, name, value)
         pipe.xack(keys.events, wire.LEARNERS, *acks)
         pipe.execute()
+        if self.deferred:  # acknowledged: no longer this consumer's (a trimmed one, say, comes back with no fields)
+            for entry_id in acks:
+                self.deferred.pop(entry_id, None)
         self.unsealed = self.x_ignored = 0
         if len(self.memo) + len(memo) > MEMO_MAX:
             self.memo.clear()
