@@ -13,6 +13,9 @@ among equally good thresholds keeps the one nearest the current value). So:
    the execution batches indexed by process and number, else the function's store on this
    machine), and written as one sorted-set member per feedback keyed by its stream id, in
    **one MULTI/EXEC with the XACK** of the same entries. Acknowledged therefore means staged.
+   The next batch of new entries is read on a thread while a round stages and applies
+   (``Staging.read_ahead``): read means delivered to this learner, hence pending, so it is
+   reclaimed like any other pending entry if the learner dies before staging it.
 2. **Apply** (any learner, one at a time per function through ``WATCH``): the function's state
    (the very learner and monitor one process uses, as JSON: ``learner_state``) takes the staged
    feedback *below the watermark* (the group's oldest pending entry, or past its last
