@@ -267,7 +267,8 @@ def _entries(rng: random.Random):
 
 def test_sign_entry_signs_the_documented_bytes():
     rng = random.Random(3)
-    for key in (b"k" * 32, b"another key", b"\x00" * 70):  # 70: longer than SHA-256's block, hashed first
+    # a SHA-256 block is 64 bytes: a key longer than that is hashed first, a shorter one padded
+    for key in (b"k" * 32, b"another key", b"\x00" * 70, b"x" * 64, b"y" * 65, bytes(range(200))):
         for entry in _entries(rng):
             signature = wire.sign_entry(key, entry)
             head, stamp, mac = signature[:2], signature[2:-65], signature[-64:]
