@@ -353,7 +353,9 @@ _DEEP = 200
 
 
 def decode(line: bytes):
-    """The JSON value of one line, or None for a torn or damaged line."""
+    """The JSON value of one line, or None for a torn or damaged line, or one nested past what the
+    parser can take (RecursionError: feedback comments are the caller's own, and a reader that raised
+    on such a line would raise on it again at every read)."""
     if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
         return None
     text = line[9:-1]
@@ -361,7 +363,7 @@ def decode(line: bytes):
         if int(line[:8], 16) != zlib.crc32(text):
             return None
         return loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -375,6 +375,33 @@ def test_a_feedback_entry_with_a_malformed_execution_field_does_not_stop_the_lea
     assert client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"] == 3
 
 
+@pytest.mark.parametrize("kind", ["fb", "ex", "lr", "hi"])
+def test_a_signed_entry_nested_past_the_parsers_depth_is_malformed_not_a_crash_loop(redis_server, kind):  # noqa: F811
+    """A journal line is JSON an instance wrote, and feedback comments are the caller's: nested deep
+    enough, decoding it raises RecursionError, not ValueError. It used to escape ``stage`` (never
+    acknowledged, so every round and every restart crashed on it again)."""
+    import zlib
+
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = f"attack-deep-{kind}"
+    deep = "[" * 100_000 + "]" * 100_000
+    text = ('{"id": "deep", "type": "function.feedback", "payload": {"function": "m:f", "execution_id": "p-1", '
+            f'"label": true, "comments": {deep}}}}}').encode()
+    line = b"%08x " % zlib.crc32(text) + text + b"\n"
+    fields = {"k": kind, "d": line, "p": "p"}
+    client.xadd(wire.stream(ns, wire.EVENTS), {**fields, "s": wire.sign_entry(KEY, fields)})
+    after = {"k": "fb", "d": _feedback_line("e-after"), "p": "p", "x": json.dumps(
+        {"function": "m:f", "execution_id": "p-1", "version": 1, "output": {"drift_detected": True}})}
+    client.xadd(wire.stream(ns, wire.EVENTS), {**after, "s": wire.sign_entry(KEY, after)})
+    Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10).run(rounds=2)
+    stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
+    assert stats["entries"] == 2 and stats["staged"] == 1, stats  # the one after it goes on
+    assert stats.get("malformed", 0) == (kind in ("fb", "hi")), stats  # ex/lr lines that do not decode are skipped
+    assert not client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"]
+
+
 def test_feedback_written_straight_into_the_learners_stage_is_not_learned_from(redis_server):  # noqa: F811
     from poet_runtime.fleet.learner import Learner
 

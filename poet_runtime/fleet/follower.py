@@ -186,7 +186,7 @@ class Follower:
                     message = json.loads(data)
                     names = set(message["params"])
                     version = message["version"]
-                except (ValueError, TypeError, KeyError):
+                except (ValueError, TypeError, KeyError, RecursionError):
                     kept.append((entry_id, fields))
                     continue
                 later = covered.setdefault(json.dumps([version, message.get("numbering") or "local"]), set())
@@ -313,8 +313,8 @@ class Follower:
             return self.refuse(ns, entry_id, "bad signature (not signed with this fleet's key)", kind)
         try:
             message = json.loads(data)
-        except ValueError as error:
-            return self.refuse(ns, entry_id, f"message is not JSON ({error})", kind)
+        except (ValueError, RecursionError) as error:  # nested past the parser's depth: comments are callers'
+            return self.refuse(ns, entry_id, f"message is not JSON ({type(error).__name__}: {error})", kind)
         kind = kind.decode(errors="replace")
         if learning:
             from poet_runtime.fleet import regenerate

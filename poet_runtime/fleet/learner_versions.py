@@ -144,7 +144,7 @@ def follow(learner) -> int:
                 else:
                     try:
                         message = json.loads(data)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         message = None
                     made = switch(kind.decode(), message, entry_id) if type(message) is dict else "not JSON"
                     if type(made) is str:

@@ -206,6 +206,8 @@ class Staging:
                 if fresh or self.stopping or time.monotonic() >= deadline:
                     break
                 time.sleep(min(wire.POLL_S, max(0.0, deadline - time.monotonic())))
+        if not entries:
+            return list(fresh)  # one read of new entries: in stream order already
         for entry_id, fields in fresh:
             entries[entry_id] = fields
         return sorted(entries.items(), key=lambda item: padded(item[0]))
@@ -351,7 +353,7 @@ class Staging:
                     acks.append(entry_id)
                 else:
                     feedback.append((entry_id, fields, process))
-            except (ValueError, TypeError, KeyError, AttributeError) as error:
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
                 malformed += 1
                 self._once(("malformed", type(error).__name__), "poet_runtime: learner %s: entry %s is malformed "
                            "(%s: %s); acknowledged, not learned from", self.name, _text(entry_id),
