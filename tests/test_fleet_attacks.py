@@ -558,3 +558,26 @@ def test_a_forged_future_outcome_does_not_make_an_instance_sign_its_promotion_af
     found = regenerate.newer_before(client, KEY, outcomes, entry_id.decode(), function,
                                     wire.stamp_of(promoted[b"s"]))
     assert found is not None and abs(found - later * 1000) < 2
+
+
+def test_a_copy_of_an_old_signed_entry_re_added_is_not_learned_from_again(redis_server):  # noqa: F811
+    """Signatures do not bind the stream id: a copy of a signed feedback re-added later verifies. Within
+    ``learn:seen``'s window its event id makes it a duplicate; past it (7 days, or SEEN_MAX ids) it would
+    count again. An instance signs as it sends, so an entry signed over ``ENTRY_MAX_AGE_S`` before the
+    broker took it is a copy (or a clock that far behind): ignored, counted as entries_replayed."""
+    from poet_runtime.fleet import staging
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-copy"
+    execution = json.dumps({"function": "m:f", "execution_id": "p-1", "version": 1,
+                            "output": {"drift_detected": True}})
+    for n, age in enumerate((staging.ENTRY_MAX_AGE_S + 60, staging.ENTRY_MAX_AGE_S - 600, 0)):
+        fields = {"k": "fb", "d": _feedback_line(f"e-copy{n}"), "p": "p", "x": execution}
+        client.xadd(wire.stream(ns, wire.EVENTS),
+                    {**fields, "s": wire.sign_entry(KEY, fields, at=time.time() - age)})
+    Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10).run(rounds=2)
+    stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
+    # the old one is refused; one signed within the bound (a clock ten minutes behind, say) is taken
+    assert stats["entries_replayed"] == 1 and stats["staged"] == 2 and stats["entries"] == 3, stats
+    assert not client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"]

@@ -29,6 +29,7 @@ from poet_runtime.learn.objectives import MEASURED
 _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode  # one encoder for every member
 MEMO_MAX = 200_000  # staged items this learner keeps decoded for its own apply (else apply decodes the member)
 DEFER_S = 10.0  # feedback whose execution is nowhere yet waits this long (pending) before it counts as unmatched
+ENTRY_MAX_AGE_S = 3600.0  # an entry signed longer than this before the broker took it is a copy (``_copied``)
 INDEX_TTL_S = 7 * 86400  # a process's execution index outlives it by this much (process ids change on restart)
 
 
@@ -116,6 +117,19 @@ def _cut(read: list) -> bool:
             for name, value in fields.items():
                 total += len(name) + len(value)
     return total > wire.READ_BUDGET_BYTES
+
+
+def _copied(entry_id, signature: bytes) -> bool:
+    """Whether a verified entry was signed more than ``ENTRY_MAX_AGE_S`` before the broker took it (its
+    stream id's time). A publisher signs each entry as it sends it, so only a copy re-added later (by
+    anyone: it still verifies) or a signer's clock that far behind is that old. Without this a copy of
+    a feedback added after its event id left ``learn:seen`` (7 days, or SEEN_MAX ids) counted again."""
+    text = entry_id if type(entry_id) is bytes else str(entry_id).encode()
+    taken_ms = text.partition(b"-")[0]
+    signed_ms = signature[2:signature.find(b".", 2)]  # format 3, verified: b"3.<ms>.<sender>.<seq>.<mac>"
+    if not taken_ms.isdigit() or not signed_ms.isdigit():
+        return False
+    return int(taken_ms) - int(signed_ms) > ENTRY_MAX_AGE_S * 1000
 
 
 def _beat_process(beat, sent_by: str) -> str:
@@ -276,6 +290,7 @@ class Staging:
         feedback = []
         memo: dict = {}  # staged member -> its item, decoded already (apply takes it from self.memo)
         beats, replayed = self._beat_stamps(entries), 0  # process -> newest heartbeat stamp taken (order)
+        copies = 0  # entries signed long before the broker took them (_copied)
         newer_beats = {}  # process -> the stamp text to keep, sealed, with this read's transaction
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream before it was read (trimmed)
@@ -302,6 +317,15 @@ class Staging:
                 self._once(("refused", why), "poet_runtime: learner %s: refused %s entry "
                            "%s from process %s: %s (refused entries are counted in status, never learned from)",
                            self.name, _text(kind), _text(entry_id), _text(fields.get(b"p", b"?")), why)
+                acks.append(entry_id)
+                continue
+            if _copied(entry_id, fields[b"s"]):
+                copies += 1
+                self._once(("entry copied",), "poet_runtime: learner %s: %s entry %s from process %s was signed "
+                           "more than %d s before the broker took it: a copy of an old entry re-added (an instance "
+                           "signs as it sends), or a clock that far behind the broker's; ignored, counted as "
+                           "entries_replayed", self.name, _text(kind), _text(entry_id),
+                           _text(fields.get(b"p", b"?")), int(ENTRY_MAX_AGE_S))
                 acks.append(entry_id)
                 continue
             process = _text(fields.get(b"p", b""))
@@ -411,6 +435,8 @@ class Staging:
                                            for who, text in newer_beats.items()})
         if replayed:
             pipe.hincrby(keys.stats, "heartbeats_replayed", replayed)
+        if copies:
+            pipe.hincrby(keys.stats, "entries_replayed", copies)
         if self.unsealed:
             pipe.hincrby(keys.stats, "unsealed", self.unsealed)
         if self.x_ignored:
