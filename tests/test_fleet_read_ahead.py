@@ -127,3 +127,24 @@ def test_a_learner_restarted_under_its_name_takes_back_what_it_had_read_ahead(re
     stats = _stats(client, ns)
     assert stats["entries"] == TOTAL + 1 and stats["staged"] == TOTAL, stats
     assert not client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"]
+
+
+def test_a_learner_restarted_holding_more_than_a_batch_reads_all_of_it_before_new_entries(redis_server):  # noqa: F811
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "ahead-held"
+    _backlog(client, ns)
+    first = Learner(redis_server.url, BROKER_KEY, namespace=ns, name="same", batch=100, block_ms=5)
+    first.ensure_group()
+    held = [entry_id for entry_id, _ in first.read()]  # delivered to it, then it died: 100 pending
+    assert _pending(client, ns) == {"same": 100}
+    second = Learner(redis_server.url, BROKER_KEY, namespace=ns, name="same", batch=40, block_ms=5)
+    for _ in range(3):  # 40 + 40 + 20 of what it held, read in its first three rounds (not after claim_idle)
+        second.round()
+    pending = {row["message_id"] for row in client.xpending_range(wire.stream(ns, wire.EVENTS), wire.LEARNERS,
+                                                                     "-", "+", 1000)}
+    assert not pending & set(held), len(pending & set(held))
+    second.stop()
+    second.run()
+    assert not client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"]

@@ -183,21 +183,23 @@ class Staging:
         The new entries may have been read already, while the previous round staged (``read_ahead``).
         This learner's own pending entries are then those it deferred and those read ahead, the
         deferred ones first (delivered earlier, so lower ids): only as many as it deferred are read
-        again. After a round that failed (``resync``), or at the start, all of them are."""
+        again. At the start, after a round that failed and after a read cut at its byte budget
+        (``resync``), it reads its pending entries from the oldest, a batch a round, and no new ones
+        besides those read ahead until it has all it holds in hand."""
         stream, group = self.keys.events, wire.LEARNERS
         entries: dict = {}
-        ahead = self._take_ahead()
-        if self.resync:
-            ahead = None  # what was read ahead is pending for this consumer: the full read below brings it
-            own_count = self.batch + len(self.deferred)
-        else:
-            own_count = len(self.deferred)
-        self.resync = False
+        ahead = self._take_ahead() or []  # pending for it: a full read below may bring them again (one entry)
+        resyncing, self.resync = self.resync, False
+        own_count = self.batch + len(self.deferred) if resyncing else len(self.deferred)
         if own_count:
             _, own = wire.group_read(self.client, stream, group, self.name, "0", count=own_count)
             self._note_cut(own)
             for entry_id, fields in own:
                 entries[entry_id] = fields
+            if resyncing and len(own) >= own_count:
+                in_hand = len(entries) + sum(1 for entry_id, _ in ahead if entry_id not in entries)
+                if self._held() > in_hand:
+                    self.resync = True  # it holds more than it has in hand (nothing is being read ahead now)
         now = time.monotonic()
         if now - self.last_claim >= min(self.claim_idle / 2, 5.0):
             self.last_claim = now
@@ -210,8 +212,8 @@ class Staging:
                     entries[entry_id] = fields
                 if _text(start) == "0-0" or not claimed:
                     break
-        fresh = ahead or []
-        if not fresh:
+        fresh = ahead
+        if not ahead and not self.resync:  # new entries only once all it holds is in hand
             waiting = {i for i in entries if i not in self.deferred}
             deadline = time.monotonic() + (0 if waiting else self.block_ms / 1000.0)
             while True:
@@ -266,6 +268,13 @@ class Staging:
         if slot[3]:
             self.resync = True
         return slot[1]
+
+    def _held(self) -> int:
+        """How many entries the group holds pending for this consumer."""
+        for consumer in self.client.xpending(self.keys.events, wire.LEARNERS).get("consumers") or ():
+            if _text(consumer["name"]) == self.name:
+                return int(consumer["pending"])
+        return 0
 
     def _note_cut(self, read: list) -> None:
         """After a read that may have been cut at its byte budget, read all pending entries next time."""
