@@ -39,17 +39,23 @@ def _learned(client, ns: str) -> int:
     return total
 
 
-def test_a_stopping_learner_stages_what_it_read_ahead(redis_server):  # noqa: F811
+def _one_round(server, ns: str, name: str, batch: int):
+    """A backlog in ``ns`` and a learner that has run one round on it, its read ahead finished: (client, learner)."""
     from poet_runtime.fleet.learner import Learner
 
-    client = redis_server.client()
-    ns = "ahead-stop"
+    client = server.client()
     _backlog(client, ns)
-    learner = Learner(redis_server.url, BROKER_KEY, namespace=ns, name="a", batch=50, block_ms=5)
+    learner = Learner(server.url, BROKER_KEY, namespace=ns, name=name, batch=batch, block_ms=5)
     learner.ensure_group()
-    learner.round()  # stages the first 50 entries and reads the next 50 meanwhile
+    learner.round()  # stages the first batch and reads the next one meanwhile
     assert learner._ahead is not None
     learner._ahead[0].join(10)
+    return client, learner
+
+
+def test_a_stopping_learner_stages_what_it_read_ahead(redis_server):  # noqa: F811
+    ns = "ahead-stop"
+    client, learner = _one_round(redis_server, ns, "a", 50)
     assert _pending(client, ns) == {"a": 50}  # delivered to it, not staged: pending, not lost
     assert _stats(client, ns)["entries"] == 50
     learner.stop()
@@ -108,13 +114,8 @@ def test_deferred_feedback_is_read_again_between_batches_read_ahead_and_staged_o
 def test_a_learner_restarted_under_its_name_takes_back_what_it_had_read_ahead(redis_server):  # noqa: F811
     from poet_runtime.fleet.learner import Learner
 
-    client = redis_server.client()
     ns = "ahead-restart"
-    _backlog(client, ns)
-    first = Learner(redis_server.url, BROKER_KEY, namespace=ns, name="same", batch=40, block_ms=5)
-    first.ensure_group()
-    first.round()
-    first._ahead[0].join(10)
+    client, _ = _one_round(redis_server, ns, "same", 40)
     assert _pending(client, ns) == {"same": 40}
     # the first one is gone (as if killed): its read ahead was never staged; a new process, same name
     second = Learner(redis_server.url, BROKER_KEY, namespace=ns, name="same", batch=40, block_ms=5)
