@@ -95,3 +95,5 @@ def test_unreadable_feedback_waits_while_young_and_is_reported_when_old(tmp_path
     assert any(str(old_empty) in text and "is empty" in text for text in said), said
     assert any(str(old_damaged) in text and "no intact line" in text for text in said), said
     assert not any(str(young) in text for text in said), said
+    # each said once: the first at warning, the next at info (it used to be logged at both)
+    assert [sum(str(path) in text for text in said) for path in (old_empty, old_damaged)] == [1, 1], said

@@ -538,11 +538,12 @@ class Publisher:
             return
         self.unforwarded_feedback += 1
         what = "is empty" if not chunk else f"holds {len(chunk)} bytes and no intact line"
+        if ("unforwarded-fb",) in _said:  # the first one was said at warning; the rest at info, once each
+            log.info("poet_runtime: fleet: feedback file %s %s; not forwarded (%d so far)", path, what,
+                     self.unforwarded_feedback)
         _say_once(("unforwarded-fb",), "poet_runtime: fleet: feedback file %s %s %.0f s after it was last "
                   "written; it is not forwarded (counted as unforwarded_feedback in this instance's "
                   "heartbeat; later ones are logged at info)", path, what, age)
-        log.info("poet_runtime: fleet: feedback file %s %s; not forwarded (%d so far)", path, what,
-                 self.unforwarded_feedback)
         moves.append((handle, handle.offset + len(chunk), True))
 
     def _send(self, batch: list, moves: list) -> int:
