@@ -195,7 +195,8 @@ def _backlog(client, ns: str, functions: int, count: int) -> list:
     return pairs
 
 
-def throughput(url: str, count: int, functions: int, ns: str, part: str = "both", batch: int = 1000) -> float:
+def throughput(url: str, count: int, functions: int, ns: str, part: str = "both", batch: int = 1000,
+               ahead: bool = True) -> float:
     """Feedback per second one learner drains from a backlog: ``both`` (stage and apply, timed from its
     first read to the last apply), ``stage`` (the broker half alone: apply switched off) or ``apply``
     (everything staged first, untimed; then applying alone is timed)."""
@@ -206,6 +207,8 @@ def throughput(url: str, count: int, functions: int, ns: str, part: str = "both"
     client = redis.Redis.from_url(url)
     _backlog(client, ns, functions, count)
     learner = Learner(url, KEY.encode(), namespace=ns, name="bench", batch=batch, block_ms=5)
+    if not ahead:  # the baseline of the read-ahead rows: each round reads its new entries itself
+        learner.read_ahead = lambda: None
 
     def stats() -> dict:
         return {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
@@ -372,7 +375,8 @@ def main() -> int:
                         help="the learner's --batch in the throughput rows (default: the CLI's, 4000)")
     parser.add_argument("--skip-publish", action="store_true", help="leave out F1's publishing rows")
     parser.add_argument("--learners", type=int, default=2, help="learner processes in the parallel rows")
-    parser.add_argument("--only", choices=("publish", "lag", "throughput", "parallel"), help="one part of the rows")
+    parser.add_argument("--only", choices=("publish", "lag", "throughput", "parallel", "ahead"),
+                        help="one part of the rows")
     args = parser.parse_args()
     from redis_helpers import RedisServer
 
@@ -398,6 +402,8 @@ def main() -> int:
                 _throughput_rows(rows, server.url, args, Path(temp))
             if args.only in (None, "throughput", "parallel"):
                 _parallel_rows(rows, server.url, args)
+            if args.only in (None, "ahead"):
+                _ahead_rows(rows, server.url, args)
         finally:
             server.stop()
     width = max(len(row["name"]) for row in rows)
@@ -434,6 +440,25 @@ def _parallel_rows(rows: list, url: str, args) -> None:
                      "median": round(rate), "unit": "feedback/s", "runs": len(many), "goal": ">= 20000",
                      "met": rate >= 20_000, "ratio_to_1_learner": round(rate / alone, 2), "min": round(min(many)),
                      "max": round(max(many)), "batch": args.batch})
+
+
+def _ahead_rows(rows: list, url: str, args) -> None:
+    """One learner reading its next batch ahead (``Staging.read_ahead``) against one that does not, paired:
+    alternating in one run, the median of the per-pair ratios (the load drifts between pairs)."""
+    for part, functions in (("both", 1), ("both", 8), ("stage", 1)):
+        on, off = [], []
+        for r in range(max(args.repeats, 5)):
+            off.append(throughput(url, args.feedback, functions, f"ra-off-{part}{functions}-{r}", part, args.batch,
+                                  ahead=False))
+            on.append(throughput(url, args.feedback, functions, f"ra-on-{part}{functions}-{r}", part, args.batch))
+        label = "learner throughput (stage and apply)" if part == "both" else "learner, stage only"
+        plural = "s" * (functions > 1)
+        rows.append({"name": f"{label}, {functions} function{plural}, no read ahead (baseline of the row below)",
+                     "median": round(statistics.median(off)), "unit": "feedback/s", "runs": len(off)})
+        rows.append({"name": f"{label}, {functions} function{plural}, reading ahead", "median":
+                     round(statistics.median(on)), "unit": "feedback/s", "runs": len(on),
+                     "paired_ratio": round(statistics.median(a / b for a, b in zip(on, off)), 2),
+                     "ratios": [round(a / b, 2) for a, b in zip(on, off)]})
 
 
 def _throughput_rows(rows: list, url: str, args, temp: Path) -> None:
