@@ -581,3 +581,33 @@ def test_a_copy_of_an_old_signed_entry_re_added_is_not_learned_from_again(redis_
     # the old one is refused; one signed within the bound (a clock ten minutes behind, say) is taken
     assert stats["entries_replayed"] == 1 and stats["staged"] == 2 and stats["entries"] == 3, stats
     assert not client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"]
+
+
+def test_looking_for_newer_outcomes_before_a_promotion_is_measured_on_the_broker(redis_server):  # noqa: F811
+    """``regenerate.newer_before`` reads the outcomes just before an instance's promotion; anyone can add
+    entries of any size there. It read up to 200 of them whole (three of 6 MB took 18 MB); now through
+    the broker-side bound, and the genuine newer outcome behind the big ones is still found."""
+    import tracemalloc
+
+    from poet_runtime.fleet import regenerate
+
+    client = redis_server.client()
+    stream = wire.stream("attack-newer", wire.OUTCOMES)
+    before = wire.stamp_of(wire.sign(KEY, b"version.promoted", b"{}"))
+    data = json.dumps({"function": "m:f", "params": {"threshold": 0.5}}).encode()
+    signature = wire.sign(KEY, b"params.updated", data)
+    client.xadd(stream, {"t": b"params.updated", "m": data, "s": signature})
+    for _ in range(3):
+        client.xadd(stream, {"t": b"params.updated", "m": b"[" + b"1," * (3 << 20) + b"1]", "s": b"x"})
+    entry_id = client.xadd(stream, {"t": b"version.promoted", "m": b"{}", "s": b"x"}).decode()
+    tracemalloc.start()
+    try:
+        newest = regenerate.newer_before(client, KEY, stream, entry_id, "m:f", before)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert newest == wire.stamp_of(signature).at_ms
+    assert peak < 2 << 20, peak
+    # the reverse read answers what XREVRANGE does, newest first, within its bounds
+    assert [i for i, _ in wire.revrange_bounded(client, stream, "+", "-", count=2)] == [
+        i for i, _ in client.xrevrange(stream, count=2)]

@@ -196,7 +196,8 @@ def newer_before(client, key: bytes, stream: str, entry_id: str, function: str, 
     every reader would refuse it as from the future (or, nearer, lock out genuine messages)."""
     newest = None
     horizon = (time.time() + wire.FUTURE_S) * 1000
-    for other_id, fields in client.xrevrange(stream, max=entry_id, min="-", count=200):
+    # measured on the broker: anyone can add entries of any size there (a cut read only misses some)
+    for other_id, fields in wire.revrange_bounded(client, stream, entry_id, "-", count=200):
         other_id = other_id.decode() if isinstance(other_id, bytes) else other_id
         if other_id == entry_id or wire.oversize(fields) is not None:
             continue

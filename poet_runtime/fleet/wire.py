@@ -829,7 +829,8 @@ local out, total = {}, 0
 for i, key in ipairs(KEYS) do
   local kept = {}
   if total <= budget then
-    local entries = redis.call('XRANGE', key, ARGV[2 + 2 * i], ARGV[3 + 2 * i], 'COUNT', count)
+    local entries = redis.call(ARGV[4] == 'rev' and 'XREVRANGE' or 'XRANGE', key, ARGV[3 + 2 * i],
+                               ARGV[4 + 2 * i], 'COUNT', count)
     for _, entry in ipairs(entries) do
       local size = 0
       for _, value in ipairs(entry[2]) do size = size + #value end
@@ -864,7 +865,7 @@ def read_bounded(client, streams: dict, *, count: int = 100, block: int | None =
         ranges += ["(" + (last.decode() if isinstance(last, bytes) else str(last)), "+"]
     deadline = time.monotonic() + (block or 0) / 1000.0
     while True:
-        answer = script(keys=keys, args=[int(count), int(limit), int(budget), *ranges])
+        answer = script(keys=keys, args=[int(count), int(limit), int(budget), "fwd", *ranges])
         if answer or block is None or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             break
         if stop is not None:
@@ -878,7 +879,15 @@ def range_bounded(client, stream: str, start: str, end: str, *, count: int = 500
                   budget: int = READ_BUDGET_BYTES) -> list:
     """``client.xrange(stream, min=start, max=end, count=count)`` with ``read_bounded``'s limits
     (fewer than ``count`` entries may come back when the budget is reached: go on after the last)."""
-    answer = _script(client)(keys=[stream], args=[int(count), int(limit), int(budget), start, end])
+    answer = _script(client)(keys=[stream], args=[int(count), int(limit), int(budget), "fwd", start, end])
+    return _entries(answer[0][1]) if answer else []
+
+
+def revrange_bounded(client, stream: str, end: str, start: str, *, count: int = 200, limit: int = MAX_ENTRY_BYTES,
+                     budget: int = READ_BUDGET_BYTES) -> list:
+    """``client.xrevrange(stream, max=end, min=start, count=count)`` (newest first) with ``read_bounded``'s
+    limits: the newest entries up to about ``budget`` bytes, an oversize one as its marker."""
+    answer = _script(client)(keys=[stream], args=[int(count), int(limit), int(budget), "rev", end, start])
     return _entries(answer[0][1]) if answer else []
 
 
