@@ -611,3 +611,36 @@ def test_looking_for_newer_outcomes_before_a_promotion_is_measured_on_the_broker
     # the reverse read answers what XREVRANGE does, newest first, within its bounds
     assert [i for i, _ in wire.revrange_bounded(client, stream, "+", "-", count=2)] == [
         i for i, _ in client.xrevrange(stream, count=2)]
+
+
+def test_the_learners_watermark_and_status_lag_read_no_entry_whole(redis_server):  # noqa: F811
+    """The watermark needs only the outcomes stream's newest id, and ``status`` only how many events
+    entries are behind the group: both used to read entries whole (the newest outcome; up to 100,000
+    events), and anyone can add entries of any size. Now the broker answers an id and a count."""
+    import tracemalloc
+
+    from poet_runtime.fleet import status
+    from poet_runtime.fleet.learner import Learner
+
+    client = redis_server.client()
+    ns = "attack-whole"
+    events, outcomes = wire.stream(ns, wire.EVENTS), wire.stream(ns, wire.OUTCOMES)
+    big = b"[" + b"1," * (3 << 20) + b"1]"  # 6 MB
+    newest = client.xadd(outcomes, {"t": b"params.updated", "m": big, "s": b"x"})
+    learner = Learner(redis_server.url, KEY, namespace=ns, name="a", block_ms=10)
+    learner.ensure_group()
+    for _ in range(3):
+        client.xadd(events, {"k": b"fb", "d": big, "p": b"p"})
+    for _ in range(1500):  # more than the count script's chunk
+        client.xadd(events, {"k": b"fb", "d": b"x", "p": b"p"})
+    assert wire.last_id(client, outcomes) == newest and wire.last_id(client, "poet:none") is None
+    tracemalloc.start()
+    try:
+        learner.watermark(client.pipeline(transaction=False))
+        report = status.collect(client, ns)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["group"]["lag"] == 1503 and not report["group"]["lag_capped"], report["group"]
+    assert peak < 2 << 20, peak
+    assert wire.count_after(client, events, "-", 1000) == 1000  # capped at the limit asked

@@ -75,10 +75,10 @@ def newer(state, spec: dict) -> bool:
 def capped(mark: str, cursor, newest) -> str:
     """``mark`` (a padded watermark), held below anything past the cursor when the outcomes stream
     has entries no learner has looked at (``cursor``: the cursor key's value; ``newest``: the
-    stream's last entry, ``XREVRANGE + - COUNT 1``)."""
+    stream's last entry's id, ``wire.last_id``, or None)."""
     if not newest:
         return mark
-    if cursor is not None and _text(cursor) == _text(newest[0][0]):
+    if cursor is not None and _text(cursor) == _text(newest):
         return mark
     return min(mark, _next_padded(_text(cursor) if cursor is not None else "0-0"))
 

@@ -78,10 +78,11 @@ def collect(client, namespace: str, now: float | None = None, *, seal_keys: tupl
         report["consumers"] = []
     else:
         last = _text(group["last-delivered-id"])
-        behind = client.xrange(keys.events, f"({last}" if last != "0-0" else "-", "+", count=LAG_COUNT_LIMIT)
+        # counted on the broker: the entries themselves (any size anyone added) never come here
+        behind = wire.count_after(client, keys.events, f"({last}" if last != "0-0" else "-", LAG_COUNT_LIMIT)
         summary = client.xpending(keys.events, wire.LEARNERS)
         report["group"] = {"name": wire.LEARNERS, "consumers": group["consumers"], "pending": group["pending"],
-                           "last_delivered": last, "lag": len(behind), "lag_capped": len(behind) >= LAG_COUNT_LIMIT,
+                           "last_delivered": last, "lag": behind, "lag_capped": behind >= LAG_COUNT_LIMIT,
                            "oldest_pending": _text(summary["min"]) if summary.get("pending") else None}
         report["consumers"] = [{"name": _text(c["name"]), "pending": c["pending"], "idle_ms": c["idle"]}
                                for c in client.xinfo_consumers(keys.events, wire.LEARNERS)]

@@ -883,6 +883,45 @@ def range_bounded(client, stream: str, start: str, end: str, *, count: int = 500
     return _entries(answer[0][1]) if answer else []
 
 
+_LAST_ID = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #newest == 0 then return false end
+return newest[1][1]
+"""
+_COUNT_AFTER = """
+local start, limit, total = ARGV[1], tonumber(ARGV[2]), 0
+while total < limit do
+  local chunk = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', math.min(1000, limit - total))
+  if #chunk == 0 then break end
+  total = total + #chunk
+  start = '(' .. chunk[#chunk][1]
+end
+return total
+"""
+
+
+def _registered(client, name: str, body: str):
+    script = getattr(client, name, None)
+    if script is None:
+        script = client.register_script(body)
+        with contextlib.suppress(AttributeError):
+            setattr(client, name, script)
+    return script
+
+
+def last_id(client, stream: str, *, pipe=None):
+    """The id of ``stream``'s newest entry (None when empty), without its fields: the broker answers the
+    id only, whatever the entry's size. With ``pipe`` (a pipeline of ``client``), queued there."""
+    script = _registered(client, "_poet_last_id", _LAST_ID)
+    return script(keys=[stream], args=[], client=pipe) if pipe is not None else script(keys=[stream], args=[])
+
+
+def count_after(client, stream: str, start: str, limit: int) -> int:
+    """How many entries ``stream`` holds from ``start`` (an XRANGE start: ``-``, an id, ``(id``), up to
+    ``limit``: counted on the broker a thousand at a time, none of them sent here."""
+    return int(_registered(client, "_poet_count_after", _COUNT_AFTER)(keys=[stream], args=[start, int(limit)]))
+
+
 def revrange_bounded(client, stream: str, end: str, start: str, *, count: int = 200, limit: int = MAX_ENTRY_BYTES,
                      budget: int = READ_BUDGET_BYTES) -> list:
     """``client.xrevrange(stream, max=end, min=start, count=count)`` (newest first) with ``read_bounded``'s
