@@ -126,6 +126,8 @@ def _copied(entry_id, signature: bytes) -> bool:
     a feedback added after its event id left ``learn:seen`` (7 days, or SEEN_MAX ids) counted again."""
     text = entry_id if type(entry_id) is bytes else str(entry_id).encode()
     taken_ms = text.partition(b"-")[0]
+    if type(signature) is not bytes:  # as verify_entry takes it (a caller's own dict)
+        signature = str(signature).encode()
     signed_ms = signature[2:signature.find(b".", 2)]  # format 3, verified: b"3.<ms>.<sender>.<seq>.<mac>"
     if not taken_ms.isdigit() or not signed_ms.isdigit():
         return False
