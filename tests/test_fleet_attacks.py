@@ -511,22 +511,22 @@ def test_group_read_answers_as_xreadgroup_and_xautoclaim_with_oversize_entries_h
     client = redis_server.client()
     client.xgroup_create("s", "g", id="0", mkstream=True)
     ids = [client.xadd("s", {"k": value}) for value in (b"a", b"b" * 2000, b"c", b"d")]
-    _, new = wire.group_read(client, "s", "g", "me", ">", count=10, limit=1000)
+    _, new, _ = wire.group_read(client, "s", "g", "me", ">", count=10, limit=1000)
     assert new == [(ids[0], {b"k": b"a"}), (ids[1], {b"oversize": b"2001"}), (ids[2], {b"k": b"c"}),
                    (ids[3], {b"k": b"d"})]
     assert client.xreadgroup("g", "me", {"s": "0"}, count=10)[0][1][1][0] == ids[1]  # delivered all the same
     client.xdel("s", ids[2])
-    _, own = wire.group_read(client, "s", "g", "me", "0", count=10, limit=1000)
+    _, own, _ = wire.group_read(client, "s", "g", "me", "0", count=10, limit=1000)
     assert own == [(ids[0], {b"k": b"a"}), (ids[1], {b"oversize": b"2001"}), (ids[2], None), (ids[3], {b"k": b"d"})]
-    start, claimed = wire.group_read(client, "s", "g", "other", "0-0", count=10, claim_idle_ms=0, limit=1000)
+    start, claimed, _ = wire.group_read(client, "s", "g", "other", "0-0", count=10, claim_idle_ms=0, limit=1000)
     assert [i for i, _ in claimed] == [ids[0], ids[1], ids[3]] and claimed[1][1] == {b"oversize": b"2001"}
     assert client.xpending_range("s", "g", "-", "+", 10, consumername="other")  # claimed: now other's
     client.xack("s", "g", *ids)
     more = [client.xadd("s", {"k": b"e" * 600}) for _ in range(4)]
-    _, first = wire.group_read(client, "s", "g", "me", ">", count=10, budget=1000)
-    assert [i for i, _ in first] == more[:2]  # past the budget: the rest pending for this consumer
-    _, rest = wire.group_read(client, "s", "g", "me", "0", count=10)
-    assert [i for i, _ in rest] == more
+    _, first, cut = wire.group_read(client, "s", "g", "me", ">", count=10, budget=1000)
+    assert [i for i, _ in first] == more[:2] and cut  # past the budget: the rest pending for this consumer
+    _, rest, rest_cut = wire.group_read(client, "s", "g", "me", "0", count=10)
+    assert [i for i, _ in rest] == more and not rest_cut
 
 
 def test_a_forged_future_outcome_does_not_make_an_instance_sign_its_promotion_after_it(redis_server):  # noqa: F811

@@ -93,7 +93,7 @@ def test_deferred_feedback_is_read_again_between_batches_read_ahead_and_staged_o
         ahead = 0
         if learner._ahead is not None:
             learner._ahead[0].join(10)
-            ahead = len(learner._ahead[1] or [])
+            ahead = len(learner._ahead[1].entries if learner._ahead[1] else [])
         # what it holds pending is what it deferred and what it read ahead: nothing it has lost track of
         assert _pending(client, ns)["a"] == len(learner.deferred) + ahead, (learner.deferred, ahead)
         assert time.monotonic() < deadline, _stats(client, ns)

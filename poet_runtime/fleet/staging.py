@@ -102,23 +102,6 @@ def _in_batches(key: tuple, batches: list):
     return None
 
 
-def _cut(read: list) -> bool:
-    """Whether ``wire.group_read`` may have cut this read at its byte budget: it stops once the bytes it
-    answered pass ``wire.READ_BUDGET_BYTES``, and what it delivered past that stays pending for this
-    consumer, in no list the learner holds. Counted as the script counts (every field's name and value;
-    an oversize entry's measured size); a read that ended just past the budget counts as cut too."""
-    total = 0
-    for _, fields in read:
-        if fields is None:
-            continue
-        if len(fields) == 1 and b"oversize" in fields:
-            total += int(fields[b"oversize"])
-        else:
-            for name, value in fields.items():
-                total += len(name) + len(value)
-    return total > wire.READ_BUDGET_BYTES
-
-
 def _copied(entry_id, signature: bytes) -> bool:
     """Whether a verified entry was signed more than ``ENTRY_MAX_AGE_S`` before the broker took it (its
     stream id's time). A publisher signs each entry as it sends it, so only a copy re-added later (by
@@ -194,8 +177,8 @@ class Staging:
         resyncing, self.resync = self.resync, False
         own_count = self.batch + len(self.deferred) if resyncing else len(self.deferred)
         if own_count:
-            _, own = wire.group_read(self.client, stream, group, self.name, "0", count=own_count)
-            self._note_cut(own)
+            own, cut = wire.group_read(self.client, stream, group, self.name, "0", count=own_count)[1:]
+            self.resync |= cut  # entries delivered past its byte budget are pending here, in no list
             for entry_id, fields in own:
                 entries[entry_id] = fields
             if resyncing and len(own) >= own_count:
@@ -207,9 +190,9 @@ class Staging:
             self.last_claim = now
             start = "0-0"
             while len(entries) < self.batch * 2:
-                start, claimed = wire.group_read(self.client, stream, group, self.name, start, count=self.batch,
-                                                 claim_idle_ms=int(self.claim_idle * 1000))
-                self._note_cut(claimed)
+                start, claimed, cut = wire.group_read(self.client, stream, group, self.name, start,
+                                                      count=self.batch, claim_idle_ms=int(self.claim_idle * 1000))
+                self.resync |= cut
                 for entry_id, fields in claimed:
                     entries[entry_id] = fields
                 if _text(start) == "0-0" or not claimed:
@@ -219,8 +202,8 @@ class Staging:
             waiting = {i for i in entries if i not in self.deferred}
             deadline = time.monotonic() + (0 if waiting else self.block_ms / 1000.0)
             while True:
-                _, fresh = wire.group_read(self.client, stream, group, self.name, ">", count=self.batch)
-                self._note_cut(fresh)
+                fresh, cut = wire.group_read(self.client, stream, group, self.name, ">", count=self.batch)[1:]
+                self.resync |= cut
                 if fresh or self.stopping or time.monotonic() >= deadline:
                     break
                 time.sleep(min(wire.POLL_S, max(0.0, deadline - time.monotonic())))
@@ -233,7 +216,7 @@ class Staging:
     # -- reading ahead -----------------------------------------------------------------------------
 
     resync = True  # read all of this consumer's pending entries next (at the start, after a failed round)
-    _ahead = None  # the read ahead in flight: [thread, entries or None, error or None, cut at the budget]
+    _ahead = None  # the read ahead in flight: [thread, its GroupRead or None, error or None]
 
     def read_ahead(self) -> None:
         """Start the next round's read of new entries (``">"``) on a thread of its own (its own pooled
@@ -243,13 +226,12 @@ class Staging:
         acknowledged or counted from here: ``read`` takes the entries, ``stage`` stages them."""
         if self._ahead is not None or self.stopping:
             return
-        slot = [None, None, None, False]
+        slot = [None, None, None]
 
         def fetch():
             try:
                 slot[1] = wire.group_read(self.client, self.keys.events, wire.LEARNERS, self.name, ">",
-                                          count=self.batch)[1]
-                slot[3] = _cut(slot[1])  # here, not in the round: this thread's time is the one to spend
+                                          count=self.batch)
             except BaseException as error:  # handed to the round that takes the read, raised there
                 slot[2] = error
 
@@ -267,9 +249,8 @@ class Staging:
         if slot[2] is not None:
             self.resync = True
             raise slot[2]
-        if slot[3]:
-            self.resync = True
-        return slot[1]
+        self.resync |= slot[1].cut
+        return slot[1].entries
 
     def _held(self) -> int:
         """How many entries the group holds pending for this consumer."""
@@ -278,16 +259,11 @@ class Staging:
                 return int(consumer["pending"])
         return 0
 
-    def _note_cut(self, read: list) -> None:
-        """After a read that may have been cut at its byte budget, read all pending entries next time."""
-        if _cut(read):
-            self.resync = True
-
     def finish_ahead(self) -> None:
         """On the way out: stage what was read ahead, so that it does not wait for a reclaim."""
         entries = self._take_ahead()
         if entries:
-            self.stage(sorted(entries, key=lambda item: padded(item[0])))
+            self.stage(entries)  # one read of new entries: in stream order already
 
     # -- stage -----------------------------------------------------------------------------------
 

@@ -901,6 +901,7 @@ return total
 
 
 def _registered(client, name: str, body: str):
+    """A script registered once per client, kept on it as ``name`` (EVALSHA, loaded again if the broker lost it)."""
     script = getattr(client, name, None)
     if script is None:
         script = client.register_script(body)
@@ -942,9 +943,9 @@ else
   entries = (answer and answer[1]) and answer[1][2] or {}
   cursor = ''
 end
-local out, total = {}, 0
+local out, total, cut = {}, 0, 0
 for _, entry in ipairs(entries) do
-  if total > budget then break end
+  if total > budget then cut = 1 break end  -- delivered past here, not answered: pending for the consumer
   if entry then  -- Redis 6.2's XAUTOCLAIM answers a deleted entry with nil (redis-py skips it too)
     local size = -1  -- deleted (a pending entry trimmed from the stream)
     if entry[2] then
@@ -956,8 +957,16 @@ for _, entry in ipairs(entries) do
     total = total + size
   end
 end
-return {cursor, out}
+return {cursor, out, cut}
 """
+
+
+class GroupRead(NamedTuple):
+    """What ``group_read`` answers."""
+
+    cursor: object  # the claim's next start, or None
+    entries: list  # [(id, fields)]
+    cut: bool  # stopped at the byte budget: entries delivered past it are pending for the consumer, not here
 
 
 def group_read(client, stream: str, group: str, consumer: str, start: str = ">", *, count: int = 100,
@@ -967,21 +976,18 @@ def group_read(client, stream: str, group: str, consumer: str, start: str = ">",
     bigger than ``limit`` comes as ``{b"oversize": b"<bytes>"}`` (delivered all the same: the caller
     acknowledges it), and past ``budget`` bytes the rest stays pending for this consumer (its next
     read of ``"0"`` returns it). A deleted pending entry comes with ``None`` fields, as from redis-py.
-    Returns (the claim's next start, or None; [(id, fields)]). No blocking: the caller polls.
+    Returns a ``GroupRead``: the claim's next start (or None), [(id, fields)], and whether the read
+    stopped at the budget. No blocking: the caller polls.
 
     How: the script delivers and measures but answers ids and sizes only (a script's answer of
     whole entries costs about four times a plain read); the entries within bounds are then read
     with ``XRANGE``, pipelined: a new read's entries are consecutive in the stream (one range
     between oversize ones), pending and claimed ones are read one by one. An entry deleted in
     between comes as deleted."""
-    script = getattr(client, "_poet_group_read", None)
-    if script is None:
-        script = client.register_script(_GROUP_READ)
-        with contextlib.suppress(AttributeError):
-            client._poet_group_read = script
+    script = _registered(client, "_poet_group_read", _GROUP_READ)
     mode = "claim" if claim_idle_ms is not None else "read"
-    cursor, flat = script(keys=[stream], args=[group, consumer, int(count), int(budget), mode, start,
-                                               int(claim_idle_ms or 0)])
+    cursor, flat, cut = script(keys=[stream], args=[group, consumer, int(count), int(budget), mode, start,
+                                                    int(claim_idle_ms or 0)])
     measured = list(zip(flat[0::2], flat[1::2]))
     ranges, run = [], []  # (first, last, how many): entries within bounds to read
     for entry_id, size in measured:
@@ -1008,16 +1014,11 @@ def group_read(client, stream: str, group: str, consumer: str, start: str = ">",
             out.append((entry_id, {b"oversize": str(size).encode()}))
         else:
             out.append((entry_id, found.get(entry_id)))  # None: deleted (before or since the script)
-    return (cursor if mode == "claim" else None), out
+    return GroupRead(cursor if mode == "claim" else None, out, bool(cut))
 
 
 def _script(client):
-    script = getattr(client, "_poet_bounded_read", None)
-    if script is None:
-        script = client.register_script(_BOUNDED_READ)  # EVALSHA, loaded again if the broker lost it
-        with contextlib.suppress(AttributeError):
-            client._poet_bounded_read = script
-    return script
+    return _registered(client, "_poet_bounded_read", _BOUNDED_READ)
 
 
 def _entries(entries) -> list:
