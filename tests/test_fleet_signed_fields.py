@@ -54,8 +54,9 @@ def _stage(server, ns: str):
     learner.ensure_group()
     learner.stage(learner.read())
     staged: dict = {}
-    for item in learner.memo.values():
-        staged.setdefault(item["e"], []).append(item)
+    for rows in learner.memo.values():  # each staged member's rows, decoded
+        for _, item in rows:
+            staged.setdefault(item["e"], []).append(item)
     client = server.client()
     stats = {k.decode(): int(v) for k, v in client.hgetall(f"poet:{ns}:learn:stats").items()}
     assert not client.xpending(wire.stream(ns, wire.EVENTS), wire.LEARNERS)["pending"], "all acknowledged"

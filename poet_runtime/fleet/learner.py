@@ -11,16 +11,18 @@ among equally good thresholds keeps the one nearest the current value). So:
    verified (``wire.verify``; an unsigned or wrongly signed entry is refused, counted, and
    never learned from), its feedback joined with its execution (the entry's ``x`` field, else
    the execution batches indexed by process and number, else the function's store on this
-   machine), and written as one sorted-set member per feedback keyed by its stream id, in
-   **one MULTI/EXEC with the XACK** of the same entries. Acknowledged therefore means staged.
+   machine), and written as one sorted-set member per function (its rows keyed by their stream
+   ids, the member by its first one), in **one MULTI/EXEC with the XACK** of the same entries.
+   Acknowledged therefore means staged.
    The next batch of new entries is read on a thread while a round stages and applies
    (``Staging.read_ahead``): read means delivered to this learner, hence pending, so it is
    reclaimed like any other pending entry if the learner dies before staging it.
 2. **Apply** (any learner, one at a time per function through ``WATCH``): the function's state
    (the very learner and monitor one process uses, as JSON: ``learner_state``) takes the staged
    feedback *below the watermark* (the group's oldest pending entry, or past its last
-   delivered one: everything before it is acknowledged, hence staged), in stream order; the new
-   state, the removal of what was applied, the applied feedback event ids, the signed outcomes
+   delivered one: everything before it is acknowledged, hence staged), in stream order (the rows
+   of the members whose first row is below it, merged); the new state, the members read replaced
+   by one of the rows not applied, the applied feedback event ids, the signed outcomes
    (``params.updated``, ``learning.degraded``/``recovered``) and the counters go in **one
    MULTI/EXEC**, for up to ``APPLY_FUNCTIONS`` functions at once (one fsync and a few pipelined
    reads per round, not per function). A concurrent apply makes the ``WATCH`` fail and the work
@@ -64,7 +66,7 @@ import time
 
 from poet_runtime.fleet import learner_versions, wire
 from poet_runtime.fleet.learner_rules import Rules
-from poet_runtime.fleet.staging import Staging, _next_padded, _text, padded
+from poet_runtime.fleet.staging import Staging, _next_padded, _text, member_rows, member_text, merged, padded
 from poet_runtime.fleet.learner_state import FunctionLearning
 
 log = logging.getLogger("poet_runtime")
@@ -74,6 +76,7 @@ SEEN_MAX = 200_000  # and at most this many per function (redeliveries come afte
 APPLY_LIMIT = 5000  # staged feedback applied per function per transaction
 STATES_MAX = 256  # states kept in memory between rounds (each holds up to ``memory`` samples and an index)
 APPLY_FUNCTIONS = 16  # functions applied in one transaction (one fsync, a few round trips for all of them)
+APPLY_MEMBERS = 64  # staged members (one staging transaction's rows of a function each) read per function per apply
 _TX = b'{"tx":"'  # a state as apply writes it starts with its writer's token: ``{"tx":"<writer>.<n>",``
 _TX_BYTES = 96  # a state's start read to compare with the cached one: its seal (unique per write) and token
 
@@ -93,6 +96,7 @@ class Keys:
         self.decisions = f"poet:{ns}:decisions"  # function id -> last decision (JSON)
         self.stats = f"poet:{ns}:learn:stats"  # counters
         self.staged = f"poet:{ns}:learn:staged"  # set of function ids with staged feedback
+        self.waiting = f"poet:{ns}:learn:waiting"  # function -> staged rows not applied yet (for status only)
         self.beats = f"poet:{ns}:learn:beats"  # process -> the newest heartbeat stamp staged (sealed)
         self.refused = f"poet:{ns}:learn:refused"  # function -> digest of the refused state last counted
 
@@ -140,7 +144,7 @@ class Learner(Staging, Rules):
         self.noted: set = set()  # what was logged once
         self.last_claim = 0.0
         self.counts = {"staged": 0, "applied": 0, "refused": 0, "rounds": 0}
-        self.memo: dict = {}  # (function, staged member) -> its item: members this learner staged, not yet applied
+        self.memo: dict = {}  # (function, staged member) -> its rows: members this learner staged, not yet applied
         self.states: dict = {}  # function -> (the state's first bytes as this learner wrote it, the state object)
         self.writer = os.urandom(8).hex()  # names this learner's state writes (the cache's check)
         self.writes = 0
@@ -243,38 +247,43 @@ class Learner(Staging, Rules):
                 reads = self.client.pipeline(transaction=False)  # its own connection, after the WATCH
                 mark = self.watermark(reads)
                 for function in functions:
-                    reads.zrangebylex(keys.stage(function), "-", f"({mark}", start=0, num=APPLY_LIMIT)
+                    reads.zrangebylex(keys.stage(function), "-", f"({mark}", start=0, num=APPLY_MEMBERS + 1)
                     reads.getrange(keys.state(function), 0, _TX_BYTES - 1)
                 answers = reads.execute()
                 work = []  # (function, staged members)
-                for function, items, head in zip(functions, answers[::2], answers[1::2]):
+                for function, members, head in zip(functions, answers[::2], answers[1::2]):
                     cached = self.states.pop(function, None)
-                    if items:
-                        work.append((function, items))
+                    if members:
+                        work.append((function, members))
                         if cached is not None and head and head == cached[0]:
                             held[function] = cached[1]
                     elif cached is not None:
                         self.states[function] = cached  # untouched
-                empty = [f for f, (items, _) in zip(functions, zip(answers[::2], answers[1::2])) if not items]
+                empty = [f for f, (members, _) in zip(functions, zip(answers[::2], answers[1::2])) if not members]
                 if empty:
                     self._unlist(empty)
                 if not work:
                     return 0
                 decoded, forged = {}, {}
-                for function, items in work:
-                    memo, rows, context = self.memo, [], keys.stage(function)
-                    for member in items:
+                for index, (function, members) in enumerate(work):
+                    bound = mark
+                    if len(members) > APPLY_MEMBERS:  # rows from the next member on may come before some read here
+                        bound = min(mark, _text(members[APPLY_MEMBERS]).partition("|")[0])
+                        members = members[:APPLY_MEMBERS]
+                        work[index] = (function, members)
+                    memo, batches, context = self.memo, [], keys.stage(function)
+                    for member in members:
                         text = _text(member)
-                        item = memo.get((function, text))  # this learner staged it there: sealed by it, not checked
-                        if item is None:
+                        rows = memo.get((function, text))  # this learner staged it there: sealed by it, not checked
+                        if rows is None:
                             plain = wire.unseal(self.open_keys, context, text)
-                            if plain is None:  # not sealed with the fleet's key for this function: dropped
+                            rows = member_rows(plain) if plain is not None else None
+                            if rows is None:  # not sealed with the fleet's key for this function: dropped
                                 forged.setdefault(function, []).append(member)
                                 continue
-                            item = json.loads(plain.partition("|")[2])
-                        rows.append((text.partition("|")[0], item, text))
-                    decoded[function] = rows
-                    ids = [item["e"] for _, item, _ in rows if item.get("e")]
+                        batches.append(rows)
+                    decoded[function] = rows = merged(batches, bound)
+                    ids = [item["e"] for _, item in rows[0] if item.get("e")]
                     reads.zmscore(keys.seen(function), ids) if ids else reads.echo(b"")
                     if function not in held:
                         reads.get(keys.state(function))
@@ -282,10 +291,10 @@ class Learner(Staging, Rules):
                     self._unsealed(sum(len(m) for m in forged.values()), "staged feedback")
                 answers = iter(reads.execute())
                 plans = []
-                for function, items in work:
-                    rows = decoded[function]
+                for function, members in work:
+                    rows = decoded[function][0]
                     scores = next(answers)
-                    ids = [item["e"] for _, item, _ in rows if item.get("e")]
+                    ids = [item["e"] for _, item in rows if item.get("e")]
                     known = {i for i, score in zip(ids, scores) if score is not None} if ids else set()
                     if function in held:
                         state = held[function]
@@ -296,7 +305,7 @@ class Learner(Staging, Rules):
                             continue
                     plan = self._learn(function, state, rows, known)
                     if plan is not None:
-                        plans.append((function, items, plan))
+                        plans.append((function, members, plan))
                         held[function] = plan[0]
                 if not plans and not forged:
                     return 0
@@ -305,9 +314,21 @@ class Learner(Staging, Rules):
                     pipe.zrem(keys.stage(function), *members)
                 if self.unsealed:
                     pipe.hincrby(keys.stats, "unsealed", self.unsealed)
-                heads, total = {}, 0
-                for function, items, (state, done, applied, duplicates, outcomes, learned) in plans:
-                    heads[function] = self._write(pipe, function, state, items[done - 1], applied, outcomes)
+                heads, total, kept = {}, 0, {}
+                for function, members, (state, done, applied, duplicates, outcomes, learned) in plans:
+                    heads[function] = self._write(pipe, function, state, applied, outcomes)
+                    # the members read, replaced by one holding the rows not applied (members are
+                    # removed by name: one staged meanwhile, by any learner, has rows at the watermark
+                    # or past it, and stays)
+                    below, rest = decoded[function]
+                    context = keys.stage(function)
+                    pipe.zrem(context, *members)
+                    remainder = below[done:] + rest
+                    if remainder:
+                        text = wire.seal(self.key, context, member_text(remainder))
+                        pipe.zadd(context, {text: 0})
+                        kept[(function, text)] = remainder
+                    pipe.hincrby(keys.waiting, function, -done)
                     pipe.hincrby(keys.stats, "applied", learned)
                     if duplicates:
                         pipe.hincrby(keys.stats, "duplicates", duplicates)
@@ -316,12 +337,13 @@ class Learner(Staging, Rules):
                     total += learned
                 pipe.execute()
                 self.unsealed = 0
-                for function, items, (state, done, *_rest) in plans:
-                    self.states[function] = (heads[function], state)  # popped above: now the newest
+                for function, members, _plan in plans:
+                    self.states[function] = (heads[function], _plan[0])  # popped above: now the newest
                     if len(self.states) > STATES_MAX:
                         del self.states[next(iter(self.states))]  # the least recently applied one
-                    for _, _, text in decoded[function][:done]:
-                        self.memo.pop((function, text), None)
+                    for member in members:
+                        self.memo.pop((function, _text(member)), None)
+                self.remember(kept)
                 self.counts["applied"] += total
                 return total
             except self.redis.WatchError:
@@ -335,7 +357,7 @@ class Learner(Staging, Rules):
         (state, rows done, applied event ids, duplicates, outcomes, feedback learned), or None."""
         keys = self.keys
         outcomes, applied, duplicates, done, learned = [], {}, 0, 0, 0
-        for position, item, _ in rows:
+        for position, item in rows:
             spec = item.get("spec")
             if spec is not None:  # a heartbeat: the version in force from here on
                 if state is not None and not learner_versions.newer(state, spec):
@@ -376,7 +398,7 @@ class Learner(Staging, Rules):
             return None
         return state, done, applied, duplicates, outcomes, learned
 
-    def _write(self, pipe, function: str, state, last_member, applied: dict, outcomes: list) -> bytes:
+    def _write(self, pipe, function: str, state, applied: dict, outcomes: list) -> bytes:
         """Queue one function's writes in the transaction; returns the first bytes of the state written."""
         keys = self.keys
         self.writes += 1
@@ -399,7 +421,6 @@ class Learner(Staging, Rules):
         # sealed for this function's key: a state someone else wrote (or moved here) is refused, not learned on
         data = wire.seal_json(self.key, keys.state(function), data)
         pipe.set(keys.state(function), data)
-        pipe.zremrangebylex(keys.stage(function), "-", b"[" + last_member)
         applied = {k: v for k, v in applied.items() if k}
         if applied:
             seen_key = keys.seen(function)
@@ -450,6 +471,7 @@ class Learner(Staging, Rules):
                 if not pipe.zcard(keys.stage(function)):
                     pipe.multi()
                     pipe.srem(keys.staged, function)
+                    pipe.hdel(keys.waiting, function)  # nothing waits: a count off by a key deleted by hand starts over
                     pipe.execute()
             except self.redis.WatchError:
                 pass  # staged meanwhile: it stays listed

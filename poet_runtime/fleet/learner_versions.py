@@ -174,6 +174,7 @@ def follow(learner) -> int:
                 context = keys.stage(function)  # sealed as staging seals its members
                 pipe.zadd(context, {wire.seal(learner.key, context, member): 0 for member in members})
                 pipe.sadd(keys.staged, function)
+                pipe.hincrby(keys.waiting, function, len(members))
                 pipe.set(stamp_key(keys, function), wire.seal(learner.key, stamp_key(keys, function),
                                                                newest[function]))
             if refused:

@@ -91,6 +91,7 @@ def collect(client, namespace: str, now: float | None = None, *, seal_keys: tupl
     raw_specs = {_text(k): v for k, v in client.hgetall(keys.functions).items()}
     specs = {name: _json(v) for name, v in raw_specs.items()}
     decisions = {_text(k): _json(v) for k, v in client.hgetall(keys.decisions).items()}
+    waiting = {_text(k): int(v) for k, v in client.hgetall(keys.waiting).items()}  # staged rows not yet applied
     functions = []
     for function in sorted(set(specs) | set(decisions)):
         raw_state = client.get(keys.state(function))
@@ -113,7 +114,7 @@ def collect(client, namespace: str, now: float | None = None, *, seal_keys: tupl
             "serving": {"version": spec.get("version"), "fleet_version": serving_fleet,
                         "numbering": serving_numbering} if spec else None,
             "objective": state.get("objective", spec.get("objective")),
-            "staged": client.zcard(keys.stage(function)), "feedback": state.get("feedback", 0),
+            "staged": max(0, waiting.get(function, 0)), "feedback": state.get("feedback", 0),
             "samples": (state.get("learner") or {}).get("seen", 0), "unmatched": state.get("unmatched", 0),
             "params": state.get("params", spec.get("params")), "last_decision": decisions.get(function),
             "sealed": sealed})
