@@ -112,3 +112,28 @@ def test_a_member_reads_back_as_staged_whatever_its_json_holds():
         ["000000000000004-0000000000", {"spec": {"version": 2}}]]
     for garbage in ("000-0|[1,2]", "000-0|[[1,{}]]", "000-0|\"text\"", "000-0|{", "000-0|" + "[" * 5000):
         assert staging.member_rows(garbage) is None, garbage
+
+
+def test_a_member_that_is_not_text_is_dropped_and_counted_not_a_crash(redis_server):  # noqa: F811
+    client = redis_server.client()
+    ns = "not-text"
+    _backlog(client, ns, ["mod:a"], 10)
+    learner = _learner(redis_server.url, ns, "a")
+    learner.stage(learner.read())
+    client.zadd(f"poet:{ns}:learn:stage:mod:a", {b"000000000000000-0000000000|\xff\xfe[]": 0})  # anyone can add one
+    learner.run(rounds=2)
+    assert _state(client, ns, "mod:a")["feedback"] == 10
+    assert _stats(client, ns)["unsealed"] == 1
+    assert not _members(client, ns, "mod:a")
+
+
+def test_an_unsigned_entry_whose_fields_are_not_text_is_refused_not_a_crash(redis_server):  # noqa: F811
+    client = redis_server.client()
+    ns = "not-text-entry"
+    _backlog(client, ns, ["mod:a"], 5)
+    client.xadd(wire.stream(ns, wire.EVENTS), {"k": b"fb", "d": b"\xff\xfe", "p": b"\xff", "s": b"\xfe"})
+    _backlog(client, ns, ["mod:a"], 5, start=5)
+    learner = _learner(redis_server.url, ns, "a")
+    learner.run(rounds=3)
+    assert _state(client, ns, "mod:a")["feedback"] == 10
+    assert _stats(client, ns)["refused"] == 1

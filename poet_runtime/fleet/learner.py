@@ -274,10 +274,10 @@ class Learner(Staging, Rules):
                         work[index] = (function, members)
                     memo, batches, context = self.memo, [], keys.stage(function)
                     for member in members:
-                        text = _text(member)
+                        text = _text(member)  # anyone can add members, not all of them text
                         rows = memo.get((function, text))  # this learner staged it there: sealed by it, not checked
                         if rows is None:
-                            plain = wire.unseal(self.open_keys, context, text)
+                            plain = wire.unseal(self.open_keys, context, member)
                             rows = member_rows(plain) if plain is not None else None
                             if rows is None:  # not sealed with the fleet's key for this function: dropped
                                 forged.setdefault(function, []).append(member)

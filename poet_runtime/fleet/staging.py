@@ -57,7 +57,8 @@ def _next_padded(entry_id) -> str:
 
 
 def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # anyone can write to the broker: what is not UTF-8 is shown replaced (and unseals or verifies as nothing)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 # -- staged members --------------------------------------------------------------------------------

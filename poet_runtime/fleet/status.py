@@ -19,7 +19,8 @@ LAG_COUNT_LIMIT = 100_000  # entries counted past the group's last delivered one
 
 
 def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    # anyone can write to the broker: what is not UTF-8 is shown replaced (and unseals or verifies as nothing)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _json(raw) -> dict:
