@@ -107,7 +107,7 @@ def test_a_member_reads_back_as_staged_whatever_its_json_holds():
     plain = [["000000000000003-0000000000", {"o": {"score": 0.25}, "l": True, "c": None}]]
     assert staging.member_rows(staging.member_text(plain)) == plain
     assert json.loads(staging.member_text(plain).partition("|")[2]) == plain  # orjson's text, read by json too
-    # a member of one item (learner_versions', older learners') is a batch of one row at its position
+    # a member of one item (as learners before batches staged) is a batch of one row at its position
     assert staging.member_rows('000000000000004-0000000000|{"spec":{"version":2}}') == [
         ["000000000000004-0000000000", {"spec": {"version": 2}}]]
     for garbage in ("000-0|[1,2]", "000-0|[[1,{}]]", "000-0|\"text\"", "000-0|{", "000-0|" + "[" * 5000):

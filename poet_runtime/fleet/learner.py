@@ -284,8 +284,9 @@ class Learner(Staging, Rules):
                                 forged.setdefault(function, []).append(member)
                                 continue
                         batches.append(rows)
-                    decoded[function] = rows = merged(batches, bound)
-                    ids = [item["e"] for _, item in rows[0] if item.get("e")]
+                    below, rest = merged(batches, bound)
+                    ids = [item["e"] for _, item in below if item.get("e")]
+                    decoded[function] = below, rest, ids
                     reads.zmscore(keys.seen(function), ids) if ids else reads.echo(b"")
                     if function not in held:
                         reads.get(keys.state(function))
@@ -294,9 +295,8 @@ class Learner(Staging, Rules):
                 answers = iter(reads.execute())
                 plans = []
                 for function, members in work:
-                    rows = decoded[function][0]
+                    rows, _, ids = decoded[function]
                     scores = next(answers)
-                    ids = [item["e"] for _, item in rows if item.get("e")]
                     known = {i for i, score in zip(ids, scores) if score is not None} if ids else set()
                     if function in held:
                         state = held[function]
@@ -322,7 +322,7 @@ class Learner(Staging, Rules):
                     # the members read, replaced by one holding the rows not applied (members are
                     # removed by name: one staged meanwhile, by any learner, has rows at the watermark
                     # or past it, and stays)
-                    below, rest = decoded[function]
+                    below, rest, _ = decoded[function]
                     context = keys.stage(function)
                     pipe.zrem(context, *members)
                     remainder = below[done:] + rest

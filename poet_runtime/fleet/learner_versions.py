@@ -44,7 +44,7 @@ import logging
 
 from poet_runtime.fleet import regenerate, wire
 from poet_runtime.fleet.learner_state import FLEET, LOCAL
-from poet_runtime.fleet.staging import _next_padded, _text, padded
+from poet_runtime.fleet.staging import _next_padded, _text, member_text, padded
 
 log = logging.getLogger("poet_runtime")
 
@@ -163,18 +163,18 @@ def follow(learner) -> int:
                         if reason is None:
                             newest[function] = stamp.text()
                             item["spec"]["fleet"]["stamp"] = stamp.text()
-                            staged.setdefault(function, {})[f"{padded(entry_id)}|{json.dumps(item)}"] = 0
+                            staged.setdefault(function, []).append([padded(entry_id), item])  # in stream order
                 if reason is not None:
                     refused += 1
                     learner._once(("version refused", reason), "poet_runtime: learner %s: refused %s %s on %s: %s "
                                   "(not followed; counted as versions_refused)", learner.name, _text(kind),
                                   entry_id, keys.outcomes, reason)
             pipe.multi()
-            for function, members in staged.items():
-                context = keys.stage(function)  # sealed as staging seals its members
-                pipe.zadd(context, {wire.seal(learner.key, context, member): 0 for member in members})
+            for function, rows in staged.items():
+                context = keys.stage(function)  # one member of its rows, sealed as staging seals its members
+                pipe.zadd(context, {wire.seal(learner.key, context, member_text(rows)): 0})
                 pipe.sadd(keys.staged, function)
-                pipe.hincrby(keys.waiting, function, len(members))
+                pipe.hincrby(keys.waiting, function, len(rows))
                 pipe.set(stamp_key(keys, function), wire.seal(learner.key, stamp_key(keys, function),
                                                                newest[function]))
             if refused:

@@ -68,8 +68,8 @@ def _text(value) -> str:
 # A member per feedback cost, per feedback, a JSON encoding call, a seal and a sorted-set member to
 # add, read back and remove; a batch costs those once. Apply merges the rows of the members below
 # the watermark by position (``merged``) and writes back what it did not apply as one member
-# (``remainder``). A member of one item (``<position>|<item>``, as ``learner_versions`` and older
-# learners stage) is a batch of one row.
+# (``remainder``). A member of one item (``<position>|<item>``, as learners before this format
+# staged) is a batch of one row.
 
 _position = itemgetter(0)
 

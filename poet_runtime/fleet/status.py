@@ -14,13 +14,9 @@ import time
 
 from poet_runtime.fleet import wire
 from poet_runtime.fleet.learner import Keys
+from poet_runtime.fleet.staging import _text
 
 LAG_COUNT_LIMIT = 100_000  # entries counted past the group's last delivered one (beyond: "at least")
-
-
-def _text(value) -> str:
-    # anyone can write to the broker: what is not UTF-8 is shown replaced (and unseals or verifies as nothing)
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _json(raw) -> dict:
